@@ -1,0 +1,55 @@
+"""`handprop` command line: one sub-command per module.
+
+Each sub-command lives in the module that does the work; that module defines
+``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. This file only wires them
+together, importing a module when its sub-command is used so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help)
+    "data": ("handprop_jax.data.cli", "build a dataset (synthetic_hand_video, ho3d, interhand26m)"),
+    "train": ("handprop_jax.training.cli", "train the three stages and the baseline control"),
+    "evaluate": ("handprop_jax.evaluation.cli", "write Table I (Markdown, CSV, JSON) for a run"),
+    "propagate": ("handprop_jax.propagate", "propagate sparse labels to every frame of a video"),
+    "visualize": ("handprop_jax.visualize", "overlay grids and training curves for a run"),
+    "demo": ("handprop_jax.demo", "build data, train, evaluate and report on the synthetic default"),
+}
+
+
+def build_parser(load_all: bool = True, only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="handprop",
+        description="Semi-supervised 3D hand shape and pose estimation by label propagation (JAX).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = None
+        if load_all or name == only:
+            module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=getattr(module, "__doc__", None) or help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if module is not None:
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    only = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(load_all=False, only=only)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
