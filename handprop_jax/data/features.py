@@ -1,0 +1,43 @@
+"""The per-frame tfds feature spec shared by every dataset builder (see docs/design.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+LABEL_KEYS = ("root", "pose", "betas", "joints3d", "joints2d")
+META_KEYS = ("video_id", "video_name", "frame_index", "video_length")
+
+
+def frame_features(image_size: int) -> tfds.features.FeaturesDict:
+    """FeaturesDict of one frame: a square uint8 crop of side ``image_size`` plus its labels."""
+    f32 = np.float32
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8,
+                                     encoding_format="png"),
+        "K": tfds.features.Tensor(shape=(3, 3), dtype=f32),
+        "root": tfds.features.Tensor(shape=(3,), dtype=f32),
+        "pose": tfds.features.Tensor(shape=(48,), dtype=f32),
+        "betas": tfds.features.Tensor(shape=(10,), dtype=f32),
+        "joints3d": tfds.features.Tensor(shape=(21, 3), dtype=f32),
+        "joints2d": tfds.features.Tensor(shape=(21, 2), dtype=f32),
+        "video_id": tfds.features.Scalar(dtype=np.int32),
+        "video_name": tfds.features.Text(),
+        "frame_index": tfds.features.Scalar(dtype=np.int32),
+        "video_length": tfds.features.Scalar(dtype=np.int32),
+    })
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (H, W, 3) image, encoded with PIL (tfds would need TensorFlow for a
+    numpy array; it passes encoded bytes through unchanged)."""
+    import io
+
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
