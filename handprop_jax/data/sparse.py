@@ -1,0 +1,100 @@
+"""Sparse labels within a video and the frame-pair sampling rules of the paper (section IV).
+
+All functions work on frame indices *within one video* (0-based, ``0 <= f < length``) and are
+vectorised numpy. The pipeline (``handprop_jax.data.pipeline``) maps them to record indices.
+
+- Labelled frames S_V: every K-th frame, the first and the last frame included.
+- Nearest labelled frame N(u) = argmin_{s in S_V} |s - u| (ties go to the earlier frame).
+- Stage 2 partner of a labelled s: uniformly one of the n nearest labelled frames (s itself included).
+- Stage 3 partner of a labelled s: with probability ``unlabelled_fraction`` an unlabelled frame u with
+  |u - s| < max_gap (uniform), otherwise as in stage 2.
+- Evaluation (scenario 2): every unlabelled u with s = N(u) and gap = |u - s|.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(length: int, stride: int) -> None:
+    if length < 1:
+        raise ValueError(f"video length must be >= 1, got {length}")
+    if stride < 1:
+        raise ValueError(f"label stride K must be >= 1, got {stride}")
+
+
+def labelled_frames(length: int, stride: int) -> np.ndarray:
+    """Labelled frame indices of a video: 0, K, 2K, ... and length - 1. Returns (L,) int64, sorted."""
+    _check(length, stride)
+    idx = np.arange(0, length, stride)
+    if idx[-1] != length - 1:
+        idx = np.append(idx, length - 1)
+    return idx
+
+
+def labelled_mask(length: int, stride: int) -> np.ndarray:
+    """(length,) bool, True on labelled frames."""
+    mask = np.zeros(length, bool)
+    mask[labelled_frames(length, stride)] = True
+    return mask
+
+
+def nearest_labelled(length: int, stride: int) -> np.ndarray:
+    """N(u) for every frame u: (length,) int64 (N(s) = s for labelled s; ties -> earlier frame)."""
+    lab = labelled_frames(length, stride)
+    u = np.arange(length)
+    pos = np.searchsorted(lab, u)  # first labelled >= u
+    after = lab[np.minimum(pos, len(lab) - 1)]
+    before = lab[np.maximum(pos - 1, 0)]
+    return np.where(np.abs(u - before) <= np.abs(after - u), before, after)
+
+
+def n_nearest_labelled(length: int, stride: int, n: int) -> np.ndarray:
+    """For each labelled frame (in ``labelled_frames`` order) its ``n`` nearest labelled frames,
+    itself first, then by distance (ties -> earlier). Returns (L, min(n, L)) int64 frame indices."""
+    lab = labelled_frames(length, stride)
+    n = min(n, len(lab))
+    dist = np.abs(lab[:, None] - lab[None, :]).astype(np.float64)
+    dist += lab[None, :] * 1e-9  # tie-break towards the earlier frame
+    order = np.argsort(dist, axis=1, kind="stable")[:, :n]
+    return lab[order]
+
+
+def unlabelled_window(frame: int, length: int, stride: int, max_gap: int) -> np.ndarray:
+    """Unlabelled frames u of a video with |u - frame| < max_gap. Returns (M,) int64 (may be empty)."""
+    lo, hi = max(0, frame - max_gap + 1), min(length, frame + max_gap)
+    cand = np.arange(lo, hi)
+    return cand[~labelled_mask(length, stride)[cand]]
+
+
+def sample_stage3_partner(rng: np.random.Generator, frame: int, length: int, stride: int, max_gap: int,
+                          nearest: int, unlabelled_fraction: float) -> tuple[int, bool]:
+    """Partner u of the labelled frame ``frame`` for stage 3. Returns (u, u_is_labelled).
+
+    Falls back to a labelled partner when the window holds no unlabelled frame (e.g. K = 1)."""
+    if rng.random() < unlabelled_fraction:
+        cand = unlabelled_window(frame, length, stride, max_gap)
+        if len(cand):
+            return int(cand[rng.integers(len(cand))]), False
+    return sample_labelled_partner(rng, frame, length, stride, nearest), True
+
+
+def sample_labelled_partner(rng: np.random.Generator, frame: int, length: int, stride: int,
+                            nearest: int) -> int:
+    """Stage 2: uniformly one of the ``nearest`` nearest labelled frames of the labelled ``frame``."""
+    lab = labelled_frames(length, stride)
+    row = int(np.searchsorted(lab, frame))
+    if row >= len(lab) or lab[row] != frame:
+        raise ValueError(f"frame {frame} is not labelled (length {length}, K {stride})")
+    table = n_nearest_labelled(length, stride, nearest)
+    return int(table[row, rng.integers(table.shape[1])])
+
+
+def eval_pairs(length: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scenario 2 pairs of a video: every unlabelled u with s = N(u).
+
+    Returns (u (M,), s (M,), gap (M,)) int64, u ascending."""
+    mask = labelled_mask(length, stride)
+    u = np.nonzero(~mask)[0]
+    s = nearest_labelled(length, stride)[u]
+    return u, s, np.abs(u - s)
