@@ -1,0 +1,274 @@
+"""HO-3D (v2 and v3) as a tfds dataset of hand-centred video frames, with the Mini-HO-3D split.
+
+Source layout (manual download, ``manual_dir`` = the folder where ``train/`` branches off, or its
+parent holding ``HO3D_v2/`` / ``HO3D_v3/``)::
+
+    train/<SEQ>/rgb/<frame>.png        (v2; v3 ships .jpg)   e.g. train/ABF10/rgb/0000.png
+    train/<SEQ>/meta/<frame>.pkl       python-2 pickles (read with encoding="latin1")
+    train.txt, evaluation.txt          optional; "SEQ/frame" per line
+
+Per-frame annotation keys used (HO-3D convention: **OpenGL** camera frame, y up, z backward, metres):
+``handPose`` (48,) full MANO axis-angle pose used with ``flat_hand_mean=True`` (hands mean
+included) and ``use_pca=False``; ``handBeta`` (10,); ``handTrans`` (3,) MANO ``trans`` (unused, see
+below); ``handJoints3D`` (21, 3) in MANO's kinematic order with the five fingertips appended
+(wrist, index1-3, middle1-3, pinky1-3, ring1-3, thumb1-3, then thumb/index/middle/ring/pinky tips);
+``camMat`` (3, 3) intrinsics, pixels.
+
+Conversion to handprop's conventions (docs/design.md):
+- points: X_cv = diag(1, -1, -1) X_gl; global rotation R_cv = diag(1, -1, -1) R_gl (the other 45
+  pose numbers are joint-local and unchanged; hands_mean is already included);
+- joints reordered to manopth order (``HO3D_TO_MANOPTH``);
+- ``root`` = the wrist joint in the OpenCV camera frame, taken from ``handJoints3D`` (which HO-3D
+  computes from the MANO fit: wrist = J_0(betas) + handTrans), so no MANO model is needed and
+  root, pose, betas and joints3d are mutually consistent;
+- the frame is cropped around the projected joints (``handprop_jax.data.crop``), K adjusted.
+
+Mini-HO-3D (paper, Appendix A): val = ABF11, BB12, GPMF13, GSF14; test = ABF10, MC1, MDF14, BB11,
+GPMF12, GSF13, SB14, ShSu10, SM3, SMu1, SiBF11, SS2; train = every other ``train/`` sequence.
+Videos of a split are sorted by name; frames by frame number.
+
+Bad input (missing/corrupt image, missing/truncated pickle, missing keys, wrong shapes, NaN/inf,
+hand outside the image): with ``on_bad_input="skip"`` (default) the frame is dropped and counted;
+counts per split and reason are in ``Builder.skipped`` and ``<dataset dir>/skipped.json``. With
+``on_bad_input="raise"`` the build stops with a ValueError naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pickle
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from scipy.spatial.transform import Rotation
+
+from handprop_jax.data import crop as crop_lib
+from handprop_jax.data.features import frame_features
+
+# handJoints3D index for each manopth joint (wrist, thumb1-3, tip, index1-3, tip, middle..., ring...,
+# pinky...).
+HO3D_TO_MANOPTH = np.array([0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20])
+OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
+
+MINI_HO3D_VAL = ("ABF11", "BB12", "GPMF13", "GSF14")
+MINI_HO3D_TEST = ("ABF10", "MC1", "MDF14", "BB11", "GPMF12", "GSF13", "SB14", "ShSu10", "SM3", "SMu1",
+                  "SiBF11", "SS2")
+IMAGE_EXT = {"v2": ".png", "v3": ".jpg"}
+
+
+def opengl_to_opencv(points: np.ndarray) -> np.ndarray:
+    """(..., 3) points, OpenGL camera frame -> OpenCV camera frame (same units)."""
+    return np.asarray(points, dtype=np.float64) @ OPENGL_TO_OPENCV.T
+
+
+def rotate_global(pose: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """(48,) axis-angle pose with its global rotation R replaced by ``rotation @ R``."""
+    pose = np.array(pose, dtype=np.float64)
+    R = Rotation.from_rotvec(pose[:3]).as_matrix()
+    pose[:3] = Rotation.from_matrix(rotation @ R).as_rotvec()
+    return pose
+
+
+def convert_annotation(meta: dict, path: str = "<meta>") -> dict:
+    """HO-3D per-frame annotation (OpenGL) -> handprop labels (OpenCV, manopth order).
+
+    Returns {"root" (3,), "pose" (48,), "betas" (10,), "joints3d" (21, 3), "K" (3, 3)}, metres /
+    radians / pixels. Raises ``crop.BadInput`` naming ``path`` and the key on bad values.
+    """
+    if not isinstance(meta, dict):
+        raise crop_lib.BadInput("bad annotation", path, f"expected a dict, got {type(meta).__name__}")
+    for key in ("handPose", "handBeta", "handJoints3D", "camMat"):
+        if key not in meta:
+            raise crop_lib.BadInput("missing annotation", path, f"key {key!r} absent")
+    pose_gl = crop_lib.checked_array(meta["handPose"], (48,), "handPose", path)
+    betas = crop_lib.checked_array(meta["handBeta"], (10,), "handBeta", path)
+    joints_gl = crop_lib.checked_array(meta["handJoints3D"], (21, 3), "handJoints3D", path)
+    K = crop_lib.checked_array(meta["camMat"], (3, 3), "camMat", path)
+    joints3d = opengl_to_opencv(joints_gl)[HO3D_TO_MANOPTH]
+    return {"root": joints3d[0].copy(), "pose": rotate_global(pose_gl, OPENGL_TO_OPENCV),
+            "betas": betas, "joints3d": joints3d, "K": K}
+
+
+def load_meta(path: str) -> dict:
+    """Unpickle one ``meta/<frame>.pkl`` (python-2 pickles need latin1); ``BadInput`` if unusable."""
+    if not os.path.isfile(path):
+        raise crop_lib.BadInput("missing annotation", path)
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except Exception as e:  # truncated / corrupt pickles raise several types
+        raise crop_lib.BadInput("corrupt annotation", path, f"{type(e).__name__}: {e}") from e
+
+
+def find_root(manual_dir: str, layout: str) -> str:
+    """The folder holding ``train/``: ``manual_dir`` itself or ``manual_dir/HO3D_v2|HO3D_v3``."""
+    for candidate in (manual_dir, os.path.join(manual_dir, f"HO3D_{layout}")):
+        if os.path.isdir(os.path.join(candidate, "train")):
+            return candidate
+    raise FileNotFoundError(
+        f"HO-3D {layout}: no 'train/' folder in {manual_dir} (nor in {manual_dir}/HO3D_{layout}); "
+        "point --manual-dir at the folder where train/ and evaluation/ branch off")
+
+
+def _frame_sort_key(frame: str):
+    return (0, int(frame), frame) if frame.isdigit() else (1, 0, frame)
+
+
+def list_sequences(root: str, layout: str) -> dict[str, list[str]]:
+    """{sequence: [frame ids in temporal order]} of the ``train`` subset.
+
+    From ``train.txt`` when present (the official list), else from the ``rgb/`` and ``meta/``
+    folders (the union, so a frame missing one of its files is reported, not silently dropped).
+    """
+    listing = os.path.join(root, "train.txt")
+    frames: dict[str, set[str]] = {}
+    if os.path.isfile(listing):
+        with open(listing) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                if "/" not in line:
+                    raise ValueError(f"{listing}: line {line!r} is not 'SEQ/frame'")
+                seq, frame = line.split("/", 1)
+                frames.setdefault(seq, set()).add(frame)
+    else:
+        train = os.path.join(root, "train")
+        for seq in sorted(os.listdir(train)):
+            ids: set[str] = set()
+            for sub, ext in (("rgb", IMAGE_EXT[layout]), ("meta", ".pkl")):
+                folder = os.path.join(train, seq, sub)
+                if os.path.isdir(folder):
+                    ids.update(n[: -len(ext)] for n in os.listdir(folder) if n.endswith(ext))
+            if ids:
+                frames[seq] = ids
+    return {seq: sorted(ids, key=_frame_sort_key) for seq, ids in sorted(frames.items())}
+
+
+def mini_ho3d_split(sequences, val=MINI_HO3D_VAL, test=MINI_HO3D_TEST) -> dict[str, list[str]]:
+    """Mini-HO-3D: {"train", "val", "test"} -> sorted sequence names (Appendix A)."""
+    sequences = sorted(sequences)
+    held_out = set(val) | set(test)
+    return {"train": [s for s in sequences if s not in held_out],
+            "val": [s for s in sequences if s in set(val)],
+            "test": [s for s in sequences if s in set(test)]}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ho3dOptions:
+    layout: str
+    image_size: int
+    crop_scale: float
+    min_visible: float
+    val_sequences: tuple[str, ...]
+    test_sequences: tuple[str, ...]
+
+
+class Ho3dConfig(tfds.core.BuilderConfig):
+    """A layout ("v2" png / "v3" jpg) and the crop settings. ``Builder.config_for`` makes custom
+    ones (name ``v2`` for 224 px, else ``v2_<size>``)."""
+
+    def __init__(self, *, layout: str = "v2", image_size: int = 224, crop_scale: float = 1.5,
+                 min_visible: float = 0.5, val_sequences=MINI_HO3D_VAL, test_sequences=MINI_HO3D_TEST,
+                 **kwargs):
+        if layout not in IMAGE_EXT:
+            raise ValueError(f"HO-3D layout must be one of {sorted(IMAGE_EXT)}, got {layout!r}")
+        kwargs.setdefault("name", layout if image_size == 224 else f"{layout}_{image_size}")
+        kwargs.setdefault("description", f"HO-3D {layout}, Mini-HO-3D split, {image_size} px crops")
+        super().__init__(**kwargs)
+        self.options = _Ho3dOptions(layout, int(image_size), float(crop_scale), float(min_visible),
+                                    tuple(val_sequences), tuple(test_sequences))
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """HO-3D v2/v3 → Mini-HO-3D splits of hand-centred frames (see the module docstring)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Mini-HO-3D split, OpenCV camera frame, manopth joint order."}
+    BUILDER_CONFIGS = [Ho3dConfig(layout="v2"), Ho3dConfig(layout="v3")]
+    DEFAULT_CONFIG_NAME = "v2"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Register at https://www.tugraz.at/index.php?id=40231 (HO-3D), download HO3D_v2.zip or
+    HO3D_v3.zip and extract it. Pass the folder where `train/` and `evaluation/` branch off
+    (or its parent containing `HO3D_v2/` / `HO3D_v3/`) as the manual dir, e.g.
+    `handprop data build ho3d --config v2 --manual-dir /data/HO3D_v2 --data-dir data`.
+    """
+
+    def __init__(self, *, on_bad_input: str = "skip", **kwargs):
+        """Args: on_bad_input: "skip" (count and continue) or "raise"; other args as tfds
+        (``data_dir``, ``config``, ``version``, ``file_format`` — array_record by default)."""
+        kwargs.setdefault("file_format", "array_record")
+        self.skip_log = crop_lib.SkipLog(on_bad_input)
+        super().__init__(**kwargs)
+
+    # tfds resolves `code_path` through `importlib_resources`, absent from this environment.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(__file__)
+
+    @classmethod
+    def config_for(cls, layout: str = "v2", image_size: int = 224, **options) -> Ho3dConfig:
+        """A builder config for ``layout`` at ``image_size`` (named ``v2``, ``v2_64``, ...)."""
+        return Ho3dConfig(layout=layout, image_size=image_size, **options)
+
+    @property
+    def skipped(self) -> dict[str, dict[str, int]]:
+        """{split: {reason: count}} of the items skipped by the last build."""
+        return self.skip_log.counts
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=frame_features(self.builder_config.options.image_size),
+            disable_shuffling=True,  # records stay grouped by video, in frame order
+            homepage="https://www.tugraz.at/index.php?id=40231",
+        )
+
+    def _split_generators(self, dl_manager):
+        options = self.builder_config.options
+        root = find_root(os.fspath(dl_manager.manual_dir), options.layout)
+        sequences = list_sequences(root, options.layout)
+        if not sequences:
+            raise FileNotFoundError(f"HO-3D {options.layout}: no sequences found under {root}/train")
+        split = mini_ho3d_split(sequences, options.val_sequences, options.test_sequences)
+        for name, wanted in (("val", options.val_sequences), ("test", options.test_sequences)):
+            for seq in wanted:
+                if seq not in sequences:
+                    self.skip_log.note(name, crop_lib.BadInput(
+                        "missing sequence", os.path.join(root, "train", seq), "named by Mini-HO-3D"))
+        return {name: self._generate_examples(name, root, [(s, sequences[s]) for s in seqs])
+                for name, seqs in split.items()}
+
+    def _generate_examples(self, split, root, videos):
+        options = self.builder_config.options
+        ext = IMAGE_EXT[options.layout]
+
+        def process(frame):
+            seq, frame_id = frame
+            folder = os.path.join(root, "train", seq)
+            meta_path = os.path.join(folder, "meta", frame_id + ".pkl")
+            image_path = os.path.join(folder, "rgb", frame_id + ext)
+            labels = convert_annotation(load_meta(meta_path), meta_path)
+            image = crop_lib.read_rgb(image_path)
+            return crop_lib.make_example(
+                image, labels["K"], labels["root"], labels["pose"], labels["betas"],
+                labels["joints3d"], options.image_size, options.crop_scale, options.min_visible,
+                image_path)
+
+        frames = [(seq, [(seq, f) for f in ids]) for seq, ids in videos]
+        yield from crop_lib.video_examples(split, frames, process, self.skip_log)
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+        _write_skipped(self.data_path, self.skip_log)
+
+
+def _write_skipped(data_path, skip_log: crop_lib.SkipLog) -> None:
+    (epath.Path(data_path) / "skipped.json").write_text(json.dumps(skip_log.to_json(), indent=1))
+    summary = skip_log.summary()
+    if summary:
+        logging.warning("skipped items:\n%s", summary)

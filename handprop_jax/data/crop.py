@@ -1,0 +1,283 @@
+"""Square crops centred on the hand, with the intrinsics adjusted to the crop.
+
+Shared by the real-data tfds builders (HO-3D, InterHand2.6M). Numpy/PIL only: this runs once per
+frame while a dataset is built, never inside a jitted function.
+
+Pixel convention (see ``handprop_jax.camera``): the centre of pixel (row i, column j) is at
+(u = j, v = i). A crop is the square box ``[cx - side/2, cx + side/2] x [cy - side/2, cy + side/2]``
+(continuous pixel coordinates of the source image) resampled to ``size x size`` pixels, so that the
+box edges land on the crop's outer pixel edges (u' = -0.5 and u' = size - 0.5). The map from source
+to crop pixels is the affine
+
+    u' = s (u - x0) - 0.5,   v' = s (v - y0) - 0.5,   s = size / side,  x0 = cx - side/2, y0 = cy - side/2
+
+and the crop's intrinsics are ``A @ K`` with ``A = [[s, 0, -s x0 - 0.5], [0, s, -s y0 - 0.5], [0, 0, 1]]``,
+so that ``project(X, A @ K) == A(project(X, K))`` exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PIL import Image
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """A square crop box in source-image pixels: centre (cx, cy) and side length, pixels."""
+
+    cx: float
+    cy: float
+    side: float
+
+
+def hand_box(joints2d: np.ndarray, scale: float = 1.5, min_side: float = 8.0) -> Box:
+    """Square box centred on the 2D joints' bounding box.
+
+    Args:
+      joints2d: (N, 2) pixels (u, v) in the source image.
+      scale: side = scale * max(width, height) of the joints' bounding box (margin around the hand).
+      min_side: lower bound on the side, pixels (guards degenerate, e.g. all-equal, joints).
+    Returns:
+      the ``Box``.
+    """
+    joints2d = np.asarray(joints2d, dtype=np.float64)
+    if joints2d.ndim != 2 or joints2d.shape[1] != 2 or not np.all(np.isfinite(joints2d)):
+        raise ValueError(f"hand_box: expected finite (N, 2) joints, got shape {joints2d.shape}")
+    lo, hi = joints2d.min(0), joints2d.max(0)
+    centre = (lo + hi) / 2
+    side = max(float(np.max(hi - lo)) * scale, min_side)
+    return Box(float(centre[0]), float(centre[1]), side)
+
+
+def crop_matrix(box: Box, size: int) -> np.ndarray:
+    """(3, 3) affine ``A`` mapping homogeneous source pixels to crop pixels (module docstring)."""
+    s = size / box.side
+    x0 = box.cx - box.side / 2
+    y0 = box.cy - box.side / 2
+    return np.array([[s, 0.0, -s * x0 - 0.5], [0.0, s, -s * y0 - 0.5], [0.0, 0.0, 1.0]])
+
+
+def crop_intrinsics(K: np.ndarray, box: Box, size: int) -> np.ndarray:
+    """(3, 3) intrinsics of the crop, pixels, given the source intrinsics ``K`` (3, 3)."""
+    return crop_matrix(box, size) @ np.asarray(K, dtype=np.float64)
+
+
+def crop_points(uv: np.ndarray, box: Box, size: int) -> np.ndarray:
+    """Map (N, 2) source pixels to crop pixels."""
+    A = crop_matrix(box, size)
+    uv = np.asarray(uv, dtype=np.float64)
+    return uv * A[[0, 1], [0, 1]] + A[:2, 2]
+
+
+def crop_image(image: np.ndarray, box: Box, size: int) -> np.ndarray:
+    """Resample the box of ``image`` to a (size, size, 3) uint8 crop (bilinear, antialiased when
+    shrinking). Parts of the box outside the image are black.
+
+    Args:
+      image: uint8 (H, W, 3).
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"crop_image: expected uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    h, w = image.shape[:2]
+    # PIL's continuous coordinates put pixel i's centre at i + 0.5: shift ours by +0.5.
+    left = box.cx - box.side / 2 + 0.5
+    top = box.cy - box.side / 2 + 0.5
+    right, bottom = left + box.side, top + box.side
+    # PIL needs the box inside the image: pad with black where it is not.
+    pad_l = max(0, int(np.ceil(-left)))
+    pad_t = max(0, int(np.ceil(-top)))
+    pad_r = max(0, int(np.ceil(right - w)))
+    pad_b = max(0, int(np.ceil(bottom - h)))
+    if pad_l or pad_t or pad_r or pad_b:
+        # Never pad more than the box itself needs (a box far outside is rejected by callers).
+        image = np.pad(image, ((pad_t, pad_b), (pad_l, pad_r), (0, 0)))
+        left, right = left + pad_l, right + pad_l
+        top, bottom = top + pad_t, bottom + pad_t
+    pil = Image.fromarray(image)
+    out = pil.resize((size, size), Image.BILINEAR,
+                     box=(left, top, min(right, pil.width), min(bottom, pil.height)))
+    return np.asarray(out, dtype=np.uint8)
+
+
+def visible_fraction(uv: np.ndarray, height: int, width: int) -> float:
+    """Fraction of the (N, 2) pixels that lie inside an image of the given size."""
+    uv = np.asarray(uv, dtype=np.float64)
+    inside = ((uv[:, 0] >= -0.5) & (uv[:, 0] <= width - 0.5) & (uv[:, 1] >= -0.5)
+              & (uv[:, 1] <= height - 0.5))
+    return float(np.mean(inside))
+
+
+def crop_frame(image: np.ndarray, K: np.ndarray, joints3d: np.ndarray, size: int,
+               scale: float = 1.5, min_visible: float = 0.5):
+    """Crop a frame around its hand.
+
+    Args:
+      image: uint8 (H, W, 3) full frame.
+      K: (3, 3) source intrinsics, pixels.
+      joints3d: (21, 3) hand joints, OpenCV camera frame, metres.
+      size: crop side, pixels.
+      scale: box side / max extent of the projected joints.
+      min_visible: minimum fraction of projected joints inside the source image.
+    Returns:
+      (crop uint8 (size, size, 3), K_crop (3, 3) float64, joints2d (21, 2) float64 crop pixels).
+    Raises:
+      ValueError("hand outside the image: ...") when the hand is behind the camera or too few of
+      its joints project inside the image.
+    """
+    joints3d = np.asarray(joints3d, dtype=np.float64)
+    K = np.asarray(K, dtype=np.float64)
+    if np.any(joints3d[:, 2] <= 0):
+        raise ValueError("hand outside the image: joints behind the camera (z <= 0)")
+    uvw = joints3d @ K.T
+    uv = uvw[:, :2] / uvw[:, 2:3]
+    h, w = image.shape[:2]
+    fraction = visible_fraction(uv, h, w)
+    if fraction < min_visible:
+        raise ValueError(f"hand outside the image: {fraction:.0%} of the joints project inside "
+                         f"the {w}x{h} image (need {min_visible:.0%})")
+    box = hand_box(uv, scale=scale)
+    if box.side > 4 * max(h, w):
+        raise ValueError(f"hand outside the image: its box ({box.side:.0f} px) is far larger than the "
+                         f"{w}x{h} image")
+    crop = crop_image(image, box, size)
+    return crop, crop_intrinsics(K, box, size), crop_points(uv, box, size)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers shared by the real-data builders: bad-input handling, image reading, example assembly.
+
+
+class BadInput(Exception):
+    """A frame (or file) that cannot be used. ``reason`` is a short category used for the skip
+    counts (e.g. "missing image"); ``path`` names the offending file."""
+
+    def __init__(self, reason: str, path: object, detail: str = ""):
+        self.reason, self.path, self.detail = reason, str(path), detail
+        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+class SkipLog:
+    """Counts skipped items per split and reason; or raises, with ``on_bad_input="raise"``.
+
+    ``counts``: {split: {reason: n}}; ``examples``: {split: [first ``keep`` messages naming files]}.
+    """
+
+    def __init__(self, on_bad_input: str = "skip", keep: int = 20):
+        if on_bad_input not in ("skip", "raise"):
+            raise ValueError(f"on_bad_input must be 'skip' or 'raise', got {on_bad_input!r}")
+        self.on_bad_input = on_bad_input
+        self.keep = keep
+        self.counts: dict[str, dict[str, int]] = {}
+        self.examples: dict[str, list[str]] = {}
+
+    def handle(self, split: str, error: BadInput) -> None:
+        """Record (or raise, as ValueError naming the file) one bad item of ``split``."""
+        if self.on_bad_input == "raise":
+            raise ValueError(str(error)) from error
+        self.note(split, error)
+
+    def note(self, split: str, error: BadInput) -> None:
+        """Count ``error`` under ``split`` without raising (for things that are not an error of
+        the data, e.g. a split's named sequence absent from a partial download)."""
+        counts = self.counts.setdefault(split, {})
+        counts[error.reason] = counts.get(error.reason, 0) + 1
+        examples = self.examples.setdefault(split, [])
+        if len(examples) < self.keep:
+            examples.append(str(error))
+
+    def to_json(self) -> dict:
+        return {"counts": self.counts, "examples": self.examples}
+
+    def summary(self) -> str:
+        """One line per split: ``split: n skipped (reason: n, ...)``; empty when nothing skipped."""
+        lines = []
+        for split, counts in self.counts.items():
+            detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
+            lines.append(f"{split}: {sum(counts.values())} skipped ({detail})")
+        return "\n".join(lines)
+
+
+def read_rgb(path) -> np.ndarray:
+    """uint8 (H, W, 3) RGB image from a file; ``BadInput`` ("missing image" / "corrupt image")."""
+    import os
+
+    if not os.path.isfile(path):
+        raise BadInput("missing image", path)
+    try:
+        with Image.open(path) as pil:
+            return np.asarray(pil.convert("RGB"), dtype=np.uint8)
+    except Exception as e:  # PIL raises several types for truncated/corrupt files
+        raise BadInput("corrupt image", path, f"{type(e).__name__}: {e}") from e
+
+
+def checked_array(value, shape: tuple[int, ...], key: str, path) -> np.ndarray:
+    """``value`` as a float64 array of exactly ``shape``, finite; else ``BadInput`` naming the key."""
+    if value is None:
+        raise BadInput("missing annotation", path, f"{key} is None")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise BadInput("bad annotation", path, f"{key}: {e}") from e
+    if array.size == int(np.prod(shape)) and array.shape != shape:
+        array = array.reshape(shape)
+    if array.shape != shape:
+        raise BadInput("bad annotation", path, f"{key} has shape {array.shape}, expected {shape}")
+    if not np.all(np.isfinite(array)):
+        raise BadInput("non-finite values", path, f"{key} contains NaN or inf")
+    return array
+
+
+def make_example(image: np.ndarray, K: np.ndarray, root: np.ndarray, pose: np.ndarray,
+                 betas: np.ndarray, joints3d: np.ndarray, size: int, scale: float,
+                 min_visible: float, image_path) -> dict:
+    """Crop a frame and assemble the label part of an example (see ``features.frame_features``;
+    the video keys are added by the builder). Arrays are camera frame (OpenCV), metres.
+
+    Raises ``BadInput("hand outside the image", image_path)``.
+    """
+    from handprop_jax.data.features import encode_png
+
+    try:
+        crop, K_crop, joints2d = crop_frame(image, K, joints3d, size, scale=scale,
+                                            min_visible=min_visible)
+    except ValueError as e:
+        raise BadInput("hand outside the image", image_path, str(e)) from e
+    f32 = np.float32
+    return {"image": encode_png(crop), "K": K_crop.astype(f32), "root": np.asarray(root, f32),
+            "pose": np.asarray(pose, f32), "betas": np.asarray(betas, f32),
+            "joints3d": np.asarray(joints3d, f32), "joints2d": joints2d.astype(f32)}
+
+
+def video_examples(split: str, videos, process_frame, skip_log: SkipLog):
+    """Yield ``(key, example)`` of a split, grouped by video in frame order.
+
+    Args:
+      split: split name (for the skip counts).
+      videos: sequence of ``(video_name, frames)``; ``frames`` a sequence of whatever
+        ``process_frame`` takes, in temporal order.
+      process_frame: ``frame -> example dict`` (labels + image), raising ``BadInput``.
+      skip_log: where bad frames go. Skipped frames are dropped from their video (``frame_index``
+        counts the kept frames, 0-based); a video without any good frame is dropped
+        (reason "empty video") and does not take a ``video_id``.
+    """
+    from tqdm import tqdm
+
+    video_id = 0
+    for name, frames in tqdm(list(videos), desc=f"{split} videos", leave=False):
+        kept = []
+        for frame in frames:
+            try:
+                kept.append(process_frame(frame))
+            except BadInput as e:
+                skip_log.handle(split, e)
+        if not kept:
+            skip_log.handle(split, BadInput("empty video", name, "no usable frame"))
+            continue
+        for index, example in enumerate(kept):
+            example.update(video_id=video_id, video_name=name, frame_index=index,
+                           video_length=len(kept))
+            yield f"{video_id:06d}_{index:06d}", example
+        video_id += 1
