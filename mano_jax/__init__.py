@@ -1,0 +1,55 @@
+"""mano_jax: a standalone, pure-JAX MANO hand layer.
+
+Depends only on jax and numpy (scipy is not needed, even for the official ``.pkl`` files).
+
+- ``ManoModel``: the model arrays as a pytree (side and kinematic tree static).
+- ``load(path)`` / ``save_npz(model, path)``: official MANO ``.pkl`` (no chumpy needed) or ``.npz``.
+- ``synthetic(side, seed)``: a procedural stand-in hand with MANO's exact array shapes.
+- ``forward(model, pose, betas, trans=None, *, ncomps, use_pca, flat_hand_mean, center_idx)``:
+  manopth ``ManoLayer`` semantics, output in metres.
+- pieces: ``rodrigues``, ``matrix_to_axis_angle``, ``blend_shapes``, ``pose_features``,
+  ``kinematic_chain``, ``skin``, ``pca_to_axis_angle``, ``axis_angle_to_pca``.
+"""
+
+from mano_jax.constants import (
+    JOINT_NAMES,
+    MANO_JOINT_NAMES,
+    MANOPTH_JOINT_ORDER,
+    NUM_BETAS,
+    NUM_FACES,
+    NUM_JOINTS,
+    NUM_VERTS,
+    OUT_PARENTS,
+    PARENTS,
+    TIP_VERTEX_IDS,
+)
+from mano_jax.geometry import (
+    matrix_to_axis_angle,
+    matrix_to_quaternion,
+    quaternion_to_axis_angle,
+    rodrigues,
+)
+from mano_jax.layer import (
+    axis_angle_to_pca,
+    blend_shapes,
+    forward,
+    forward_jit,
+    full_pose,
+    kinematic_chain,
+    pca_to_axis_angle,
+    pose_blend_shapes,
+    pose_features,
+    regress_joints,
+    skin,
+)
+from mano_jax.model import ARRAY_SHAPES, ManoModel, make_model
+from mano_jax.synthetic import synthetic, synthetic_pose_std
+
+__all__ = [
+    "ARRAY_SHAPES", "JOINT_NAMES", "MANO_JOINT_NAMES", "MANOPTH_JOINT_ORDER", "NUM_BETAS",
+    "NUM_FACES", "NUM_JOINTS", "NUM_VERTS", "OUT_PARENTS", "PARENTS", "TIP_VERTEX_IDS",
+    "ManoModel", "axis_angle_to_pca", "blend_shapes", "forward", "forward_jit", "full_pose",
+    "kinematic_chain", "make_model", "matrix_to_axis_angle", "matrix_to_quaternion",
+    "pca_to_axis_angle", "pose_blend_shapes", "pose_features", "quaternion_to_axis_angle",
+    "regress_joints", "rodrigues", "skin", "synthetic", "synthetic_pose_std",
+]
