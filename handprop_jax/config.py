@@ -52,6 +52,7 @@ class ModelConfig:
     root_aligner_blocks: int = 2
     pose_aligner_hidden: int = 512
     pose_aligner_blocks: int = 2
+    pose_aligner_scale: float = 3.141592653589793  # radians: Δθ = scale * tanh(.) (heads.py)
     conv_impl: str = "auto"  # "xla", "im2col" or "auto" (fast path per backend)
     dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"
     torchvision_checkpoint: str | None = None  # optional ResNet-18 .pth to initialise the encoder

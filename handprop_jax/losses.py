@@ -1,0 +1,93 @@
+"""HandProp losses (paper Eqs. 5–9), pure functions of arrays.
+
+Notation: γ = (root r (B, 3) metres, pose θ (B, 48) radians, full axis-angle incl. hands_mean,
+betas β (B, 10)); J (B, 21, 3) hand joints in the camera frame, metres (``hand_in_camera``).
+
+Reductions (stated once, used everywhere):
+
+- joint terms ``‖J_a − J_b‖²``: squared difference **averaged over batch, joints and xyz**
+  (``mean((J_a − J_b)²)`` over (B, 21, 3); the baseline's ``mse_loss``), in m².
+- pose regulariser ``‖θ‖²`` (:func:`pose_reg`): the 45 finger-joint components **relative to
+  MANO's mean pose**, ``mean((θ[:, 3:] − hands_mean)²)`` over (B, 45). The root rotation is not
+  regularised (as the baseline's ``pose[:, 3:]``). For a predictor output θ = mean + c·P with
+  orthonormal PCA rows P this is ``‖c‖² / 45`` per sample, i.e. the baseline's penalty on the PCA
+  coefficients, and the *same* function applies to the 48-d output of the aligner, so
+  L_pred and L_align regularise the same quantity.
+- shape regulariser ``‖β‖²``: ``mean(β²)`` over (B, 10).
+
+Eq. 6  ``L_pred  = λ_J ‖J*_s − J^reg_s‖² + λ_θ ‖θ^reg_s‖² + λ_β ‖β^reg_s‖²``.
+
+Eqs. 7–8  ``L_align = λ_J (‖J*_s − J^align_s‖² + ‖J^reg_u − J^align_u‖²)
++ λ_θ (‖θ^align_s‖² + ‖θ^align_u‖²)``.
+
+Eq. 9  ``L_total = L_pred + λ_align L_align``.
+
+**Reading of the forward/backward alignment (Sec. II-C, Fig. 1, footnote 1).** The aligner
+φ(γ_b, z_a − z_b) maps annotations of frame b to frame a; footnote 1 says γ_b can be either the
+predictor's output γ^reg_b or a ground truth γ*_b. In training:
+
+- *forward* u → s (``L^align_{u→s}``): start from the **predictor's output on u**, γ^reg_u, and
+  align it to s, ``γ^align_s = φ(γ^reg_u, z_s − z_u) + γ^reg_u``; compare its joints with the
+  ground truth J*_s. This is the path of Fig. 1 (left) and of the introduction.
+- *backward* s → u (``L^align_{u←s}``): start from the **ground truth of s**, γ*_s, and align it
+  to u, ``γ^align_u = φ(γ*_s, z_u − z_s) + γ*_s`` — exactly the propagation path used at inference
+  (scenario 2) — and compare its joints with the predictor's joints on u, J^reg_u (u has no
+  label). This is the only term that trains the aligner on the propagation direction with a
+  ground-truth input.
+
+No stop-gradient anywhere: in stage 3 the backward term pulls the predictor's output on the
+unlabelled frame towards the propagated annotation (the "regularisation" the paper describes) and
+the forward term trains the predictor through its output on u; in stage 2 the predictor is frozen
+by construction (only aligner parameters are differentiated). β^align is copied from γ_b (Eq. 2),
+so it has no loss term of its own. The paper's L_θ in Eq. 7 regularises both aligned poses.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def joints_sq_error(j_a: jnp.ndarray, j_b: jnp.ndarray) -> jnp.ndarray:
+    """``‖J_a − J_b‖²`` for (B, 21, 3) joints in metres: mean over batch, joints, xyz (m²)."""
+    return jnp.mean(jnp.square(j_a - j_b))
+
+
+def pose_reg(pose: jnp.ndarray, hands_mean: jnp.ndarray) -> jnp.ndarray:
+    """``‖θ‖²``: mean over (B, 45) of (θ[:, 3:] − hands_mean)², pose (B, 48) rad, hands_mean (45,)."""
+    return jnp.mean(jnp.square(pose[:, 3:] - hands_mean))
+
+
+def shape_reg(betas: jnp.ndarray) -> jnp.ndarray:
+    """``‖β‖²``: mean over (B, 10) of β²."""
+    return jnp.mean(jnp.square(betas))
+
+
+def pred_loss(joints_gt_s: jnp.ndarray, joints_reg_s: jnp.ndarray, pose_reg_s: jnp.ndarray,
+              betas_reg_s: jnp.ndarray, hands_mean: jnp.ndarray, lambda_j: float,
+              lambda_theta: float, lambda_beta: float) -> tuple[jnp.ndarray, dict]:
+    """Eq. 6. Returns (L_pred scalar, dict of the unweighted terms ``joints``, ``pose``, ``shape``)."""
+    terms = {"joints": joints_sq_error(joints_gt_s, joints_reg_s),
+             "pose": pose_reg(pose_reg_s, hands_mean),
+             "shape": shape_reg(betas_reg_s)}
+    loss = lambda_j * terms["joints"] + lambda_theta * terms["pose"] + lambda_beta * terms["shape"]
+    return loss, terms
+
+
+def align_loss(joints_gt_s: jnp.ndarray, joints_align_s: jnp.ndarray, joints_reg_u: jnp.ndarray,
+               joints_align_u: jnp.ndarray, pose_align_s: jnp.ndarray, pose_align_u: jnp.ndarray,
+               hands_mean: jnp.ndarray, lambda_j: float, lambda_theta: float) -> tuple[jnp.ndarray, dict]:
+    """Eqs. 7–8. ``joints_align_s`` from the forward (u → s, from γ^reg_u) alignment,
+    ``joints_align_u`` from the backward (s → u, from γ*_s) alignment.
+
+    Returns (L_align scalar, dict of unweighted terms ``forward``, ``backward``, ``pose``).
+    """
+    terms = {"forward": joints_sq_error(joints_gt_s, joints_align_s),
+             "backward": joints_sq_error(joints_reg_u, joints_align_u),
+             "pose": pose_reg(pose_align_s, hands_mean) + pose_reg(pose_align_u, hands_mean)}
+    loss = lambda_j * (terms["forward"] + terms["backward"]) + lambda_theta * terms["pose"]
+    return loss, terms
+
+
+def total_loss(l_pred: jnp.ndarray, l_align: jnp.ndarray, lambda_align: float) -> jnp.ndarray:
+    """Eq. 9: L_total = L_pred + λ_align L_align."""
+    return l_pred + lambda_align * l_align
