@@ -419,7 +419,8 @@ def check_intrinsics(K, source: str) -> np.ndarray:
     return K
 
 
-def load_labels(path: str | Path, num_frames: int | None = None) -> tuple[np.ndarray, dict, np.ndarray | None]:
+def load_labels(path: str | Path, num_frames: int | None = None
+                ) -> tuple[np.ndarray, dict, np.ndarray | None]:
     """Read a labels file (schema in the module docstring).
 
     Returns (frames (L,) sorted int64, γ* {root (L, 3), pose (L, 48), betas (L, 10)} float32,
@@ -485,7 +486,8 @@ def load_labels(path: str | Path, num_frames: int | None = None) -> tuple[np.nda
                                                 f"expected {GAMMA_SHAPES[k]}")
                 gamma[k].append(a)
         frames = np.asarray(frames, np.int64)
-        gamma = {k: np.asarray(v, np.float64).reshape((len(frames),) + GAMMA_SHAPES[k]) for k, v in gamma.items()}
+        gamma = {k: np.asarray(v, np.float64).reshape((len(frames),) + GAMMA_SHAPES[k])
+                 for k, v in gamma.items()}
     else:
         raise PropagationInputError(f"{path}: labels must be a .json or .npz file")
     if len(frames) == 0:
