@@ -1,0 +1,117 @@
+"""Orbax checkpoints of one phase: ``workdir/checkpoints/<phase>/<step>/``.
+
+Each checkpoint holds two items:
+
+- ``state``: the :class:`~handprop_jax.training.steps.TrainState` as a dict ``{step, params,
+  batch_stats, opt_state, rng, bad_step}`` (orbax ``StandardSave``);
+- ``meta``: JSON ``{phase, stage, step, total_steps, data_state, val_mpjpe_mm, config_name}``;
+  ``data_state`` is the data iterator's state (``get_state()``, bytes stored as latin-1 text).
+
+Preservation: the last ``keep`` checkpoints **and** the best one on validation (lowest
+``val_mpjpe_mm``; checkpoints saved without a validation value never count as best). The final
+step of a phase is always saved, so a phase is complete when ``latest_step() == total_steps``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+VAL_KEY = "val_mpjpe_mm"
+
+
+def phase_dir(workdir: str | Path, phase: str) -> Path:
+    return Path(workdir).resolve() / "checkpoints" / phase
+
+
+def _val_metric(metrics: dict) -> float:
+    return -float(metrics[VAL_KEY])  # BestN keeps the largest
+
+
+class PhaseCheckpoints:
+    """Save/restore the checkpoints of one phase (see module docstring)."""
+
+    def __init__(self, workdir: str | Path, phase: str, keep: int = 3, read_only: bool = False):
+        self.directory = phase_dir(workdir, phase)
+        policy = pp.AnyPreservationPolicy([
+            pp.LatestN(n=max(int(keep), 1)),
+            pp.BestN(get_metric_fn=_val_metric, n=1, keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=not read_only,
+                                               read_only=read_only, enable_async_checkpointing=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "meta"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict, val_mpjpe_mm: float | None = None) -> None:
+        """Save asynchronously (call :meth:`wait` before relying on it on disk)."""
+        meta = {**meta, VAL_KEY: val_mpjpe_mm}
+        metrics = None if val_mpjpe_mm is None else {VAL_KEY: float(val_mpjpe_mm)}
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_as_dict(state)),
+                                                        meta=ocp.args.JsonSave(meta)),
+                          metrics=metrics, force=True)
+
+    def read_meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def best_step(self) -> int | None:
+        """Kept step with the lowest validation error (None when none has one)."""
+        best, best_val = None, None
+        for step in self.all_steps():
+            val = self.read_meta(step).get(VAL_KEY)
+            if val is not None and (best_val is None or val < best_val):
+                best, best_val = step, val
+        return best
+
+    def restore(self, step: int, target: Any | None = None) -> tuple[Any, dict]:
+        """Restore (state, meta) of ``step``. With ``target`` (a TrainState with the right structure,
+        shapes and shardings) the state is restored into that structure; without it, as nested
+        dicts of arrays."""
+        if target is None:
+            state_args = ocp.args.StandardRestore()
+        else:
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _as_dict(target))
+            state_args = ocp.args.StandardRestore(abstract)
+        out = self.manager.restore(step, args=ocp.args.Composite(state=state_args,
+                                                                 meta=ocp.args.JsonRestore()))
+        state = out["state"]
+        if target is not None:
+            state = type(target)(**state)
+        return state, out["meta"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _as_dict(state: Any) -> dict:
+    if isinstance(state, dict):
+        return state
+    return {f: getattr(state, f) for f in ("step", "params", "batch_stats", "opt_state", "rng", "bad_step")}
+
+
+def encode_data_state(state: Any) -> Any:
+    """Iterator state → JSON-able (bytes become {"bytes": latin-1 text})."""
+    if isinstance(state, bytes):
+        return {"bytes": state.decode("latin-1")}
+    json.dumps(state)  # raises early with a clear error when not JSON-able
+    return state
+
+
+def decode_data_state(state: Any) -> Any:
+    if isinstance(state, dict) and set(state) == {"bytes"}:
+        return state["bytes"].encode("latin-1")
+    return state
