@@ -29,6 +29,7 @@ from mano_jax.geometry import (
     quaternion_to_axis_angle,
     rodrigues,
 )
+from mano_jax.io import load, read_official_pickle, save_npz
 from mano_jax.layer import (
     axis_angle_to_pca,
     blend_shapes,
@@ -42,14 +43,15 @@ from mano_jax.layer import (
     regress_joints,
     skin,
 )
-from mano_jax.model import ARRAY_SHAPES, ManoModel, make_model
+from mano_jax.model import ARRAY_SHAPES, ManoFileError, ManoModel, make_model
 from mano_jax.synthetic import synthetic, synthetic_pose_std
 
 __all__ = [
     "ARRAY_SHAPES", "JOINT_NAMES", "MANO_JOINT_NAMES", "MANOPTH_JOINT_ORDER", "NUM_BETAS",
     "NUM_FACES", "NUM_JOINTS", "NUM_VERTS", "OUT_PARENTS", "PARENTS", "TIP_VERTEX_IDS",
-    "ManoModel", "axis_angle_to_pca", "blend_shapes", "forward", "forward_jit", "full_pose",
-    "kinematic_chain", "make_model", "matrix_to_axis_angle", "matrix_to_quaternion",
+    "ManoFileError", "ManoModel", "axis_angle_to_pca", "blend_shapes", "forward", "forward_jit", "full_pose",
+    "kinematic_chain", "load", "make_model", "matrix_to_axis_angle", "matrix_to_quaternion",
     "pca_to_axis_angle", "pose_blend_shapes", "pose_features", "quaternion_to_axis_angle",
-    "regress_joints", "rodrigues", "skin", "synthetic", "synthetic_pose_std",
+    "read_official_pickle", "regress_joints", "rodrigues", "save_npz", "skin",
+    "synthetic", "synthetic_pose_std",
 ]

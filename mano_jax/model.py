@@ -24,6 +24,10 @@ ARRAY_SHAPES: dict[str, tuple[int | None, ...]] = {
 }
 
 
+class ManoFileError(ValueError):
+    """A MANO model file or array set is unreadable or malformed (the message names the file)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ManoModel:
     """Arrays of one MANO hand (metres). A pytree: arrays are leaves; ``side``/``parents`` static.
@@ -86,28 +90,28 @@ def make_model(arrays: dict[str, Any], side: str, parents: tuple[int, ...] = C.P
       parents: parent of each of the 16 joints (-1 root).
       source: name used in error messages (e.g. the file path).
     Raises:
-      KeyError / ValueError naming ``source``, the key and the shapes on bad input.
+      ManoFileError (a ValueError) naming ``source``, the key and the shapes on bad input.
     """
     if side not in ("right", "left"):
-        raise ValueError(f"{source}: side must be 'right' or 'left', got {side!r}")
+        raise ManoFileError(f"{source}: side must be 'right' or 'left', got {side!r}")
     parents = tuple(int(p) for p in parents)
     if len(parents) != C.NUM_JOINTS or parents[0] != -1 or any(
             not 0 <= p < i for i, p in enumerate(parents[1:], start=1)):
-        raise ValueError(f"{source}: kinematic tree parents must be 16 entries, root -1 and each "
+        raise ManoFileError(f"{source}: kinematic tree parents must be 16 entries, root -1 and each "
                          f"parent before its child; got {parents}")
     out = {}
     for key, shape in ARRAY_SHAPES.items():
         if key not in arrays:
-            raise KeyError(f"{source}: missing key {key!r} (have {sorted(arrays)})")
+            raise ManoFileError(f"{source}: missing key {key!r} (have {sorted(arrays)})")
         a = np.asarray(arrays[key])
         if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape, strict=True)):
-            raise ValueError(f"{source}: key {key!r} has shape {a.shape}, expected {shape}")
+            raise ManoFileError(f"{source}: key {key!r} has shape {a.shape}, expected {shape}")
         if key == "faces":
             if a.min() < 0 or a.max() >= C.NUM_VERTS:
-                raise ValueError(f"{source}: key 'faces' has vertex indices outside [0, 778)")
+                raise ManoFileError(f"{source}: key 'faces' has vertex indices outside [0, 778)")
             out[key] = jnp.asarray(a.astype(np.int32))
         else:
             if not np.all(np.isfinite(a)):
-                raise ValueError(f"{source}: key {key!r} contains non-finite values")
+                raise ManoFileError(f"{source}: key {key!r} contains non-finite values")
             out[key] = jnp.asarray(a.astype(np.float64), dtype=jnp.result_type(float))
     return ManoModel(**out, side=side, parents=parents)
