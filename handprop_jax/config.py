@@ -90,7 +90,8 @@ class EvalConfig:
     batch_size: int = 64
     splits: tuple[str, ...] = ("train", "test")
     max_frames: int | None = None  # cap per split, for quick looks; None = every unlabelled frame
-    both_sides: bool = False  # propagation from both neighbouring labelled frames
+    # also report the "Propagation (both sides)" row: both neighbouring labelled frames, slerp-blended
+    both_sides: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

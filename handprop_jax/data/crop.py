@@ -172,6 +172,7 @@ class SkipLog:
         self.keep = keep
         self.counts: dict[str, dict[str, int]] = {}
         self.examples: dict[str, list[str]] = {}
+        self.infos: dict[str, dict[str, int]] = {}
 
     def handle(self, split: str, error: BadInput) -> None:
         """Record (or raise, as ValueError naming the file) one bad item of ``split``."""
@@ -188,8 +189,15 @@ class SkipLog:
         if len(examples) < self.keep:
             examples.append(str(error))
 
+    def info(self, split: str, what: str, n: int = 1) -> None:
+        """Count a repair that did not skip anything (e.g. joints filled from a MANO fit)."""
+        infos = self.infos.setdefault(split, {})
+        infos[what] = infos.get(what, 0) + n
+
     def to_json(self) -> dict:
-        return {"counts": self.counts, "examples": self.examples}
+        """{"counts": {split: {reason: n}}, "examples": {split: [messages]}, "info": {split:
+        {repair: n}}} — what ``skipped.json`` holds."""
+        return {"counts": self.counts, "examples": self.examples, "info": self.infos}
 
     def summary(self) -> str:
         """One line per split: ``split: n skipped (reason: n, ...)``; empty when nothing skipped."""

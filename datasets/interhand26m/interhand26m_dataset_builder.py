@@ -1,0 +1,380 @@
+"""InterHand2.6M as a tfds dataset of right-hand video frames, with the Mini-InterHand split.
+
+Source layout (manual download, ``manual_dir`` = the ``InterHand2.6M`` folder)::
+
+    images/<split>/Capture<N>/<seq_name>/cam<id>/image<frame_idx>.jpg
+    annotations/<split>/InterHand2.6M_<split>_data.json           (v1.0 layout; the older
+    annotations/<split>/InterHand2.6M_<split>_camera.json          ``annotations/all/`` layout
+    annotations/<split>/InterHand2.6M_<split>_joint_3d.json        is accepted too)
+    annotations/<split>/InterHand2.6M_<split>_MANO_NeuralAnnot.json
+
+with <split> in {train, val, test}; only ``val`` and ``test`` are read (Mini-InterHand).
+
+- ``_data.json`` (COCO style): ``images`` [{id, file_name ("Capture0/<seq>/cam<id>/image<f>.jpg",
+  relative to images/<split>), width, height, capture (int), seq_name, camera (str), frame_idx}],
+  ``annotations`` [{id, image_id, bbox [x, y, w, h], joint_valid (42 x [0|1]), hand_type
+  ("right" | "left" | "interacting"), hand_type_valid}].
+- ``_camera.json``: {capture: {"campos": {cam: (3,) mm}, "camrot": {cam: (3, 3)}, "focal": {cam:
+  [fx, fy]}, "princpt": {cam: [cx, cy]}}}; world -> camera: X_cam = camrot (X_world - campos).
+- ``_joint_3d.json``: {capture: {frame_idx: {"world_coord": (42, 3) mm, "joint_valid", "hand_type",
+  ...}}}; joints 0-20 right hand, 21-41 left, each hand ordered thumb tip..thumb1, index tip..1,
+  middle, ring, pinky, wrist (``IH_TO_MANOPTH`` maps to manopth order).
+- ``_MANO_NeuralAnnot.json``: {capture: {frame_idx: {"right": {"pose" (48,), "shape" (10,),
+  "trans" (3,) metres} | null, "left": ...}}} fitted in **world** coordinates with smplx's MANO
+  (``use_pca=False``, ``flat_hand_mean=False``: the finger pose excludes ``hands_mean``; the global
+  rotation turns about the rest wrist J_0(betas), then ``trans`` is added).
+
+Conversion to handprop's conventions (docs/design.md), per camera (R = camrot, c = campos / 1000):
+- ``pose[:3]`` = axis-angle(R . R_world), ``pose[3:]`` = NeuralAnnot ``pose[3:]`` + ``hands_mean``;
+- ``root`` = R (J_0(betas) + trans - c), the MANO wrist in the camera frame (metres);
+- ``joints3d`` = R (world_coord / 1000 - c) of the right hand, manopth order (the dataset's joint
+  annotation). Joints marked invalid are replaced by the MANO fit's joints (counted in ``info``);
+  a frame whose right wrist is invalid, or without a right-hand MANO fit, is skipped.
+Hence the builder needs the official right MANO model (``hands_mean``, ``J_0``): pass
+``mano_model=`` (path or ``mano_jax.ManoModel``), or put ``MANO_RIGHT.pkl`` in ``manual_dir`` or
+``manual_dir/mano/``.
+
+Mini-InterHand (paper, Appendix A): one video = one (capture, sequence, camera); keep videos whose
+frames are all right-hand-only (``hand_type == "right"``) with at least ``min_length`` (1000)
+frames, from the official val and test splits, sorted by (capture, seq_name, camera). Of the
+filtered val videos the last ``num_val`` (25) form our val split and the rest our train split;
+``num_test`` (100) of the filtered test videos, drawn with ``np.random.default_rng(test_seed)``
+(then kept in sorted order), form our test split.
+
+Bad input is skipped and counted (``Builder.skipped``, ``<dataset dir>/skipped.json``) or, with
+``on_bad_input="raise"``, stops the build with a ValueError naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from scipy.spatial.transform import Rotation
+
+from handprop_jax.data import crop as crop_lib
+from handprop_jax.data.features import frame_features
+
+# InterHand right-hand joint index of each manopth joint (wrist, thumb1-3, tip, index..., pinky...).
+IH_TO_MANOPTH = np.array([20, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 19, 18, 17, 16])
+IH_RIGHT_WRIST = 20
+SOURCE_SPLITS = ("val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    image_size: int
+    crop_scale: float
+    min_visible: float
+    min_length: int
+    num_val: int
+    num_test: int
+    test_seed: int
+
+
+class InterHandConfig(tfds.core.BuilderConfig):
+    """Crop size and the Mini-InterHand filter (``Builder.config_for`` names custom ones)."""
+
+    def __init__(self, *, image_size: int = 224, crop_scale: float = 1.5, min_visible: float = 0.5,
+                 min_length: int = 1000, num_val: int = 25, num_test: int = 100, test_seed: int = 0,
+                 **kwargs):
+        kwargs.setdefault("name", "mini" if image_size == 224 else f"mini_{image_size}")
+        kwargs.setdefault("description", f"Mini-InterHand (>= {min_length} frames, right hand only), "
+                                         f"{image_size} px crops")
+        super().__init__(**kwargs)
+        self.options = _Options(int(image_size), float(crop_scale), float(min_visible),
+                                int(min_length), int(num_val), int(num_test), int(test_seed))
+
+
+# ------------------------------------------------------------------------------------- annotations
+
+def annotation_dir(root: str, split: str) -> str:
+    """``annotations/<split>`` (v1.0) or ``annotations/all`` (older releases), whichever holds
+    ``InterHand2.6M_<split>_data.json``."""
+    tried = []
+    for sub in (split, "all"):
+        folder = os.path.join(root, "annotations", sub)
+        tried.append(folder)
+        if os.path.isfile(os.path.join(folder, f"InterHand2.6M_{split}_data.json")):
+            return folder
+    raise FileNotFoundError(f"InterHand2.6M: no InterHand2.6M_{split}_data.json in {' or '.join(tried)}")
+
+
+def load_json(path: str):
+    """Parse a JSON annotation file; a missing or truncated file is a ValueError naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"InterHand2.6M: missing annotation file {path}")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"InterHand2.6M: cannot parse {path} (truncated or corrupt?): {e}") from e
+
+
+@dataclasses.dataclass
+class Annotations:
+    """The four JSON files of one official split."""
+
+    split: str
+    folder: str
+    images: list
+    by_image: dict  # image id -> annotation
+    cameras: dict
+    joints: dict
+    mano: dict
+
+    def path(self, kind: str) -> str:
+        return os.path.join(self.folder, f"InterHand2.6M_{self.split}_{kind}.json")
+
+
+def load_annotations(root: str, split: str) -> Annotations:
+    folder = annotation_dir(root, split)
+    name = lambda kind: os.path.join(folder, f"InterHand2.6M_{split}_{kind}.json")
+    data = load_json(name("data"))
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise ValueError(f"{name('data')}: expected COCO-style keys 'images' and 'annotations'")
+    by_image = {}
+    for ann in data["annotations"]:
+        by_image[ann["image_id"]] = ann
+    return Annotations(split, folder, data["images"], by_image, load_json(name("camera")),
+                       load_json(name("joint_3d")), load_json(name("MANO_NeuralAnnot")))
+
+
+def video_key(image: dict) -> tuple:
+    """Sort key / identity of a video: (capture, seq_name, camera)."""
+    camera = str(image["camera"])
+    return (int(image["capture"]), str(image["seq_name"]), int(camera) if camera.isdigit() else camera)
+
+
+def video_name(key: tuple) -> str:
+    capture, seq, camera = key
+    return f"Capture{capture}/{seq}/cam{camera}"
+
+
+def right_hand_videos(ann: Annotations, min_length: int) -> list[tuple[tuple, list[dict]]]:
+    """Videos (sorted by key) whose every annotated image has ``hand_type == "right"`` and that have
+    at least ``min_length`` frames; each with its image records sorted by ``frame_idx``."""
+    videos: dict[tuple, list[dict]] = {}
+    for image in ann.images:
+        videos.setdefault(video_key(image), []).append(image)
+    kept = []
+    for key in sorted(videos):
+        images = sorted(videos[key], key=lambda im: int(im["frame_idx"]))
+        # Images without an annotation do not decide the filter; they are skipped (and counted)
+        # when the frames are read.
+        types = {ann.by_image[im["id"]].get("hand_type") for im in images if im["id"] in ann.by_image}
+        if types == {"right"} and len(images) >= min_length:
+            kept.append((key, images))
+    return kept
+
+
+def mini_interhand_split(val_videos: list, test_videos: list, num_val: int = 25, num_test: int = 100,
+                         seed: int = 0) -> dict[str, list]:
+    """Mini-InterHand: last ``num_val`` filtered val videos -> val, the rest -> train; ``num_test``
+    test videos drawn without replacement with ``default_rng(seed)``, kept in their sorted order."""
+    cut = max(len(val_videos) - num_val, 0)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(test_videos), size=min(num_test, len(test_videos)), replace=False)
+    return {"train": list(val_videos[:cut]), "val": list(val_videos[cut:]),
+            "test": [test_videos[i] for i in sorted(chosen.tolist())]}
+
+
+class RestWrist:
+    """J_0(betas), the MANO wrist in the rest pose (metres), from ``mano_jax`` — affine in betas,
+    so evaluated once at betas = 0 and the unit vectors."""
+
+    def __init__(self, model):
+        import mano_jax
+
+        basis = np.concatenate([np.zeros((1, 10)), np.eye(10)])
+        j0 = np.asarray(mano_jax.regress_joints(model, mano_jax.blend_shapes(model, basis))[:, 0],
+                        np.float64)
+        self.template, self.dirs = j0[0], (j0[1:] - j0[0]).T  # (3,), (3, 10)
+        self.hands_mean = np.asarray(model.hands_mean, np.float64)
+        self.model = model
+        import jax
+
+        from handprop_jax.hand import hand_in_camera
+
+        self.hand_in_camera = jax.jit(hand_in_camera)  # for filling invalid joints
+
+    def __call__(self, betas: np.ndarray) -> np.ndarray:
+        return self.template + self.dirs @ betas
+
+
+def convert_frame(ann: Annotations, image: dict, wrist: RestWrist) -> dict:
+    """Labels of one image in its camera frame (handprop convention); ``BadInput`` on bad values.
+
+    Returns {"root", "pose", "betas", "joints3d", "K", "filled"} (filled = number of invalid
+    joints replaced by the MANO fit's).
+    """
+    capture, frame, camera = str(image["capture"]), str(image["frame_idx"]), str(image["camera"])
+    where = f"capture {capture} frame {frame} camera {camera}"
+    try:
+        cam = ann.cameras[capture]
+        campos = crop_lib.checked_array(cam["campos"][camera], (3,), "campos", ann.path("camera"))
+        camrot = crop_lib.checked_array(cam["camrot"][camera], (3, 3), "camrot", ann.path("camera"))
+        focal = crop_lib.checked_array(cam["focal"][camera], (2,), "focal", ann.path("camera"))
+        princpt = crop_lib.checked_array(cam["princpt"][camera], (2,), "princpt", ann.path("camera"))
+    except (KeyError, TypeError) as e:
+        raise crop_lib.BadInput("missing annotation", ann.path("camera"), f"{where}: {e!r}") from e
+    try:
+        mano = ann.mano[capture][frame]["right"]
+    except (KeyError, TypeError) as e:
+        raise crop_lib.BadInput("missing MANO fit", ann.path("MANO_NeuralAnnot"), where) from e
+    if mano is None:
+        raise crop_lib.BadInput("missing MANO fit", ann.path("MANO_NeuralAnnot"), f"{where}: null")
+    try:
+        world = ann.joints[capture][frame]["world_coord"]
+    except (KeyError, TypeError) as e:
+        raise crop_lib.BadInput("missing annotation", ann.path("joint_3d"), where) from e
+    mano_path = ann.path("MANO_NeuralAnnot")
+    pose_w = crop_lib.checked_array(mano.get("pose"), (48,), "pose", mano_path)
+    betas = crop_lib.checked_array(mano.get("shape"), (10,), "shape", mano_path)
+    trans = crop_lib.checked_array(mano.get("trans"), (3,), "trans", mano_path)
+    world = crop_lib.checked_array(world, (42, 3), "world_coord", ann.path("joint_3d"))
+    record = ann.by_image.get(image["id"])
+    if record is None:
+        raise crop_lib.BadInput("missing annotation", ann.path("data"), f"no annotation for image "
+                                f"id {image['id']} ({image.get('file_name')})")
+    valid = crop_lib.checked_array(record.get("joint_valid"), (42, 1), "joint_valid", ann.path("data"))
+    valid = valid[:21, 0] > 0
+    if not valid[IH_RIGHT_WRIST]:
+        raise crop_lib.BadInput("invalid wrist", ann.path("data"), f"{where}: right wrist not valid")
+
+    R = camrot
+    c = campos / 1000.0
+    pose = pose_w.copy()
+    pose[:3] = Rotation.from_matrix(R @ Rotation.from_rotvec(pose_w[:3]).as_matrix()).as_rotvec()
+    pose[3:] = pose_w[3:] + wrist.hands_mean
+    root = R @ (wrist(betas) + trans - c)
+    joints3d = ((world[:21] / 1000.0 - c) @ R.T)[IH_TO_MANOPTH]
+    invalid = ~valid[IH_TO_MANOPTH]
+    if invalid.any():
+        fit, _ = wrist.hand_in_camera(wrist.model, root[None], pose[None], betas[None])
+        joints3d[invalid] = np.asarray(fit[0], np.float64)[invalid]
+    K = np.array([[focal[0], 0.0, princpt[0]], [0.0, focal[1], princpt[1]], [0.0, 0.0, 1.0]])
+    return {"root": root, "pose": pose, "betas": betas, "joints3d": joints3d, "K": K,
+            "filled": int(invalid.sum())}
+
+
+def resolve_mano(mano_model, manual_dir: str | None):
+    """A ``mano_jax.ManoModel`` from a model, a path, or ``MANO_RIGHT.pkl`` in ``manual_dir``."""
+    import mano_jax
+
+    if isinstance(mano_model, mano_jax.ManoModel):
+        return mano_model
+    candidates = [mano_model] if mano_model else []
+    if manual_dir and not mano_model:
+        candidates += [os.path.join(manual_dir, "MANO_RIGHT.pkl"),
+                       os.path.join(manual_dir, "mano", "MANO_RIGHT.pkl")]
+    for path in candidates:
+        if os.path.isfile(path):
+            if not hasattr(mano_jax, "load"):
+                raise RuntimeError("mano_jax.load is not available to read " + path)
+            model = mano_jax.load(path)
+            if getattr(model, "side", "right") != "right":
+                raise ValueError(f"{path}: InterHand2.6M builder needs the RIGHT MANO model")
+            return model
+    raise FileNotFoundError(
+        "InterHand2.6M builder needs the official right-hand MANO model (hands_mean and the rest "
+        "wrist convert NeuralAnnot's world MANO fits); pass mano_model=PATH (handprop: "
+        "--set model.mano_model=...) or put MANO_RIGHT.pkl in the manual dir. Tried: "
+        + (", ".join(candidates) or "nothing"))
+
+
+# ------------------------------------------------------------------------------------------ builder
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """InterHand2.6M → Mini-InterHand splits of hand-centred frames (see the module docstring)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Mini-InterHand split, NeuralAnnot MANO in the camera frame."}
+    BUILDER_CONFIGS = [InterHandConfig()]
+    DEFAULT_CONFIG_NAME = "mini"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Download InterHand2.6M (v1.0, 5 fps or 30 fps) from https://mks0601.github.io/InterHand2.6M/:
+    the val and test images and annotations, including InterHand2.6M_<split>_MANO_NeuralAnnot.json.
+    Pass the folder holding `images/` and `annotations/` as the manual dir, and the official
+    right-hand MANO model (https://mano.is.tue.mpg.de) as mano_model (or put MANO_RIGHT.pkl in the
+    manual dir), e.g. `handprop data build interhand26m --manual-dir /data/InterHand2.6M ...`.
+    """
+
+    def __init__(self, *, on_bad_input: str = "skip", mano_model=None, **kwargs):
+        """Args: on_bad_input: "skip" (count and continue) or "raise"; mano_model: path to
+        MANO_RIGHT.pkl / .npz or a ``mano_jax.ManoModel``; other args as tfds (``data_dir``,
+        ``config``, ``version``, ``file_format`` — array_record by default)."""
+        kwargs.setdefault("file_format", "array_record")
+        self.skip_log = crop_lib.SkipLog(on_bad_input)
+        self.mano_model = mano_model
+        super().__init__(**kwargs)
+
+    # tfds resolves `code_path` through `importlib_resources`, absent from this environment.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(__file__)
+
+    @classmethod
+    def config_for(cls, image_size: int = 224, name: str | None = None, **options) -> InterHandConfig:
+        """A builder config (named ``mini`` / ``mini_<size>`` unless ``name`` is given; give a
+        name when changing the filter options, so that differently filtered builds do not mix)."""
+        if name is not None:
+            options["name"] = name
+        return InterHandConfig(image_size=image_size, **options)
+
+    @property
+    def skipped(self) -> dict[str, dict[str, int]]:
+        """{split: {reason: count}} of the items skipped by the last build."""
+        return self.skip_log.counts
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=frame_features(self.builder_config.options.image_size),
+            disable_shuffling=True,  # records stay grouped by video, in frame order
+            homepage="https://mks0601.github.io/InterHand2.6M/",
+        )
+
+    def _split_generators(self, dl_manager):
+        options = self.builder_config.options
+        root = os.fspath(dl_manager.manual_dir)
+        wrist = RestWrist(resolve_mano(self.mano_model, root))
+        annotations = {s: load_annotations(root, s) for s in SOURCE_SPLITS}
+        filtered = {s: [(a, key, images) for key, images in right_hand_videos(a, options.min_length)]
+                    for s, a in annotations.items()}
+        split = mini_interhand_split(filtered["val"], filtered["test"], options.num_val,
+                                     options.num_test, options.test_seed)
+        return {name: self._generate_examples(name, root, videos, wrist)
+                for name, videos in split.items()}
+
+    def _generate_examples(self, split, root, videos, wrist):
+        options = self.builder_config.options
+
+        def process(frame):
+            ann, image = frame
+            labels = convert_frame(ann, image, wrist)
+            image_path = os.path.join(root, "images", ann.split, image["file_name"])
+            pixels = crop_lib.read_rgb(image_path)
+            example = crop_lib.make_example(
+                pixels, labels["K"], labels["root"], labels["pose"], labels["betas"],
+                labels["joints3d"], options.image_size, options.crop_scale, options.min_visible,
+                image_path)
+            if labels["filled"]:
+                self.skip_log.info(split, "joints filled from the MANO fit", labels["filled"])
+            return example
+
+        frames = [(video_name(key), [(ann, im) for im in images]) for ann, key, images in videos]
+        yield from crop_lib.video_examples(split, frames, process, self.skip_log)
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+        (epath.Path(self.data_path) / "skipped.json").write_text(
+            json.dumps(self.skip_log.to_json(), indent=1))
+        summary = self.skip_log.summary()
+        if summary:
+            logging.warning("skipped items:\n%s", summary)
