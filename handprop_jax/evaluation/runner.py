@@ -1,0 +1,250 @@
+"""Scenario 1 and scenario 2 of the paper (section V-C, Table I) on the unlabelled frames of a run.
+
+For every video of a split, with its labelled frames S_V = every K-th frame, first and last included
+(``handprop_jax.data.sparse``), and every unlabelled frame u, the rows of Table I are:
+
+- ``Baseline`` (scenario 1): the ``baseline`` checkpoint's predictor on u.
+- ``Baseline + Align`` (scenario 1): the ``align`` checkpoint's predictor on u.
+- ``Propagation`` (scenario 2): γ̃_u = φ(γ*_s, z_u - z_s) + γ*_s with s = N(u) (ties to the earlier
+  frame), the ``align`` checkpoint's aligner and features, ground truth γ*_s.
+- ``Propagation (both sides)`` (scenario 2, ``config.eval.both_sides``): both labelled neighbours
+  propagated to u and blended by temporal distance (``handprop_jax.propagate.blend_gammas``).
+- ``Copy propagation`` (reference): γ̃_u = γ*_{N(u)} unchanged — what any propagation must beat.
+- ``Mean pose`` (reference): one constant annotation for every frame, the mean over the labelled
+  frames of the **train** split of root (arithmetic mean, metres), betas (arithmetic mean) and each of
+  the 16 joint rotations of the pose (chordal L2 mean: the arithmetic mean of the rotation matrices
+  projected back onto SO(3) by SVD, so rotations are averaged as rotations, not as axis-angle vectors).
+
+Each annotation γ becomes joints and vertices with ``handprop_jax.hand.hand_in_camera`` and the run's
+MANO model; the ground truth is the stored ``joints3d`` and the vertices of the stored γ*_u; metrics
+are ``handprop_jax.metrics`` (mm, F-score fractions), averaged over all unlabelled frames of the split.
+Frames are processed one whole video at a time (features of each frame computed once per
+checkpoint), which gives the scenario-1 set (every unlabelled frame) and the scenario-2 pairs
+(u, N(u)) of the pipeline's evaluation batches in one pass.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from handprop_jax import metrics
+from handprop_jax.propagate import GAMMA_KEYS, Predictor, batched, hand_mesh, propagate_video
+
+BASELINE = "Baseline"
+ALIGN = "Baseline + Align"
+PROPAGATION = "Propagation"
+BOTH_SIDES = "Propagation (both sides)"
+COPY = "Copy propagation"
+MEAN_POSE = "Mean pose"
+#: Table I rows per split, in order: name → scenario (1, 2 or "ref").
+MODEL_ROWS: dict[str, int | str] = {BASELINE: 1, ALIGN: 1, PROPAGATION: 2, BOTH_SIDES: 2, COPY: "ref",
+                                    MEAN_POSE: "ref"}
+
+
+def mean_gamma(gammas: dict) -> dict[str, np.ndarray]:
+    """The mean annotation of a set (see the module docstring: chordal mean of each joint rotation).
+
+    Args:
+      gammas: {root (L, 3), pose (L, 48), betas (L, 10)}.
+    Returns:
+      {root (3,), pose (48,), betas (10,)} float32.
+    """
+    import jax
+
+    from mano_jax import matrix_to_axis_angle, rodrigues
+
+    pose = np.asarray(gammas["pose"], np.float64)
+    if pose.ndim != 2 or pose.shape[0] == 0:
+        raise ValueError(f"mean_gamma: need at least one annotation, got pose shape {pose.shape}")
+    mats = np.asarray(jax.jit(rodrigues)(pose.reshape(-1, 16, 3).astype(np.float32)), np.float64).mean(0)
+    u, _, vt = np.linalg.svd(mats)  # (16, 3, 3): nearest rotation to each mean matrix
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ (np.eye(3)[None] * np.stack([np.ones_like(d), np.ones_like(d), d], -1)[:, None, :]) @ vt
+    mean_pose = np.asarray(jax.jit(matrix_to_axis_angle)(rot.astype(np.float32))).reshape(48)
+    return {"root": np.asarray(gammas["root"], np.float64).mean(0).astype(np.float32),
+            "pose": mean_pose.astype(np.float32),
+            "betas": np.asarray(gammas["betas"], np.float64).mean(0).astype(np.float32)}
+
+
+def video_predictions(video: dict, stride: int, baseline: Predictor | None, align: Predictor | None,
+                      mean: dict | None = None, both_sides: bool = True) -> dict:
+    """Every Table I row's annotation for the unlabelled frames of one video.
+
+    Args:
+      video: {image uint8 (T, S, S, 3), K (T, 3, 3), root (T, 3), pose (T, 48), betas (T, 10),
+        joints3d (T, 21, 3), ...} for every frame of the video in frame order (all labels present).
+      stride: label stride K.
+      baseline, align: the checkpoints' predictors (None: rows skipped).
+      mean: the mean-pose annotation (None: row skipped).
+    Returns:
+      {"frames" (M,) unlabelled frame indices, "gap" (M,) |u - N(u)|, "gt" γ*_u (M, ...),
+       "gt_joints" (M, 21, 3), "rows": {row name: γ (M, ...)}} — empty M when every frame is labelled.
+    """
+    from handprop_jax.data.sparse import labelled_frames
+
+    T = video["image"].shape[0]
+    lab = labelled_frames(T, stride)
+    unl = np.setdiff1d(np.arange(T), lab)
+    gt_all = {k: np.asarray(video[k], np.float32) for k in GAMMA_KEYS}
+    out = {"frames": unl, "gt": {k: v[unl] for k, v in gt_all.items()},
+           "gt_joints": np.asarray(video["joints3d"], np.float32)[unl], "rows": {}}
+    if len(unl) == 0:
+        out["gap"] = np.zeros(0, np.int64)
+        return out
+    K = np.asarray(video["K"], np.float32)
+    labels = {k: v[lab] for k, v in gt_all.items()}
+    if baseline is not None:
+        z = batched(baseline.features, video["image"][unl], baseline.batch_size)
+        out["rows"][BASELINE] = batched(baseline.regress, (z[0], z[1], K[unl]), baseline.batch_size)
+    if align is not None:
+        z = batched(align.features, video["image"], align.batch_size)
+        out["rows"][ALIGN] = batched(align.regress, (z[0][unl], z[1][unl], K[unl]), align.batch_size)
+        near = propagate_video(align, None, lab, labels, both_sides=False, features=z)
+        out["rows"][PROPAGATION] = {k: near[k][unl] for k in GAMMA_KEYS}
+        if both_sides:
+            both = propagate_video(align, None, lab, labels, both_sides=True, features=z)
+            out["rows"][BOTH_SIDES] = {k: both[k][unl] for k in GAMMA_KEYS}
+        gap = near["gap"][unl]
+    else:
+        from handprop_jax.propagate import neighbours
+
+        gap = neighbours(T, lab)["gap"][unl]
+    from handprop_jax.propagate import neighbours
+
+    nearest = neighbours(T, lab)["nearest"][unl]
+    out["rows"][COPY] = {k: gt_all[k][nearest] for k in GAMMA_KEYS}
+    if mean is not None:
+        out["rows"][MEAN_POSE] = {
+            k: np.broadcast_to(np.asarray(mean[k], np.float32), (len(unl),) + np.shape(mean[k]))
+            for k in GAMMA_KEYS}
+    out["gap"] = gap
+    return out
+
+
+def score(mano, predictions: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Per-frame metrics of every row of ``video_predictions``' output: {row: {column: (M,)}}."""
+    gt_joints = predictions["gt_joints"]
+    _, gt_verts = hand_mesh(mano, predictions["gt"])
+    out = {}
+    for name, gamma in predictions["rows"].items():
+        joints, verts = hand_mesh(mano, gamma)
+        out[name] = metrics.per_frame(joints, gt_joints, verts, gt_verts)
+    return out
+
+
+def evaluate_video(mano, video: dict, stride: int, baseline: Predictor | None, align: Predictor | None,
+                   mean: dict | None = None, both_sides: bool = True) -> tuple[dict, np.ndarray]:
+    """Per-frame metrics of one video: ({row: {column: (M,)}}, gap (M,))."""
+    pred = video_predictions(video, stride, baseline, align, mean, both_sides)
+    if len(pred["frames"]) == 0:
+        return {}, pred["gap"]
+    return score(mano, pred), pred["gap"]
+
+
+def _truncate(video: dict, budget: int, stride: int) -> dict:
+    """Cut a video so that it has at most ``budget`` unlabelled frames (its last frame is then
+    labelled, as in a shorter video)."""
+    from handprop_jax.data.sparse import labelled_mask
+
+    T = video["image"].shape[0]
+    unl_cum = np.cumsum(~labelled_mask(T, stride))
+    cut = int(np.searchsorted(unl_cum, budget, side="left")) + 2  # keep one more frame, labelled
+    return {k: (v[:cut] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == T else v)
+            for k, v in video.items()}
+
+
+def evaluate_split(config, split: str, videos: Iterable[dict], mano, baseline, align, mean,
+                   progress: bool = True) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """Per-frame metrics of every row over a split: ({row: {column: (N,)}}, gap (N,))."""
+    from tqdm import tqdm
+
+    from handprop_jax.data.sparse import labelled_mask
+
+    stride = config.data.label_stride
+    cap = config.eval.max_frames
+    per_row: dict[str, list] = {}
+    gaps = []
+    seen = 0
+    bar = tqdm(desc=f"evaluate {split}", unit="frame", disable=not progress, file=sys.stderr)
+    for video in videos:
+        if cap is not None and seen >= cap:
+            break
+        T = video["image"].shape[0]
+        n_unl = int((~labelled_mask(T, stride)).sum())
+        if cap is not None and seen + n_unl > cap:
+            video = _truncate(video, cap - seen, stride)
+        frames, gap = evaluate_video(mano, video, stride, baseline, align, mean, config.eval.both_sides)
+        for name, cols in frames.items():
+            per_row.setdefault(name, []).append(cols)
+        gaps.append(gap)
+        seen += len(gap)
+        bar.update(len(gap))
+    bar.close()
+    merged = {name: {c: np.concatenate([p[c] for p in parts]) for c in metrics.COLUMNS}
+              for name, parts in per_row.items()}
+    return merged, (np.concatenate(gaps) if gaps else np.zeros(0, np.int64))
+
+
+def table_rows(results: dict[str, tuple[dict, np.ndarray]]) -> list[dict]:
+    """Table I rows from ``{split: evaluate_split(...)}``: [{"split", "model", "scenario", "frames",
+    <column>: mean}] in MODEL_ROWS order per split."""
+    rows = []
+    for split, (per_row, _) in results.items():
+        for name, scenario in MODEL_ROWS.items():
+            if name not in per_row:
+                continue
+            n = len(per_row[name][metrics.COLUMNS[0]])
+            rows.append({"split": split, "model": name, "scenario": scenario, "frames": n,
+                         **metrics.summarize(per_row[name])})
+    return rows
+
+
+def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, Predictor] | None = None,
+             videos: Callable[[str], Iterator[dict]] | None = None, labelled_train: dict | None = None,
+             progress: bool = True, write: bool = True) -> list[dict]:
+    """Table I of a run: writes ``workdir/eval/table1.{md,csv,json}`` and ``gap.{csv,png}``, prints
+    the Markdown table, returns the rows (a list of {"split", "model", "scenario", "frames", <column>}).
+
+    Args:
+      workdir: run folder (checkpoints under workdir/checkpoints, config in workdir/config.json).
+      config: the run's Config (default: workdir/config.json).
+      predictors: {"baseline": Predictor, "align": Predictor} instead of the checkpoints (tests).
+      videos: split → iterator of whole-video dicts instead of the dataset (tests).
+      labelled_train: γ* of the train split's labelled frames for the mean-pose row (default: read).
+    """
+    from handprop_jax.config import load_json
+    from handprop_jax.evaluation import data as eval_data
+    from handprop_jax.evaluation import gap as gap_lib
+    from handprop_jax.evaluation import table as table_lib
+    from handprop_jax.hand import default_mano
+    from handprop_jax.propagate import predictor_from_run
+
+    workdir = Path(workdir)
+    if config is None:
+        config = load_json(workdir / "config.json")
+    if predictors is None:
+        predictors = {}
+        for model in ("baseline", "align"):
+            _, predictors[model] = predictor_from_run(workdir, model, config.eval.batch_size)
+    if videos is None:
+        videos = lambda split: eval_data.iter_videos(config, split)  # noqa: E731
+    if labelled_train is None:
+        labelled_train = eval_data.labelled_gammas(config, "train")
+    mean = mean_gamma(labelled_train)
+    mano = default_mano(config)
+    results = {}
+    for split in config.eval.splits:
+        results[split] = evaluate_split(config, split, videos(split), mano, predictors.get("baseline"),
+                                        predictors.get("align"), mean, progress)
+    rows = table_rows(results)
+    if write:
+        out = workdir / "eval"
+        table_lib.write(rows, out)
+        gap_lib.write(results, out)
+        print(table_lib.markdown(rows, title=f"Table I — {config.name}, {config.data.name}, "
+                                               f"K = {config.data.label_stride}"))
+    return rows

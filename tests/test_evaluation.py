@@ -1,0 +1,164 @@
+"""Table I runner, writers and gap analysis with stand-in predictors on small synthetic videos."""
+
+import csv
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from handprop_jax import config as config_lib
+from handprop_jax import metrics
+from handprop_jax.evaluation import gap as gap_lib
+from handprop_jax.evaluation import runner
+from handprop_jax.evaluation import table as table_lib
+from handprop_jax.hand import default_mano
+from handprop_jax.propagate import GAMMA_KEYS, Predictor, blend_gammas, hand_mesh
+
+S = 16
+
+
+@pytest.fixture(scope="module")
+def config():
+    return config_lib.override(config_lib.load("tiny"), [f"data.image_size={S}", "data.label_stride=4",
+                                                        "eval.batch_size=4"])
+
+
+def _predictor(root_offset=0.0):
+    """Features from pixels; regress → a fixed hand; align → γ_b with its root moved by root_offset."""
+
+    def features(images):
+        z = jnp.asarray(images, jnp.float32).reshape(images.shape[0], -1)[:, :512] / 255.0
+        return z, z
+
+    def regress(z_r, z_t, K):
+        B = z_r.shape[0]
+        return {"root": jnp.tile(jnp.array([[0.0, 0.0, 0.5]]), (B, 1)), "pose": jnp.zeros((B, 48)),
+                "betas": jnp.zeros((B, 10))}
+
+    def align(gamma_b, z_a, z_b):
+        return {**gamma_b, "root": gamma_b["root"] + root_offset}
+
+    return Predictor(features=features, regress=regress, align=align, image_size=S, batch_size=4)
+
+
+def _video(config, T, seed):
+    """A hand moving along a geodesic (pose) and a line (root) over T frames."""
+    rng = np.random.default_rng(seed)
+    ends = {"root": np.array([[0.0, 0.0, 0.45], [0.03, -0.02, 0.5]], np.float32),
+            "pose": (rng.normal(size=(2, 48)) * 0.3).astype(np.float32),
+            "betas": np.repeat(rng.normal(size=(1, 10)).astype(np.float32), 2, 0)}
+    t = np.arange(T, dtype=np.float32) / (T - 1)
+    gamma = blend_gammas({k: np.repeat(v[:1], T, 0) for k, v in ends.items()},
+                         {k: np.repeat(v[1:], T, 0) for k, v in ends.items()}, jnp.asarray(t))
+    gamma = {k: np.asarray(v) for k, v in gamma.items()}
+    joints, _ = hand_mesh(default_mano(config), gamma)
+    K = np.tile(np.array([[20.0, 0, 7.5], [0, 20.0, 7.5], [0, 0, 1]], np.float32), (T, 1, 1))
+    return {"image": rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8), "K": K, **gamma, "joints3d": joints,
+            "video_id": np.full(T, seed), "frame_index": np.arange(T)}
+
+
+@pytest.fixture(scope="module")
+def videos(config):
+    return {"train": [_video(config, 9, 0), _video(config, 6, 1)], "test": [_video(config, 10, 2)]}
+
+
+def test_mean_gamma_is_rotation_mean():
+    rots = Rotation.random(7, random_state=0)
+    rng = np.random.default_rng(0)
+    pose = np.tile(rots.as_rotvec()[:, None], (1, 16, 1)).reshape(7, 48)
+    g = {"root": rng.normal(size=(7, 3)), "pose": pose, "betas": rng.normal(size=(7, 10))}
+    m = runner.mean_gamma(g)
+    ref = rots.mean()  # quaternion (Markley) mean = chordal L2 mean on SO(3)
+    for j in range(16):
+        assert (Rotation.from_rotvec(m["pose"][3 * j:3 * j + 3]) * ref.inv()).magnitude() < 1e-4
+    np.testing.assert_allclose(m["root"], g["root"].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(m["betas"], g["betas"].mean(0), rtol=1e-5)
+    # ±3 rad about z are 0.28 rad apart (through pi): their mean is the rotation by pi about z,
+    # while the mean of the axis-angle vectors would be the identity
+    opp = np.tile(np.array([[[0, 0, 3.0]], [[0, 0, -3.0]]]), (1, 16, 1)).reshape(2, 48)
+    m2 = runner.mean_gamma({"root": np.zeros((2, 3)), "pose": opp, "betas": np.zeros((2, 10))})
+    np.testing.assert_allclose(np.abs(m2["pose"].reshape(16, 3)), [[0, 0, np.pi]] * 16, atol=1e-3)
+
+
+def test_rows_of_one_video(config, videos):
+    video = videos["train"][0]  # T = 9, K = 4: labelled 0, 4, 8
+    mean = runner.mean_gamma({k: video[k] for k in GAMMA_KEYS})
+    pred = runner.video_predictions(video, 4, _predictor(), _predictor(), mean)
+    np.testing.assert_array_equal(pred["frames"], [1, 2, 3, 5, 6, 7])
+    np.testing.assert_array_equal(pred["gap"], [1, 2, 1, 1, 2, 1])
+    rows = pred["rows"]
+    assert list(rows) == [runner.BASELINE, runner.ALIGN, runner.PROPAGATION, runner.BOTH_SIDES, runner.COPY,
+                          runner.MEAN_POSE]
+    nearest = np.array([0, 0, 4, 4, 4, 8])  # the tie at frame 2 and 6 goes to the earlier frame
+    for k in GAMMA_KEYS:
+        np.testing.assert_array_equal(rows[runner.COPY][k], video[k][nearest])
+        # a zero aligner propagates exactly the copy
+        np.testing.assert_array_equal(rows[runner.PROPAGATION][k], rows[runner.COPY][k])
+    frames = runner.score(default_mano(config), pred)
+    # the hand moves along a geodesic: both-sides blending of copies is exact, copying is not
+    assert frames[runner.BOTH_SIDES]["MPJPE"].max() < 0.05
+    assert frames[runner.COPY]["MPJPE"].min() > 1.0
+    # a moved aligner gives exactly that root displacement on MPJPE... of the same frames
+    moved = runner.video_predictions(video, 4, None, _predictor(np.array([0.004, 0.003, 0.0])), None,
+                                     both_sides=False)
+    mf = runner.score(default_mano(config), moved)
+    cf = runner.score(default_mano(config), {**pred, "rows": {runner.COPY: rows[runner.COPY]}})
+    np.testing.assert_allclose(mf[runner.PROPAGATION]["MPJPE (T)"], cf[runner.COPY]["MPJPE (T)"], atol=1e-3)
+    np.testing.assert_allclose(mf[runner.PROPAGATION]["MPJPE (P)"], cf[runner.COPY]["MPJPE (P)"], atol=1e-3)
+
+
+def test_evaluate_writes_table_and_gap(tmp_path, config, videos):
+    preds = {"baseline": _predictor(), "align": _predictor()}
+    train_lab = {k: np.concatenate([v[k][[0, 4, 8]] for v in videos["train"][:1]]) for k in GAMMA_KEYS}
+    rows = runner.evaluate(tmp_path, config, predictors=preds, videos=lambda s: iter(videos[s]),
+                           labelled_train=train_lab, progress=False)
+    # train: 9 frames → 6 unlabelled, 6 frames (labelled 0, 4, 5) → 3; test: 10 (0, 4, 8, 9) → 6
+    counts = {(r["split"], r["model"]): r["frames"] for r in rows}
+    assert counts[("train", runner.BASELINE)] == 9 and counts[("test", runner.PROPAGATION)] == 6
+    assert [r["model"] for r in rows if r["split"] == "test"] == list(runner.MODEL_ROWS)
+    out = tmp_path / "eval"
+    doc = json.loads((out / "table1.json").read_text())
+    assert doc == json.loads(json.dumps(rows))
+    assert set(metrics.COLUMNS) <= set(doc[0]) and {"split", "model"} <= set(doc[0])
+    with (out / "table1.csv").open() as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == len(rows)
+    assert float(csv_rows[0]["MPJPE"]) == pytest.approx(rows[0]["MPJPE"])
+    md = (out / "table1.md").read_text()
+    assert md.count("\n") == len(rows) + 2 and "MPJPE (SD) ↓" in md and "F@5 ↑" in md
+    # gap table: the frames of each bin add up to the split
+    with (out / "gap.csv").open() as f:
+        g = [r for r in csv.DictReader(f) if r["model"] == runner.COPY]
+    assert sum(int(r["frames"]) for r in g if r["split"] == "train") == 9
+    assert (out / "gap.png").stat().st_size > 1000 and (out / "gap.md").is_file()
+    # the mean over bins weighted by frames is the table value
+    tr = [r for r in g if r["split"] == "train"]
+    weighted = sum(int(r["frames"]) * float(r["MPJPE"]) for r in tr) / 9
+    assert weighted == pytest.approx(counts and next(r["MPJPE"] for r in rows if r["split"] == "train"
+                                                     and r["model"] == runner.COPY))
+
+
+def test_max_frames_cap(tmp_path, config, videos):
+    import dataclasses
+
+    capped = dataclasses.replace(config, eval=dataclasses.replace(config.eval, max_frames=4,
+                                                                  splits=("train",)))
+    train_lab = {k: videos["train"][0][k][:1] for k in GAMMA_KEYS}
+    rows = runner.evaluate(tmp_path, capped, predictors={"align": _predictor()},
+                           videos=lambda s: iter(videos[s]), labelled_train=train_lab, progress=False,
+                           write=False)
+    assert {r["frames"] for r in rows} == {4}
+    assert runner.BASELINE not in {r["model"] for r in rows}
+
+
+def test_markdown_bold_and_format():
+    row = lambda scenario, model, v: {"split": "test", "scenario": scenario, "model": model, "frames": 3,
+                                      **{c: v for c in metrics.COLUMNS}}
+    rows = [row(1, "A", 1.0), row(2, "B", 2.0), row("ref", "C", 0.5)]
+    lines = table_lib.markdown(rows).splitlines()
+    a, b, c = lines[2], lines[3], lines[4]
+    assert "**2.000**" in b and "**1.00**" in a  # F higher is better, errors lower is better
+    assert "**" not in c  # reference rows are never bold
+    assert gap_lib.gap_bins(64) == [(1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 127)]
