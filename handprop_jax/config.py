@@ -55,6 +55,7 @@ class ModelConfig:
     pose_aligner_scale: float = 3.141592653589793  # radians: Δθ = scale * tanh(.) (heads.py)
     conv_impl: str = "auto"  # "xla", "im2col" or "auto" (fast path per backend)
     dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"
+    encoder_width: int = 64  # ResNet base channels (64 = ResNet-18); tiny test networks use e.g. 8
     torchvision_checkpoint: str | None = None  # optional ResNet-18 .pth to initialise the encoder
     mano_model: str | None = None  # path to MANO_RIGHT.pkl / .npz; None = the synthetic hand
 
@@ -76,6 +77,7 @@ class TrainConfig:
     eval_every: int = 1000
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    val_batches: int = 4  # validation batches per evaluation (labelled val frames; best checkpoint)
     seed: int = 0
     distributed: bool = False  # call jax.distributed.initialize() (multi-host)
     coordinator_address: str | None = None

@@ -1,0 +1,1 @@
+"""HandProp model: encoder (ResNet-18), heads, the HandProp module, inference functions."""

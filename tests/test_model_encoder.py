@@ -1,0 +1,177 @@
+"""Encoder psi (ResNet-18) and the convolution formulations of handprop_jax.model.conv."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from handprop_jax.model.conv import conv2d, resolve_impl
+from handprop_jax.model.encoder import IMAGENET_MEAN, IMAGENET_STD, BatchNorm, Encoder, normalize_images
+
+# (kernel, stride, padding) as ResNet-18 uses them, plus SAME/VALID strings and an odd size.
+CONV_CASES = [
+    (7, 2, ((3, 3), (3, 3))),  # stem
+    (3, 1, ((1, 1), (1, 1))),
+    (3, 2, ((1, 1), (1, 1))),
+    (1, 2, ((0, 0), (0, 0))),  # projection shortcut
+    (1, 1, "VALID"),
+    (3, 2, "SAME"),
+]
+
+
+def _reference_conv(x, w, stride, padding):
+    return lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    precision=lax.Precision.HIGHEST)
+
+
+class ConvTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_values_and_gradients_equal_lax_conv(self):
+        rng = np.random.RandomState(0)
+        for impl in ("im2col", "taps"):
+            for k, s, pad in CONV_CASES:
+                for size in ((9, 8) if pad == "SAME" else (9,)):
+                    x = jnp.asarray(rng.randn(2, size, size, 3), jnp.float32)
+                    w = jnp.asarray(rng.randn(k, k, 3, 5) * 0.3, jnp.float32)
+                    fn = self.variant(lambda x, w, k=k, s=s, pad=pad, impl=impl: conv2d(x, w, s, pad, impl))
+                    want = _reference_conv(x, w, s, pad)
+                    got = fn(x, w)
+                    assert got.shape == want.shape, (impl, k, s, pad, size)
+                    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4,
+                                               err_msg=f"{impl} {k} {s} {pad}")
+                    ct = jnp.asarray(rng.randn(*want.shape), jnp.float32)
+                    _, vjp_ref = jax.vjp(lambda x, w, s=s, pad=pad: _reference_conv(x, w, s, pad), x, w)
+                    _, vjp = jax.vjp(fn, x, w)
+                    for g, gr, name in zip(vjp(ct), vjp_ref(ct), ("dx", "dw"), strict=True):
+                        np.testing.assert_allclose(g, gr, rtol=1e-4, atol=1e-3,
+                                                   err_msg=f"{name} {impl} {k} {s} {pad}")
+
+    def test_auto_and_errors(self):
+        assert resolve_impl("auto", "cpu") == "im2col"
+        assert resolve_impl("auto", "gpu") == "xla"
+        assert resolve_impl("taps") == "taps"
+        with pytest.raises(ValueError, match="conv_impl"):
+            resolve_impl("winograd")
+        with pytest.raises(ValueError, match="channels"):
+            conv2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 2, 4)))
+
+
+def test_normalize_images():
+    img = np.array([[[[0, 255, 128]]]], np.uint8)
+    want = (np.array([0, 1, 128 / 255]) - IMAGENET_MEAN) / IMAGENET_STD
+    out = normalize_images(jnp.asarray(img))
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out[0, 0, 0], want, rtol=1e-6)
+    with pytest.raises(ValueError, match="RGB"):
+        normalize_images(jnp.zeros((2, 4, 4, 1), jnp.uint8))
+
+
+def test_batchnorm_train_eval_semantics():
+    """Train: normalise with batch stats, update running stats (torch momentum, unbiased var).
+    Eval: normalise with the running stats."""
+    rng = np.random.RandomState(1)
+    x = jnp.asarray(rng.randn(4, 3, 3, 2) * 2 + 5, jnp.float32)
+    bn = BatchNorm(use_running_average=False)
+    v = bn.init(jax.random.key(0), x)
+    v = {"params": {"scale": jnp.array([2.0, 0.5]), "bias": jnp.array([1.0, -1.0])},
+         "batch_stats": v["batch_stats"]}
+    y, upd = bn.apply(v, x, mutable=("batch_stats",))
+    xn = np.asarray(x, np.float64)
+    mean, var = xn.mean((0, 1, 2)), xn.var((0, 1, 2))
+    np.testing.assert_allclose(y, (xn - mean) / np.sqrt(var + 1e-5) * [2.0, 0.5] + [1.0, -1.0],
+                               rtol=1e-4, atol=1e-4)
+    n = 4 * 3 * 3
+    np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 + 0.1 * var * n / (n - 1), rtol=1e-5)
+    # Eval with the updated running statistics.
+    v2 = {"params": v["params"], "batch_stats": upd["batch_stats"]}
+    y_eval = BatchNorm(use_running_average=True).apply(v2, x)
+    rm, rv = np.asarray(upd["batch_stats"]["mean"]), np.asarray(upd["batch_stats"]["var"])
+    np.testing.assert_allclose(y_eval, (xn - rm) / np.sqrt(rv + 1e-5) * [2.0, 0.5] + [1.0, -1.0],
+                               rtol=1e-4, atol=1e-4)
+
+
+class Jitted:
+    """An Encoder whose init/apply are jitted (eager Flax on a ResNet is slow to dispatch)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.init = jax.jit(module.init, static_argnames="train")
+        self.apply = jax.jit(module.apply, static_argnames=("train", "mutable"))
+
+    def clone(self, **kw):
+        return Jitted(self.module.clone(**kw))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    enc = Jitted(Encoder(width=4, feature_dim=16, z_r_stage=2, conv_impl="im2col"))
+    raw = np.random.RandomState(0).randint(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    images = normalize_images(jnp.asarray(raw))
+    variables = enc.init(jax.random.key(0), images, train=False)
+    return enc, images, variables
+
+
+def test_encoder_shapes_and_names(tiny):
+    enc, images, variables = tiny
+    z_r, z_t = enc.apply(variables, images, train=False)
+    assert z_r.shape == (3, 16) and z_t.shape == (3, 16)
+    assert z_r.dtype == jnp.float32 and z_t.dtype == jnp.float32
+    p = variables["params"]
+    assert p["conv1"]["kernel"].shape == (7, 7, 3, 4)
+    assert p["layer4_0"]["downsample_conv"]["kernel"].shape == (1, 1, 16, 32)
+    assert "downsample_conv" not in p["layer1_0"]
+    assert p["z_r_proj"]["kernel"].shape == (8, 16)  # stage 2 has 2 * width channels
+    assert p["z_theta_proj"]["kernel"].shape == (32, 16)
+    assert set(variables["batch_stats"]["layer3_1"]["bn2"]) == {"mean", "var"}
+
+
+def test_resnet18_width_has_no_theta_projection():
+    enc = Encoder()
+    shapes = jax.eval_shape(lambda: enc.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+    p = shapes["params"]
+    assert "z_theta_proj" not in p
+    n = sum(int(np.prod(a.shape)) for k, a in jax.tree_util.tree_leaves_with_path(p)
+            if "z_r_proj" not in jax.tree_util.keystr(k))
+    assert n == 11_176_512  # torchvision resnet18 without fc: 11,689,512 - 513,000
+
+
+def test_encoder_impls_agree(tiny):
+    enc, images, variables = tiny
+    out_a, st_a = enc.apply(variables, images, train=True, mutable=("batch_stats",))
+    out_b, st_b = enc.clone(conv_impl="xla").apply(variables, images, train=True, mutable=("batch_stats",))
+    chex.assert_trees_all_close(out_a, out_b, rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_close(st_a, st_b, rtol=1e-4, atol=1e-4)
+
+
+def test_encoder_train_vs_eval_batch_dependence(tiny):
+    """Eval: each sample's features do not depend on the rest of the batch; train: they do."""
+    enc, images, variables = tiny
+    full = enc.apply(variables, images, train=False)
+    single = enc.apply(variables, images[:1], train=False)
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a[:1], full), single, rtol=1e-5, atol=1e-5)
+    full_t, _ = enc.apply(variables, images, train=True, mutable=("batch_stats",))
+    pair_t, _ = enc.apply(variables, images[:2], train=True, mutable=("batch_stats",))
+    assert not np.allclose(full_t[1][:1], pair_t[1][:1], atol=1e-4)
+
+
+def test_freeze_batchnorm_leaves_stats_unchanged(tiny):
+    enc, images, variables = tiny
+    _, upd = enc.apply(variables, images, train=True, mutable=("batch_stats",))
+    assert not np.allclose(upd["batch_stats"]["bn1"]["mean"], variables["batch_stats"]["bn1"]["mean"])
+    frozen = enc.clone(freeze_batchnorm=True)
+    out, upd_f = frozen.apply(variables, images, train=True, mutable=("batch_stats",))
+    chex.assert_trees_all_equal(upd_f["batch_stats"], variables["batch_stats"])
+    chex.assert_trees_all_close(out, enc.apply(variables, images, train=False), rtol=1e-6)
+
+
+def test_bfloat16_compute(tiny):
+    enc, images, variables = tiny
+    z32 = enc.apply(variables, images, train=False)
+    z16 = enc.clone(dtype=jnp.bfloat16).apply(variables, images, train=False)
+    assert z16[0].dtype == jnp.float32
+    chex.assert_trees_all_close(z16, z32, rtol=0.1, atol=0.1)
