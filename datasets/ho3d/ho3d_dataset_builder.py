@@ -240,8 +240,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 if seq not in sequences:
                     self.skip_log.note(name, crop_lib.BadInput(
                         "missing sequence", os.path.join(root, "train", seq), "named by Mini-HO-3D"))
+        empty = [name for name, seqs in split.items() if not seqs]
+        if empty:  # tfds cannot write a split without examples: leave it out, and say so
+            logging.warning("HO-3D %s: no sequences for split(s) %s under %s; not written",
+                            options.layout, empty, root)
         return {name: self._generate_examples(name, root, [(s, sequences[s]) for s in seqs])
-                for name, seqs in split.items()}
+                for name, seqs in split.items() if seqs}
 
     def _generate_examples(self, split, root, videos):
         options = self.builder_config.options

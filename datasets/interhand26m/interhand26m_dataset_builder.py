@@ -349,8 +349,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     for s, a in annotations.items()}
         split = mini_interhand_split(filtered["val"], filtered["test"], options.num_val,
                                      options.num_test, options.test_seed)
+        empty = [name for name, videos in split.items() if not videos]
+        if empty:  # tfds cannot write a split without examples: leave it out, and say so
+            logging.warning("InterHand2.6M: no video passes the Mini-InterHand filter for split(s) "
+                            "%s (min_length=%d); not written", empty, options.min_length)
         return {name: self._generate_examples(name, root, videos, wrist)
-                for name, videos in split.items()}
+                for name, videos in split.items() if videos}
 
     def _generate_examples(self, split, root, videos, wrist):
         options = self.builder_config.options

@@ -1,0 +1,186 @@
+"""HO-3D builder on tiny fixtures written in the official layout (tests/fixtures/ho3d_layout.py)."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from fixtures import ho3d_layout
+from handprop_datasets.ho3d import ho3d_dataset_builder as hb
+
+SIZE = 32
+
+
+def build(raw, out, layout="v2", **kwargs):
+    builder = hb.Builder(data_dir=out, config=hb.Builder.config_for(layout, SIZE), **kwargs)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw))
+    return builder
+
+
+def read(out, split, layout="v2"):
+    ds = tfds.data_source(f"ho3d/{layout}_{SIZE}", data_dir=out, split=split)
+    return [ds[i] for i in range(len(ds))]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ho3d")
+    raw, out = str(root / "HO3D_v2"), str(root / "out")
+    truth = ho3d_layout.write_ho3d(raw, "v2", {"SM2": 2, "MC2": 3, "ABF11": 2, "GSF14": 1,
+                                               "ABF10": 3})
+    # manual_dir may also be the parent folder holding HO3D_v2/
+    builder = build(str(root), out)
+    return truth, builder, out
+
+
+def test_opengl_to_opencv_known_point_and_rotation():
+    np.testing.assert_allclose(hb.opengl_to_opencv(np.array([0.1, 0.2, -0.5])), [0.1, -0.2, 0.5])
+    # identity rotation in OpenGL = the camera flip itself in OpenCV: 180 degrees about x
+    pose = hb.rotate_global(np.zeros(48), hb.OPENGL_TO_OPENCV)
+    assert np.isclose(np.linalg.norm(pose[:3]), np.pi) and np.allclose(np.abs(pose[:3]), [np.pi, 0, 0])
+    np.testing.assert_array_equal(pose[3:], 0)
+
+
+def test_joint_order_matches_the_toolkit_names():
+    # derived independently from joint names in the fixture (MANO order + tips, as HO-3D stores)
+    np.testing.assert_array_equal(hb.HO3D_TO_MANOPTH, ho3d_layout.MANOPTH_TO_HO3D_SLOT)
+
+
+def test_mini_ho3d_split_names():
+    seqs = ["ABF10", "ABF11", "ABF12", "BB11", "BB12", "MC1", "MC2", "SS2", "SM5", "SMu1", "SMu40"]
+    split = hb.mini_ho3d_split(seqs)
+    assert split["val"] == ["ABF11", "BB12"]
+    assert split["test"] == ["ABF10", "BB11", "MC1", "SMu1", "SS2"]
+    assert split["train"] == ["ABF12", "MC2", "SM5", "SMu40"]
+    assert set(hb.MINI_HO3D_VAL) == {"ABF11", "BB12", "GPMF13", "GSF14"}
+    assert len(hb.MINI_HO3D_TEST) == 12 and "MC1" in hb.MINI_HO3D_TEST
+
+
+def test_splits_grouped_by_video_in_frame_order(built):
+    truth, builder, out = built
+    expected = {"train": ["MC2", "SM2"], "val": ["ABF11", "GSF14"], "test": ["ABF10"]}
+    for split, names in expected.items():
+        examples = read(out, split)
+        got = [(int(e["video_id"]), e["video_name"].decode(), int(e["frame_index"]),
+                int(e["video_length"])) for e in examples]
+        want = [(v, name, i, len(truth[name])) for v, name in enumerate(names)
+                for i in range(len(truth[name]))]
+        assert got == want
+
+
+def test_labels_are_converted_to_opencv_and_manopth(built):
+    truth, _, out = built
+    for e in read(out, "train") + read(out, "test"):
+        t = truth[e["video_name"].decode()][int(e["frame_index"])]
+        np.testing.assert_allclose(e["joints3d"], t["joints3d"], atol=1e-6)
+        np.testing.assert_allclose(e["root"], t["joints3d"][0], atol=1e-6)
+        np.testing.assert_allclose(e["betas"], t["betas"], atol=1e-6)
+        np.testing.assert_allclose(e["pose"][3:], t["pose"][3:], atol=1e-6)
+        R = lambda aa: __import__("scipy.spatial.transform", fromlist=["R"]).Rotation.from_rotvec(
+            aa).as_matrix()
+        np.testing.assert_allclose(R(e["pose"][:3]), R(t["pose"][:3]), atol=1e-5)
+        # stored 2D joints = stored 3D joints through the stored crop intrinsics
+        uvw = e["joints3d"].astype(np.float64) @ e["K"].T
+        np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:], e["joints2d"], atol=1e-3)
+        # ... and the crop shows the fixture's red wrist dot there
+        u, v = np.round(e["joints2d"][0]).astype(int)
+        assert e["image"].shape == (SIZE, SIZE, 3)
+        r, g, b = e["image"][v, u].astype(int)
+        assert r > 150 and r > g + 60 and r > b + 60, (e["video_name"], e["image"][v, u])
+
+
+def test_crop_intrinsics_closed_form(built):
+    truth, _, out = built
+    e = read(out, "test")[1]
+    t = truth["ABF10"][1]
+    uv = t["joints2d_full"]
+    lo, hi = uv.min(0), uv.max(0)
+    s = SIZE / (1.5 * np.max(hi - lo))
+    centre = (lo + hi) / 2
+    expected = np.array([[s * t["K"][0, 0], 0, s * (t["K"][0, 2] - centre[0]) + (SIZE - 1) / 2],
+                         [0, s * t["K"][1, 1], s * (t["K"][1, 2] - centre[1]) + (SIZE - 1) / 2],
+                         [0, 0, 1]])
+    np.testing.assert_allclose(e["K"], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_skip_report_written_and_missing_named_sequences_counted(built):
+    _, builder, out = built
+    report = json.loads((builder.data_path / "skipped.json").read_text())
+    assert report["counts"]["test"] == {"missing sequence": 11}  # ABF10 is the only one present
+    assert report["counts"]["val"] == {"missing sequence": 2}
+    assert "train" not in report["counts"]
+    assert os.path.isfile(os.path.join(out, "ho3d", f"v2_{SIZE}", "1.0.0", "skipped.json"))
+
+
+def test_v3_layout_reads_jpg_without_train_txt(tmp_path):
+    raw = str(tmp_path / "raw")
+    truth = ho3d_layout.write_ho3d(raw, "v3", {"SM2": 2, "ABF10": 1}, seed=3, write_lists=False)
+    build(raw, str(tmp_path / "out"), "v3")
+    train = read(str(tmp_path / "out"), "train", "v3")
+    assert [e["video_name"].decode() for e in train] == ["SM2", "SM2"]
+    np.testing.assert_allclose(train[1]["joints3d"], truth["SM2"][1]["joints3d"], atol=1e-6)
+    assert len(read(str(tmp_path / "out"), "test", "v3")) == 1
+
+
+def _corrupt(raw, seq, frame, what, ext=".png"):
+    meta = os.path.join(raw, "train", seq, "meta", frame + ".pkl")
+    rgb = os.path.join(raw, "train", seq, "rgb", frame + ext)
+    if what == "missing image":
+        os.remove(rgb)
+    elif what == "corrupt image":
+        data = open(rgb, "rb").read()
+        open(rgb, "wb").write(data[: len(data) // 3])
+    elif what == "missing annotation":
+        os.remove(meta)
+    elif what == "corrupt annotation":
+        data = open(meta, "rb").read()
+        open(meta, "wb").write(data[: len(data) // 2])
+    else:
+        with open(meta, "rb") as f:
+            m = pickle.load(f, encoding="latin1")
+        if what == "non-finite values":
+            m["handJoints3D"][3, 1] = np.nan
+        elif what == "hand outside the image":
+            m["handJoints3D"][:, 0] += 2.0  # 2 m to the side: projects far off the image
+        elif what == "bad annotation":
+            m["handPose"] = m["handPose"][:45]
+        with open(meta, "wb") as f:
+            pickle.dump(m, f, protocol=2)
+    return rgb, meta
+
+
+BAD = ["missing image", "corrupt image", "missing annotation", "corrupt annotation",
+       "non-finite values", "hand outside the image", "bad annotation"]
+
+
+def test_bad_frames_are_skipped_and_counted(tmp_path):
+    raw = str(tmp_path / "raw")
+    ho3d_layout.write_ho3d(raw, "v2", {"MC2": len(BAD) + 2, "ABF10": 1}, seed=5)
+    for i, what in enumerate(BAD):
+        _corrupt(raw, "MC2", f"{i + 1:04d}", what)
+    builder = build(raw, str(tmp_path / "out"))
+    assert builder.skipped["train"] == {what: 1 for what in BAD}
+    train = read(str(tmp_path / "out"), "train")
+    assert [int(e["frame_index"]) for e in train] == [0, 1]
+    assert {int(e["video_length"]) for e in train} == {2}
+    report = json.loads((builder.data_path / "skipped.json").read_text())
+    assert any("MC2/rgb/0001.png: missing image" in m for m in report["examples"]["train"])
+
+
+@pytest.mark.parametrize("what,name", [("corrupt image", "rgb/0001.png"),
+                                       ("non-finite values", "meta/0001.pkl")])
+def test_bad_frames_raise_naming_the_file(tmp_path, what, name):
+    raw = str(tmp_path / "raw")
+    ho3d_layout.write_ho3d(raw, "v2", {"MC2": 2}, seed=6)
+    _corrupt(raw, "MC2", "0001", what)
+    with pytest.raises(ValueError, match=f"MC2/{name}: {what}"):
+        build(raw, str(tmp_path / "out"), on_bad_input="raise")
+
+
+def test_missing_train_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "README").write_text("not HO-3D")
+    with pytest.raises(FileNotFoundError, match="no 'train/' folder"):
+        build(str(tmp_path / "raw"), str(tmp_path / "out"))
