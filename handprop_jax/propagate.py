@@ -578,14 +578,15 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
 
 
 def render_overlays(crops: np.ndarray, verts: np.ndarray, K: np.ndarray, faces, alpha: float = 0.6,
-                    batch_size: int = 16) -> np.ndarray:
-    """The meshes rendered over the images with the project renderer.
+                    batch_size: int = 16, color=(0.95, 0.75, 0.6)) -> np.ndarray:
+    """The meshes rendered over the images with the project renderer (Lambert + ambient, blended).
 
-    crops uint8 (T, S, S, 3), verts (T, 778, 3) metres, K (T, 3, 3) of the crops → uint8 (T, S, S, 3)."""
+    crops uint8 (T, S, S, 3), verts (T, 778, 3) metres, K (T, 3, 3) of the crops, color RGB in [0, 1]
+    → uint8 (T, S, S, 3)."""
     from handprop_jax.render import render_batch
 
     T, S = crops.shape[0], crops.shape[1]
-    color = np.broadcast_to(np.array([0.95, 0.75, 0.6], np.float32), verts.shape[1:])
+    color = np.broadcast_to(np.asarray(color, np.float32), verts.shape[1:])
 
     def one(v, k, img):
         bg = img.astype(np.float32) / 255.0

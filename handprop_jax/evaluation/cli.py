@@ -1,0 +1,51 @@
+"""Evaluate a trained run: Table I on the unlabelled frames of its splits.
+
+    handprop evaluate --workdir RUN_DIR [--splits train test] [--max-frames N] [--set eval.batch_size=32]
+
+Rows per split: Baseline and Baseline + Align (scenario 1: the predictor on each unlabelled frame),
+Propagation and Propagation (both sides) (scenario 2: ground truth of the nearest / both neighbouring
+labelled frames moved by the Pose Alignment network), and two references: Copy propagation (the
+nearest labelled frame's ground truth unchanged) and Mean pose (one constant hand, the mean of the
+labelled training frames). Columns: F@5, F@15 (fractions), MPVPE, MPVPE (P), MPJPE, MPJPE (T),
+MPJPE (SD), MPJPE (P) in mm (definitions: ``handprop_jax.metrics``).
+
+Writes RUN_DIR/eval/table1.{md,csv,json} and the error vs frame gap RUN_DIR/eval/gap.{csv,md,png},
+and prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "write Table I (Markdown, CSV, JSON) for a run"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="run folder (config.json, checkpoints/)")
+    parser.add_argument("--splits", nargs="+", default=None, help="splits to evaluate (default: eval.splits)")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="cap on unlabelled frames per split, for a quick look")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the run's config, e.g. --set eval.batch_size=32")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from handprop_jax import config as config_lib
+    from handprop_jax.evaluation import evaluate
+
+    cfg_path = Path(args.workdir) / "config.json"
+    if not cfg_path.is_file():
+        raise SystemExit(f"handprop evaluate: {cfg_path} not found (is {args.workdir} a trained run folder?)")
+    config = config_lib.load_json(cfg_path)
+    extra = list(args.overrides)
+    if args.splits:
+        extra.append(f"eval.splits={tuple(args.splits)!r}")
+    if args.max_frames is not None:
+        extra.append(f"eval.max_frames={args.max_frames}")
+    config = config_lib.override(config, extra)
+    evaluate(args.workdir, config, progress=not args.no_progress)
+    print(f"\nwritten: {(Path(args.workdir) / 'eval').resolve()}/table1.{{md,csv,json}}, gap.{{csv,md,png}}")
+    return 0

@@ -1,0 +1,228 @@
+"""Visual report of a run: ``workdir/report/overlays.png`` and ``workdir/report/curves.png``.
+
+    handprop visualize --workdir RUN_DIR [--frames 6] [--split test]
+
+- overlays.png: a grid, one row per unlabelled frame of the chosen split (by default the frame with
+  the largest gap |u − N(u)| in each of the first videos), columns: the input crop, the ground-truth
+  mesh, Baseline (scenario 1), Baseline + Align (scenario 1) and Propagation (scenario 2, from the
+  ground truth of N(u)), each rendered over the image with the project renderer
+  (``handprop_jax.render``); each prediction cell is titled with its MPJPE in mm.
+- curves.png: the training curves of each phase (stage1, baseline, stage2, align) from
+  ``workdir/logs/metrics.jsonl``, every logged quantity against the step, log scale where positive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+HELP = "overlay grids and training curves for a run"
+
+COLUMNS = ("Input", "Ground truth", "Baseline", "Baseline + Align", "Propagation")
+COLORS = {"Ground truth": (0.35, 0.85, 0.4), "Baseline": (0.9, 0.45, 0.35),
+          "Baseline + Align": (0.95, 0.75, 0.3), "Propagation": (0.35, 0.6, 0.95)}
+DISPLAY = 192  # rendered cell size, pixels (crops are upsampled so the mesh is legible)
+
+
+def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
+    """(video, u) pairs: in each video the unlabelled frame farthest from its labelled frames, taken
+    from successive videos (then the next-farthest frames again from the first videos) until
+    ``count``."""
+    from handprop_jax.data.sparse import labelled_frames
+    from handprop_jax.propagate import neighbours
+
+    per_video = []
+    for video in videos:
+        T = video["image"].shape[0]
+        lab = labelled_frames(T, stride)
+        gap = neighbours(T, lab)["gap"]
+        order = [int(u) for u in np.argsort(-gap, kind="stable") if gap[u] > 0]
+        if order:
+            per_video.append((video, order))
+        if len(per_video) >= count:
+            break
+    picks, rank = [], 0
+    while len(picks) < count and any(rank < len(o) for _, o in per_video):
+        for video, order in per_video:
+            if rank < len(order) and len(picks) < count:
+                picks.append((video, order[rank]))
+        rank += 1
+    return picks
+
+
+def frame_predictions(picks, stride: int, baseline, align) -> dict[str, dict[str, np.ndarray]]:
+    """γ of every column for the picked frames: {column: {root (N,3), pose (N,48), betas (N,10)}},
+    plus "K" (N,3,3) and "image" (N,S,S,3)."""
+    from handprop_jax.data.sparse import labelled_frames
+    from handprop_jax.propagate import GAMMA_KEYS, batched, neighbours
+
+    us, ss = [], []
+    for video, u in picks:
+        T = video["image"].shape[0]
+        us.append(u)
+        ss.append(int(neighbours(T, labelled_frames(T, stride))["nearest"][u]))
+    take = lambda key, idx: np.stack([np.asarray(v[key])[i] for (v, _), i in zip(picks, idx, strict=True)])
+    img_u, img_s, K = take("image", us), take("image", ss), take("K", us).astype(np.float32)
+    out = {"image": img_u, "K": K,
+           "Ground truth": {k: take(k, us).astype(np.float32) for k in GAMMA_KEYS}}
+    gt_s = {k: take(k, ss).astype(np.float32) for k in GAMMA_KEYS}
+    if baseline is not None:
+        z = batched(baseline.features, img_u, baseline.batch_size)
+        out["Baseline"] = batched(baseline.regress, (z[0], z[1], K), baseline.batch_size)
+    if align is not None:
+        zu = batched(align.features, img_u, align.batch_size)
+        zs = batched(align.features, img_s, align.batch_size)
+        out["Baseline + Align"] = batched(align.regress, (zu[0], zu[1], K), align.batch_size)
+        out["Propagation"] = batched(lambda g, a, b, c, d: align.align(g, (a, b), (c, d)),
+                                     (gt_s, zu[0], zu[1], zs[0], zs[1]), align.batch_size)
+    return out
+
+
+def overlay_grid(preds: dict, mano, path: str | Path, title: str = "") -> None:
+    """Render every column over the (upsampled) crops and save the grid PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from handprop_jax.data.crop import Box, crop_image, crop_intrinsics
+    from handprop_jax.metrics import point_error
+    from handprop_jax.propagate import hand_mesh, render_overlays
+
+    images, K = preds["image"], preds["K"]
+    N, S = images.shape[0], images.shape[1]
+    box = Box((S - 1) / 2, (S - 1) / 2, float(S))
+    big = np.stack([crop_image(im, box, DISPLAY) for im in images])
+    K_big = np.stack([crop_intrinsics(k, box, DISPLAY) for k in K]).astype(np.float32)
+    gt_joints, _ = hand_mesh(mano, preds["Ground truth"])
+    cols = [c for c in COLUMNS if c == "Input" or c in preds]
+    fig, axes = plt.subplots(N, len(cols), figsize=(2.2 * len(cols), 2.3 * N), squeeze=False)
+    for j, col in enumerate(cols):
+        if col == "Input":
+            cells, errs = big, None
+        else:
+            joints, verts = hand_mesh(mano, preds[col])
+            cells = render_overlays(big, verts, K_big, mano.faces, color=COLORS[col], batch_size=8)
+            errs = 1000 * point_error(joints, gt_joints)
+        for i in range(N):
+            ax = axes[i, j]
+            ax.imshow(cells[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            label = col if i == 0 else ""
+            if errs is not None and col != "Ground truth":
+                label = (label + "\n" if label else "") + f"MPJPE {errs[i]:.1f} mm"
+            ax.set_title(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Records of ``logs/metrics.jsonl`` (malformed lines are skipped with a count on stderr)."""
+    import sys
+
+    records, bad = [], 0
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad += 1
+    if bad:
+        print(f"visualize: skipped {bad} malformed line(s) in {path}", file=sys.stderr)
+    return records
+
+
+def plot_curves(records: list[dict], path: str | Path) -> list[str]:
+    """One panel per phase (key "phase", else "stage"), one line per numeric quantity against "step".
+    Returns the phases drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def phase_of(r):
+        return str(r.get("phase", f"stage {r.get('stage', '?')}"))
+
+    phases = list(dict.fromkeys(phase_of(r) for r in records)) or ["(no logs)"]
+    fig, axes = plt.subplots(1, len(phases), figsize=(5 * len(phases), 3.8), squeeze=False)
+    for ax, phase in zip(axes[0], phases, strict=True):
+        rs = [r for r in records if phase_of(r) == phase and "step" in r]
+        numeric = lambda k: all(isinstance(r.get(k, 0.0), int | float) for r in rs)  # noqa: E731, B023
+        keys = [k for k in dict.fromkeys(k for r in rs for k in r)
+                if k not in ("phase", "stage", "step") and numeric(k)]
+        positive = True
+        for k in keys:
+            pts = [(r["step"], r[k]) for r in rs if isinstance(r.get(k), int | float) and np.isfinite(r[k])]
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax.plot(x, y, label=k, marker="." if len(pts) < 30 else None)
+                positive &= min(y) > 0
+        if keys and positive:
+            ax.set_yscale("log")
+        ax.set_title(phase)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if keys:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return phases
+
+
+def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: str = "test",
+              predictors: dict | None = None, videos=None) -> dict[str, Path]:
+    """Write report/overlays.png and report/curves.png for a run; returns their paths.
+
+    ``predictors`` ({"baseline", "align"} → Predictor) and ``videos`` (an iterable of whole-video dicts)
+    replace the checkpoints and the dataset (tests)."""
+    from handprop_jax.config import load_json
+    from handprop_jax.evaluation.data import iter_videos
+    from handprop_jax.hand import default_mano
+    from handprop_jax.propagate import predictor_from_run
+
+    workdir = Path(workdir)
+    config = config or load_json(workdir / "config.json")
+    out = workdir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    if predictors is None:
+        predictors = {m: predictor_from_run(workdir, m, config.eval.batch_size)[1]
+                      for m in ("baseline", "align")}
+    videos = iter_videos(config, split) if videos is None else videos
+    picks = pick_frames(videos, config.data.label_stride, num_frames)
+    if picks:
+        preds = frame_predictions(picks, config.data.label_stride, predictors.get("baseline"),
+                                  predictors.get("align"))
+        paths["overlays"] = out / "overlays.png"
+        overlay_grid(preds, default_mano(config), paths["overlays"],
+                     title=f"{config.name}: unlabelled {split} frames (largest gap per video), K = "
+                           f"{config.data.label_stride}")
+    log = workdir / "logs" / "metrics.jsonl"
+    if log.is_file():
+        paths["curves"] = out / "curves.png"
+        plot_curves(read_metrics(log), paths["curves"])
+    return paths
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="run folder")
+    parser.add_argument("--frames", type=int, default=6, help="rows of the overlay grid (default 6)")
+    parser.add_argument("--split", default="test", help="split to draw frames from (default test)")
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = visualize(args.workdir, num_frames=args.frames, split=args.split)
+    for name, p in paths.items():
+        print(f"{name}: {p.resolve()}")
+    if "overlays" not in paths:
+        print("no unlabelled frame to draw in split", args.split)
+    return 0

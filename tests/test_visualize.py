@@ -1,0 +1,61 @@
+"""handprop visualize: frame picking, the overlay grid (through the renderer) and training curves."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_evaluation import _predictor, _video  # shared stand-ins (tests/ is on sys.path)
+
+from handprop_jax import visualize as V
+
+
+@pytest.fixture(scope="module")
+def config():
+    from handprop_jax import config as config_lib
+
+    return config_lib.override(config_lib.load("tiny"), ["data.image_size=16", "data.label_stride=4",
+                                                        "eval.batch_size=4"])
+
+
+def test_pick_frames_largest_gap_round_robin():
+    vids = [{"image": np.zeros((9, 2, 2, 3), np.uint8)}, {"image": np.zeros((6, 2, 2, 3), np.uint8)}]
+    picks = V.pick_frames(vids, 4, 3)
+    # video 0 (labelled 0, 4, 8): gap 2 at frames 2 and 6; video 1 (labelled 0, 4, 5): gap 2 at frame 2
+    assert [(id(v), u) for v, u in picks] == [(id(vids[0]), 2), (id(vids[1]), 2), (id(vids[0]), 6)]
+
+
+def test_overlays_and_curves(tmp_path, config):
+    vids = [_video(config, 9, 0), _video(config, 6, 1)]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    recs = [{"phase": p, "stage": s, "step": i, "loss": 1.0 / (i + 1), "l_align": 0.5}
+            for p, s in (("stage1", 1), ("align", 3)) for i in range(5)]
+    (logs / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\nnot json\n")
+    paths = V.visualize(tmp_path, config, num_frames=2, predictors={"baseline": _predictor(),
+                                                                     "align": _predictor()}, videos=vids)
+    grid = np.asarray(Image.open(paths["overlays"]))
+    assert grid.shape[0] > 200 and grid.shape[1] > 500
+    assert np.asarray(Image.open(paths["curves"])).std() > 0
+    assert V.plot_curves(V.read_metrics(logs / "metrics.jsonl"), tmp_path / "c.png") == ["stage1", "align"]
+
+
+def test_rendered_mesh_changes_the_image(config):
+    """The overlay of the ground-truth mesh differs from the input exactly where the hand projects."""
+    from handprop_jax.hand import default_mano
+    from handprop_jax.propagate import hand_mesh, render_overlays
+
+    video = _video(config, 6, 3)
+    mano = default_mano(config)
+    gamma = {k: video[k][:1] for k in ("root", "pose", "betas")}
+    joints, verts = hand_mesh(mano, gamma)
+    img = np.zeros((1, 16, 16, 3), np.uint8)
+    out = render_overlays(img, verts, video["K"][:1], mano.faces)
+    changed = np.argwhere(out[0].sum(-1) > 0)
+    assert len(changed) > 5
+    uv = (video["K"][0] @ joints[0].T).T
+    uv = uv[:, :2] / uv[:, 2:]
+    # the wrist's pixel is covered by the rendered hand
+    wrist = np.round(uv[0]).astype(int)
+    if 0 <= wrist[0] < 16 and 0 <= wrist[1] < 16:
+        assert out[0, wrist[1], wrist[0]].sum() > 0
