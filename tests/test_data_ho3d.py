@@ -48,6 +48,14 @@ def test_joint_order_matches_the_toolkit_names():
     np.testing.assert_array_equal(hb.HO3D_TO_MANOPTH, ho3d_layout.MANOPTH_TO_HO3D_SLOT)
 
 
+def test_config_from_data_config():
+    from handprop_jax.config import DataConfig
+
+    config = hb.Builder.config_from_data(DataConfig(name="ho3d", image_size=64), "v3")
+    assert (config.name, config.options.layout, config.options.image_size) == ("v3_64", "v3", 64)
+    assert hb.Builder.config_from_data(DataConfig(name="ho3d", image_size=224), None).name == "v2"
+
+
 def test_mini_ho3d_split_names():
     seqs = ["ABF10", "ABF11", "ABF12", "BB11", "BB12", "MC1", "MC2", "SS2", "SM5", "SMu1", "SMu40"]
     split = hb.mini_ho3d_split(seqs)
@@ -117,7 +125,9 @@ def test_skip_report_written_and_missing_named_sequences_counted(built):
 def test_v3_layout_reads_jpg_without_train_txt(tmp_path):
     raw = str(tmp_path / "raw")
     truth = ho3d_layout.write_ho3d(raw, "v3", {"SM2": 2, "ABF10": 1}, seed=3, write_lists=False)
-    build(raw, str(tmp_path / "out"), "v3")
+    builder = hb.Builder(data_dir=str(tmp_path / "out"), config="v3", image_size=SIZE)
+    assert builder.builder_config.name == f"v3_{SIZE}"
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw))
     train = read(str(tmp_path / "out"), "train", "v3")
     assert [e["video_name"].decode() for e in train] == ["SM2", "SM2"]
     np.testing.assert_allclose(train[1]["joints3d"], truth["SM2"][1]["joints3d"], atol=1e-6)

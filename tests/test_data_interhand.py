@@ -30,13 +30,19 @@ CONFIG = dict(min_length=3, num_val=1, num_test=2, test_seed=0)
 
 
 def build(raw, out, model, name="tiny", **kwargs):
-    config = ib.Builder.config_for(SIZE, name=name, **CONFIG)
-    builder = ib.Builder(data_dir=out, config=config, mano_model=model, **kwargs)
+    if name is None:  # options as builder kwargs: the config is named after them
+        builder = ib.Builder(data_dir=out, mano_model=model, image_size=SIZE, **CONFIG, **kwargs)
+    else:
+        config = ib.Builder.config_for(SIZE, name=name, **CONFIG)
+        builder = ib.Builder(data_dir=out, config=config, mano_model=model, **kwargs)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw))
     return builder
 
 
-def read(out, split, name="tiny"):
+AUTO_NAME = f"mini_{SIZE}_min3_val1_test2"
+
+
+def read(out, split, name=AUTO_NAME):
     ds = tfds.data_source(f"interhand26m/{name}", data_dir=out, split=split)
     return [ds[i] for i in range(len(ds))]
 
@@ -51,7 +57,9 @@ def built(tmp_path_factory, model):
     root = tmp_path_factory.mktemp("interhand")
     raw, out = str(root / "InterHand2.6M"), str(root / "out")
     truth = il.write_interhand(raw, model, SPECS)
-    return truth, build(raw, out, model), out
+    builder = build(raw, out, model, name=None)
+    assert builder.builder_config.name == AUTO_NAME
+    return truth, builder, out
 
 
 def test_joint_map_inverts_the_fixture_order():
@@ -174,10 +182,11 @@ def test_bad_frames_skipped_and_counted_invalid_joints_filled(small, model):
     _save(path, data_json)
 
     builder = build(raw, out, model)
+    assert builder.builder_config.name == "tiny"
     assert builder.skipped["train"] == {"missing image": 1, "corrupt image": 1, "non-finite values": 1,
                                         "missing MANO fit": 1, "hand outside the image": 1}
     assert builder.skip_log.infos["train"] == {"joints filled from the MANO fit": 1}
-    train = read(out, "train")
+    train = read(out, "train", "tiny")
     kept = [0, 6, 7]
     assert [int(e["frame_index"]) for e in train] == [0, 1, 2]
     assert {int(e["video_length"]) for e in train} == {3}

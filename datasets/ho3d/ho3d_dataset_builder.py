@@ -198,9 +198,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     `handprop data build ho3d --config v2 --manual-dir /data/HO3D_v2 --data-dir data`.
     """
 
-    def __init__(self, *, on_bad_input: str = "skip", **kwargs):
-        """Args: on_bad_input: "skip" (count and continue) or "raise"; other args as tfds
-        (``data_dir``, ``config``, ``version``, ``file_format`` — array_record by default)."""
+    def __init__(self, *, on_bad_input: str = "skip", image_size: int | None = None, **kwargs):
+        """Args: on_bad_input: "skip" (count and continue) or "raise"; image_size: when given,
+        overrides the crop side of ``config`` (config ``v2_<size>`` / ``v3_<size>``); other args as
+        tfds (``data_dir``, ``config`` ("v2" default, "v3" or a ``Ho3dConfig``), ``version``,
+        ``file_format`` — array_record by default)."""
+        if image_size is not None:
+            base = kwargs.get("config") or "v2"
+            if isinstance(base, Ho3dConfig):
+                options = dataclasses.asdict(base.options) | {"image_size": int(image_size)}
+            else:
+                options = {"layout": str(base).split("_")[0], "image_size": int(image_size)}
+            kwargs["config"] = Ho3dConfig(**options)
         kwargs.setdefault("file_format", "array_record")
         self.skip_log = crop_lib.SkipLog(on_bad_input)
         super().__init__(**kwargs)
@@ -215,6 +224,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def config_for(cls, layout: str = "v2", image_size: int = 224, **options) -> Ho3dConfig:
         """A builder config for ``layout`` at ``image_size`` (named ``v2``, ``v2_64``, ...)."""
         return Ho3dConfig(layout=layout, image_size=image_size, **options)
+
+    @classmethod
+    def config_from_data(cls, data_config, builder_config: str | None = None) -> Ho3dConfig:
+        """The config for a ``handprop_jax.config.DataConfig``: layout from ``builder_config``
+        ("v2" default, "v3"; a name such as "v3_64" gives its layout), crop side from
+        ``data_config.image_size`` (hook used by ``handprop_jax.data.build``)."""
+        layout = (builder_config or getattr(data_config, "builder_config", None) or "v2").split("_")[0]
+        if layout not in IMAGE_EXT:
+            raise ValueError(f"ho3d: unknown builder config {builder_config!r}; use 'v2' or 'v3'")
+        return cls.config_for(layout, int(data_config.image_size))
 
     @property
     def skipped(self) -> dict[str, dict[str, int]]:

@@ -77,13 +77,25 @@ class _Options:
     test_seed: int
 
 
+def config_name(image_size: int = 224, min_length: int = 1000, num_val: int = 25, num_test: int = 100,
+                test_seed: int = 0) -> str:
+    """``mini`` for the paper's settings at 224 px; other settings are appended, e.g.
+    ``mini_32_min3_val1_test2`` — so differently filtered builds never share a folder."""
+    parts = ["mini"] + ([str(image_size)] if image_size != 224 else [])
+    for tag, value, default in (("min", min_length, 1000), ("val", num_val, 25), ("test", num_test, 100),
+                                ("seed", test_seed, 0)):
+        if value != default:
+            parts.append(f"{tag}{value}")
+    return "_".join(parts)
+
+
 class InterHandConfig(tfds.core.BuilderConfig):
     """Crop size and the Mini-InterHand filter (``Builder.config_for`` names custom ones)."""
 
     def __init__(self, *, image_size: int = 224, crop_scale: float = 1.5, min_visible: float = 0.5,
                  min_length: int = 1000, num_val: int = 25, num_test: int = 100, test_seed: int = 0,
                  **kwargs):
-        kwargs.setdefault("name", "mini" if image_size == 224 else f"mini_{image_size}")
+        kwargs.setdefault("name", config_name(image_size, min_length, num_val, num_test, test_seed))
         kwargs.setdefault("description", f"Mini-InterHand (>= {min_length} frames, right hand only), "
                                          f"{image_size} px crops")
         super().__init__(**kwargs)
@@ -305,10 +317,24 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     manual dir), e.g. `handprop data build interhand26m --manual-dir /data/InterHand2.6M ...`.
     """
 
-    def __init__(self, *, on_bad_input: str = "skip", mano_model=None, **kwargs):
+    def __init__(self, *, on_bad_input: str = "skip", mano_model=None, image_size: int | None = None,
+                 min_length: int | None = None, num_val: int | None = None, num_test: int | None = None,
+                 test_seed: int | None = None, **kwargs):
         """Args: on_bad_input: "skip" (count and continue) or "raise"; mano_model: path to
-        MANO_RIGHT.pkl / .npz or a ``mano_jax.ManoModel``; other args as tfds (``data_dir``,
-        ``config``, ``version``, ``file_format`` — array_record by default)."""
+        MANO_RIGHT.pkl / .npz or a ``mano_jax.ManoModel``; image_size, min_length, num_val,
+        num_test, test_seed: when given, override those of ``config`` (a config named by
+        ``config_name`` is made); other args as tfds (``data_dir``, ``config``, ``version``,
+        ``file_format`` — array_record by default)."""
+        overrides = {k: v for k, v in dict(image_size=image_size, min_length=min_length, num_val=num_val,
+                                           num_test=num_test, test_seed=test_seed).items() if v is not None}
+        if overrides:
+            base = kwargs.get("config")
+            if not isinstance(base, InterHandConfig):
+                base = InterHandConfig() if base in (None, "mini") else None
+            if base is None:
+                raise ValueError(f"interhand26m: unknown config {kwargs.get('config')!r}")
+            options = dataclasses.asdict(base.options) | overrides
+            kwargs["config"] = InterHandConfig(**options)
         kwargs.setdefault("file_format", "array_record")
         self.skip_log = crop_lib.SkipLog(on_bad_input)
         self.mano_model = mano_model
@@ -322,11 +348,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     @classmethod
     def config_for(cls, image_size: int = 224, name: str | None = None, **options) -> InterHandConfig:
-        """A builder config (named ``mini`` / ``mini_<size>`` unless ``name`` is given; give a
-        name when changing the filter options, so that differently filtered builds do not mix)."""
+        """A builder config; named by ``config_name`` (e.g. ``mini``, ``mini_64``,
+        ``mini_32_min3_val1_test2``) unless ``name`` is given."""
         if name is not None:
             options["name"] = name
         return InterHandConfig(image_size=image_size, **options)
+
+    @classmethod
+    def config_from_data(cls, data_config, builder_config: str | None = None) -> InterHandConfig:
+        """The Mini-InterHand config at ``data_config.image_size`` (hook used by
+        ``handprop_jax.data.build``); ``builder_config`` other than None/"mini" is rejected."""
+        if builder_config not in (None, "mini") and not str(builder_config).startswith("mini_"):
+            raise ValueError(f"interhand26m: unknown builder config {builder_config!r}; use 'mini'")
+        return cls.config_for(int(data_config.image_size))
 
     @property
     def skipped(self) -> dict[str, dict[str, int]]:
