@@ -44,7 +44,7 @@ from mano_jax.layer import (
     skin,
 )
 from mano_jax.model import ARRAY_SHAPES, ManoFileError, ManoModel, make_model
-from mano_jax.synthetic import synthetic, synthetic_pose_std
+from mano_jax.synthetic_hand import synthetic, synthetic_pose_std
 
 __all__ = [
     "ARRAY_SHAPES", "JOINT_NAMES", "MANO_JOINT_NAMES", "MANOPTH_JOINT_ORDER", "NUM_BETAS",
