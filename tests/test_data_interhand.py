@@ -172,24 +172,21 @@ def test_bad_frames_skipped_and_counted_invalid_joints_filled(small, model):
     path, joints = _load(raw, "val", "joint_3d")
     joints["0"][frames[5]]["world_coord"] = [[x + 3000.0, y, z] for x, y, z in
                                              joints["0"][frames[5]]["world_coord"]]  # off-image
-    joints["0"][frames[6]]["world_coord"][4] = [9e3, 9e3, 9e3]  # garbage, but marked invalid
+    joints["0"][frames[6]]["world_coord"][4] = [9e3, 9e3, 9e3]  # garbage, but marked invalid:
+    joints["0"][frames[6]]["joint_valid"][4] = [False]  # InterHand joint 4 = right index tip
+    joints["0"][frames[7]]["joint_valid"][20] = [False]  # the right wrist: frame unusable
     _save(path, joints)
-    path, data_json = _load(raw, "val", "data")
-    for ann in data_json["annotations"]:
-        image = next(im for im in data_json["images"] if im["id"] == ann["image_id"])
-        if str(image["frame_idx"]) == frames[6] and image["seq_name"] == "ROM03_RT_No_Occlusion":
-            ann["joint_valid"][4] = [0]  # InterHand joint 4 = right index tip
-    _save(path, data_json)
 
     builder = build(raw, out, model)
     assert builder.builder_config.name == "tiny"
     assert builder.skipped["train"] == {"missing image": 1, "corrupt image": 1, "non-finite values": 1,
-                                        "missing MANO fit": 1, "hand outside the image": 1}
+                                        "missing MANO fit": 1, "hand outside the image": 1,
+                                        "invalid wrist": 1}
     assert builder.skip_log.infos["train"] == {"joints filled from the MANO fit": 1}
     train = read(out, "train", "tiny")
-    kept = [0, 6, 7]
-    assert [int(e["frame_index"]) for e in train] == [0, 1, 2]
-    assert {int(e["video_length"]) for e in train} == {3}
+    kept = [0, 6]
+    assert [int(e["frame_index"]) for e in train] == [0, 1]
+    assert {int(e["video_length"]) for e in train} == {2}
     for e, i in zip(train, kept, strict=True):
         np.testing.assert_allclose(e["joints3d"], video[i]["joints3d"], atol=1e-5)  # filled = truth
     report = json.loads((builder.data_path / "skipped.json").read_text())

@@ -16,9 +16,10 @@ with <split> in {train, val, test}; only ``val`` and ``test`` are read (Mini-Int
   ("right" | "left" | "interacting"), hand_type_valid}].
 - ``_camera.json``: {capture: {"campos": {cam: (3,) mm}, "camrot": {cam: (3, 3)}, "focal": {cam:
   [fx, fy]}, "princpt": {cam: [cx, cy]}}}; world -> camera: X_cam = camrot (X_world - campos).
-- ``_joint_3d.json``: {capture: {frame_idx: {"world_coord": (42, 3) mm, "joint_valid", "hand_type",
-  ...}}}; joints 0-20 right hand, 21-41 left, each hand ordered thumb tip..thumb1, index tip..1,
-  middle, ring, pinky, wrist (``IH_TO_MANOPTH`` maps to manopth order).
+- ``_joint_3d.json``: {capture: {frame_idx: {"world_coord": (42, 3) mm, "joint_valid" (42 x [bool]),
+  "hand_type", ...}}}; joints 0-20 right hand, 21-41 left, each hand ordered thumb tip..thumb1,
+  index tip..1, middle, ring, pinky, wrist (``IH_TO_MANOPTH`` maps to manopth order). Its
+  ``joint_valid`` is the 3D validity used here (data.json's is used only when it is absent).
 - ``_MANO_NeuralAnnot.json``: {capture: {frame_idx: {"right": {"pose" (48,), "shape" (10,),
   "trans" (3,) metres} | null, "left": ...}}} fitted in **world** coordinates with smplx's MANO
   (``use_pca=False``, ``flat_hand_mean=False``: the finger pose excludes ``hands_mean``; the global
@@ -242,7 +243,8 @@ def convert_frame(ann: Annotations, image: dict, wrist: RestWrist) -> dict:
     if mano is None:
         raise crop_lib.BadInput("missing MANO fit", ann.path("MANO_NeuralAnnot"), f"{where}: null")
     try:
-        world = ann.joints[capture][frame]["world_coord"]
+        joint_record = ann.joints[capture][frame]
+        world = joint_record["world_coord"]
     except (KeyError, TypeError) as e:
         raise crop_lib.BadInput("missing annotation", ann.path("joint_3d"), where) from e
     mano_path = ann.path("MANO_NeuralAnnot")
@@ -254,10 +256,17 @@ def convert_frame(ann: Annotations, image: dict, wrist: RestWrist) -> dict:
     if record is None:
         raise crop_lib.BadInput("missing annotation", ann.path("data"), f"no annotation for image "
                                 f"id {image['id']} ({image.get('file_name')})")
-    valid = crop_lib.checked_array(record.get("joint_valid"), (42, 1), "joint_valid", ann.path("data"))
+    # 3D validity: joint_3d.json's joint_valid (v1.0; data.json's per-image joint_valid marks
+    # truncation there), else data.json's (older releases, as the original dataset.py reads it).
+    if isinstance(joint_record, dict) and joint_record.get("joint_valid") is not None:
+        valid = crop_lib.checked_array(joint_record["joint_valid"], (42, 1), "joint_valid",
+                                       ann.path("joint_3d"))
+    else:
+        valid = crop_lib.checked_array(record.get("joint_valid"), (42, 1), "joint_valid",
+                                       ann.path("data"))
     valid = valid[:21, 0] > 0
     if not valid[IH_RIGHT_WRIST]:
-        raise crop_lib.BadInput("invalid wrist", ann.path("data"), f"{where}: right wrist not valid")
+        raise crop_lib.BadInput("invalid wrist", ann.path("joint_3d"), f"{where}: right wrist not valid")
 
     R = camrot
     c = campos / 1000.0
