@@ -214,3 +214,14 @@ def test_missing_mano_model_is_a_clear_error(small):
     raw, out, _ = small
     with pytest.raises(FileNotFoundError, match="MANO_RIGHT.pkl"):
         build(raw, out, None)
+
+
+def test_annotation_folder_v1_or_older_all_layout(tmp_path):
+    for split, sub in (("val", "val"), ("test", "all")):
+        folder = tmp_path / "annotations" / sub
+        folder.mkdir(parents=True)
+        (folder / f"InterHand2.6M_{split}_data.json").write_text("{}")
+    assert ib.annotation_dir(str(tmp_path), "val") == str(tmp_path / "annotations" / "val")
+    assert ib.annotation_dir(str(tmp_path), "test") == str(tmp_path / "annotations" / "all")
+    with pytest.raises(FileNotFoundError, match="InterHand2.6M_train_data.json"):
+        ib.annotation_dir(str(tmp_path), "train")
