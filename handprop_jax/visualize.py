@@ -81,8 +81,8 @@ def frame_predictions(picks, stride: int, baseline, align) -> dict[str, dict[str
     return out
 
 
-def overlay_grid(preds: dict, mano, path: str | Path, title: str = "") -> None:
-    """Render every column over the (upsampled) crops and save the grid PNG."""
+def overlay_grid(preds: dict, mano, path: str | Path, title: str = "", display: int = DISPLAY) -> None:
+    """Render every column over the crops (upsampled to ``display`` pixels) and save the grid PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,8 +95,8 @@ def overlay_grid(preds: dict, mano, path: str | Path, title: str = "") -> None:
     images, K = preds["image"], preds["K"]
     N, S = images.shape[0], images.shape[1]
     box = Box((S - 1) / 2, (S - 1) / 2, float(S))
-    big = np.stack([crop_image(im, box, DISPLAY) for im in images])
-    K_big = np.stack([crop_intrinsics(k, box, DISPLAY) for k in K]).astype(np.float32)
+    big = np.stack([crop_image(im, box, display) for im in images])
+    K_big = np.stack([crop_intrinsics(k, box, display) for k in K]).astype(np.float32)
     gt_joints, _ = hand_mesh(mano, preds["Ground truth"])
     cols = [c for c in COLUMNS if c == "Input" or c in preds]
     fig, axes = plt.subplots(N, len(cols), figsize=(2.2 * len(cols), 2.3 * N), squeeze=False)
@@ -179,7 +179,7 @@ def plot_curves(records: list[dict], path: str | Path) -> list[str]:
 
 
 def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: str = "test",
-              predictors: dict | None = None, videos=None) -> dict[str, Path]:
+              display: int = DISPLAY, predictors: dict | None = None, videos=None) -> dict[str, Path]:
     """Write report/overlays.png and report/curves.png for a run; returns their paths.
 
     ``predictors`` ({"baseline", "align"} → Predictor) and ``videos`` (an iterable of whole-video dicts)
@@ -205,7 +205,7 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
         paths["overlays"] = out / "overlays.png"
         overlay_grid(preds, default_mano(config), paths["overlays"],
                      title=f"{config.name}: unlabelled {split} frames (largest gap per video), K = "
-                           f"{config.data.label_stride}")
+                           f"{config.data.label_stride}", display=display)
     log = workdir / "logs" / "metrics.jsonl"
     if log.is_file():
         paths["curves"] = out / "curves.png"
