@@ -151,8 +151,15 @@ def load_annotations(root: str, split: str) -> Annotations:
     data = load_json(name("data"))
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise ValueError(f"{name('data')}: expected COCO-style keys 'images' and 'annotations'")
+    for i, image in enumerate(data["images"]):
+        missing = [k for k in ("id", "file_name", "capture", "seq_name", "camera", "frame_idx")
+                   if not isinstance(image, dict) or k not in image]
+        if missing:
+            raise ValueError(f"{name('data')}: images[{i}] lacks {missing}")
     by_image = {}
-    for ann in data["annotations"]:
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "image_id" not in ann:
+            raise ValueError(f"{name('data')}: annotations[{i}] lacks 'image_id'")
         by_image[ann["image_id"]] = ann
     return Annotations(split, folder, data["images"], by_image, load_json(name("camera")),
                        load_json(name("joint_3d")), load_json(name("MANO_NeuralAnnot")))
