@@ -20,7 +20,7 @@ def build(raw, out, layout="v2", **kwargs):
 
 
 def read(out, split, layout="v2"):
-    ds = tfds.data_source(f"ho3d/{layout}_{SIZE}", data_dir=out, split=split)
+    ds = tfds.data_source(f"ho3d/{layout}", data_dir=out, split=split)
     return [ds[i] for i in range(len(ds))]
 
 
@@ -52,7 +52,7 @@ def test_config_from_data_config():
     from handprop_jax.config import DataConfig
 
     config = hb.Builder.config_from_data(DataConfig(name="ho3d", image_size=64), "v3")
-    assert (config.name, config.options.layout, config.options.image_size) == ("v3_64", "v3", 64)
+    assert (config.name, config.options.layout, config.options.image_size) == ("v3", "v3", 64)
     assert hb.Builder.config_from_data(DataConfig(name="ho3d", image_size=224), None).name == "v2"
 
 
@@ -76,6 +76,19 @@ def test_splits_grouped_by_video_in_frame_order(built):
         want = [(v, name, i, len(truth[name])) for v, name in enumerate(names)
                 for i in range(len(truth[name]))]
         assert got == want
+
+
+def test_name_only_read_back_and_options_guard(built, tmp_path):
+    """``tfds.data_source("ho3d", ...)`` reads the default (v2) build whatever its crop size; a
+    builder with other options refuses to reuse those files and says why."""
+    truth, builder, out = built
+    ds = tfds.data_source("ho3d", data_dir=out, split="train")
+    assert len(ds) == 5 and ds[0]["image"].shape == (SIZE, SIZE, 3)
+    assert builder.stale_reason() is None
+    other = hb.Builder(data_dir=out, config="v2", image_size=SIZE + 8)
+    assert "image_size=32->40" in other.stale_reason()
+    with pytest.raises(ValueError, match="prepared with other options"):
+        other.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path)))
 
 
 def test_labels_are_converted_to_opencv_and_manopth(built):
@@ -119,14 +132,14 @@ def test_skip_report_written_and_missing_named_sequences_counted(built):
     assert report["counts"]["test"] == {"missing sequence": 11}  # ABF10 is the only one present
     assert report["counts"]["val"] == {"missing sequence": 2}
     assert "train" not in report["counts"]
-    assert os.path.isfile(os.path.join(out, "ho3d", f"v2_{SIZE}", "1.0.0", "skipped.json"))
+    assert os.path.isfile(os.path.join(out, "ho3d", "v2", "1.0.0", "skipped.json"))
 
 
 def test_v3_layout_reads_jpg_without_train_txt(tmp_path):
     raw = str(tmp_path / "raw")
     truth = ho3d_layout.write_ho3d(raw, "v3", {"SM2": 2, "ABF10": 1}, seed=3, write_lists=False)
     builder = hb.Builder(data_dir=str(tmp_path / "out"), config="v3", image_size=SIZE)
-    assert builder.builder_config.name == f"v3_{SIZE}"
+    assert builder.builder_config.name == "v3" and builder.builder_config.options.image_size == SIZE
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw))
     train = read(str(tmp_path / "out"), "train", "v3")
     assert [e["video_name"].decode() for e in train] == ["SM2", "SM2"]

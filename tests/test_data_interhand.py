@@ -29,21 +29,18 @@ SPECS = [
 CONFIG = dict(min_length=3, num_val=1, num_test=2, test_seed=0)
 
 
-def build(raw, out, model, name="tiny", **kwargs):
-    if name is None:  # options as builder kwargs: the config is named after them
+def build(raw, out, model, as_kwargs=False, **kwargs):
+    if as_kwargs:  # options as builder kwargs
         builder = ib.Builder(data_dir=out, mano_model=model, image_size=SIZE, **CONFIG, **kwargs)
     else:
-        config = ib.Builder.config_for(SIZE, name=name, **CONFIG)
+        config = ib.Builder.config_for(SIZE, **CONFIG)
         builder = ib.Builder(data_dir=out, config=config, mano_model=model, **kwargs)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw))
     return builder
 
 
-AUTO_NAME = f"mini_{SIZE}_min3_val1_test2"
-
-
-def read(out, split, name=AUTO_NAME):
-    ds = tfds.data_source(f"interhand26m/{name}", data_dir=out, split=split)
+def read(out, split, name="interhand26m"):
+    ds = tfds.data_source(name, data_dir=out, split=split)
     return [ds[i] for i in range(len(ds))]
 
 
@@ -57,8 +54,9 @@ def built(tmp_path_factory, model):
     root = tmp_path_factory.mktemp("interhand")
     raw, out = str(root / "InterHand2.6M"), str(root / "out")
     truth = il.write_interhand(raw, model, SPECS)
-    builder = build(raw, out, model, name=None)
-    assert builder.builder_config.name == AUTO_NAME
+    builder = build(raw, out, model, as_kwargs=True)
+    assert builder.builder_config.name == "mini"
+    assert builder.builder_config.options == ib.InterHandOptions(image_size=SIZE, **CONFIG)
     return truth, builder, out
 
 
@@ -178,12 +176,11 @@ def test_bad_frames_skipped_and_counted_invalid_joints_filled(small, model):
     _save(path, joints)
 
     builder = build(raw, out, model)
-    assert builder.builder_config.name == "tiny"
     assert builder.skipped["train"] == {"missing image": 1, "corrupt image": 1, "non-finite values": 1,
                                         "missing MANO fit": 1, "hand outside the image": 1,
                                         "invalid wrist": 1}
     assert builder.skip_log.infos["train"] == {"joints filled from the MANO fit": 1}
-    train = read(out, "train", "tiny")
+    train = read(out, "train", "interhand26m/mini")
     kept = [0, 6]
     assert [int(e["frame_index"]) for e in train] == [0, 1]
     assert {int(e["video_length"]) for e in train} == {2}

@@ -36,7 +36,6 @@ counts per split and reason are in ``Builder.skipped`` and ``<dataset dir>/skipp
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import pickle
@@ -159,38 +158,41 @@ def mini_ho3d_split(sequences, val=MINI_HO3D_VAL, test=MINI_HO3D_TEST) -> dict[s
 
 
 @dataclasses.dataclass(frozen=True)
-class _Ho3dOptions:
-    layout: str
-    image_size: int
-    crop_scale: float
-    min_visible: float
-    val_sequences: tuple[str, ...]
-    test_sequences: tuple[str, ...]
+class Ho3dOptions:
+    """What a build depends on besides the download (stored in the dataset metadata)."""
+
+    layout: str = "v2"  # "v2" (png frames) or "v3" (jpg frames)
+    image_size: int = 224  # crop side, pixels
+    crop_scale: float = 1.5  # crop side / extent of the projected joints
+    min_visible: float = 0.5  # fraction of joints that must project inside the frame
+    val_sequences: tuple[str, ...] = MINI_HO3D_VAL
+    test_sequences: tuple[str, ...] = MINI_HO3D_TEST
 
 
 class Ho3dConfig(tfds.core.BuilderConfig):
-    """A layout ("v2" png / "v3" jpg) and the crop settings. ``Builder.config_for`` makes custom
-    ones (name ``v2`` for 224 px, else ``v2_<size>``)."""
+    """Named by its layout ("v2" / "v3") whatever the other options, so that
+    ``tfds.data_source("ho3d", ...)`` / ``("ho3d/v3", ...)`` read what was built."""
 
     def __init__(self, *, layout: str = "v2", image_size: int = 224, crop_scale: float = 1.5,
                  min_visible: float = 0.5, val_sequences=MINI_HO3D_VAL, test_sequences=MINI_HO3D_TEST,
                  **kwargs):
         if layout not in IMAGE_EXT:
             raise ValueError(f"HO-3D layout must be one of {sorted(IMAGE_EXT)}, got {layout!r}")
-        kwargs.setdefault("name", layout if image_size == 224 else f"{layout}_{image_size}")
+        kwargs.setdefault("name", layout)
         kwargs.setdefault("description", f"HO-3D {layout}, Mini-HO-3D split, {image_size} px crops")
         super().__init__(**kwargs)
-        self.options = _Ho3dOptions(layout, int(image_size), float(crop_scale), float(min_visible),
-                                    tuple(val_sequences), tuple(test_sequences))
+        self.options = Ho3dOptions(layout, int(image_size), float(crop_scale), float(min_visible),
+                                   tuple(val_sequences), tuple(test_sequences))
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     """HO-3D v2/v3 → Mini-HO-3D splits of hand-centred frames (see the module docstring)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Mini-HO-3D split, OpenCV camera frame, manopth joint order."}
     BUILDER_CONFIGS = [Ho3dConfig(layout="v2"), Ho3dConfig(layout="v3")]
     DEFAULT_CONFIG_NAME = "v2"
+    CONFIG_CLASS = Ho3dConfig
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Register at https://www.tugraz.at/index.php?id=40231 (HO-3D), download HO3D_v2.zip or
     HO3D_v3.zip and extract it. Pass the folder where `train/` and `evaluation/` branch off
@@ -198,18 +200,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     `handprop data build ho3d --config v2 --manual-dir /data/HO3D_v2 --data-dir data`.
     """
 
-    def __init__(self, *, on_bad_input: str = "skip", image_size: int | None = None, **kwargs):
-        """Args: on_bad_input: "skip" (count and continue) or "raise"; image_size: when given,
-        overrides the crop side of ``config`` (config ``v2_<size>`` / ``v3_<size>``); other args as
-        tfds (``data_dir``, ``config`` ("v2" default, "v3" or a ``Ho3dConfig``), ``version``,
-        ``file_format`` — array_record by default)."""
-        if image_size is not None:
-            base = kwargs.get("config") or "v2"
-            if isinstance(base, Ho3dConfig):
-                options = dataclasses.asdict(base.options) | {"image_size": int(image_size)}
-            else:
-                options = {"layout": str(base).split("_")[0], "image_size": int(image_size)}
-            kwargs["config"] = Ho3dConfig(**options)
+    def __init__(self, *, on_bad_input: str = "skip", image_size: int | None = None,
+                 crop_scale: float | None = None, min_visible: float | None = None, **kwargs):
+        """Args: on_bad_input: "skip" (count and continue) or "raise"; image_size, crop_scale,
+        min_visible: when given, override those of ``config``; other args as tfds (``data_dir``,
+        ``config`` ("v2" default, "v3" or a ``Ho3dConfig``), ``version``, ``file_format`` —
+        array_record by default)."""
+        overrides = {k: v for k, v in dict(image_size=image_size, crop_scale=crop_scale,
+                                           min_visible=min_visible).items() if v is not None}
+        if overrides:
+            base = kwargs.get("config") or self.DEFAULT_CONFIG_NAME
+            if not isinstance(base, Ho3dConfig):
+                base = Ho3dConfig(layout=str(base))
+            kwargs["config"] = Ho3dConfig(**(dataclasses.asdict(base.options) | overrides))
         kwargs.setdefault("file_format", "array_record")
         self.skip_log = crop_lib.SkipLog(on_bad_input)
         super().__init__(**kwargs)
@@ -222,29 +225,25 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     @classmethod
     def config_for(cls, layout: str = "v2", image_size: int = 224, **options) -> Ho3dConfig:
-        """A builder config for ``layout`` at ``image_size`` (named ``v2``, ``v2_64``, ...)."""
+        """A builder config for ``layout`` (its name) with the given options."""
         return Ho3dConfig(layout=layout, image_size=image_size, **options)
 
     @classmethod
     def config_from_data(cls, data_config, builder_config: str | None = None) -> Ho3dConfig:
         """The config for a ``handprop_jax.config.DataConfig``: layout from ``builder_config``
-        ("v2" default, "v3"; a name such as "v3_64" gives its layout), crop side from
-        ``data_config.image_size`` (hook used by ``handprop_jax.data.build``)."""
-        layout = (builder_config or getattr(data_config, "builder_config", None) or "v2").split("_")[0]
+        ("v2" default, or "v3"), crop side from ``data_config.image_size`` (hook used by
+        ``handprop_jax.data.build``)."""
+        layout = builder_config or "v2"
         if layout not in IMAGE_EXT:
             raise ValueError(f"ho3d: unknown builder config {builder_config!r}; use 'v2' or 'v3'")
         return cls.config_for(layout, int(data_config.image_size))
 
-    @property
-    def skipped(self) -> dict[str, dict[str, int]]:
-        """{split: {reason: count}} of the items skipped by the last build."""
-        return self.skip_log.counts
-
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=frame_features(self.builder_config.options.image_size),
+            features=frame_features(None),  # one config name for every crop size
             disable_shuffling=True,  # records stay grouped by video, in frame order
             homepage="https://www.tugraz.at/index.php?id=40231",
+            metadata=tfds.core.MetadataDict(options=self.options_json()),
         )
 
     def _split_generators(self, dl_manager):
@@ -284,14 +283,3 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
         frames = [(seq, [(seq, f) for f in ids]) for seq, ids in videos]
         yield from crop_lib.video_examples(split, frames, process, self.skip_log)
-
-    def _download_and_prepare(self, dl_manager, download_config=None):
-        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
-        _write_skipped(self.data_path, self.skip_log)
-
-
-def _write_skipped(data_path, skip_log: crop_lib.SkipLog) -> None:
-    (epath.Path(data_path) / "skipped.json").write_text(json.dumps(skip_log.to_json(), indent=1))
-    summary = skip_log.summary()
-    if summary:
-        logging.warning("skipped items:\n%s", summary)

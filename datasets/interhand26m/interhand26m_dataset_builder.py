@@ -68,40 +68,28 @@ SOURCE_SPLITS = ("val", "test")
 
 
 @dataclasses.dataclass(frozen=True)
-class _Options:
-    image_size: int
-    crop_scale: float
-    min_visible: float
-    min_length: int
-    num_val: int
-    num_test: int
-    test_seed: int
+class InterHandOptions:
+    """What a build depends on besides the download (stored in the dataset metadata)."""
 
-
-def config_name(image_size: int = 224, min_length: int = 1000, num_val: int = 25, num_test: int = 100,
-                test_seed: int = 0) -> str:
-    """``mini`` for the paper's settings at 224 px; other settings are appended, e.g.
-    ``mini_32_min3_val1_test2`` — so differently filtered builds never share a folder."""
-    parts = ["mini"] + ([str(image_size)] if image_size != 224 else [])
-    for tag, value, default in (("min", min_length, 1000), ("val", num_val, 25), ("test", num_test, 100),
-                                ("seed", test_seed, 0)):
-        if value != default:
-            parts.append(f"{tag}{value}")
-    return "_".join(parts)
+    image_size: int = 224  # crop side, pixels
+    crop_scale: float = 1.5  # crop side / extent of the projected joints
+    min_visible: float = 0.5  # fraction of joints that must project inside the frame
+    min_length: int = 1000  # frames a video needs to enter Mini-InterHand
+    num_val: int = 25  # last filtered val videos forming our val split
+    num_test: int = 100  # filtered test videos drawn for our test split
+    test_seed: int = 0  # seed of that draw
 
 
 class InterHandConfig(tfds.core.BuilderConfig):
-    """Crop size and the Mini-InterHand filter (``Builder.config_for`` names custom ones)."""
+    """Always named ``mini`` (whatever the options), so that ``tfds.data_source("interhand26m",
+    ...)`` reads what was built; the options are in the dataset metadata."""
 
-    def __init__(self, *, image_size: int = 224, crop_scale: float = 1.5, min_visible: float = 0.5,
-                 min_length: int = 1000, num_val: int = 25, num_test: int = 100, test_seed: int = 0,
-                 **kwargs):
-        kwargs.setdefault("name", config_name(image_size, min_length, num_val, num_test, test_seed))
-        kwargs.setdefault("description", f"Mini-InterHand (>= {min_length} frames, right hand only), "
-                                         f"{image_size} px crops")
-        super().__init__(**kwargs)
-        self.options = _Options(int(image_size), float(crop_scale), float(min_visible),
-                                int(min_length), int(num_val), int(num_test), int(test_seed))
+    def __init__(self, *, name: str = "mini", **options):
+        self.options = InterHandOptions(**options)
+        o = self.options
+        super().__init__(name=name, description=f"Mini-InterHand (>= {o.min_length} frames, right "
+                                                f"hand only, {o.num_val} val / {o.num_test} test "
+                                                f"videos), {o.image_size} px crops")
 
 
 # ------------------------------------------------------------------------------------- annotations
@@ -318,13 +306,14 @@ def resolve_mano(mano_model, manual_dir: str | None):
 
 # ------------------------------------------------------------------------------------------ builder
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     """InterHand2.6M → Mini-InterHand splits of hand-centred frames (see the module docstring)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Mini-InterHand split, NeuralAnnot MANO in the camera frame."}
     BUILDER_CONFIGS = [InterHandConfig()]
     DEFAULT_CONFIG_NAME = "mini"
+    CONFIG_CLASS = InterHandConfig
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Download InterHand2.6M (v1.0, 5 fps or 30 fps) from https://mks0601.github.io/InterHand2.6M/:
     the val and test images and annotations, including InterHand2.6M_<split>_MANO_NeuralAnnot.json.
@@ -334,23 +323,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """
 
     def __init__(self, *, on_bad_input: str = "skip", mano_model=None, image_size: int | None = None,
+                 crop_scale: float | None = None, min_visible: float | None = None,
                  min_length: int | None = None, num_val: int | None = None, num_test: int | None = None,
                  test_seed: int | None = None, **kwargs):
         """Args: on_bad_input: "skip" (count and continue) or "raise"; mano_model: path to
-        MANO_RIGHT.pkl / .npz or a ``mano_jax.ManoModel``; image_size, min_length, num_val,
-        num_test, test_seed: when given, override those of ``config`` (a config named by
-        ``config_name`` is made); other args as tfds (``data_dir``, ``config``, ``version``,
-        ``file_format`` — array_record by default)."""
-        overrides = {k: v for k, v in dict(image_size=image_size, min_length=min_length, num_val=num_val,
-                                           num_test=num_test, test_seed=test_seed).items() if v is not None}
+        MANO_RIGHT.pkl / .npz or a ``mano_jax.ManoModel``; image_size ... test_seed: when given,
+        override those of ``config`` (see ``InterHandOptions``); other args as tfds (``data_dir``,
+        ``config``, ``version``, ``file_format`` — array_record by default)."""
+        overrides = {k: v for k, v in dict(
+            image_size=image_size, crop_scale=crop_scale, min_visible=min_visible, min_length=min_length,
+            num_val=num_val, num_test=num_test, test_seed=test_seed).items() if v is not None}
         if overrides:
             base = kwargs.get("config")
-            if not isinstance(base, InterHandConfig):
-                base = InterHandConfig() if base in (None, "mini") else None
-            if base is None:
-                raise ValueError(f"interhand26m: unknown config {kwargs.get('config')!r}")
-            options = dataclasses.asdict(base.options) | overrides
-            kwargs["config"] = InterHandConfig(**options)
+            if base not in (None, "mini") and not isinstance(base, InterHandConfig):
+                raise ValueError(f"interhand26m: unknown builder config {base!r}; use 'mini'")
+            base = base if isinstance(base, InterHandConfig) else InterHandConfig()
+            kwargs["config"] = InterHandConfig(**(dataclasses.asdict(base.options) | overrides))
         kwargs.setdefault("file_format", "array_record")
         self.skip_log = crop_lib.SkipLog(on_bad_input)
         self.mano_model = mano_model
@@ -363,31 +351,24 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return epath.Path(__file__)
 
     @classmethod
-    def config_for(cls, image_size: int = 224, name: str | None = None, **options) -> InterHandConfig:
-        """A builder config; named by ``config_name`` (e.g. ``mini``, ``mini_64``,
-        ``mini_32_min3_val1_test2``) unless ``name`` is given."""
-        if name is not None:
-            options["name"] = name
+    def config_for(cls, image_size: int = 224, **options) -> InterHandConfig:
+        """A ``mini`` builder config with the given options (``InterHandOptions`` fields)."""
         return InterHandConfig(image_size=image_size, **options)
 
     @classmethod
     def config_from_data(cls, data_config, builder_config: str | None = None) -> InterHandConfig:
         """The Mini-InterHand config at ``data_config.image_size`` (hook used by
         ``handprop_jax.data.build``); ``builder_config`` other than None/"mini" is rejected."""
-        if builder_config not in (None, "mini") and not str(builder_config).startswith("mini_"):
+        if builder_config not in (None, "mini"):
             raise ValueError(f"interhand26m: unknown builder config {builder_config!r}; use 'mini'")
         return cls.config_for(int(data_config.image_size))
 
-    @property
-    def skipped(self) -> dict[str, dict[str, int]]:
-        """{split: {reason: count}} of the items skipped by the last build."""
-        return self.skip_log.counts
-
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=frame_features(self.builder_config.options.image_size),
+            features=frame_features(None),  # one config name for every crop size
             disable_shuffling=True,  # records stay grouped by video, in frame order
             homepage="https://mks0601.github.io/InterHand2.6M/",
+            metadata=tfds.core.MetadataDict(options=self.options_json()),
         )
 
     def _split_generators(self, dl_manager):
@@ -424,11 +405,3 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
         frames = [(video_name(key), [(ann, im) for im in images]) for ann, key, images in videos]
         yield from crop_lib.video_examples(split, frames, process, self.skip_log)
-
-    def _download_and_prepare(self, dl_manager, download_config=None):
-        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
-        (epath.Path(self.data_path) / "skipped.json").write_text(
-            json.dumps(self.skip_log.to_json(), indent=1))
-        summary = self.skip_log.summary()
-        if summary:
-            logging.warning("skipped items:\n%s", summary)

@@ -18,6 +18,8 @@ so that ``project(X, A @ K) == A(project(X, K))`` exactly.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import numpy as np
 from PIL import Image
@@ -210,8 +212,6 @@ class SkipLog:
 
 def read_rgb(path) -> np.ndarray:
     """uint8 (H, W, 3) RGB image from a file; ``BadInput`` ("missing image" / "corrupt image")."""
-    import os
-
     if not os.path.isfile(path):
         raise BadInput("missing image", path)
     try:
@@ -289,3 +289,67 @@ def video_examples(split: str, videos, process_frame, skip_log: SkipLog):
                            video_length=len(kept))
             yield f"{video_id:06d}_{index:06d}", example
         video_id += 1
+
+
+class OptionsBuilderMixin:
+    """Shared by the real-data tfds builders (mix in before ``tfds.core.GeneratorBasedBuilder``).
+
+    A builder config keeps its name ("v2", "mini", ...) whatever its options (crop size, split
+    filter), so that ``tfds.data_source(NAME, data_dir=DIR, split=...)`` reads what was built in DIR;
+    the options are stored in the dataset metadata (``metadata.json``, key "options"). Provides:
+    ``stale_reason()`` (hook of ``handprop_jax.data.build``: why the prepared files differ from the
+    requested options), a refusal to silently reuse files prepared with other options, and the
+    skip report (``skipped`` property, ``<dataset dir>/skipped.json``).
+    Subclasses set ``CONFIG_CLASS`` and give their config an ``options`` dataclass and set
+    ``self.skip_log`` in ``__init__``.
+    """
+
+    CONFIG_CLASS: type = object
+
+    def _create_builder_config(self, builder_config, version):
+        # Our config objects may share a registered name (options differ, files are one folder).
+        if isinstance(builder_config, self.CONFIG_CLASS):
+            return builder_config
+        return super()._create_builder_config(builder_config, version)
+
+    def options_json(self) -> dict:
+        """The config's options as stored in the metadata (JSON types)."""
+        return json.loads(json.dumps(dataclasses.asdict(self.builder_config.options)))
+
+    def stored_options(self) -> dict | None:
+        """Options of the files prepared in ``data_dir`` (None when nothing is prepared)."""
+        path = os.path.join(os.fspath(self.data_path), "metadata.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f).get("options")
+
+    def stale_reason(self) -> str | None:
+        """Why the prepared files in ``data_dir`` do not match this builder's options, or None."""
+        stored, wanted = self.stored_options(), self.options_json()
+        if stored is None or stored == wanted:
+            return None
+        diff = [f"{k}={stored.get(k)!r}->{v!r}" for k, v in wanted.items() if stored.get(k) != v]
+        return "options differ (stored->requested): " + ", ".join(diff)
+
+    def download_and_prepare(self, *args, **kwargs):
+        reason = self.stale_reason()
+        if reason:
+            raise ValueError(f"{self.data_path} was prepared with other options ({reason}); delete it "
+                             "or use another data_dir (handprop data build rebuilds automatically)")
+        return super().download_and_prepare(*args, **kwargs)
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        import logging
+
+        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+        with open(os.path.join(os.fspath(self.data_path), "skipped.json"), "w") as f:
+            json.dump(self.skip_log.to_json(), f, indent=1)
+        summary = self.skip_log.summary()
+        if summary:
+            logging.warning("%s: skipped items:\n%s", self.name, summary)
+
+    @property
+    def skipped(self) -> dict[str, dict[str, int]]:
+        """{split: {reason: count}} of the items skipped by the last build (also in skipped.json)."""
+        return self.skip_log.counts
