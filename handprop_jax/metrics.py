@@ -3,11 +3,11 @@
 Inputs are in **metres**, camera frame (OpenCV), joints in manopth order (joint 0 = wrist);
 errors are reported in **millimetres**, F-scores as fractions in [0, 1].
 
-The computations are vectorised numpy in float64 (batched SVDs, batched pairwise distances in
-chunks of frames). They are evaluation-only (never differentiated) and float64 keeps them equal to
-the official HO-3D evaluation (``shreyashampali/ho3d``, ``eval.py``, which runs in float64 numpy
-and open3d) to well below 1e-6 mm, and keeps the F-score threshold tests exact; jax arrays are
-accepted and converted.
+The computations are vectorised numpy in float64 (batched SVDs and alignments; the F-score's
+nearest neighbours use one pair of k-d trees per frame). They are evaluation-only (never
+differentiated) and float64 keeps them equal to the official HO-3D evaluation
+(``shreyashampali/ho3d``, ``eval.py``, which runs in float64 numpy and open3d) to well below
+1e-6 mm, and keeps the F-score threshold tests exact; jax arrays are accepted and converted.
 
 Definitions, per frame, with prediction P and ground truth G (each (J, 3)), averaged over points
 and then over frames:
@@ -59,7 +59,6 @@ F_THRESHOLDS_M: dict[str, float] = {"F@5": 0.005, "F@15": 0.015}
 ROOT_JOINT = 0  # wrist, manopth order
 
 _TINY = 1e-30
-_F_CHUNK = 16  # frames per chunk of pairwise distances (16 * 778 * 778 float64 = 77 MB)
 
 
 def _points(name: str, x, n_points: int | None = None) -> np.ndarray:
@@ -156,27 +155,30 @@ def align_procrustes(pred: np.ndarray, gt: np.ndarray, allow_reflection: bool = 
         + trans[:, None]
 
 
-def nearest_distances(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest_distances(a: np.ndarray, b: np.ndarray, upper_bound: float = np.inf
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """For two per-frame point sets, the distance from each point to the nearest point of the other.
+
+    Exact (float64 k-d trees, ``scipy.spatial.cKDTree``, one pair per frame: a k-d tree query is
+    about ten times faster than the vectorised all-pairs distances for 778 points).
 
     Args:
       a: (N, A, 3), b: (N, B, 3) metres (A and B may differ).
+      upper_bound: distances beyond this (metres) may be returned as inf (faster queries).
     Returns:
       d_ab (N, A): for each point of a, distance to its nearest point of b; d_ba (N, B) likewise.
     """
+    from scipy.spatial import cKDTree
+
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"nearest_distances: {a.shape[0]} vs {b.shape[0]} frames")
     d_ab = np.empty(a.shape[:2])
     d_ba = np.empty(b.shape[:2])
-    for start in range(0, a.shape[0], _F_CHUNK):  # chunks bound memory; each chunk is vectorised
-        sl = slice(start, start + _F_CHUNK)
-        centre = a[sl].mean(1, keepdims=True)  # centring keeps |a|^2 + |b|^2 - 2ab well conditioned
-        ac, bc = a[sl] - centre, b[sl] - centre
-        sq = ((ac * ac).sum(-1)[:, :, None] + (bc * bc).sum(-1)[:, None, :]
-              - 2.0 * np.einsum("nik,njk->nij", ac, bc))
-        sq = np.maximum(sq, 0.0)
-        d_ab[sl] = np.sqrt(sq.min(2))
-        d_ba[sl] = np.sqrt(sq.min(1))
+    for i in range(a.shape[0]):
+        d_ab[i] = cKDTree(b[i]).query(a[i], distance_upper_bound=upper_bound)[0]
+        d_ba[i] = cKDTree(a[i]).query(b[i], distance_upper_bound=upper_bound)[0]
     return d_ab, d_ba
 
 
@@ -189,7 +191,7 @@ def f_score(pred: np.ndarray, gt: np.ndarray, threshold: float) -> tuple[np.ndar
       f (N,), precision (N,) = fraction of predicted points within < threshold of a ground-truth point,
       recall (N,) = fraction of ground-truth points within < threshold of a predicted point.
     """
-    d_pred, d_gt = nearest_distances(pred, gt)
+    d_pred, d_gt = nearest_distances(pred, gt, upper_bound=2.0 * threshold)
     return _f_from_distances(d_pred, d_gt, threshold)
 
 
@@ -216,7 +218,7 @@ def per_frame(pred_joints, gt_joints, pred_verts, gt_verts) -> dict[str, np.ndar
         raise ValueError(f"pred_joints has {pj.shape[0]} frames but pred_verts has {pv.shape[0]}")
     mm = 1000.0
     pv_p = align_procrustes(pv, gv)
-    d_pred, d_gt = nearest_distances(pv_p, gv)
+    d_pred, d_gt = nearest_distances(pv_p, gv, upper_bound=2.0 * max(F_THRESHOLDS_M.values()))
     out = {name: _f_from_distances(d_pred, d_gt, th)[0] for name, th in F_THRESHOLDS_M.items()}
     out["MPVPE"] = mm * point_error(pv, gv)
     out["MPVPE (P)"] = mm * point_error(pv_p, gv)
