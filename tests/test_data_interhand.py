@@ -60,6 +60,25 @@ def built(tmp_path_factory, model):
     return truth, builder, out
 
 
+def test_config_from_data_config():
+    import dataclasses
+
+    from handprop_jax.config import DataConfig
+
+    config = ib.Builder.config_from_data(DataConfig(name="interhand26m", image_size=64), None)
+    assert config.name == "mini" and config.options == ib.InterHandOptions(image_size=64)
+
+    @dataclasses.dataclass(frozen=True)
+    class WithFilter(DataConfig):  # optional fields a DataConfig may carry
+        interhand_min_length: int | None = 3
+        interhand_num_test: int | None = 2
+
+    config = ib.Builder.config_from_data(WithFilter(image_size=32), "mini")
+    assert config.options == ib.InterHandOptions(image_size=32, min_length=3, num_test=2)
+    with pytest.raises(ValueError, match="unknown builder config"):
+        ib.Builder.config_from_data(DataConfig(), "v2")
+
+
 def test_joint_map_inverts_the_fixture_order():
     np.testing.assert_array_equal(il.IH_FROM_MANOPTH[ib.IH_TO_MANOPTH], np.arange(21))
     assert ib.IH_TO_MANOPTH[0] == 20  # InterHand's right wrist is joint 20

@@ -358,10 +358,16 @@ class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     @classmethod
     def config_from_data(cls, data_config, builder_config: str | None = None) -> InterHandConfig:
         """The Mini-InterHand config at ``data_config.image_size`` (hook used by
-        ``handprop_jax.data.build``); ``builder_config`` other than None/"mini" is rejected."""
+        ``handprop_jax.data.build``); ``builder_config`` other than None/"mini" is rejected.
+        The filter follows the paper unless the DataConfig has (optional) fields
+        ``interhand_min_length``, ``interhand_num_val``, ``interhand_num_test``,
+        ``interhand_test_seed`` set (not None)."""
         if builder_config not in (None, "mini"):
             raise ValueError(f"interhand26m: unknown builder config {builder_config!r}; use 'mini'")
-        return cls.config_for(int(data_config.image_size))
+        options = {key: getattr(data_config, f"interhand_{key}", None)
+                   for key in ("min_length", "num_val", "num_test", "test_seed")}
+        return cls.config_for(int(data_config.image_size),
+                              **{k: int(v) for k, v in options.items() if v is not None})
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
