@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 
 import numpy as np
 from PIL import Image
@@ -175,6 +176,7 @@ class SkipLog:
         self.counts: dict[str, dict[str, int]] = {}
         self.examples: dict[str, list[str]] = {}
         self.infos: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
 
     def handle(self, split: str, error: BadInput) -> None:
         """Record (or raise, as ValueError naming the file) one bad item of ``split``."""
@@ -193,8 +195,9 @@ class SkipLog:
 
     def info(self, split: str, what: str, n: int = 1) -> None:
         """Count a repair that did not skip anything (e.g. joints filled from a MANO fit)."""
-        infos = self.infos.setdefault(split, {})
-        infos[what] = infos.get(what, 0) + n
+        with self._lock:  # called from the frame-processing threads
+            infos = self.infos.setdefault(split, {})
+            infos[what] = infos.get(what, 0) + n
 
     def to_json(self) -> dict:
         """{"counts": {split: {reason: n}}, "examples": {split: [messages]}, "info": {split:
@@ -259,36 +262,49 @@ def make_example(image: np.ndarray, K: np.ndarray, root: np.ndarray, pose: np.nd
             "joints3d": np.asarray(joints3d, f32), "joints2d": joints2d.astype(f32)}
 
 
-def video_examples(split: str, videos, process_frame, skip_log: SkipLog):
+def video_examples(split: str, videos, process_frame, skip_log: SkipLog, workers: int | None = None):
     """Yield ``(key, example)`` of a split, grouped by video in frame order.
 
     Args:
       split: split name (for the skip counts).
       videos: sequence of ``(video_name, frames)``; ``frames`` a sequence of whatever
         ``process_frame`` takes, in temporal order.
-      process_frame: ``frame -> example dict`` (labels + image), raising ``BadInput``.
-      skip_log: where bad frames go. Skipped frames are dropped from their video (``frame_index``
-        counts the kept frames, 0-based); a video without any good frame is dropped
-        (reason "empty video") and does not take a ``video_id``.
+      process_frame: ``frame -> example dict`` (labels + image), raising ``BadInput``; run in a
+        thread pool (image decoding/encoding release the GIL), results kept in frame order.
+      skip_log: where bad frames go (handled in frame order, so "raise" stops at the first).
+        Skipped frames are dropped from their video (``frame_index`` counts the kept frames,
+        0-based); a video without any good frame is dropped (reason "empty video") and does not
+        take a ``video_id``.
+      workers: threads; default ``min(8, cpu count)``.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
+    def guarded(frame):
+        try:
+            return process_frame(frame), None
+        except BadInput as e:
+            return None, e
+
+    workers = workers or min(8, os.cpu_count() or 1)
     video_id = 0
-    for name, frames in tqdm(list(videos), desc=f"{split} videos", leave=False):
-        kept = []
-        for frame in frames:
-            try:
-                kept.append(process_frame(frame))
-            except BadInput as e:
-                skip_log.handle(split, e)
-        if not kept:
-            skip_log.handle(split, BadInput("empty video", name, "no usable frame"))
-            continue
-        for index, example in enumerate(kept):
-            example.update(video_id=video_id, video_name=name, frame_index=index,
-                           video_length=len(kept))
-            yield f"{video_id:06d}_{index:06d}", example
-        video_id += 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for name, frames in tqdm(list(videos), desc=f"{split} videos", leave=False):
+            kept = []
+            for example, error in pool.map(guarded, frames):
+                if error is not None:
+                    skip_log.handle(split, error)
+                else:
+                    kept.append(example)
+            if not kept:
+                skip_log.handle(split, BadInput("empty video", name, "no usable frame"))
+                continue
+            for index, example in enumerate(kept):
+                example.update(video_id=video_id, video_name=name, frame_index=index,
+                               video_length=len(kept))
+                yield f"{video_id:06d}_{index:06d}", example
+            video_id += 1
 
 
 class OptionsBuilderMixin:
