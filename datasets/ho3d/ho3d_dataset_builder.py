@@ -27,6 +27,12 @@ Mini-HO-3D (paper, Appendix A): val = ABF11, BB12, GPMF13, GSF14; test = ABF10, 
 GPMF12, GSF13, SB14, ShSu10, SM3, SMu1, SiBF11, SS2; train = every other ``train/`` sequence.
 Videos of a split are sorted by name; frames by frame number.
 
+Configs ``v2`` (default) and ``v3`` are named by layout only; the crop size and the other
+``Ho3dOptions`` are builder options (``Builder(config="v3", image_size=64)`` or a ``Ho3dConfig``),
+stored in the dataset metadata, so ``tfds.data_source("ho3d", data_dir=DIR, split=...)`` (or
+``"ho3d/v3"``) reads whatever was built in DIR; a builder with other options refuses to reuse
+those files (``stale_reason``).
+
 Bad input (missing/corrupt image, missing/truncated pickle, missing keys, wrong shapes, NaN/inf,
 hand outside the image): with ``on_bad_input="skip"`` (default) the frame is dropped and counted;
 counts per split and reason are in ``Builder.skipped`` and ``<dataset dir>/skipped.json``. With

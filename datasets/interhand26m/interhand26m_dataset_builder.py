@@ -42,6 +42,10 @@ filtered val videos the last ``num_val`` (25) form our val split and the rest ou
 ``num_test`` (100) of the filtered test videos, drawn with ``np.random.default_rng(test_seed)``
 (then kept in sorted order), form our test split.
 
+The single config ``mini`` holds every option set (``InterHandOptions``: crop size and the filter
+above, as builder kwargs or a ``InterHandConfig``), stored in the dataset metadata, so
+``tfds.data_source("interhand26m", data_dir=DIR, split=...)`` reads whatever was built in DIR.
+
 Bad input is skipped and counted (``Builder.skipped``, ``<dataset dir>/skipped.json``) or, with
 ``on_bad_input="raise"``, stops the build with a ValueError naming the file.
 """

@@ -13,6 +13,11 @@ to crop pixels is the affine
 
 and the crop's intrinsics are ``A @ K`` with ``A = [[s, 0, -s x0 - 0.5], [0, s, -s y0 - 0.5], [0, 0, 1]]``,
 so that ``project(X, A @ K) == A(project(X, K))`` exactly.
+
+The second half holds what both real-data builders share: ``BadInput`` / ``SkipLog`` (skip with a
+count, or raise naming the file), ``read_rgb``, ``checked_array``, ``make_example``,
+``video_examples`` (records grouped by video in frame order) and ``OptionsBuilderMixin`` (options
+in the dataset metadata, ``stale_reason``, ``skipped.json``).
 """
 
 from __future__ import annotations
