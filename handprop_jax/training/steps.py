@@ -82,9 +82,9 @@ def trainable_subset(params: dict, phase: str) -> dict:
     return {k: params[k] for k in PHASE_TRAINABLE[phase]}
 
 
-def init_variables(config: Config, key: jax.Array) -> dict:
+def init_variables(config: Config, key: jax.Array, module: hp.HandProp | None = None) -> dict:
     """Fresh HandProp variables ({'params', 'batch_stats'}) for the config's image size."""
-    module = hp.from_config(config)
+    module = hp.from_config(config) if module is None else module
     s = config.data.image_size
     images = jnp.zeros((2, s, s, 3), jnp.uint8)
     return dict(module.init(key, images, False))
@@ -110,9 +110,10 @@ def phase_key(config: Config, phase: str) -> jax.Array:
 class Model:
     """The pure functions a step needs, bound to one config (static) and MANO model (constants)."""
 
-    def __init__(self, config: Config, mano: mano_jax.ManoModel | None = None):
+    def __init__(self, config: Config, mano: mano_jax.ManoModel | None = None,
+                 module: hp.HandProp | None = None):
         self.config = config
-        self.module = hp.from_config(config)
+        self.module = hp.from_config(config) if module is None else module
         self.mano = default_mano(config) if mano is None else mano
 
     def predict(self, params, batch_stats, images, K, train: bool):
@@ -243,12 +244,13 @@ def augment_fn(config: Config) -> Callable[[dict, jax.Array], dict]:
 
 
 def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None = None,
-                    augment: Callable[[dict, jax.Array], dict] | None = None):
+                    augment: Callable[[dict, jax.Array], dict] | None = None,
+                    module: hp.HandProp | None = None):
     """The pure ``train_step(state, batch, key) -> (state, metrics)`` of ``phase`` (not jitted;
-    see :func:`jit_train_step`)."""
+    see :func:`jit_train_step`). ``mano``/``augment``/``module`` default to the config's."""
     if phase not in PHASES:
         raise ValueError(f"phase {phase!r}: expected one of {PHASES}")
-    model = Model(config, mano)
+    model = Model(config, mano, module)
     loss_fn = _PHASE_LOSS[phase]
     tx = optimizer(config)
     augment = augment_fn(config) if augment is None else augment
@@ -294,13 +296,14 @@ def jit_train_step(train_step, mesh=None, donate: bool = True):
 # ----------------------------------------------------------------------------- validation
 
 
-def make_eval_fn(config: Config, phase: str, mano: mano_jax.ManoModel | None = None):
+def make_eval_fn(config: Config, phase: str, mano: mano_jax.ManoModel | None = None,
+                 module: hp.HandProp | None = None):
     """Pure ``eval_fn(params, batch_stats, batch) -> (sum of per-sample MPJPE mm, count)``.
 
     For stage2 (the phase that trains only the aligners) on ``{"s", "u"}`` pair batches: the
     propagation error of γ*_s → u (scenario 2 path); otherwise on frame batches: the predictor's
     error. ``batch["mask"]`` (B,) bool, when present, excludes padded rows."""
-    model = Model(config, mano)
+    model = Model(config, mano, module)
 
     def per_sample(j_a, j_b):
         return 1000.0 * jnp.mean(jnp.linalg.norm(j_a - j_b, axis=-1), axis=-1)

@@ -1,0 +1,268 @@
+"""The training loop: phases in order, resumable, data parallel, logged, checkpointed.
+
+``train(config, workdir, stages=None)`` runs the phases (docs/design.md, "Training order")::
+
+    stage1   (init → L_pred, stage1_steps)
+    baseline (from stage1's final state: L_pred for stage2_steps + stage3_steps more steps)
+    stage2   (from stage1's final state: aligners only, L_align, stage2_steps)
+    align    (from stage2's final state: everything, L_pred + λ_align L_align, stage3_steps)
+
+Each phase checkpoints to ``workdir/checkpoints/<phase>/`` every ``checkpoint_every`` steps and
+at its end; re-running ``train`` skips finished phases and resumes an interrupted one from its
+latest checkpoint (train state *and* data-iterator state, so the resumed run computes exactly
+the same parameters as an uninterrupted one). ``workdir/config.json`` records the resolved
+config; resuming with a different config raises a ValueError naming the differing keys.
+
+Host/device overlap: the step is dispatched asynchronously; the host only waits for the device
+every ``log_every`` steps (metrics, non-finite check), at validation and at checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from handprop_jax import config as config_lib
+from handprop_jax.config import Config
+from handprop_jax.training import checkpoint as ckpt_lib
+from handprop_jax.training import parallel, steps
+from handprop_jax.training.logs import RunLogger
+
+STAGE_ALIASES = {"1": ("stage1",), "2": ("stage2",), "3": ("align",), "baseline": ("baseline",),
+                 "stage1": ("stage1",), "stage2": ("stage2",), "align": ("align",),
+                 "stage3": ("align",)}
+
+# A source of batches: (config, phase, split, shard_index, shard_count) → for split "train" an
+# endless iterator of process-local numpy batches in the phase's format with get_state() /
+# set_state(); for split "val" a finite iterable of labelled frame batches (pair batches
+# {"s", "u"} for phase stage2), or None for no validation.
+SourceFactory = Callable[[Config, str, str, int, int], Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A train step produced a NaN/inf loss or gradient; the message names phase, stage and step."""
+
+
+def resolve_phases(stages: Iterable[str | int] | None) -> tuple[str, ...]:
+    """``None`` → every phase; else stage numbers (1, 2, 3) / phase names, in training order."""
+    if stages is None:
+        return steps.PHASES
+    chosen = set()
+    for s in stages:
+        key = str(s).strip().lower()
+        if key not in STAGE_ALIASES:
+            raise ValueError(f"stage {s!r}: expected 1, 2, 3, baseline or one of {steps.PHASES}")
+        chosen.update(STAGE_ALIASES[key])
+    return tuple(p for p in steps.PHASES if p in chosen)
+
+
+def _previous_phase(phase: str) -> str | None:
+    return {"stage1": None, "baseline": "stage1", "stage2": "stage1", "align": "stage2"}[phase]
+
+
+def default_sources(config: Config, phase: str, split: str, shard_index: int, shard_count: int):
+    """Batches from :mod:`handprop_jax.data.pipeline` (process-local share of the global batch)."""
+    from handprop_jax.data import pipeline
+
+    stage = steps.PHASE_STAGE[phase]
+    if split == "train":
+        return pipeline.train_iterator(config, stage, shard_index=shard_index, shard_count=shard_count)
+    # validation: labelled val frames for the predictor; labelled val pairs for stage 2 (aligners)
+    return pipeline.val_batches(config, 2 if phase == "stage2" else 1, shard_index=shard_index,
+                                shard_count=shard_count)
+
+
+def _check_config(workdir: Path, config: Config) -> None:
+    path = workdir / "config.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        new = json.loads(json.dumps(config_lib.to_dict(config)))
+        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict)
+                 for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k]
+                 and not (sec == "train" and k in _RESUME_FREE)]
+        diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]]
+        if diffs:
+            raise ValueError(f"{path} records a different config ({', '.join(diffs)}); use a new "
+                             "--workdir or the same config to resume")
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        config_lib.save_json(config, path)
+
+
+# Bookkeeping fields that may change between an interrupted run and its resumption.
+_RESUME_FREE = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "distributed",
+                "coordinator_address", "num_processes", "process_id", "val_batches")
+
+
+def _load_final_variables(workdir: Path, phase: str, config: Config) -> dict:
+    ck = ckpt_lib.PhaseCheckpoints(workdir, phase, read_only=True)
+    try:
+        step = ck.latest_step()
+        total = steps.phase_steps(config, phase)
+        if step != total:
+            raise FileNotFoundError(f"phase {phase!r} is not finished in {ck.directory} (latest step "
+                                    f"{step}, needs {total}); train it first (handprop train --stage ...)")
+        state, _ = ck.restore(step)
+    finally:
+        ck.close()
+    return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+    fetched = jax.device_get(history)
+    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+def _validate(eval_fn, state, source, mesh, max_batches: int) -> float | None:
+    if source is None:
+        return None
+    total, count = 0.0, 0.0
+    for i, batch in enumerate(source):
+        if i >= max_batches:
+            break
+        s, n = eval_fn(state.params, state.batch_stats, parallel.global_batch(batch, mesh))
+        total, count = total + float(s), count + float(n)
+    return total / count if count else None
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(config: Config, phase: str, mesh):
+    """Jitted (train_step, eval_fn) of a phase, cached so that repeated ``train`` calls in one
+    process (resume, demo) reuse the compiled executables."""
+    return (steps.jit_train_step(steps.make_train_step(config, phase), mesh),
+            jax.jit(steps.make_eval_fn(config, phase)))
+
+
+def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory, mesh,
+              progress: bool = True, interrupt_at: int | None = None) -> dict:
+    """Train one phase to completion (resuming if possible). Returns its final summary dict."""
+    t = config.train
+    stage = steps.PHASE_STAGE[phase]
+    total = steps.phase_steps(config, phase)
+    main = jax.process_index() == 0
+    ck = ckpt_lib.PhaseCheckpoints(workdir, phase, keep=t.keep_checkpoints)
+    latest = ck.latest_step()
+    if latest is not None and latest >= total:
+        ck.close()
+        return {"phase": phase, "step": latest, "skipped": True}
+
+    prev = _previous_phase(phase)
+    if prev is None:
+        variables = steps.init_variables(config, jax.random.PRNGKey(config.train.seed))
+    else:
+        variables = _load_final_variables(workdir, prev, config)
+    state = steps.init_state(config, phase, variables, steps.phase_key(config, phase))
+    state = parallel.replicate(state, mesh)
+    train_source = sources(config, phase, "train", jax.process_index(), jax.process_count())
+    if latest is not None:
+        state, meta = ck.restore(latest, state)
+        state = parallel.replicate(state, mesh)
+        train_source.set_state(ckpt_lib.decode_data_state(meta["data_state"]))
+    start = int(jax.device_get(state.step))
+
+    # stage1 and baseline run the same step: share one compilation
+    step_fn, eval_fn = _compiled(config, "stage1" if phase == "baseline" else phase, mesh)
+    base_key = np.asarray(jax.device_get(state.rng))  # the state (and its rng) is donated each step
+    logger = RunLogger(workdir, phase, stage, is_main=main)
+    parallel.local_batch_size(t.batch_size, mesh)
+
+    def check_finite(at_step: int) -> None:
+        bad = int(jax.device_get(state.bad_step))
+        if bad >= 0:
+            good = ck.latest_step()
+            where = f"step {good} in {ck.directory}" if good is not None else "none saved yet"
+            ck.close()
+            logger.close()
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient in phase {phase!r} (stage {stage}) at step {bad + 1} of "
+                f"{total} (detected by step {at_step}); parameters were not updated by that step; last "
+                f"good checkpoint: {where}. Lower train.lr or check the data.")
+
+    bar = None
+    if progress and main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=f"{phase} (stage {stage})", unit="step",
+                   dynamic_ncols=True, leave=True)
+    history: list[dict] = []
+    t_last, n_last = time.perf_counter(), 0
+    images_per_step = t.batch_size * (1 if stage == 1 else 2)
+    summary: dict = {"phase": phase}
+    for step in range(start, total):
+        if interrupt_at is not None and step == interrupt_at:
+            ck.wait()
+            raise KeyboardInterrupt(f"test interrupt at step {step} of {phase}")
+        batch = parallel.global_batch(next(train_source), mesh)
+        key = jax.random.fold_in(base_key, step)
+        state, metrics = step_fn(state, batch, key)
+        history.append(metrics)
+        n_last += 1
+        done = step + 1
+        is_last = done == total
+        if done % t.log_every == 0 or is_last:
+            check_finite(done)
+            mean = _mean_metrics(history)
+            history = []
+            now = time.perf_counter()
+            mean["images_per_s"] = n_last * images_per_step / max(now - t_last, 1e-9)
+            t_last, n_last = now, 0
+            if bar is not None:
+                bar.set_postfix(loss=f"{mean['loss']:.4g}", img_s=f"{mean['images_per_s']:.0f}")
+            logger.log(done, mean, echo=bar is None)
+            summary.update(mean)
+        if bar is not None:
+            bar.update(1)
+        val = None
+        if done % t.eval_every == 0 or is_last:
+            val = _validate(eval_fn, state, sources(config, phase, "val", jax.process_index(),
+                                                    jax.process_count()), mesh, t.val_batches)
+            if val is not None:
+                logger.log(done, {"val_mpjpe_mm": val}, echo=bar is None)
+                summary["val_mpjpe_mm"] = val
+        if done % t.checkpoint_every == 0 or is_last:
+            check_finite(done)
+            meta = {"phase": phase, "stage": stage, "step": done, "total_steps": total,
+                    "config_name": config.name,
+                    "data_state": ckpt_lib.encode_data_state(train_source.get_state())}
+            ck.save(done, state, meta, val)
+    if bar is not None:
+        bar.close()
+    ck.close()
+    logger.close()
+    summary["step"] = total
+    return summary
+
+
+def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | None = None, *,
+          sources: SourceFactory | None = None, progress: bool = True,
+          interrupt_at: tuple[str, int] | None = None) -> dict[str, dict]:
+    """Train ``stages`` (None = stage1, baseline, stage2, align) into ``workdir``; resumable.
+
+    Args:
+      config: the resolved config. workdir: run folder (created).
+      stages: phase names or stage numbers (1 → stage1, 2 → stage2, 3 → align, "baseline").
+      sources: batch source factory (default: :func:`default_sources`, the grain pipeline).
+      progress: tqdm bar per phase (stdout lines instead when False).
+      interrupt_at: (phase, step) — tests only: stop abruptly before that step, as a kill would.
+    Returns:
+      {phase: summary dict with the last logged metrics, "val_mpjpe_mm" and "step"}.
+    Raises:
+      NonFiniteLossError naming phase, stage and step on a NaN/inf loss (checkpoints intact).
+    """
+    parallel.maybe_initialize_distributed(config.train)
+    workdir = Path(workdir)
+    _check_config(workdir, config)
+    mesh = parallel.make_mesh()
+    sources = default_sources if sources is None else sources
+    out = {}
+    for phase in resolve_phases(stages):
+        cut = interrupt_at[1] if interrupt_at is not None and interrupt_at[0] == phase else None
+        out[phase] = run_phase(config, workdir, phase, sources, mesh, progress=progress, interrupt_at=cut)
+    return out
