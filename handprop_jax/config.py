@@ -38,6 +38,7 @@ class DataConfig:
     # synthetic_hand_video generation (ignored by the real-data builders)
     synth_videos: tuple[int, int, int] = (40, 6, 10)  # train, val, test videos
     synth_frames: int = 128  # frames per video
+    synth_seed: int = 0  # generation seed of the synthetic videos (data.seed seeds the samplers)
 
 
 @dataclasses.dataclass(frozen=True)

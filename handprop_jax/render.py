@@ -104,51 +104,71 @@ def rasterize(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, image_s
 
 
 def rasterize_splat(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, image_size: tuple[int, int],
-                    window: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+                    window: int | tuple[tuple[int, int], ...]) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Z-buffer visibility for small triangles: each face tests only the ``window`` x ``window``
     pixel centres from the top-left of its screen bounding box and scatters into the z-buffer.
 
-    Exact (same result as ``rasterize``) when every face's bounding box spans at most ``window``
-    pixel centres per axis (see ``max_face_extent``); larger faces are clipped. Cost O(F window^2)
+    ``window`` is one int for all faces, or ((n_faces, window), ...) groups covering the faces in
+    order (e.g. a few large faces first with a large window, the many small ones with a small one).
+    Exact (same result as ``rasterize``) when every face's bounding box spans at most its window
+    pixel centres per axis (see ``max_face_extent``); larger faces are clipped. Cost O(sum n w^2)
     instead of O(F H W). Same arguments and returns as ``rasterize``.
     """
     H, W = image_size
-    bary, inv_z, valid = _screen_coefficients(vertices, faces, K)
-    uv = project(vertices, K)[faces]  # (F, 3, 2)
-    lo = jnp.ceil(jnp.min(uv, axis=1))  # first pixel centre inside the bounding box
-    lo = jnp.where(valid[:, None] & jnp.isfinite(lo), lo, -2.0 * window)
-    lo = jnp.clip(lo, -2.0 * window, jnp.array([W, H], lo.dtype))
-    d = jnp.arange(window, dtype=vertices.dtype)
-    du, dv = jnp.meshgrid(d, d, indexing="xy")
-    u = lo[:, 0:1] + du.reshape(1, -1)  # (F, w*w)
-    v = lo[:, 1:2] + dv.reshape(1, -1)
-    inside = valid[:, None] & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
-    for k in range(3):
-        inside = inside & (u * bary[:, None, k, 0] + v * bary[:, None, k, 1] + bary[:, None, k, 2] >= 0)
-    w = u * inv_z[:, None, 0] + v * inv_z[:, None, 1] + inv_z[:, None, 2]
-    inside = inside & (w > 0)
+    F = faces.shape[0]
+    groups = ((F, window),) if isinstance(window, int) else tuple(window)
+    if sum(n for n, _ in groups) != F:
+        raise ValueError(f"rasterize_splat: window groups {groups} do not cover the {F} faces")
+    bary_all, inv_z_all, valid_all = _screen_coefficients(vertices, faces, K)
+    uv_all = project(vertices, K)[faces]  # (F, 3, 2)
     P = H * W
-    pix = jnp.where(inside, v.astype(jnp.int32) * W + u.astype(jnp.int32), P)  # P = dump slot
-    w = jnp.where(inside, w, 0.0)
-    zbuf = jnp.zeros(P + 1, vertices.dtype).at[pix.reshape(-1)].max(w.reshape(-1))
-    win = inside & (w >= zbuf[pix])
-    fids = jnp.broadcast_to(jnp.arange(faces.shape[0], dtype=jnp.int32)[:, None], pix.shape)
-    fbuf = jnp.full(P + 1, -1, jnp.int32).at[jnp.where(win, pix, P).reshape(-1)].max(fids.reshape(-1))
+    pix_l, w_l, fid_l = [], [], []
+    first = 0
+    for n, win in groups:
+        sl = slice(first, first + n)
+        bary, inv_z, valid, uv = bary_all[sl], inv_z_all[sl], valid_all[sl], uv_all[sl]
+        lo = jnp.ceil(jnp.min(uv, axis=1))  # first pixel centre inside the bounding box
+        lo = jnp.where(valid[:, None] & jnp.isfinite(lo), lo, -2.0 * win)
+        lo = jnp.clip(lo, -2.0 * win, jnp.array([W, H], lo.dtype))
+        d = jnp.arange(win, dtype=vertices.dtype)
+        du, dv = jnp.meshgrid(d, d, indexing="xy")
+        u = lo[:, 0:1] + du.reshape(1, -1)  # (n, win*win)
+        v = lo[:, 1:2] + dv.reshape(1, -1)
+        inside = valid[:, None] & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+        for k in range(3):
+            inside = inside & (u * bary[:, None, k, 0] + v * bary[:, None, k, 1] + bary[:, None, k, 2] >= 0)
+        w = u * inv_z[:, None, 0] + v * inv_z[:, None, 1] + inv_z[:, None, 2]
+        inside = inside & (w > 0)
+        pix_l.append(jnp.where(inside, v.astype(jnp.int32) * W + u.astype(jnp.int32), P).reshape(-1))
+        w_l.append(jnp.where(inside, w, 0.0).reshape(-1))
+        ids = jnp.arange(first, first + n, dtype=jnp.int32)[:, None]
+        fid_l.append(jnp.broadcast_to(ids, u.shape).reshape(-1))
+        first += n
+    pix, w, fids = jnp.concatenate(pix_l), jnp.concatenate(w_l), jnp.concatenate(fid_l)  # P = dump slot
+    zbuf = jnp.zeros(P + 1, vertices.dtype).at[pix].max(w)
+    win_mask = (pix < P) & (w >= zbuf[pix])
+    fbuf = jnp.full(P + 1, -1, jnp.int32).at[jnp.where(win_mask, pix, P)].max(fids)
     return fbuf[:P].reshape(H, W), zbuf[:P].reshape(H, W)
 
 
-def max_face_extent(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray) -> jnp.ndarray:
-    """Largest number of pixel centres spanned by a face's screen bounding box along u or v; the
-    ``window`` that makes ``rasterize_splat`` exact. vertices (..., V, 3), K (..., 3, 3) -> (...)."""
+def face_extents(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray) -> jnp.ndarray:
+    """Pixel centres spanned by each face's screen bounding box (max over u, v): the window that
+    makes ``rasterize_splat`` exact for that face. vertices (..., V, 3), K (..., 3, 3) -> (..., F)."""
     uv = project(vertices, K)[..., faces, :]  # (..., F, 3, 2)
     span = jnp.floor(jnp.max(uv, axis=-2)) - jnp.ceil(jnp.min(uv, axis=-2)) + 1
-    return jnp.max(span, axis=(-1, -2)).astype(jnp.int32)
+    return jnp.max(span, axis=-1).astype(jnp.int32)
+
+
+def max_face_extent(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray) -> jnp.ndarray:
+    """Largest ``face_extents`` of a mesh: one ``window`` that makes ``rasterize_splat`` exact.
+    vertices (..., V, 3), K (..., 3, 3) -> (...)."""
+    return jnp.max(face_extents(vertices, faces, K), axis=-1)
 
 
 def render(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, vertex_colors: jnp.ndarray,
            light_dir: jnp.ndarray, image_size: tuple[int, int], background: jnp.ndarray,
            ambient: float | jnp.ndarray = 0.35, face_chunk: int = 128,
-           splat_window: int | None = None) -> dict[str, jnp.ndarray]:
+           splat_window: int | tuple[tuple[int, int], ...] | None = None) -> dict[str, jnp.ndarray]:
     """Render a coloured, Lambert-shaded mesh over a background.
 
     Args:
@@ -161,8 +181,9 @@ def render(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, vertex_col
       background: (H, W, 3) float in [0, 1].
       ambient: ambient fraction; shade = ambient + (1 - ambient) * max(0, n . l).
       face_chunk: static, faces rasterised at once by the exact dense rasteriser.
-      splat_window: static; when given, use ``rasterize_splat`` with this window (much faster for
-        meshes of small triangles; exact when ``max_face_extent`` <= splat_window).
+      splat_window: static; when given, use ``rasterize_splat`` with this window, an int or
+        ((n_faces, window), ...) groups (much faster for meshes of small triangles; exact when each
+        face's ``face_extents`` <= its window).
     Returns:
       dict(image (H, W, 3) float in [0, 1], depth (H, W) metres (0 off the mesh), mask (H, W) bool).
     """
@@ -205,12 +226,14 @@ def render(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, vertex_col
 @functools.partial(jax.jit, static_argnames=("image_size", "face_chunk", "splat_window"))
 def render_batch(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, vertex_colors: jnp.ndarray,
                  light_dir: jnp.ndarray, image_size: tuple[int, int], background: jnp.ndarray,
-                 ambient: jnp.ndarray, face_chunk: int = 128, splat_window: int | None = None
-                 ) -> dict[str, jnp.ndarray]:
-    """``render`` vmapped over a leading batch axis of every argument except faces (shared).
+                 ambient: jnp.ndarray, face_chunk: int = 128,
+                 splat_window: int | tuple[tuple[int, int], ...] | None = None) -> dict[str, jnp.ndarray]:
+    """``render`` over a leading batch axis of every argument except faces (shared), jitted.
 
     vertices (B, V, 3), K (B, 3, 3), vertex_colors (B, V, 3), light_dir (B, 3),
-    background (B, H, W, 3), ambient (B,). Returns the dict of ``render`` with a batch axis."""
+    background (B, H, W, 3), ambient (B,). Returns the dict of ``render`` with a batch axis.
+    (``render`` is vmap-able; on CPU a sequential ``lax.map`` over the batch is faster, because the
+    splat rasteriser's scatters do not vectorise, and it bounds memory.)"""
     fn = functools.partial(render, image_size=image_size, face_chunk=face_chunk, splat_window=splat_window)
-    return jax.vmap(lambda v, k, c, l, bg, a: fn(v, faces, k, c, l, background=bg, ambient=a))(
-        vertices, K, vertex_colors, light_dir, background, ambient)
+    return jax.lax.map(lambda a: fn(a[0], faces, a[1], a[2], a[3], background=a[4], ambient=a[5]),
+                       (vertices, K, vertex_colors, light_dir, background, ambient))

@@ -9,8 +9,11 @@ LABEL_KEYS = ("root", "pose", "betas", "joints3d", "joints2d")
 META_KEYS = ("video_id", "video_name", "frame_index", "video_length")
 
 
-def frame_features(image_size: int) -> tfds.features.FeaturesDict:
-    """FeaturesDict of one frame: a square uint8 crop of side ``image_size`` plus its labels."""
+def frame_features(image_size: int | None) -> tfds.features.FeaturesDict:
+    """FeaturesDict of one frame: a square uint8 crop of side ``image_size`` plus its labels.
+
+    ``image_size=None`` leaves the side unspecified in the spec (the synthetic builder: one builder
+    config holds data sets of any resolution; every image of a data set still has the same size)."""
     f32 = np.float32
     return tfds.features.FeaturesDict({
         "image": tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8,

@@ -1,0 +1,386 @@
+"""Random-access training batches (grain) and evaluation batches over the tfds array_record data.
+
+Batch formats are those of docs/design.md ("Batches"). Entry points:
+
+- ``open_split(data_config, split) -> Split``: the video table, the labelled set (every K-th frame,
+  first and last included) and random access to frames by position or (video, frame).
+- ``train_iterator(config, stage, shard_index=None, shard_count=None)``: an endless, shuffled,
+  deterministic iterator of **process-local** batches for stage 1, 2 or 3 (global batch
+  ``config.train.batch_size`` split evenly over ``shard_count`` processes; default: JAX processes).
+  Checkpointing: ``state = it.get_state()`` (bytes) after consuming batch n; a new iterator built with
+  the same config and ``it.set_state(state)`` yields exactly batch n+1, n+2, ... (also across worker
+  counts, since the order depends only on the seed and the record index).
+- ``val_batches(config, stage, ...)``: one deterministic pass over the val split's labelled anchors in
+  the stage's format (anchors repeated cyclically to fill the last batch).
+- ``eval_batches(data_config, split, scenario, batch_size, ...)``: scenario 1 (every unlabelled
+  frame, with labels) or 2 (every (unlabelled u, N(u)) pair), in video/frame order, last batch
+  padded (``mask`` False on padded rows).
+
+Labels of unlabelled frames never enter a training batch: stage 1 reads only labelled frames, stage 2
+only labelled pairs, and stage 3's partner ``u`` is read without its label keys.
+
+Sampling (``handprop_jax.data.sparse``): one epoch = every labelled frame of the split once as the
+anchor s (shuffled); stage 2 partner: uniformly among the ``data.nearest_labelled`` nearest labelled
+frames of the same video (s included); stage 3 partner: with probability ``data.unlabelled_fraction``
+an unlabelled frame with |u - s| < ``data.max_gap``, else as in stage 2. grain derives each record's
+random generator from (``data.seed``, record index), so everything is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grain.python as grain
+import numpy as np
+import tensorflow_datasets as tfds
+
+from handprop_jax.config import Config, DataConfig
+from handprop_jax.data import sparse
+from handprop_jax.data.features import LABEL_KEYS
+
+FRAME_KEYS = ("image", "K", "video_id", "frame_index")
+STAGES = (1, 2, 3)
+
+
+# ------------------------------------------------------------------------------------ video table
+
+@dataclasses.dataclass(frozen=True)
+class VideoTable:
+    """Where each frame of a split is stored.
+
+    Positions p = 0..N-1 enumerate the frames grouped by video (table order) and in frame order;
+    ``record[p]`` is the index of that frame in the data source.
+    """
+
+    video_ids: np.ndarray  # (V,) stored video_id of each table row
+    names: tuple[str, ...]  # (V,)
+    lengths: np.ndarray  # (V,) frames per video
+    starts: np.ndarray  # (V,) first position of each video
+    record: np.ndarray  # (N,) data-source index of each position
+    video: np.ndarray  # (N,) table row of each position
+    frame: np.ndarray  # (N,) frame index of each position
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.record)
+
+    def position(self, video: np.ndarray | int, frame: np.ndarray | int) -> np.ndarray:
+        """Position of (table row, frame index); vectorised."""
+        return self.starts[video] + frame
+
+    def labelled_mask(self, stride: int) -> np.ndarray:
+        """(N,) bool: labelled positions (every ``stride``-th frame of each video, first and last)."""
+        return np.concatenate([sparse.labelled_mask(int(n), stride) for n in self.lengths]) \
+            if self.num_videos else np.zeros(0, bool)
+
+    def nearest_labelled(self, stride: int) -> np.ndarray:
+        """(N,) position of N(u) for every position u."""
+        if not self.num_videos:
+            return np.zeros(0, np.int64)
+        return np.concatenate([s + sparse.nearest_labelled(int(n), stride)
+                               for s, n in zip(self.starts, self.lengths, strict=True)])
+
+
+def video_table(source: Sequence[dict], where: str = "data source", chunk: int = 1024) -> VideoTable:
+    """Scan ``video_id``/``frame_index``/``video_length``/``video_name`` of every record and build
+    the table (records need not be sorted). Raises ValueError naming the video when its frames are
+    not exactly 0..video_length-1."""
+    n = len(source)
+    vid = np.empty(n, np.int64)
+    fr = np.empty(n, np.int64)
+    length = np.empty(n, np.int64)
+    names: dict[int, str] = {}
+    for start in range(0, n, chunk):
+        idx = list(range(start, min(n, start + chunk)))
+        recs = source.__getitems__(idx) if hasattr(source, "__getitems__") else [source[i] for i in idx]
+        for i, r in zip(idx, recs, strict=True):
+            vid[i], fr[i], length[i] = int(r["video_id"]), int(r["frame_index"]), int(r["video_length"])
+            if vid[i] not in names:
+                name = r.get("video_name", str(vid[i]))
+                names[int(vid[i])] = name.decode() if isinstance(name, bytes) else str(name)
+    order = np.lexsort((fr, vid))
+    vid_s, fr_s = vid[order], fr[order]
+    ids, starts, lengths = np.unique(vid_s, return_index=True, return_counts=True)
+    for v, s, L in zip(ids, starts, lengths, strict=True):
+        frames = fr_s[s:s + L]
+        stored = length[order[s]]
+        if not np.array_equal(frames, np.arange(L)) or stored != L:
+            raise ValueError(f"{where}: video_id {v} ({names[int(v)]!r}) has frame indices "
+                             f"{frames[:6].tolist()}... ({L} records, video_length {stored}); expected "
+                             f"0..video_length-1 exactly once each")
+    video = np.repeat(np.arange(len(ids)), lengths)
+    return VideoTable(video_ids=ids, names=tuple(names[int(v)] for v in ids), lengths=lengths,
+                      starts=starts, record=order, video=video, frame=fr_s)
+
+
+# -------------------------------------------------------------------------------------- sources
+
+def data_source(data_config: DataConfig, split: str, decoders: dict | None = None):
+    """``tfds`` random-access source of a split (array_record, no TensorFlow) for ``data_config``
+    (builder and builder config via ``handprop_jax.data.build.make_builder``)."""
+    from handprop_jax.data.build import make_builder
+
+    builder = make_builder(data_config.name, data_config.data_dir, data_config.builder_config, data_config)
+    if not builder.is_prepared():
+        cfg = builder.builder_config.name if builder.builder_config else None
+        raise FileNotFoundError(
+            f"data set {data_config.name!r} (config {cfg}) is not prepared in {data_config.data_dir!r}: "
+            f"run `handprop data build {data_config.name} --data-dir {data_config.data_dir} ...` first")
+    stale = builder.stale_reason() if hasattr(builder, "stale_reason") else None
+    if stale:
+        raise ValueError(f"data set {data_config.name!r} in {data_config.data_dir!r} does not match the "
+                         f"config: {stale}; rebuild it with `handprop data build`")
+    if split not in builder.info.splits:
+        raise ValueError(f"data set {data_config.name!r} in {data_config.data_dir!r} has no split {split!r}; "
+                         f"splits: {list(builder.info.splits)}")
+    return builder.as_data_source(split=split, decoders=decoders)
+
+
+class Split:
+    """One split: video table, labelled set and random access to frames.
+
+    Attributes: ``table`` (VideoTable), ``stride`` (K), ``labelled`` (N,) bool over positions,
+    ``nearest`` (N,) position of N(u), ``labelled_positions`` (L,) ascending.
+    """
+
+    def __init__(self, data_config: DataConfig, split: str, source=None):
+        self.data_config = data_config
+        self.split = split
+        self.source = data_source(data_config, split) if source is None else source
+        self.table = _cached_table(data_config, split) if source is None else video_table(source, split)
+        self.stride = int(data_config.label_stride)
+        self.labelled = self.table.labelled_mask(self.stride)
+        self.nearest = self.table.nearest_labelled(self.stride)
+        self.labelled_positions = np.nonzero(self.labelled)[0]
+
+    def __len__(self) -> int:
+        return self.table.num_frames
+
+    def read(self, positions: Sequence[int]) -> list[dict]:
+        """Decoded records at ``positions``."""
+        idx = [int(self.table.record[p]) for p in positions]
+        return list(self.source.__getitems__(idx)) if hasattr(self.source, "__getitems__") \
+            else [self.source[i] for i in idx]
+
+    def example(self, record: dict, with_labels: bool) -> dict[str, np.ndarray]:
+        """One frame dict (design.md) from a decoded record; label keys only if ``with_labels``."""
+        keys = FRAME_KEYS + (LABEL_KEYS if with_labels else ())
+        out = {k: np.asarray(record[k]) for k in keys}
+        out["video_id"] = out["video_id"].astype(np.int32)
+        out["frame_index"] = out["frame_index"].astype(np.int32)
+        return out
+
+    def frames(self, positions: Sequence[int], with_labels: bool = True) -> dict[str, np.ndarray]:
+        """A frame batch (leading axis = len(positions)). ``with_labels=False`` omits label keys;
+        with labels it may contain unlabelled frames' labels: for evaluation only."""
+        return _stack([self.example(r, with_labels) for r in self.read(positions)])
+
+    def frame(self, video: int, frame: int, with_labels: bool = True) -> dict[str, np.ndarray]:
+        """One frame by (table row, frame index)."""
+        return self.example(self.read([int(self.table.position(video, frame))])[0], with_labels)
+
+    def video(self, video: int, with_labels: bool = True) -> dict[str, np.ndarray]:
+        """All frames of one video (table row) in frame order, as a frame batch."""
+        s, n = int(self.table.starts[video]), int(self.table.lengths[video])
+        return self.frames(range(s, s + n), with_labels)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_table(data_config: DataConfig, split: str) -> VideoTable:
+    source = data_source(data_config, split, decoders={"image": tfds.decode.SkipDecoding()})
+    return video_table(source, where=f"{data_config.name} {split} in {data_config.data_dir}")
+
+
+def open_split(data_config: DataConfig, split: str) -> Split:
+    """The ``Split`` of ``data_config`` (the table is cached per process)."""
+    return Split(data_config, split)
+
+
+def _stack(examples: list[dict]) -> dict:
+    first = examples[0]
+    return {k: (_stack([e[k] for e in examples]) if isinstance(first[k], dict)
+                else np.stack([e[k] for e in examples])) for k in first}
+
+
+# ------------------------------------------------------------------------------------ training
+
+class _Anchors(grain.RandomAccessDataSource):
+    """Positions of the anchor frames (the labelled frames); grain shuffles and shards these."""
+
+    def __init__(self, positions: np.ndarray):
+        self._positions = np.asarray(positions, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __getitem__(self, index: int) -> int:
+        return int(self._positions[index])
+
+    def __repr__(self) -> str:  # stored in the iterator state: must not depend on the process
+        import zlib
+
+        return f"_Anchors(n={len(self._positions)}, crc32={zlib.crc32(self._positions.tobytes())})"
+
+
+class _MakeExample(grain.RandomMapTransform):
+    """Anchor position -> stage 1 frame / stage 2 pair / stage 3 pair (design.md batch formats)."""
+
+    def __init__(self, split: Split, stage: int):
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.split, self.stage = split, stage
+        dc = split.data_config
+        self.max_gap, self.nearest, self.fraction = dc.max_gap, dc.nearest_labelled, dc.unlabelled_fraction
+
+    def random_map(self, position: int, rng: np.random.Generator) -> dict:
+        sp, table = self.split, self.split.table
+        if not sp.labelled[position]:  # never happens by construction; guards the label contract
+            raise AssertionError(f"anchor position {position} is not a labelled frame")
+        if self.stage == 1:
+            return sp.example(sp.read([position])[0], with_labels=True)
+        v, f = int(table.video[position]), int(table.frame[position])
+        length = int(table.lengths[v])
+        if self.stage == 2:
+            u, u_lab = sparse.sample_labelled_partner(rng, f, length, sp.stride, self.nearest), True
+        else:
+            u, u_lab = sparse.sample_stage3_partner(rng, f, length, sp.stride, self.max_gap, self.nearest,
+                                                    self.fraction)
+        pu = int(table.position(v, u))
+        rs, ru = sp.read([position, pu])
+        if self.stage == 2:
+            return {"s": sp.example(rs, True), "u": sp.example(ru, True)}
+        return {"s": sp.example(rs, True), "u": sp.example(ru, False), "u_labelled": np.bool_(u_lab)}
+
+
+def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+    if shard_index is None or shard_count is None:
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} must be in [0, {shard_count})")
+    return shard_index, shard_count
+
+
+def local_batch_size(global_batch: int, shard_count: int) -> int:
+    """Per-process batch size; the global batch must divide evenly over the processes."""
+    if global_batch % shard_count:
+        raise ValueError(f"train.batch_size {global_batch} is not divisible by the {shard_count} processes")
+    return global_batch // shard_count
+
+
+def make_loader(data_config: DataConfig, split: str, stage: int, batch_size: int, *, seed: int,
+                shuffle: bool = True, num_epochs: int | None = None, shard_index: int = 0,
+                shard_count: int = 1, worker_count: int | None = None,
+                split_data: Split | None = None) -> grain.DataLoader:
+    """grain DataLoader of ``stage`` batches of ``batch_size`` (process-local) examples.
+
+    Anchors = labelled frames of ``split``, sharded (``ShardOptions(shard_index, shard_count)``,
+    remainder dropped) and shuffled per epoch with ``seed``; ``num_epochs=None`` repeats forever."""
+    sp = split_data or open_split(data_config, split)
+    if len(sp.labelled_positions) == 0:
+        raise ValueError(f"split {split!r} of {data_config.name!r} has no labelled frame")
+    sampler = grain.IndexSampler(
+        num_records=len(sp.labelled_positions),
+        shard_options=grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
+                                         drop_remainder=True),
+        shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+    workers = data_config.num_workers if worker_count is None else worker_count
+    return grain.DataLoader(
+        data_source=_Anchors(sp.labelled_positions), sampler=sampler,
+        operations=[_MakeExample(sp, stage), grain.Batch(batch_size, drop_remainder=True)],
+        worker_count=workers, read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=64))
+
+
+class TrainIterator:
+    """Endless iterator of process-local training batches with ``get_state``/``set_state``.
+
+    The state (bytes, JSON-able via latin-1 as ``handprop_jax.training`` does) records how many
+    records were consumed; restoring it into an iterator built with the same config and shard
+    resumes with exactly the next batch."""
+
+    def __init__(self, loader: grain.DataLoader):
+        self._loader = loader
+        self._it = iter(loader)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        return next(self._it)
+
+    def get_state(self) -> bytes:
+        return self._it.get_state()
+
+    def set_state(self, state: bytes) -> None:
+        self._it.set_state(state)
+
+
+def train_iterator(config: Config, stage: int, shard_index: int | None = None, shard_count: int | None = None,
+                   split: str = "train", worker_count: int | None = None) -> TrainIterator:
+    """Training batches of ``stage`` (1, 2 or 3) from ``split`` for this process (see module doc)."""
+    index, count = _shard(shard_index, shard_count)
+    loader = make_loader(config.data, split, int(stage), local_batch_size(config.train.batch_size, count),
+                         seed=config.data.seed + 1000 * int(stage), shard_index=index, shard_count=count,
+                         worker_count=worker_count)
+    return TrainIterator(loader)
+
+
+def val_batches(config: Config, stage: int, shard_index: int | None = None, shard_count: int | None = None,
+                split: str = "val") -> Iterator[dict]:
+    """One deterministic pass over the labelled anchors of ``split`` in ``stage``'s format: every
+    anchor at least once, cyclically repeated to fill the last batch (fixed partners, no shuffle)."""
+    index, count = _shard(shard_index, shard_count)
+    sp = open_split(config.data, split)
+    n_local = max(1, len(sp.labelled_positions) // count)
+    batch = local_batch_size(config.train.batch_size, count)
+    n_batches = -(-n_local // batch)
+    loader = make_loader(config.data, split, int(stage), batch, seed=config.data.seed, shuffle=False,
+                         num_epochs=None, shard_index=index, shard_count=count, worker_count=0, split_data=sp)
+    return itertools.islice(iter(loader), n_batches)
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+def eval_items(sp: Split, scenario: int, max_items: int | None = None) -> dict[str, np.ndarray]:
+    """Positions evaluated in a scenario, in video/frame order: {"u": (M,)} (scenario 1) or
+    {"u", "s", "gap"} (scenario 2). ``max_items`` keeps an evenly spaced subset."""
+    u = np.nonzero(~sp.labelled)[0]
+    if max_items is not None and len(u) > max_items:
+        u = u[np.linspace(0, len(u) - 1, max_items).round().astype(int)]
+    if scenario == 1:
+        return {"u": u}
+    if scenario == 2:
+        s = sp.nearest[u]
+        return {"u": u, "s": s, "gap": np.abs(sp.table.frame[u] - sp.table.frame[s])}
+    raise ValueError(f"scenario must be 1 or 2, got {scenario!r}")
+
+
+def eval_batches(data_config: DataConfig, split: str, scenario: int, batch_size: int,
+                 max_items: int | None = None, split_data: Split | None = None) -> Iterator[dict[str, Any]]:
+    """Evaluation batches (design.md), no shuffling, last batch padded (``mask`` False on padding).
+
+    Scenario 1: frame dicts of every unlabelled frame, with labels, plus ``mask`` (B,).
+    Scenario 2: {"s": N(u) with labels, "u": unlabelled u with labels, "gap" (B,), "mask" (B,)}."""
+    sp = split_data or open_split(data_config, split)
+    items = eval_items(sp, scenario, max_items)
+    n = len(items["u"])
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size)
+        mask = idx < n
+        idx = np.where(mask, idx, max(n - 1, 0))
+        if scenario == 1:
+            batch = sp.frames(items["u"][idx], with_labels=True)
+        else:
+            batch = {"s": sp.frames(items["s"][idx]), "u": sp.frames(items["u"][idx]),
+                     "gap": items["gap"][idx].astype(np.int32)}
+        batch["mask"] = mask
+        yield batch

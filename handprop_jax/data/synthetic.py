@@ -1,0 +1,344 @@
+"""Rendered synthetic hand videos: the embedded default data set (no download needed).
+
+Per video (all drawn from ``numpy.random.default_rng([seed, split, video])``, so any video can be
+regenerated alone and the result does not depend on batching):
+
+- appearance: MANO betas, a skin tone with smooth per-vertex variation, a light direction and an
+  ambient level, a textured background (gradient + multi-scale value noise + random shapes) painted
+  in *full-image* coordinates, so the crop that follows the hand sees the background move;
+- camera: a 640x480 pinhole camera with a random focal length and principal point;
+- motion: a speed profile (walking pace with 1-3 fast bursts) warps time; root rotation (axis-angle
+  offsets around a random base orientation, palm/back/side views), root position (normalised image
+  coordinates and depth) and all 45 finger PCA coefficients (scaled by ``synthetic_pose_std``) are
+  natural cubic splines through random keyframes of the warped time;
+- per frame: a square crop centred on the hand's projected vertex bounding box (side 1.2x its larger
+  extent), the crop intrinsics (focal scaled, principal point shifted), the rendered image and every
+  feature of ``handprop_jax.data.features.frame_features``.
+
+Rendering runs as ``jit(vmap(render))`` over chunks of frames with the fast splat rasteriser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+from scipy.interpolate import CubicSpline
+
+import mano_jax
+from handprop_jax.camera import project
+from handprop_jax.hand import hand_in_camera
+from handprop_jax.render import face_extents, render_batch
+
+SPLITS = ("train", "val", "test")
+FULL_SIZE = (480, 640)  # (H, W) of the virtual full camera image, pixels
+CANVAS_SIZE = (240, 320)  # background painted at half the full resolution
+KEY_SPACING = 14.0  # frames (of normal-speed time) between trajectory keyframes
+RENDER_CHUNK = 32  # frames rendered per render_batch call
+MIN_CROP = 0.15  # metres: smallest crop side at the root depth
+SPLAT_CONFIGS = ((8, 6), (12, 8), (16, 10), (24, 14))  # (large faces, other faces) splat windows
+SKIN_TONES = np.array([  # albedo, light to dark
+    [0.96, 0.80, 0.69], [0.89, 0.68, 0.55], [0.78, 0.57, 0.42], [0.62, 0.43, 0.30], [0.42, 0.28, 0.19]])
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthSpec:
+    """Static parameters of a synthetic data set.
+
+    videos: videos per split (train, val, test); frames: frames per video; image_size: crop side in
+    pixels; seed: generation seed; side: MANO hand side; mano_seed: seed of ``mano_jax.synthetic``
+    (the hand model the rest of the code uses by default, see ``handprop_jax.hand.default_mano``).
+    """
+
+    videos: tuple[int, int, int] = (40, 6, 10)
+    frames: int = 128
+    image_size: int = 64
+    seed: int = 0
+    side: str = "right"
+    mano_seed: int = 0
+
+    def __post_init__(self):
+        if len(self.videos) != 3 or min(self.videos) < 0:
+            raise ValueError(f"SynthSpec.videos must be 3 counts (train, val, test), got {self.videos}")
+        if self.frames < 2:
+            raise ValueError(f"SynthSpec.frames must be >= 2, got {self.frames}")
+        if self.image_size < 16:
+            raise ValueError(f"SynthSpec.image_size must be >= 16 pixels, got {self.image_size}")
+
+    @property
+    def name(self) -> str:
+        """Builder-config name that identifies the data (used as the tfds config name)."""
+        v = "-".join(str(n) for n in self.videos)
+        return f"v{v}_f{self.frames}_s{self.image_size}_seed{self.seed}"
+
+    def num_videos(self, split: str) -> int:
+        return self.videos[SPLITS.index(split)]
+
+
+def spec_from_config(data_config) -> SynthSpec:
+    """SynthSpec of a ``handprop_jax.config.DataConfig``."""
+    return SynthSpec(videos=tuple(data_config.synth_videos), frames=int(data_config.synth_frames),
+                     image_size=int(data_config.image_size), seed=int(getattr(data_config, "synth_seed", 0)))
+
+
+# ----------------------------------------------------------------------------------------------
+# random ingredients (numpy, per video)
+
+def _rotation(axis_angle: np.ndarray) -> np.ndarray:
+    """Rodrigues in numpy: (..., 3) -> (..., 3, 3)."""
+    return np.asarray(mano_jax.rodrigues(jnp.asarray(axis_angle, jnp.float32)), np.float64)
+
+
+def _axis(axis: int, angle: float) -> np.ndarray:
+    v = np.zeros(3)
+    v[axis] = angle
+    return _rotation(v)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _frame_from(up: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """R with R @ up ∝ -y (image up) and R @ palm_normal ∝ +z (away from the camera)."""
+    y_src = _unit(up)
+    z_src = _unit(np.cross(side, up))
+    x_src = np.cross(y_src, z_src)
+    src = np.stack([x_src, y_src, z_src], 0)  # rows: hand-frame axes in model coordinates
+    dst = np.stack([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]], 0)  # where they should go
+    return dst.T @ src
+
+
+def _speed_profile(rng: np.random.Generator, frames: int) -> np.ndarray:
+    """Warped time (frames,): cumulative speed, normal speed 1 with 1-3 fast bursts of 2-3.5x."""
+    t = np.arange(frames, dtype=np.float64)
+    speed = np.full(frames, rng.uniform(0.7, 1.1))
+    for _ in range(rng.integers(1, 4)):
+        centre, width = rng.uniform(0, frames), rng.uniform(5, 14)
+        speed += rng.uniform(1.5, 2.5) * np.exp(-0.5 * ((t - centre) / width) ** 2)
+    return np.concatenate([[0.0], np.cumsum(speed[:-1])])
+
+
+def _spline(rng: np.random.Generator, phase: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Natural cubic spline through ``keys`` (n_keys, D) placed every KEY_SPACING of phase."""
+    knots = np.arange(keys.shape[0]) * KEY_SPACING - rng.uniform(0, KEY_SPACING)
+    return CubicSpline(knots, keys, bc_type="natural")(phase)
+
+
+def _n_keys(phase: np.ndarray) -> int:
+    return int(np.ceil(phase[-1] / KEY_SPACING)) + 3
+
+
+def _background(rng: np.random.Generator) -> np.ndarray:
+    """Textured canvas (CANVAS_SIZE + (3,)) float in [0, 1]: gradient + value noise + shapes."""
+    from PIL import Image, ImageDraw
+
+    H, W = CANVAS_SIZE
+    yy, xx = np.mgrid[0:H, 0:W] / max(H, W)
+    a = rng.uniform(0, 2 * np.pi)
+    g = (np.cos(a) * xx + np.sin(a) * yy)
+    g = (g - g.min()) / max(np.ptp(g), 1e-6)
+    c0, c1 = rng.uniform(0.05, 0.95, 3), rng.uniform(0.05, 0.95, 3)
+    img = c0 + g[..., None] * (c1 - c0)
+    for cells, amp in ((4, 0.25), (10, 0.15), (30, 0.08), (80, 0.05)):
+        grid = rng.normal(0, 1, (cells * H // W + 2, cells + 2, 3))
+        noise = ndimage.zoom(grid, (H / (grid.shape[0] - 1), W / (grid.shape[1] - 1), 1), order=1)
+        img = img + amp * noise[:H, :W]
+    canvas = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(rng.integers(4, 14)):
+        x0, y0 = rng.uniform(-0.1, 1.0) * W, rng.uniform(-0.1, 1.0) * H
+        w, h = rng.uniform(0.05, 0.35) * W, rng.uniform(0.05, 0.35) * H
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = [x0, y0, x0 + w, y0 + h]
+        kind = rng.integers(3)
+        if kind == 0:
+            draw.ellipse(shape, fill=colour)
+        elif kind == 1:
+            draw.rectangle(shape, fill=colour)
+        else:
+            draw.line(shape, fill=colour, width=int(rng.integers(2, 8)))
+    return np.asarray(canvas, np.float32) / 255.0
+
+
+def _skin(rng: np.random.Generator, rest_vertices: np.ndarray) -> np.ndarray:
+    """(V, 3) albedo: a tone between two neighbouring palette entries, smooth and fine variation."""
+    i = rng.uniform(0, len(SKIN_TONES) - 1)
+    lo = int(np.floor(i))
+    tone = SKIN_TONES[lo] + (i - lo) * (SKIN_TONES[min(lo + 1, len(SKIN_TONES) - 1)] - SKIN_TONES[lo])
+    tone = tone * rng.uniform(0.9, 1.1, 3)
+    freq = rng.normal(0, 40, (3, 3))
+    smooth = 0.06 * np.sin(rest_vertices @ freq + rng.uniform(0, 2 * np.pi, 3)).mean(-1, keepdims=True)
+    fine = rng.normal(0, 0.02, rest_vertices.shape)
+    return np.clip(tone * (1 + smooth) + fine, 0, 1).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Hand:
+    """The model plus per-model constants the generator needs (cached per SynthSpec side/seed)."""
+
+    model: mano_jax.ManoModel
+    pose_std: np.ndarray  # (45,)
+    canonical: np.ndarray  # (3, 3)
+    rest_vertices: np.ndarray  # (V, 3)
+    faces: np.ndarray  # (F, 3) int32, the model's faces reordered: large faces first
+    n_large: int  # faces rasterised with the larger splat window
+
+
+@functools.lru_cache(maxsize=4)
+def _hand(side: str, mano_seed: int) -> _Hand:
+    model = mano_jax.synthetic(side=side, seed=mano_seed)
+    j = np.asarray(mano_jax.forward(model, jnp.zeros((1, 48)), jnp.zeros((1, 10)), use_pca=False,
+                                    flat_hand_mean=True, center_idx=0)[1][0], np.float64)
+    canonical = _frame_from(j[9] - j[0], j[5] - j[17])
+    rest = np.asarray(model.v_template, np.float64)
+    faces = np.asarray(model.faces, np.int32)
+    tri = rest[faces]
+    longest = np.max(np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=-1), axis=1)
+    order = np.argsort(-longest, kind="stable")
+    n_large = int(np.sum(longest > 1.5 * np.median(longest)))
+    return _Hand(model=model, pose_std=np.asarray(mano_jax.synthetic_pose_std(side, mano_seed), np.float64),
+                 canonical=canonical, rest_vertices=rest, faces=faces[order], n_large=max(n_large, 1))
+
+
+def video_parameters(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarray]:
+    """Everything random about one video, before rendering (deterministic in (seed, split, video)).
+
+    Returns root (T, 3) m, pose (T, 48) rad, betas (10,), colors (V, 3), light (3,), ambient (),
+    canvas (240, 320, 3), K_full (3, 3) pixels of the 640x480 camera, noise_seed ()."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: expected one of {SPLITS}")
+    hand = _hand(spec.side, spec.mano_seed)
+    rng = np.random.default_rng([spec.seed, SPLITS.index(split), video])
+    T = spec.frames
+    phase = _speed_profile(rng, T)
+    nk = _n_keys(phase)
+
+    # camera
+    f = rng.uniform(480, 720)
+    K_full = np.array([[f, 0, (FULL_SIZE[1] - 1) / 2 + rng.normal(0, 8)],
+                       [0, f, (FULL_SIZE[0] - 1) / 2 + rng.normal(0, 8)], [0, 0, 1]])
+
+    # root rotation: random base (roll, yaw over palm/side/back, pitch) then spline offsets
+    base = (_axis(2, rng.uniform(-2.0, 2.0)) @ _axis(1, rng.uniform(-np.pi, np.pi))
+            @ _axis(0, rng.uniform(-0.7, 0.7)) @ hand.canonical)
+    offsets = _spline(rng, phase, rng.normal(0, 0.5, (nk, 3)))
+    rot = _rotation(offsets) @ base
+    global_aa = np.asarray(mano_jax.matrix_to_axis_angle(jnp.asarray(rot, jnp.float32)), np.float64)
+
+    # root position: depth and normalised image coordinates, kept inside the view
+    z = np.clip(_spline(rng, phase, rng.uniform(0.35, 0.65, (nk, 1)))[:, 0], 0.3, 0.75)
+    xy = np.clip(_spline(rng, phase, rng.uniform(-0.22, 0.22, (nk, 2))), -0.28, 0.28)
+    root = np.concatenate([xy * z[:, None], z[:, None]], 1)
+
+    # fingers: all 45 PCA coefficients at the natural-pose scale
+    coeffs = np.clip(rng.normal(0, 1, (nk, 45)), -2.2, 2.2) * hand.pose_std
+    fingers = np.asarray(mano_jax.pca_to_axis_angle(hand.model, jnp.asarray(_spline(rng, phase, coeffs),
+                                                                             jnp.float32)))
+    pose = np.concatenate([global_aa, fingers], 1)
+
+    betas = np.clip(rng.normal(0, 1, 10), -2.5, 2.5)
+    light = np.array([rng.normal(0, 0.8), rng.normal(-0.4, 0.8), -rng.uniform(0.5, 1.5)])
+    light = (light / np.linalg.norm(light)).astype(np.float32)
+    return dict(root=root.astype(np.float32), pose=pose.astype(np.float32), betas=betas.astype(np.float32),
+                colors=_skin(rng, hand.rest_vertices), light=light,
+                ambient=np.float32(rng.uniform(0.25, 0.5)), canvas=_background(rng),
+                K_full=K_full.astype(np.float32), noise_seed=np.int64(rng.integers(2**31)))
+
+
+def crop_intrinsics(K_full: np.ndarray, centre: np.ndarray, side: np.ndarray, size: int) -> np.ndarray:
+    """Intrinsics of square crops: K (3, 3) full image, centre (T, 2) and side (T,) in full-image
+    pixels, output side ``size`` pixels. The crop maps u -> (u - centre) * size / side + (size-1)/2."""
+    s = size / side
+    K = np.broadcast_to(K_full, (len(side), 3, 3)).copy()
+    K[:, 0, 0] *= s
+    K[:, 1, 1] *= s
+    K[:, 0, 2] = (K_full[0, 2] - centre[:, 0]) * s + (size - 1) / 2
+    K[:, 1, 2] = (K_full[1, 2] - centre[:, 1]) * s + (size - 1) / 2
+    return K
+
+
+def _crop_background(canvas: np.ndarray, centre: np.ndarray, side: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear samples of the canvas under each crop: (T, size, size, 3) float."""
+    H, W = CANVAS_SIZE
+    scale = np.array([W / FULL_SIZE[1], H / FULL_SIZE[0]])
+    grid = np.arange(size) - (size - 1) / 2
+    out = np.empty((len(side), size, size, 3), np.float32)
+    for t in range(len(side)):
+        u = (grid[None, :] * side[t] / size + centre[t, 0] + 0.5) * scale[0] - 0.5
+        v = (grid[:, None] * side[t] / size + centre[t, 1] + 0.5) * scale[1] - 0.5
+        uu, vv = np.broadcast_arrays(u, v)
+        for c in range(3):
+            out[t, :, :, c] = ndimage.map_coordinates(canvas[..., c], [vv, uu], order=1, mode="mirror")
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=())
+def _pose_hand(model, root, pose, betas):
+    return hand_in_camera(model, root, pose, betas)
+
+
+def _windows(large: int, small: int, n_large: int, n_faces: int) -> tuple | None:
+    """Splat windows (few fixed configurations: few compilations) for the face groups; None = dense."""
+    for wl, ws in SPLAT_CONFIGS:
+        if large <= wl and small <= ws:
+            return ((n_large, wl), (n_faces - n_large, ws))
+    return None
+
+
+def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarray]:
+    """All frames of one video: dict of per-frame arrays with the keys of ``frame_features``
+    (image uint8 (T, S, S, 3) not yet PNG-encoded; video_name a str)."""
+    hand = _hand(spec.side, spec.mano_seed)
+    p = video_parameters(spec, split, video)
+    T, S = spec.frames, spec.image_size
+    betas = np.broadcast_to(p["betas"], (T, 10))
+    joints, verts = (np.asarray(a) for a in _pose_hand(hand.model, jnp.asarray(p["root"]),
+                                                        jnp.asarray(p["pose"]), jnp.asarray(betas)))
+    uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(p["K_full"])))  # (T, V, 2) full image
+    lo, hi = uv.min(1), uv.max(1)
+    centre = (lo + hi) / 2
+    # 1.2x the larger bounding-box extent, but at least MIN_CROP metres at the root depth (bounds the
+    # zoom on compact, end-on views)
+    side = np.maximum(1.2 * np.max(hi - lo, axis=1), p["K_full"][0, 0] * MIN_CROP / p["root"][:, 2])
+    K = crop_intrinsics(p["K_full"], centre, side, S).astype(np.float32)
+    background = _crop_background(p["canvas"], centre, side, S)
+    faces = jnp.asarray(hand.faces)
+    extents = np.asarray(face_extents(jnp.asarray(verts), faces, jnp.asarray(K)))  # (T, F)
+    large, small = extents[:, :hand.n_large].max(1), extents[:, hand.n_large:].max(1)
+
+    images = np.empty((T, S, S, 3), np.float32)
+    chunk = min(RENDER_CHUNK, T)
+    for start in range(0, T, chunk):
+        idx = np.minimum(np.arange(start, start + chunk), T - 1)  # pad the last chunk by repetition
+        window = _windows(int(large[idx].max()), int(small[idx].max()), hand.n_large, len(hand.faces))
+        out = render_batch(jnp.asarray(verts[idx]), faces, jnp.asarray(K[idx]),
+                           jnp.broadcast_to(jnp.asarray(p["colors"]), (chunk,) + p["colors"].shape),
+                           jnp.broadcast_to(jnp.asarray(p["light"]), (chunk, 3)), (S, S),
+                           jnp.asarray(background[idx]), jnp.full((chunk,), p["ambient"]),
+                           splat_window=window)
+        n = min(chunk, T - start)
+        images[start:start + n] = np.asarray(out["image"])[:n]
+    noise = np.random.default_rng(int(p["noise_seed"])).normal(0, 1.5, images.shape)
+    image = np.clip(np.round(images * 255 + noise), 0, 255).astype(np.uint8)
+    joints2d = np.asarray(project(jnp.asarray(joints), jnp.asarray(K)), np.float32)
+    return {
+        "image": image, "K": K, "root": p["root"], "pose": p["pose"], "betas": np.ascontiguousarray(betas),
+        "joints3d": joints.astype(np.float32), "joints2d": joints2d,
+        "video_id": np.full(T, video, np.int32), "video_name": f"{split}_{video:04d}",
+        "frame_index": np.arange(T, dtype=np.int32), "video_length": np.full(T, T, np.int32),
+    }
+
+
+def iterate_split(spec: SynthSpec, split: str, progress: bool = True) -> Iterator[dict[str, np.ndarray]]:
+    """Render the videos of a split in order, yielding ``render_video`` dicts."""
+    from tqdm import tqdm
+
+    n = spec.num_videos(split)
+    for v in tqdm(range(n), desc=f"render {split}", unit="video", disable=not progress or n == 0):
+        yield render_video(spec, split, v)
