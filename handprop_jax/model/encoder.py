@@ -159,7 +159,7 @@ class BasicBlock(nn.Module):
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """torchvision's MaxPool2d(3, stride=2, padding=1) on NHWC (padding with -inf)."""
-    return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
                              ((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
