@@ -1,0 +1,137 @@
+"""Training augmentation as a pure JAX function, called inside the jitted train step.
+
+``augment(batch, key, data_config)`` draws, per sample, an in-plane rotation angle
+a ~ U[-rotation_range, rotation_range] and colour-jitter factors, and applies them to a frame dict or
+to both frames of a pair dict (``{"s": frame, "u": frame, ...}``; the SAME angle and colours for s and
+u, so that the pair's relative motion is unchanged).
+
+In-plane rotation = a rotation R_z(a) of the camera frame about the optical axis:
+- 3D: root -> R root, joints3d -> joints3d R^T, global rotation pose[:3] -> log(R exp(pose[:3]))
+  (finger joints and betas are unchanged; the MANO hand of the new γ is exactly the rotated hand,
+  because the wrist joint is the rotation centre of the global rotation and the root is the wrist);
+- 2D: with the intrinsics K unchanged, pixels move by the affine map A = K R K^-1 (a rotation about
+  the principal point when fx = fy): joints2d -> A joints2d, and the image is resampled bilinearly
+  at A^-1 q, reflecting at the borders (no black corners);
+- colour: brightness, contrast (about the image mean) and saturation factors in [1-c, 1+c],
+  c = ``data_config.color_jitter``; the image keeps its dtype (uint8 stays uint8).
+Keys other than image/root/pose/joints3d/joints2d pass through unchanged (frames without labels
+simply have fewer keys).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+import mano_jax
+
+
+def rotation_z(angle: jnp.ndarray) -> jnp.ndarray:
+    """(...,) radians -> (..., 3, 3) rotation about the camera z axis (x towards y)."""
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    z, o = jnp.zeros_like(angle), jnp.ones_like(angle)
+    return jnp.stack([jnp.stack([c, -s, z], -1), jnp.stack([s, c, z], -1), jnp.stack([z, z, o], -1)], -2)
+
+
+def _bilinear_reflect(image: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+    """Sample image (H, W, C) float at pixel coordinates u, v (H', W'), reflecting at the borders."""
+    H, W = image.shape[:2]
+
+    def reflect(x, n):
+        if n == 1:
+            return jnp.zeros_like(x)
+        period = 2.0 * (n - 1)
+        m = jnp.mod(x, period)
+        return (n - 1) - jnp.abs(m - (n - 1))
+
+    u, v = reflect(u, W), reflect(v, H)
+    u0 = jnp.clip(jnp.floor(u), 0, W - 1)
+    v0 = jnp.clip(jnp.floor(v), 0, H - 1)
+    u1, v1 = jnp.minimum(u0 + 1, W - 1), jnp.minimum(v0 + 1, H - 1)
+    du, dv = (u - u0)[..., None], (v - v0)[..., None]
+    u0, u1, v0, v1 = (x.astype(jnp.int32) for x in (u0, u1, v0, v1))
+    top = image[v0, u0] * (1 - du) + image[v0, u1] * du
+    bottom = image[v1, u0] * (1 - du) + image[v1, u1] * du
+    return top * (1 - dv) + bottom * dv
+
+
+def rotate_image(image: jnp.ndarray, K: jnp.ndarray, angle: jnp.ndarray) -> jnp.ndarray:
+    """Image (H, W, C) float seen by the camera rotated by R_z(angle) about its optical axis (K fixed)."""
+    H, W = image.shape[:2]
+    A_inv = K @ rotation_z(-angle) @ jnp.linalg.inv(K)
+    vv, uu = jnp.meshgrid(jnp.arange(H, dtype=image.dtype), jnp.arange(W, dtype=image.dtype), indexing="ij")
+    src = jnp.einsum("ij,hwj->hwi", A_inv, jnp.stack([uu, vv, jnp.ones_like(uu)], -1))
+    return _bilinear_reflect(image, src[..., 0] / src[..., 2], src[..., 1] / src[..., 2])
+
+
+def _color(image: jnp.ndarray, factors: jnp.ndarray) -> jnp.ndarray:
+    """image (H, W, 3) float 0..255; factors (3,) = brightness, contrast, saturation."""
+    image = image * factors[0]
+    gray = image @ jnp.array([0.299, 0.587, 0.114], image.dtype)
+    image = gray.mean() + (image - gray.mean()) * factors[1]
+    gray = (image @ jnp.array([0.299, 0.587, 0.114], image.dtype))[..., None]
+    return gray + (image - gray) * factors[2]
+
+
+def augment_frame(frame: dict, angle: jnp.ndarray, color: jnp.ndarray | None) -> dict:
+    """Apply per-sample rotation angles (B,) and colour factors (B, 3) (or None) to a frame dict."""
+    out = dict(frame)
+    K = frame["K"].astype(jnp.float32)
+    R = rotation_z(angle.astype(jnp.float32))  # (B, 3, 3)
+    image = frame["image"]
+    img = image.astype(jnp.float32)
+    img = jax.vmap(rotate_image)(img, K, angle.astype(jnp.float32))
+    if color is not None:
+        img = jax.vmap(_color)(img, color)
+    if jnp.issubdtype(image.dtype, jnp.integer):
+        img = jnp.clip(jnp.round(img), 0, 255).astype(image.dtype)
+    else:
+        img = jnp.clip(img, 0, 255).astype(image.dtype)
+    out["image"] = img
+    if "root" in frame:
+        out["root"] = jnp.einsum("bij,bj->bi", R, frame["root"])
+    if "joints3d" in frame:
+        out["joints3d"] = jnp.einsum("bij,bnj->bni", R, frame["joints3d"])
+    if "pose" in frame:
+        glob = mano_jax.matrix_to_axis_angle(R @ mano_jax.rodrigues(frame["pose"][:, :3]))
+        out["pose"] = jnp.concatenate([glob.astype(frame["pose"].dtype), frame["pose"][:, 3:]], axis=1)
+    if "joints2d" in frame:
+        A = K @ R @ jnp.linalg.inv(K)
+        j = frame["joints2d"]
+        h = jnp.einsum("bij,bnj->bni", A, jnp.concatenate([j, jnp.ones_like(j[..., :1])], -1))
+        out["joints2d"] = h[..., :2] / h[..., 2:3]
+    return out
+
+
+def sample_params(key: jax.Array, batch_size: int, rotation_range: float, color_jitter: float):
+    """Angles (B,) uniform in [-rotation_range, rotation_range] and colour factors (B, 3) uniform in
+    [1 - color_jitter, 1 + color_jitter] (None when color_jitter is 0)."""
+    k_rot, k_col = jax.random.split(key)
+    angle = jax.random.uniform(k_rot, (batch_size,), minval=-rotation_range, maxval=rotation_range)
+    color = None
+    if color_jitter > 0:
+        color = jax.random.uniform(k_col, (batch_size, 3), minval=1 - color_jitter, maxval=1 + color_jitter)
+    return angle, color
+
+
+def augment(batch: dict, key: jax.Array, data_config) -> dict:
+    """Augment a frame batch or a pair batch (see the module doc). Pure; jit-able (config static).
+
+    Args:
+      batch: frame dict (``image`` (B, S, S, 3), ``K`` (B, 3, 3), optional labels) or a pair dict
+        {"s": frame, "u": frame, other keys passed through}.
+      key: a ``jax.random`` key.
+      data_config: ``handprop_jax.config.DataConfig`` (rotation_range radians, color_jitter).
+    Returns:
+      the batch with the same keys, shapes and dtypes.
+    """
+    pair = "s" in batch and "u" in batch
+    first = batch["s"] if pair else batch
+    angle, color = sample_params(key, first["image"].shape[0], float(data_config.rotation_range),
+                                 float(data_config.color_jitter))
+    if not pair:
+        return augment_frame(batch, angle, color)
+    out = dict(batch)
+    out["s"] = augment_frame(batch["s"], angle, color)
+    out["u"] = augment_frame(batch["u"], angle, color)
+    return out
