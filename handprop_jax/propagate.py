@@ -175,14 +175,21 @@ def predictor_from_run(workdir: str | Path, model: str = "align", batch_size: in
     from handprop_jax.model import inference
 
     config, variables = inference.load_run(workdir, model=model)
-    pred = Predictor(
+    return config, predictor_from_variables(config, variables, batch_size)
+
+
+def predictor_from_variables(config, variables: dict, batch_size: int | None = None) -> Predictor:
+    """The Predictor of model ``variables`` ({"params", "batch_stats"}) under ``config``
+    (``handprop_jax.model.inference``'s jitted functions)."""
+    from handprop_jax.model import inference
+
+    return Predictor(
         features=lambda images: inference.features(config, variables, images),
         regress=lambda z_r, z_t, K: inference.regress(config, variables, z_r, z_t, K),
         align=lambda gamma_b, z_a, z_b: inference.align(config, variables, gamma_b, z_a, z_b),
         image_size=config.data.image_size,
         batch_size=batch_size or config.eval.batch_size,
     )
-    return config, pred
 
 
 def batched(fn: Callable, inputs: Any, batch_size: int) -> Any:

@@ -1,0 +1,66 @@
+"""Evaluation and propagation through the real model API (``handprop_jax.model.inference``) with
+freshly initialised tiny networks: the aligner's output layers start at zero, so scenario-2
+propagation must reproduce copy-propagation exactly; perturbing them must move exactly the
+unlabelled frames."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from handprop_jax import config as config_lib
+from handprop_jax.evaluation import runner
+from handprop_jax.propagate import GAMMA_KEYS, predictor_from_variables, propagate_video
+
+S = 32
+pytestmark = pytest.mark.slow  # compiles a (tiny) ResNet: ~10 s alone, more on a busy machine
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from handprop_jax.training.steps import init_variables
+
+    config = config_lib.override(config_lib.load("tiny"), [f"data.image_size={S}", "data.label_stride=4",
+                                                          "model.encoder_width=8", "eval.batch_size=4"])
+    variables = jax.jit(lambda key: init_variables(config, key))(jax.random.PRNGKey(0))
+    return config, variables
+
+
+def _video(T, seed):
+    rng = np.random.default_rng(seed)
+    K = np.tile(np.array([[40.0, 0, 15.5], [0, 40.0, 15.5], [0, 0, 1]], np.float32), (T, 1, 1))
+    return {"image": rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8), "K": K,
+            "root": (rng.normal(size=(T, 3)) * 0.01 + [0, 0, 0.5]).astype(np.float32),
+            "pose": (rng.normal(size=(T, 48)) * 0.2).astype(np.float32),
+            "betas": (rng.normal(size=(T, 10)) * 0.2).astype(np.float32),
+            "joints3d": np.zeros((T, 21, 3), np.float32)}
+
+
+def test_zero_initialised_aligner_is_copy_propagation(setup):
+    config, variables = setup
+    pred = predictor_from_variables(config, variables)
+    video = _video(9, 0)
+    out = runner.video_predictions(video, 4, pred, pred, None)
+    rows = out["rows"]
+    for k in GAMMA_KEYS:
+        np.testing.assert_array_equal(rows[runner.PROPAGATION][k], rows[runner.COPY][k])
+        assert rows[runner.BASELINE][k].shape == (6,) + video[k].shape[1:]
+    assert np.all(np.isfinite(rows[runner.BASELINE]["root"]))
+
+
+def test_trained_like_aligner_moves_only_unlabelled_frames(setup):
+    config, variables = setup
+    params = jax.tree_util.tree_map(lambda x: x, variables["params"])
+    out_layer = params["root_aligner"]["net"]["out"]
+    out_layer["bias"] = jnp.array([0.01, -0.02, 0.03])
+    pred = predictor_from_variables(config, {**variables, "params": params})
+    video = _video(9, 1)
+    lab = np.array([0, 4, 8])
+    res = propagate_video(pred, video["image"], lab, {k: video[k][lab] for k in GAMMA_KEYS})
+    copy = propagate_video(predictor_from_variables(config, variables), video["image"], lab,
+                           {k: video[k][lab] for k in GAMMA_KEYS})
+    delta = res["root"] - copy["root"]
+    np.testing.assert_allclose(delta[lab], 0.0)
+    np.testing.assert_allclose(delta[~np.isin(np.arange(9), lab)], np.tile([0.01, -0.02, 0.03], (6, 1)),
+                               atol=1e-6)
+    np.testing.assert_array_equal(res["betas"], copy["betas"])  # β is copied by the aligner
