@@ -1,0 +1,72 @@
+"""handprop data: build a data set (tfds array_record) and print what it holds.
+
+  handprop data build synthetic_hand_video --data-dir data [--config synthetic] [--set data.synth_frames=64]
+  handprop data build ho3d --manual-dir /data/HO3D_v2 --data-dir data --config v2
+  handprop data build interhand26m --manual-dir /data/InterHand2.6M --data-dir data --config mini_interhand
+
+``--config`` names an experiment config (a file in experiments/configs or a path: its ``data`` section
+gives the label stride K, the synthetic sizes, image size, builder config) or, if no such file
+exists, a tfds builder config of NAME (e.g. ``v2``/``v3`` for ho3d). Prints, per split: videos,
+frames, labelled frames (every K-th, first and last included) and skipped items with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from handprop_jax import config as config_lib
+
+HELP = "build a dataset (synthetic_hand_video, ho3d, interhand26m)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    b = sub.add_parser("build", help="prepare a data set in --data-dir and summarise it")
+    from handprop_jax.data.build import BUILDERS
+
+    b.add_argument("name", choices=sorted(BUILDERS), help="data set")
+    b.add_argument("--data-dir", required=True, help="tfds data_dir to write")
+    b.add_argument("--manual-dir", default=None, help="folder of the manual download (ho3d, interhand26m)")
+    b.add_argument("--config", default=None,
+                   help="experiment config name/path, or a tfds builder config of NAME (e.g. v2)")
+    b.add_argument("--builder-config", default=None, help="tfds builder config (overrides the config's)")
+    b.add_argument("--mano-model", default=None,
+                   help="MANO_RIGHT.pkl/.npz for builders that need it (default: model.mano_model)")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="config override, repeatable (e.g. data.synth_videos=[4,1,1])")
+
+
+def _is_config_file(name: str) -> bool:
+    path = Path(name)
+    return (path.suffix == ".py" and path.is_file()) or (not path.suffix and
+                                                          (config_lib.CONFIG_DIR / f"{name}.py").is_file())
+
+
+def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str | None]:
+    """The run config (its data section updated from the arguments) and the tfds builder config."""
+    builder_config = args.builder_config
+    if args.config is not None and _is_config_file(args.config):
+        config = config_lib.load(args.config, args.overrides)
+    else:
+        config = config_lib.override(config_lib.Config(), args.overrides)
+        if args.config is not None and builder_config is None:
+            builder_config = args.config
+    if builder_config is None and config.data.name == args.name:
+        builder_config = config.data.builder_config
+    data = dataclasses.replace(config.data, name=args.name, data_dir=args.data_dir,
+                               builder_config=builder_config)
+    return dataclasses.replace(config, data=data), builder_config
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "data_command", None) != "build":
+        print("usage: handprop data build NAME --data-dir DIR [--manual-dir DIR] [--config CFG] [--set ...]")
+        return 2
+    from handprop_jax.data.build import build
+
+    config, builder_config = resolve(args)
+    build(args.name, args.data_dir, manual_dir=args.manual_dir, builder_config=builder_config,
+          data_config=config.data, mano_model=args.mano_model or config.model.mano_model)
+    return 0
