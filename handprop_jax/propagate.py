@@ -34,15 +34,17 @@ betas (10,)), see docs/design.md. JSON::
                 "64": {...}}}
 
 (a top-level ``{"0": {...}, ...}`` without "labels" is accepted too) or NPZ with arrays ``frames``
-(L,) int, ``root`` (L, 3), ``pose`` (L, 48), ``betas`` (L, 10) and optionally ``K`` (3, 3).
+(L,) int, ``root`` (L, 3), ``pose`` (L, 48), ``betas`` (L, 10) and optionally ``K``.
 
 Intrinsics (``--intrinsics``): ``fx,fy,cx,cy`` in pixels of the original frames, or a .json /
-.npy / .txt file holding a 3x3 matrix (JSON: a 3x3 list or {"K": ...} or {"fx","fy","cx","cy"}).
+.npy / .txt file holding a 3x3 matrix (JSON: a 3x3 list or {"K": ...} or {"fx","fy","cx","cy"});
+.json/.npy (and the labels' ``K``) may also hold one matrix per frame, (T, 3, 3), e.g. for frames
+that are already per-frame hand crops.
 
 Outputs in OUT/: ``annotations.json`` (one entry per frame: index, file, labelled, sources,
-weights, root, pose, betas, joints3d, joints2d) and ``annotations.npz`` (the same as arrays with a
-leading frame axis: frame_index (T,), labelled (T,), source (T, 2) with -1 for none, weight (T, 2),
-root (T, 3), pose (T, 48), betas (T, 10), joints3d (T, 21, 3), joints2d (T, 21, 2), K (3, 3));
+weights, K, root, pose, betas, joints3d, joints2d) and ``annotations.npz`` (the same as arrays with
+a leading frame axis: frame_index (T,), labelled (T,), source (T, 2) with -1 for none, weight (T, 2),
+root (T, 3), pose (T, 48), betas (T, 10), joints3d (T, 21, 3), joints2d (T, 21, 2), K (T, 3, 3));
 with ``--overlays`` also ``overlays/<index>.png``: the propagated mesh rendered over each crop.
 """
 
@@ -274,17 +276,6 @@ def propagate_video(predictor: Predictor, images: np.ndarray, labelled: np.ndarr
     return {**out, "labelled": is_lab, "source": source, "weight": weight, "gap": nb["gap"]}
 
 
-def hand_outputs(model, gamma: dict, K: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Camera-frame joints (T, 21, 3) metres and their 2D projections (T, 21, 2) pixels through
-    ``K`` (3, 3) or (T, 3, 3), for annotations γ with leading axis T (``hand_in_camera``)."""
-    joints, _ = hand_mesh(model, gamma, batch_size)
-    T = joints.shape[0]
-    K = np.broadcast_to(np.asarray(K, np.float64), (T, 3, 3))
-    from handprop_jax.camera import project
-
-    return joints, np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)))
-
-
 @jax.jit
 def _hand_in_camera(model, root, pose, betas):
     from handprop_jax.hand import hand_in_camera
@@ -418,11 +409,18 @@ def parse_intrinsics(text: str) -> np.ndarray:
     return check_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), "--intrinsics")
 
 
-def check_intrinsics(K, source: str) -> np.ndarray:
-    K = np.asarray(K, np.float64)
-    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise PropagationInputError(f"{source}: intrinsics must be a finite 3x3 matrix with positive focal "
-                                    f"lengths, got shape {K.shape}")
+def check_intrinsics(K, source: str, num_frames: int | None = None) -> np.ndarray:
+    """Validate intrinsics: one (3, 3) matrix, or one per frame (T, 3, 3). Returns float64."""
+    try:
+        K = np.asarray(K, np.float64)
+    except (ValueError, TypeError) as e:
+        raise PropagationInputError(f"{source}: intrinsics are not a numeric 3x3 matrix") from e
+    if K.shape[-2:] != (3, 3) or K.ndim not in (2, 3) or not np.all(np.isfinite(K)) \
+            or np.any(K[..., 0, 0] <= 0) or np.any(K[..., 1, 1] <= 0):
+        raise PropagationInputError(f"{source}: intrinsics must be a finite 3x3 matrix (or one per frame, "
+                                    f"(T, 3, 3)) with positive focal lengths, got shape {K.shape}")
+    if K.ndim == 3 and num_frames is not None and K.shape[0] != num_frames:
+        raise PropagationInputError(f"{source}: {K.shape[0]} per-frame intrinsics for {num_frames} frames")
     return K
 
 
@@ -538,6 +536,7 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
                                     "'K' in the labels file")
     K = (parse_intrinsics(intrinsics) if isinstance(intrinsics, str)
          else check_intrinsics(intrinsics, "intrinsics") if intrinsics is not None else K_labels)
+    K = np.broadcast_to(check_intrinsics(K, "intrinsics", len(names)), (len(names), 3, 3))
     if predictor is None:
         if not Path(checkpoint).is_dir():
             raise PropagationInputError(f"--checkpoint {checkpoint}: no such run folder")
@@ -545,7 +544,7 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
     config, pred = predictor
     S = pred.image_size
     names, crops, _, box = load_frames(frames, S, box)
-    K_crop = crop_intrinsics(K, box, S).astype(np.float32)
+    K_crop = np.stack([crop_intrinsics(k, box, S) for k in K]).astype(np.float32)
 
     result = propagate_video(pred, crops, lab, gamma_star, both_sides=both_sides)
     mano = default_mano(config)
@@ -568,19 +567,19 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
         valid = arrays["source"][i] >= 0
         entries.append({
             "index": i, "file": names[i], "labelled": bool(arrays["labelled"][i]),
-            "sources": arrays["source"][i][valid].tolist(),
+            "sources": arrays["source"][i][valid].tolist(), "K": arrays["K"][i].tolist(),
             "weights": [round(float(w), 6) for w in arrays["weight"][i][valid]],
             **{k: np.round(arrays[k][i].astype(np.float64), 7).tolist()
                for k in ("root", "pose", "betas", "joints3d", "joints2d")},
         })
     meta = {"checkpoint": str(checkpoint), "model": model, "frames": str(frames), "labels": str(labels),
-            "both_sides": both_sides, "K": K.tolist(), "crop_box": dataclasses.asdict(box),
+            "both_sides": both_sides, "crop_box": dataclasses.asdict(box),
             "image_size": S, "num_frames": T, "num_labelled": int(len(lab)),
             "units": {"root": "m", "joints3d": "m (camera frame, OpenCV)", "pose": "rad, axis-angle",
                       "joints2d": "px of the original frames"}}
     (out / "annotations.json").write_text(json.dumps({**meta, "frames_out": entries}))
     if overlays:
-        write_overlays(out / "overlays", crops, verts, np.broadcast_to(K_crop, (T, 3, 3)), mano.faces, names)
+        write_overlays(out / "overlays", crops, verts, K_crop, mano.faces, names)
     return arrays
 
 

@@ -157,7 +157,7 @@ def test_output_schema_and_values(tmp_path, video, config):
     npz = dict(np.load(out / "annotations.npz"))
     shapes = {"frame_index": (12,), "labelled": (12,), "source": (12, 2), "weight": (12, 2), "root": (12, 3),
               "pose": (12, 48), "betas": (12, 10), "joints3d": (12, 21, 3), "joints2d": (12, 21, 2),
-              "K": (3, 3)}
+              "K": (12, 3, 3)}
     assert {k: v.shape for k, v in npz.items()} == shapes
     # labelled frames keep their labels; 10 < 11 sorted numerically, frame order by number
     for i, f in enumerate([0, 5, 11]):
@@ -272,3 +272,19 @@ def test_cli_reports_errors(tmp_path, video, capsys):
     code = main(["propagate", "--checkpoint", str(tmp_path), "--frames", str(frames), "--labels",
                  str(labels), "--out", str(tmp_path / "o")])
     assert code == 2 and "missing intrinsics" in capsys.readouterr().err
+
+
+def test_per_frame_intrinsics(tmp_path, video, config):
+    frames, labels, _ = video
+    K = np.tile(np.array([[30.0, 0, 12], [0, 30.0, 10], [0, 0, 1]]), (12, 1, 1))
+    K[:, 0, 2] += np.arange(12)  # a principal point that moves with the frame
+    np.save(tmp_path / "K.npy", K)
+    arrays = P.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K.npy"),
+                               predictor=(config, _fake_predictor()))
+    j = arrays["joints3d"]
+    np.testing.assert_allclose(arrays["joints2d"][..., 0], 30 * j[..., 0] / j[..., 2] + K[:, None, 0, 2],
+                               rtol=1e-4, atol=1e-3)
+    np.save(tmp_path / "K5.npy", K[:5])
+    with pytest.raises(P.PropagationInputError, match="5 per-frame intrinsics for 12 frames"):
+        P.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K5.npy"),
+                          predictor=(config, _fake_predictor()))
