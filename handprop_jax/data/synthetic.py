@@ -38,7 +38,7 @@ from handprop_jax.render import face_extents, render_batch
 SPLITS = ("train", "val", "test")
 FULL_SIZE = (480, 640)  # (H, W) of the virtual full camera image, pixels
 CANVAS_SIZE = (240, 320)  # background painted at half the full resolution
-KEY_SPACING = 14.0  # frames (of normal-speed time) between trajectory keyframes
+KEY_SPACING = 20.0  # frames (of normal-speed time) between trajectory keyframes
 RENDER_CHUNK = 32  # frames rendered per render_batch call
 MIN_CROP = 0.15  # metres: smallest crop side at the root depth
 SPLAT_CONFIGS = ((8, 6), (12, 8), (16, 10), (24, 14))  # (large faces, other faces) splat windows
@@ -117,7 +117,7 @@ def _frame_from(up: np.ndarray, side: np.ndarray) -> np.ndarray:
 def _speed_profile(rng: np.random.Generator, frames: int) -> np.ndarray:
     """Warped time (frames,): cumulative speed, normal speed 1 with 1-3 fast bursts of 2-3.5x."""
     t = np.arange(frames, dtype=np.float64)
-    speed = np.full(frames, rng.uniform(0.7, 1.1))
+    speed = np.full(frames, rng.uniform(0.6, 1.0))
     for _ in range(rng.integers(1, 4)):
         centre, width = rng.uniform(0, frames), rng.uniform(5, 14)
         speed += rng.uniform(1.5, 2.5) * np.exp(-0.5 * ((t - centre) / width) ** 2)
@@ -227,13 +227,14 @@ def video_parameters(spec: SynthSpec, split: str, video: int) -> dict[str, np.nd
     # root rotation: random base (roll, yaw over palm/side/back, pitch) then spline offsets
     base = (_axis(2, rng.uniform(-2.0, 2.0)) @ _axis(1, rng.uniform(-np.pi, np.pi))
             @ _axis(0, rng.uniform(-0.7, 0.7)) @ hand.canonical)
-    offsets = _spline(rng, phase, rng.normal(0, 0.5, (nk, 3)))
+    offsets = _spline(rng, phase, rng.normal(0, 0.3, (nk, 3)))
     rot = _rotation(offsets) @ base
     global_aa = np.asarray(mano_jax.matrix_to_axis_angle(jnp.asarray(rot, jnp.float32)), np.float64)
 
     # root position: depth and normalised image coordinates, kept inside the view
-    z = np.clip(_spline(rng, phase, rng.uniform(0.35, 0.65, (nk, 1)))[:, 0], 0.3, 0.75)
-    xy = np.clip(_spline(rng, phase, rng.uniform(-0.22, 0.22, (nk, 2))), -0.28, 0.28)
+    z0, xy0 = rng.uniform(0.4, 0.6), rng.uniform(-0.15, 0.15, 2)
+    z = np.clip(_spline(rng, phase, z0 + rng.uniform(-0.1, 0.1, (nk, 1)))[:, 0], 0.3, 0.75)
+    xy = np.clip(_spline(rng, phase, xy0 + rng.uniform(-0.1, 0.1, (nk, 2))), -0.28, 0.28)
     root = np.concatenate([xy * z[:, None], z[:, None]], 1)
 
     # fingers: all 45 PCA coefficients at the natural-pose scale
