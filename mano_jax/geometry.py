@@ -5,6 +5,7 @@ All functions are batched over arbitrary leading axes and work under jit/vmap/gr
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 # Below this squared angle (rad^2) the Taylor series are used; the first neglected terms are
@@ -23,6 +24,7 @@ def _skew(v: jnp.ndarray) -> jnp.ndarray:
     ], -2)
 
 
+@jax.jit
 def rodrigues(axis_angle: jnp.ndarray) -> jnp.ndarray:
     """Rotation matrices from axis-angle vectors.
 
@@ -53,6 +55,7 @@ def rodrigues(axis_angle: jnp.ndarray) -> jnp.ndarray:
     return c * eye + a * _skew(v) + b * (v[..., :, None] * v[..., None, :])
 
 
+@jax.jit
 def matrix_to_quaternion(rotmat: jnp.ndarray) -> jnp.ndarray:
     """Unit quaternions (w, x, y, z) with w >= 0 from rotation matrices.
 
@@ -89,6 +92,7 @@ def matrix_to_quaternion(rotmat: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
+@jax.jit
 def quaternion_to_axis_angle(quat: jnp.ndarray) -> jnp.ndarray:
     """Axis-angle vectors from unit quaternions (w, x, y, z); angle in [0, pi] when w >= 0.
 
@@ -115,6 +119,7 @@ def quaternion_to_axis_angle(quat: jnp.ndarray) -> jnp.ndarray:
     return xyz * factor[..., None]
 
 
+@jax.jit
 def matrix_to_axis_angle(rotmat: jnp.ndarray) -> jnp.ndarray:
     """Axis-angle vectors (angle in [0, pi]) from rotation matrices; robust near 0 and pi.
 

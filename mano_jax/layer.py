@@ -31,6 +31,7 @@ def hands_mean_or_zero(model: ManoModel, flat_hand_mean: bool) -> jnp.ndarray:
     return jnp.zeros_like(model.hands_mean) if flat_hand_mean else model.hands_mean
 
 
+@functools.partial(jax.jit, static_argnames=("flat_hand_mean",))
 def pca_to_axis_angle(model: ManoModel, coeffs: jnp.ndarray, *, flat_hand_mean: bool = False
                       ) -> jnp.ndarray:
     """Finger pose PCA coefficients -> 45-d finger axis-angle (mean added unless flat).
@@ -48,6 +49,7 @@ def pca_to_axis_angle(model: ManoModel, coeffs: jnp.ndarray, *, flat_hand_mean: 
     return hands_mean_or_zero(model, flat_hand_mean) + coeffs @ model.hands_components[:n]
 
 
+@functools.partial(jax.jit, static_argnames=("ncomps", "flat_hand_mean"))
 def axis_angle_to_pca(model: ManoModel, finger_pose: jnp.ndarray, *, ncomps: int = 45,
                       flat_hand_mean: bool = False) -> jnp.ndarray:
     """45-d finger axis-angle -> the least-squares PCA coefficients of the first ``ncomps``.
@@ -161,26 +163,38 @@ def kinematic_chain(rotmats: jnp.ndarray, joints: jnp.ndarray,
     Returns:
       (global rotations (B, J, 3, 3), posed joint locations (B, J, 3) in metres).
     """
-    B, J = joints.shape[:2]
     if _is_mano_tree(parents):
-        # Fingers are contiguous triples: joint 1 + 3 f + l is level l of finger f.
-        rf = rotmats[:, 1:].reshape(B, 5, 3, 3, 3)
-        jf = joints[:, 1:].reshape(B, 5, 3, 3)
-        r_prev = jnp.broadcast_to(rotmats[:, :1], (B, 5, 3, 3))
-        t_prev = jnp.broadcast_to(joints[:, :1], (B, 5, 3))
-        j_prev = t_prev
-        rots, trans = [], []
-        for lvl in range(3):
-            rel = jf[:, :, lvl] - j_prev
-            t_prev = jnp.einsum("bfij,bfj->bfi", r_prev, rel) + t_prev
-            r_prev = r_prev @ rf[:, :, lvl]
-            j_prev = jf[:, :, lvl]
-            rots.append(r_prev)
-            trans.append(t_prev)
-        g_rot = jnp.concatenate([rotmats[:, :1], jnp.stack(rots, 2).reshape(B, 15, 3, 3)], 1)
-        g_t = jnp.concatenate([joints[:, :1], jnp.stack(trans, 2).reshape(B, 15, 3)], 1)
-        return g_rot, g_t
-    levels = _levels(tuple(parents))
+        return _chain_mano(rotmats, joints)
+    return _chain_generic(rotmats, joints, tuple(parents))
+
+
+def _chain_mano(rotmats: jnp.ndarray, joints: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """MANO's tree: fingers are contiguous triples, joint 1 + 3 f + l is level l of finger f, so
+    each level is a strided slice (no gathers)."""
+    B = joints.shape[0]
+    rf = rotmats[:, 1:].reshape(B, 5, 3, 3, 3)
+    jf = joints[:, 1:].reshape(B, 5, 3, 3)
+    r_prev = jnp.broadcast_to(rotmats[:, :1], (B, 5, 3, 3))
+    t_prev = jnp.broadcast_to(joints[:, :1], (B, 5, 3))
+    j_prev = t_prev
+    rots, trans = [], []
+    for lvl in range(3):
+        rel = jf[:, :, lvl] - j_prev
+        t_prev = jnp.einsum("bfij,bfj->bfi", r_prev, rel) + t_prev
+        r_prev = r_prev @ rf[:, :, lvl]
+        j_prev = jf[:, :, lvl]
+        rots.append(r_prev)
+        trans.append(t_prev)
+    g_rot = jnp.concatenate([rotmats[:, :1], jnp.stack(rots, 2).reshape(B, 15, 3, 3)], 1)
+    g_t = jnp.concatenate([joints[:, :1], jnp.stack(trans, 2).reshape(B, 15, 3)], 1)
+    return g_rot, g_t
+
+
+def _chain_generic(rotmats: jnp.ndarray, joints: jnp.ndarray, parents: tuple[int, ...]
+                   ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Any tree: the joints of one depth are composed with their parents at once."""
+    J = joints.shape[1]
+    levels = _levels(parents)
     g_rot = [None] * J
     g_t = [None] * J
     root = levels[0]
@@ -225,6 +239,7 @@ def skin(model: ManoModel, v_posed: jnp.ndarray, joints_rest: jnp.ndarray,
 
 # ----------------------------------------------------------------------------- forward
 
+@functools.partial(jax.jit, static_argnames=("ncomps", "use_pca", "flat_hand_mean", "center_idx"))
 def forward(model: ManoModel, pose: jnp.ndarray, betas: jnp.ndarray | None = None,
             trans: jnp.ndarray | None = None, *, ncomps: int = 15, use_pca: bool = True,
             flat_hand_mean: bool = False, center_idx: int | None = None
@@ -247,6 +262,9 @@ def forward(model: ManoModel, pose: jnp.ndarray, betas: jnp.ndarray | None = Non
     Returns:
       vertices (B, 778, 3) and joints (B, 21, 3), metres; joints in manopth order (wrist,
       thumb 1-3 + tip, index, middle, ring, pinky).
+
+    Jit-compiled (ncomps, use_pca, flat_hand_mean, center_idx static). Inputs are float32 unless
+    x64 is enabled and they are float64. Bad shapes raise ValueError at trace time.
     """
     pose = jnp.asarray(pose)
     dtype = _float_dtype(pose, betas, trans)
@@ -298,4 +316,6 @@ def forward(model: ManoModel, pose: jnp.ndarray, betas: jnp.ndarray | None = Non
     return verts + off, joints + off
 
 
-forward_jit = jax.jit(forward, static_argnames=("ncomps", "use_pca", "flat_hand_mean", "center_idx"))
+#: Alias kept for callers that want to be explicit: ``forward`` is already jit-compiled (one
+#: compilation per input shape and static option set; it also works inside jit/vmap/grad).
+forward_jit = forward

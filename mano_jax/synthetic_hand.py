@@ -58,7 +58,7 @@ _N_FINGER = 12       # vertices per finger ring
 _N_PALM = 30         # vertices per palm ring
 _N_THUMB = 14        # vertices per thumb ring
 _THUMB_RINGS = 8
-_PALM_T = (0.0, 0.22, 0.44, 0.64, 0.82)                 # proximal palm rings (fraction wrist->knuckles)
+_PALM_T = (0.0, 0.22, 0.44, 0.66, 0.86)                 # proximal palm rings (fraction wrist->knuckles)
 _N_UNUSED = 5
 
 # Shape coefficient k multiplies parameter k by (1 + _BETA_SCALE[k] * beta_k).
@@ -222,7 +222,7 @@ def _build(beta: np.ndarray):
             x_line = x_w + t * (_knuckle_x(lay, z) - x_w)
             x = x_line
         else:
-            x = _knuckle_x(lay, z) - np.where(cy < 0, 0.006 * -cy, 0.0) * lay.plen
+            x = _knuckle_x(lay, z) - np.where(cy < 0, 0.004 * -cy, 0.0) * lay.plen
         palm_rings.append(b.add_many(np.stack([x, y, z], 1), "palm", "palm", x - _knuckle_x(lay, z)))
     # wrist cap
     zc0, _, yc0, _ = _palm_section(lay, 0.0)
@@ -426,7 +426,7 @@ def _skinning_weights(info, z_all: np.ndarray, lay: _Layout) -> np.ndarray:
             fw = np.zeros(4)
             fw[lo] += 1 - fr
             fw[hi] += fr
-            blend = _smoothstep((-s + 0.012) / 0.024) if part != "interior" else 0.0
+            blend = _smoothstep((-s + 0.018) / 0.036) if part != "interior" else 0.0
             W[v, 0] = 1.0 - blend
             for fi, n in enumerate(_FINGERS):
                 W[v, _FINGER_JOINT0[n]] += blend * fw[fi]
