@@ -1,0 +1,157 @@
+"""tfds builder + grain pipeline on a tiny synthetic build: storage order, label hiding, sampling
+rules, determinism, checkpointable state, sharding, evaluation batches, the CLI."""
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from handprop_jax import config as config_lib
+from handprop_jax.data import pipeline, sparse
+from handprop_jax.data.features import LABEL_KEYS
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    config = config_lib.load("tiny", [f"data.data_dir={str(data_dir)!r}", "data.synth_videos=[3,1,1]",
+                                      "data.synth_frames=11", "data.label_stride=4", "data.max_gap=3",
+                                      "train.batch_size=4"])
+    from handprop_jax.data.build import build
+
+    summary = build(config.data.name, config.data.data_dir, data_config=config.data, verbose=False)
+    return config, summary
+
+
+def test_build_summary_and_plain_tfds_read(cfg):
+    config, summary = cfg
+    # 11 frames, K=4: labelled 0, 4, 8, 10 -> 4 per video
+    assert summary["splits"]["train"] == {"videos": 3, "frames": 33, "labelled": 12, "skipped": {}}
+    assert summary["splits"]["test"]["videos"] == 1
+    ds = tfds.data_source("synthetic_hand_video", data_dir=config.data.data_dir, split="train")
+    assert len(ds) == 33
+    order = [(int(ds[i]["video_id"]), int(ds[i]["frame_index"])) for i in range(len(ds))]
+    assert order == [(v, f) for v in range(3) for f in range(11)]  # grouped by video, in frame order
+    rec = ds[5]
+    assert rec["image"].shape == (32, 32, 3) and rec["image"].dtype == np.uint8
+    assert rec["pose"].shape == (48,) and int(rec["video_length"]) == 11
+
+
+def test_split_table_and_random_access(cfg):
+    config, _ = cfg
+    sp = pipeline.open_split(config.data, "train")
+    assert sp.table.num_videos == 3 and list(sp.table.lengths) == [11, 11, 11]
+    np.testing.assert_array_equal(sp.labelled_positions, [0, 4, 8, 10, 11, 15, 19, 21, 22, 26, 30, 32])
+    f = sp.frame(2, 7)
+    assert int(f["video_id"]) == 2 and int(f["frame_index"]) == 7
+    assert set(sp.frame(2, 7, with_labels=False)) == {"image", "K", "video_id", "frame_index"}
+    video = sp.video(1)
+    np.testing.assert_array_equal(video["frame_index"], np.arange(11))
+    np.testing.assert_allclose(video["joints3d"][:, 0], video["root"], atol=1e-6)
+
+
+def _labelled(frame, stride=4, length=11):
+    return np.isin(frame, sparse.labelled_frames(length, stride))
+
+
+def _take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def test_training_batches_never_carry_unlabelled_labels(cfg):
+    config, _ = cfg
+    b1, b2, b3 = (_take(pipeline.train_iterator(config, s, 0, 1), 6) for s in (1, 2, 3))
+    for b in b1:
+        assert set(LABEL_KEYS) <= set(b) and b["image"].shape == (4, 32, 32, 3)
+        assert _labelled(b["frame_index"]).all()
+    for b in b2:
+        for f in (b["s"], b["u"]):
+            assert set(LABEL_KEYS) <= set(f) and _labelled(f["frame_index"]).all()
+        np.testing.assert_array_equal(b["s"]["video_id"], b["u"]["video_id"])
+    saw_unlabelled = False
+    for b in b3:
+        assert set(b) == {"s", "u", "u_labelled"}
+        assert not set(LABEL_KEYS) & set(b["u"])  # u never carries labels
+        assert set(LABEL_KEYS) <= set(b["s"]) and _labelled(b["s"]["frame_index"]).all()
+        np.testing.assert_array_equal(b["u_labelled"], _labelled(b["u"]["frame_index"]))
+        saw_unlabelled |= not b["u_labelled"].all()
+    assert saw_unlabelled
+    # the labels in stage-1/2 batches are those of the stored labelled frames
+    sp = pipeline.open_split(config.data, "train")
+    for i in range(4):
+        ref = sp.frame(int(b1[0]["video_id"][i]), int(b1[0]["frame_index"][i]))
+        np.testing.assert_array_equal(b1[0]["pose"][i], ref["pose"])
+
+
+def test_partner_rules(cfg):
+    config, _ = cfg
+    lab = sparse.labelled_frames(11, 4)  # 0 4 8 10
+    three = {int(s): set(sparse.n_nearest_labelled(11, 4, 3)[i].tolist()) for i, s in enumerate(lab)}
+    for b in _take(pipeline.train_iterator(config, 2, 0, 1), 8):
+        for s, u in zip(b["s"]["frame_index"], b["u"]["frame_index"], strict=True):
+            assert int(u) in three[int(s)]
+    for b in _take(pipeline.train_iterator(config, 3, 0, 1), 8):
+        for s, u, ul in zip(b["s"]["frame_index"], b["u"]["frame_index"], b["u_labelled"], strict=True):
+            assert (int(u) in three[int(s)]) if ul else (abs(int(u) - int(s)) < 3)
+
+
+def test_deterministic_resumable_and_sharded(cfg):
+    config, _ = cfg
+    first = _take(pipeline.train_iterator(config, 3, 0, 1), 5)
+    second = _take(pipeline.train_iterator(config, 3, 0, 1), 5)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a["u"]["image"], b["u"]["image"])
+        np.testing.assert_array_equal(a["s"]["frame_index"], b["s"]["frame_index"])
+    it = pipeline.train_iterator(config, 3, 0, 1)
+    _take(it, 2)
+    state = it.get_state()
+    resumed = pipeline.train_iterator(config, 3, 0, 1)
+    resumed.set_state(state)
+    for a, b in zip(first[2:], _take(resumed, 3), strict=True):
+        np.testing.assert_array_equal(a["s"]["video_id"], b["s"]["video_id"])
+        np.testing.assert_array_equal(a["u"]["frame_index"], b["u"]["frame_index"])
+    other = dataclasses.replace(config, data=dataclasses.replace(config.data, seed=1))
+    assert any(not np.array_equal(a["s"]["frame_index"], b["s"]["frame_index"])
+               for a, b in zip(first, _take(pipeline.train_iterator(other, 3, 0, 1), 5), strict=True))
+    # two processes: half the global batch each, disjoint anchors within an epoch
+    shards = [pipeline.train_iterator(config, 1, i, 2) for i in range(2)]
+    seen = [set(), set()]
+    for i, it in enumerate(shards):
+        for b in _take(it, 3):  # 12 labelled anchors / 2 shards / 2 per batch = 3 batches = 1 epoch
+            assert b["image"].shape[0] == 2
+            seen[i] |= {(int(v), int(f)) for v, f in zip(b["video_id"], b["frame_index"], strict=True)}
+    assert len(seen[0]) == len(seen[1]) == 6 and not seen[0] & seen[1]
+
+
+def test_validation_and_evaluation_batches(cfg):
+    config, _ = cfg
+    val = list(pipeline.val_batches(config, 2, 0, 1))
+    assert len(val) == 1 and val[0]["s"]["image"].shape[0] == 4  # 4 labelled val frames
+    ev1 = list(pipeline.eval_batches(config.data, "train", 1, batch_size=5))
+    n_unlab = 33 - 12
+    assert len(ev1) == -(-n_unlab // 5) and int(sum(b["mask"].sum() for b in ev1)) == n_unlab
+    assert not ev1[-1]["mask"][-4:].any() and ev1[-1]["image"].shape[0] == 5
+    frames = np.concatenate([b["frame_index"][b["mask"]] for b in ev1])
+    assert not _labelled(frames).any() and set(LABEL_KEYS) <= set(ev1[0])
+    ev2 = list(pipeline.eval_batches(config.data, "train", 2, batch_size=8))
+    for b in ev2:
+        m = b["mask"]
+        u, s = b["u"]["frame_index"][m], b["s"]["frame_index"][m]
+        np.testing.assert_array_equal(s, sparse.nearest_labelled(11, 4)[u])
+        np.testing.assert_array_equal(b["gap"][m], np.abs(u - s))
+        np.testing.assert_array_equal(b["u"]["video_id"][m], b["s"]["video_id"][m])
+
+
+def test_cli_build_is_idempotent_and_reports(cfg, capsys):
+    config, _ = cfg
+    from handprop_jax.cli import main
+
+    rc = main(["data", "build", "synthetic_hand_video", "--data-dir", config.data.data_dir,
+               "--config", "tiny", "--set", "data.synth_videos=[3,1,1]", "--set", "data.synth_frames=11"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "train" in out and "33" in out and "labelled (K=4)" in out
+    with pytest.raises(FileNotFoundError, match="handprop data build"):
+        bad = dataclasses.replace(config.data, data_dir=config.data.data_dir + "_missing")
+        pipeline.open_split(bad, "train")
+    with pytest.raises(ValueError, match="does not match"):
+        pipeline.open_split(dataclasses.replace(config.data, synth_frames=12), "train")

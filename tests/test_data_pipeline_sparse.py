@@ -1,0 +1,46 @@
+"""Sparse labels and pair rules against hand-computed cases and brute force."""
+import numpy as np
+import pytest
+
+from handprop_jax.data import sparse
+
+
+def test_labelled_frames_include_first_and_last():
+    np.testing.assert_array_equal(sparse.labelled_frames(10, 4), [0, 4, 8, 9])
+    np.testing.assert_array_equal(sparse.labelled_frames(9, 4), [0, 4, 8])
+    np.testing.assert_array_equal(sparse.labelled_frames(1, 128), [0])
+    np.testing.assert_array_equal(sparse.labelled_frames(300, 128), [0, 128, 256, 299])
+    with pytest.raises(ValueError, match="stride"):
+        sparse.labelled_frames(10, 0)
+
+
+@pytest.mark.parametrize("length,stride", [(10, 4), (37, 5), (129, 128), (5, 1), (2, 7)])
+def test_nearest_labelled_matches_brute_force(length, stride):
+    lab = sparse.labelled_frames(length, stride)
+    brute = np.array([lab[np.argmin(np.abs(lab - u))] for u in range(length)])  # argmin: earlier on ties
+    np.testing.assert_array_equal(sparse.nearest_labelled(length, stride), brute)
+    u, s, gap = sparse.eval_pairs(length, stride)
+    assert not np.isin(u, lab).any() and len(u) + len(lab) == length
+    np.testing.assert_array_equal(s, brute[u])
+    np.testing.assert_array_equal(gap, np.abs(u - s))
+    assert gap.max(initial=0) <= stride // 2
+
+
+def test_n_nearest_and_partners():
+    # labelled 0 4 8 9 (length 10, K 4)
+    expected = [[0, 4, 8], [4, 0, 8], [8, 9, 4], [9, 8, 4]]
+    np.testing.assert_array_equal(sparse.n_nearest_labelled(10, 4, 3), expected)
+    rng = np.random.default_rng(0)
+    partners = {sparse.sample_labelled_partner(rng, 4, 10, 4, 3) for _ in range(200)}
+    assert partners == {0, 4, 8}
+    with pytest.raises(ValueError, match="not labelled"):
+        sparse.sample_labelled_partner(rng, 5, 10, 4, 3)
+    # stage 3 with K = 16, gap 8: unlabelled partners within |u - s| < 8, labelled among the 3 nearest
+    out = [sparse.sample_stage3_partner(rng, 32, 100, 16, 8, 3, 0.5) for _ in range(400)]
+    unl = np.array([u for u, lab in out if not lab])
+    labd = {u for u, lab in out if lab}
+    assert 150 < len(unl) < 250 and np.all(np.abs(unl - 32) < 8) and not np.isin(unl, [16, 32, 48]).any()
+    assert set(unl.tolist()) == set(range(25, 40)) - {32}
+    assert labd == {16, 32, 48}
+    # no unlabelled frame at all (K = 1): falls back to a labelled partner
+    assert all(lab for _, lab in (sparse.sample_stage3_partner(rng, 2, 5, 1, 4, 3, 1.0) for _ in range(20)))
