@@ -294,6 +294,11 @@ def make_loader(data_config: DataConfig, split: str, stage: int, batch_size: int
                                          drop_remainder=True),
         shuffle=shuffle, num_epochs=num_epochs, seed=seed)
     workers = data_config.num_workers if worker_count is None else worker_count
+    if workers > 0:  # grain's worker processes read absl flags, which a plain script never parsed
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
     return grain.DataLoader(
         data_source=_Anchors(sp.labelled_positions), sampler=sampler,
         operations=[_MakeExample(sp, stage), grain.Batch(batch_size, drop_remainder=True)],
