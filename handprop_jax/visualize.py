@@ -140,9 +140,13 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
+SKIP_CURVES = ("phase", "stage", "step", "images_per_s", "time", "wall_time")
+
+
 def plot_curves(records: list[dict], path: str | Path) -> list[str]:
-    """One panel per phase (key "phase", else "stage"), one line per numeric quantity against "step".
-    Returns the phases drawn."""
+    """Per phase (key "phase", else "stage") two panels against "step": the losses and other
+    unitless quantities (top, log scale where positive, else symmetric log) and the errors in mm
+    (keys ending in "_mm", bottom). Throughput/time keys are left out. Returns the phases drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,27 +155,34 @@ def plot_curves(records: list[dict], path: str | Path) -> list[str]:
     def phase_of(r):
         return str(r.get("phase", f"stage {r.get('stage', '?')}"))
 
+    def is_num(v):
+        return isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+
     phases = list(dict.fromkeys(phase_of(r) for r in records)) or ["(no logs)"]
-    fig, axes = plt.subplots(1, len(phases), figsize=(5 * len(phases), 3.8), squeeze=False)
-    for ax, phase in zip(axes[0], phases, strict=True):
+    fig, axes = plt.subplots(2, len(phases), figsize=(5 * len(phases), 6.5), squeeze=False)
+    for col, phase in enumerate(phases):
         rs = [r for r in records if phase_of(r) == phase and "step" in r]
-        numeric = lambda k: all(isinstance(r.get(k, 0.0), int | float) for r in rs)  # noqa: E731, B023
         keys = [k for k in dict.fromkeys(k for r in rs for k in r)
-                if k not in ("phase", "stage", "step") and numeric(k)]
-        positive = True
-        for k in keys:
-            pts = [(r["step"], r[k]) for r in rs if isinstance(r.get(k), int | float) and np.isfinite(r[k])]
-            if pts:
+                if k not in SKIP_CURVES and any(is_num(r.get(k)) for r in rs)]
+        groups = ([k for k in keys if not k.endswith("_mm")], [k for k in keys if k.endswith("_mm")])
+        for row, (group, ylabel) in enumerate(zip(groups, ("loss / value", "error (mm)"), strict=True)):
+            ax = axes[row, col]
+            lows = []
+            for k in group:
+                pts = [(r["step"], r[k]) for r in rs if is_num(r.get(k))]
                 x, y = zip(*pts, strict=True)
                 ax.plot(x, y, label=k, marker="." if len(pts) < 30 else None)
-                positive &= min(y) > 0
-        if keys and positive:
-            ax.set_yscale("log")
-        ax.set_title(phase)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if keys:
-            ax.legend(fontsize=7)
+                lows.append(min(y))
+            if lows:
+                if min(lows) > 0:
+                    ax.set_yscale("log")
+                else:
+                    ax.set_yscale("symlog", linthresh=1e-3)
+                ax.legend(fontsize=7)
+            ax.set_title(phase if row == 0 else "")
+            ax.set_xlabel("step")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
