@@ -53,6 +53,11 @@ class ConvTest(chex.TestCase):
     def test_auto_and_errors(self):
         assert resolve_impl("auto", "cpu") == "im2col"
         assert resolve_impl("auto", "gpu") == "xla"
+        # per-layer CPU policy: native conv only for stride-1 spatial kernels on >= 8x8 maps
+        assert resolve_impl("auto", "cpu", (3, 3), (1, 1), (16, 16)) == "xla"
+        assert resolve_impl("auto", "cpu", (3, 3), (1, 1), (2, 2)) == "im2col"
+        assert resolve_impl("auto", "cpu", (3, 3), (2, 2), (16, 16)) == "im2col"
+        assert resolve_impl("auto", "cpu", (1, 1), (1, 1), (16, 16)) == "im2col"
         assert resolve_impl("taps") == "taps"
         with pytest.raises(ValueError, match="conv_impl"):
             resolve_impl("winograd")

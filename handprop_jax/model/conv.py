@@ -14,7 +14,12 @@ native convolution is very slow on some shapes (the backward pass of a 3x3 convo
   pass made of matmuls and pads, which XLA:CPU runs at close to its matmul speed.
 - ``"taps"``: the sum over kernel taps of ``slice @ kernel[i, j]`` (kh*kw matmuls with K = Cin, no
   concatenated copy of the input).
-- ``"auto"``: resolved per backend by :func:`resolve_impl` (im2col on CPU, xla elsewhere).
+- ``"auto"``: resolved per backend *and per layer* by :func:`resolve_impl`: on GPU/TPU always
+  ``"xla"``; on CPU ``"xla"`` for stride-1 spatial kernels whose output map has at least
+  ``CPU_XLA_MIN_PIXELS`` pixels (where XLA:CPU's native convolution was measured as fast or
+  faster) and ``"im2col"`` for everything else (strided, 1x1 and small maps, where the native
+  convolution's backward pass is up to ~100x slower). Measurements: ``benchmarks/train_step.py
+  --layers``.
 
 Padding is given as torchvision does it: explicit ``((top, bottom), (left, right))`` pixels, or
 the strings ``"SAME"`` / ``"VALID"`` (resolved with XLA's rules).
@@ -33,18 +38,29 @@ IMPLS = ("xla", "im2col", "taps", "auto")
 Padding = str | Sequence[tuple[int, int]]
 
 
-def resolve_impl(impl: str, backend: str | None = None) -> str:
-    """Map ``impl`` (one of :data:`IMPLS`) to a concrete formulation for ``backend``.
+CPU_XLA_MIN_PIXELS = 64  # "auto" on CPU: native conv for stride-1 kxk (k > 1) maps with >= 8x8 outputs
 
-    ``"auto"`` is ``"im2col"`` on the CPU backend and ``"xla"`` on GPU/TPU (where the vendor
-    convolution libraries are the fast path). ``backend`` defaults to ``jax.default_backend()``.
+
+def resolve_impl(impl: str, backend: str | None = None, kernel_hw: tuple[int, int] | None = None,
+                 strides: tuple[int, int] = (1, 1), out_hw: tuple[int, int] | None = None) -> str:
+    """Map ``impl`` (one of :data:`IMPLS`) to a concrete formulation for ``backend`` and layer.
+
+    ``"auto"`` is ``"xla"`` on GPU/TPU (where the vendor convolution libraries are the fast path).
+    On CPU it is ``"xla"`` for a stride-1 convolution with a spatial kernel and an output of at
+    least :data:`CPU_XLA_MIN_PIXELS` pixels, ``"im2col"`` otherwise (and ``"im2col"`` when the
+    layer geometry is not given). ``backend`` defaults to ``jax.default_backend()``.
     """
     if impl not in IMPLS:
         raise ValueError(f"conv_impl {impl!r}: expected one of {IMPLS}")
     if impl != "auto":
         return impl
     backend = backend or jax.default_backend()
-    return "im2col" if backend == "cpu" else "xla"
+    if backend != "cpu":
+        return "xla"
+    if (kernel_hw is not None and out_hw is not None and tuple(strides) == (1, 1)
+            and max(kernel_hw) > 1 and out_hw[0] * out_hw[1] >= CPU_XLA_MIN_PIXELS):
+        return "xla"
+    return "im2col"
 
 
 def explicit_padding(padding: Padding, in_hw: tuple[int, int], kernel_hw: tuple[int, int],
@@ -138,4 +154,5 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
                          f"{kernel.shape[2]}")
     strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
-    return _IMPL_FNS[resolve_impl(impl)](x, kernel, strides, pads)
+    out_hw = tuple(_out_size(x.shape[1 + a], kernel.shape[a], strides[a], *pads[a]) for a in range(2))
+    return _IMPL_FNS[resolve_impl(impl, None, kernel.shape[:2], strides, out_hw)](x, kernel, strides, pads)

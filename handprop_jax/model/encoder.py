@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from handprop_jax.model.conv import conv2d, resolve_impl
+from handprop_jax.model.conv import IMPLS, conv2d
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -195,7 +195,9 @@ class Encoder(nn.Module):
         if not 1 <= self.z_r_stage <= 4:
             raise ValueError(f"Encoder: z_r_stage must be in 1..4, got {self.z_r_stage}")
         dtype = as_dtype(self.dtype)
-        impl = resolve_impl(self.conv_impl)
+        if self.conv_impl not in IMPLS:
+            raise ValueError(f"Encoder: conv_impl {self.conv_impl!r} not in {IMPLS}")
+        impl = self.conv_impl
         ura = (not train) or self.freeze_batchnorm
         x = Conv(self.width, 7, 2, 3, impl, dtype, name="conv1")(images)
         x = nn.relu(BatchNorm(ura, dtype=dtype, axis_name=self.bn_axis_name, name="bn1")(x))
