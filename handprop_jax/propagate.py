@@ -583,6 +583,35 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
     return arrays
 
 
+def export_example(config, split: str, video: int, out: str | Path, stride: int | None = None
+                   ) -> dict[str, Path]:
+    """Write one video of a built data set in the tool's input formats, to try ``handprop propagate``:
+    OUT/frames/000000.png..., OUT/labels.json (every ``stride``-th frame, first and last, default
+    ``config.data.label_stride``), OUT/intrinsics.npy (T, 3, 3: the crops' per-frame K) and
+    OUT/ground_truth.npz (γ and joints3d of every frame, to score the result)."""
+    from PIL import Image
+
+    from handprop_jax.data.pipeline import open_split
+    from handprop_jax.data.sparse import labelled_frames
+
+    sp = open_split(config.data, split)
+    if not 0 <= video < sp.table.num_videos:
+        raise PropagationInputError(f"{split} has videos 0..{sp.table.num_videos - 1}, not {video}")
+    v = sp.video(video, with_labels=True)
+    out = Path(out)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(v["image"]):
+        Image.fromarray(np.asarray(img, np.uint8)).save(out / "frames" / f"{i:06d}.png")
+    lab = labelled_frames(len(v["image"]), stride or config.data.label_stride)
+    labels = {"labels": {str(int(f)): {k: np.asarray(v[k][f], np.float64).tolist() for k in GAMMA_KEYS}
+                         for f in lab}}
+    (out / "labels.json").write_text(json.dumps(labels))
+    np.save(out / "intrinsics.npy", np.asarray(v["K"], np.float64))
+    np.savez(out / "ground_truth.npz", **{k: np.asarray(v[k]) for k in (*GAMMA_KEYS, "joints3d")})
+    return {"frames": out / "frames", "labels": out / "labels.json", "intrinsics": out / "intrinsics.npy",
+            "ground_truth": out / "ground_truth.npz"}
+
+
 def render_overlays(crops: np.ndarray, verts: np.ndarray, K: np.ndarray, faces, alpha: float = 0.6,
                     batch_size: int = 16, color=(0.95, 0.75, 0.6)) -> np.ndarray:
     """The meshes rendered over the images with the project renderer (Lambert + ambient, blended).
