@@ -145,6 +145,22 @@ def rasterize_splat(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, i
         fid_l.append(jnp.broadcast_to(ids, u.shape).reshape(-1))
         first += n
     pix, w, fids = jnp.concatenate(pix_l), jnp.concatenate(w_l), jnp.concatenate(fid_l)  # P = dump slot
+    id_bits = max(1, int(F).bit_length())
+    if id_bits <= 12 and vertices.dtype == jnp.float32:
+        # one scatter-max of a packed key: the float32 bits of the inverse depth (monotonic for
+        # positive floats) with the low mantissa bits replaced by the face id. Depth resolution is
+        # then 2^(id_bits - 23) relative (e.g. 0.12 mm at 0.5 m for MANO's 1538 faces); ties go to
+        # the larger face id.
+        bits = jax.lax.bitcast_convert_type(w, jnp.int32)
+        key = jnp.where(pix < P, ((bits >> id_bits) << id_bits) | fids, -1)
+        kbuf = jnp.full(P + 1, -1, jnp.int32).at[pix].max(key)[:P]
+        fbuf = jnp.where(kbuf >= 0, kbuf & ((1 << id_bits) - 1), -1)
+        inv_z = inv_z_all.T  # (3, F)
+        f = jnp.maximum(fbuf, 0)
+        q_u = (jnp.arange(P) % W).astype(vertices.dtype)
+        q_v = (jnp.arange(P) // W).astype(vertices.dtype)
+        zbuf = jnp.where(fbuf >= 0, inv_z[0, f] * q_u + inv_z[1, f] * q_v + inv_z[2, f], 0.0)
+        return fbuf.reshape(H, W), zbuf.reshape(H, W)
     zbuf = jnp.zeros(P + 1, vertices.dtype).at[pix].max(w)
     win_mask = (pix < P) & (w >= zbuf[pix])
     fbuf = jnp.full(P + 1, -1, jnp.int32).at[jnp.where(win_mask, pix, P)].max(fids)
