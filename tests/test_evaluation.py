@@ -14,7 +14,7 @@ from handprop_jax.evaluation import gap as gap_lib
 from handprop_jax.evaluation import runner
 from handprop_jax.evaluation import table as table_lib
 from handprop_jax.hand import default_mano
-from handprop_jax.propagate import GAMMA_KEYS, Predictor, blend_gammas, hand_mesh
+from handprop_jax.propagate import GAMMA_KEYS, Predictor, hand_mesh
 
 S = 16
 
@@ -49,10 +49,13 @@ def _video(config, T, seed):
     ends = {"root": np.array([[0.0, 0.0, 0.45], [0.03, -0.02, 0.5]], np.float32),
             "pose": (rng.normal(size=(2, 48)) * 0.3).astype(np.float32),
             "betas": np.repeat(rng.normal(size=(1, 10)).astype(np.float32), 2, 0)}
-    t = np.arange(T, dtype=np.float32) / (T - 1)
-    gamma = blend_gammas({k: np.repeat(v[:1], T, 0) for k, v in ends.items()},
-                         {k: np.repeat(v[1:], T, 0) for k, v in ends.items()}, jnp.asarray(t))
-    gamma = {k: np.asarray(v) for k, v in gamma.items()}
+    t = np.arange(T) / (T - 1)
+    # geodesic per joint with scipy (no JAX compilation): R(t) = R_a exp(t log(R_a^-1 R_b))
+    ra = Rotation.from_rotvec(ends["pose"][0].reshape(16, 3))
+    rel = (ra.inv() * Rotation.from_rotvec(ends["pose"][1].reshape(16, 3))).as_rotvec()
+    pose = np.stack([(ra * Rotation.from_rotvec(ti * rel)).as_rotvec().reshape(48) for ti in t])
+    gamma = {"root": ((1 - t)[:, None] * ends["root"][0] + t[:, None] * ends["root"][1]).astype(np.float32),
+             "pose": pose.astype(np.float32), "betas": np.repeat(ends["betas"][:1], T, 0)}
     joints, _ = hand_mesh(default_mano(config), gamma)
     K = np.tile(np.array([[20.0, 0, 7.5], [0, 20.0, 7.5], [0, 0, 1]], np.float32), (T, 1, 1))
     return {"image": rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8), "K": K, **gamma, "joints3d": joints,
