@@ -229,7 +229,12 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, Predicto
     if predictors is None:
         predictors = {}
         for model in ("baseline", "align"):
-            _, predictors[model] = predictor_from_run(workdir, model, config.eval.batch_size)
+            try:
+                _, predictors[model] = predictor_from_run(workdir, model, config.eval.batch_size)
+            except FileNotFoundError as e:  # e.g. only some phases trained: leave those rows out
+                print(f"evaluate: no {model!r} checkpoint, its rows are left out ({e})", file=sys.stderr)
+        if not predictors:
+            raise FileNotFoundError(f"evaluate: {workdir} has neither a 'baseline' nor an 'align' checkpoint")
     if videos is None:
         videos = lambda split: eval_data.iter_videos(config, split)  # noqa: E731
     if labelled_train is None:
