@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,8 +126,6 @@ def overlay_grid(preds: dict, mano, path: str | Path, title: str = "", display: 
 
 def read_metrics(path: str | Path) -> list[dict]:
     """Records of ``logs/metrics.jsonl`` (malformed lines are skipped with a count on stderr)."""
-    import sys
-
     records, bad = [], 0
     for line in Path(path).read_text().splitlines():
         if not line.strip():
@@ -206,8 +205,12 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     if predictors is None:
-        predictors = {m: predictor_from_run(workdir, m, config.eval.batch_size)[1]
-                      for m in ("baseline", "align")}
+        predictors = {}
+        for m in ("baseline", "align"):
+            try:
+                predictors[m] = predictor_from_run(workdir, m, config.eval.batch_size)[1]
+            except FileNotFoundError as e:
+                print(f"visualize: no {m!r} checkpoint, its columns are left out ({e})", file=sys.stderr)
     videos = iter_videos(config, split) if videos is None else videos
     picks = pick_frames(videos, config.data.label_stride, num_frames)
     if picks:
