@@ -28,12 +28,16 @@ and then over frames:
   absorbs the remaining mean-depth error. x-y translation and rotation are NOT aligned. The error is
   invariant to P -> a P + b e_z for any a != 0, b.
 - ``MPJPE (P)``, ``MPVPE (P)``: Procrustes aligned: per frame the similarity transform (scale c,
-  rotation R, translation t) minimising sum_j ||c R P_j + t - G_j||^2 (Umeyama). Reflections are
-  excluded (R is a proper rotation, det R = +1: if the best orthogonal map is a reflection, the
-  smallest singular value's sign is flipped). This equals HO-3D's ``align_w_scale`` (scipy's
-  ``orthogonal_procrustes`` on Frobenius-normalised, centred point sets) whenever the best
-  orthogonal map is a rotation, which is always the case for plausible hand predictions; HO-3D's
-  version would accept a mirror image. Joints and vertices are each aligned with their own
+  orthogonal R, translation t) minimising sum_j ||c R P_j + t - G_j||^2 (Umeyama's closed form:
+  centre both sets, SVD of the 3x3 cross-covariance, c = trace / ||P - mean P||^2). Exactly what the
+  HO-3D evaluation's ``align_w_scale`` computes (scipy ``orthogonal_procrustes`` on centred,
+  Frobenius-normalised sets), **including its reflection handling: R may be a reflection** (det -1)
+  when a mirror image of the prediction fits the ground truth better than any rotation of it. For a
+  plausible hand prediction the best orthogonal map is always a rotation and the two conventions
+  agree; they differ only for predictions closer to the mirrored hand (or unrelated point sets),
+  where the official numbers are the reference. ``ALLOW_REFLECTION = False`` (or the
+  ``allow_reflection`` arguments) gives the proper-rotation Umeyama (sign of the smallest singular
+  value flipped when det(U V^T) < 0). Joints and vertices are each aligned with their own
   transform, as HO-3D does for MANO meshes.
 - ``MPVPE``: mean_v ||P_v - G_v|| on the 778 MANO vertices (no alignment).
 - ``F@5``, ``F@15``: as the HO-3D challenge computes them, on the Procrustes-aligned vertices
@@ -57,6 +61,9 @@ COLUMNS: tuple[str, ...] = ("F@5", "F@15", "MPVPE", "MPVPE (P)", "MPJPE", "MPJPE
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"F@5", "F@15"})
 F_THRESHOLDS_M: dict[str, float] = {"F@5": 0.005, "F@15": 0.015}
 ROOT_JOINT = 0  # wrist, manopth order
+#: Procrustes convention of MPJPE (P), MPVPE (P) and the F-scores: True = HO-3D's (orthogonal map,
+#: reflections allowed), False = proper rotations only (see the module docstring).
+ALLOW_REFLECTION = True
 
 _TINY = 1e-30
 
@@ -118,14 +125,14 @@ def align_scaled_depth(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return out
 
 
-def procrustes_params(pred: np.ndarray, gt: np.ndarray, allow_reflection: bool = False
+def procrustes_params(pred: np.ndarray, gt: np.ndarray, allow_reflection: bool = ALLOW_REFLECTION
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame similarity transform (Umeyama) mapping pred onto gt in the least-squares sense.
 
     Args:
       pred, gt: (N, P, 3) metres.
-      allow_reflection: if True, R may be any orthogonal matrix (HO-3D's ``orthogonal_procrustes``);
-        default False: a proper rotation.
+      allow_reflection: True: R may be any orthogonal matrix (HO-3D's ``orthogonal_procrustes``);
+        False: a proper rotation (det +1). Default ``ALLOW_REFLECTION``.
     Returns:
       scale c (N,), rotation R (N, 3, 3), translation t (N, 3) metres with
       ``c * pred @ R.T + t ≈ gt``.
@@ -148,7 +155,8 @@ def procrustes_params(pred: np.ndarray, gt: np.ndarray, allow_reflection: bool =
     return scale, rot, trans
 
 
-def align_procrustes(pred: np.ndarray, gt: np.ndarray, allow_reflection: bool = False) -> np.ndarray:
+def align_procrustes(pred: np.ndarray, gt: np.ndarray, allow_reflection: bool = ALLOW_REFLECTION
+                     ) -> np.ndarray:
     """``pred`` after its per-frame Procrustes alignment to ``gt``. (N, P, 3) metres → (N, P, 3)."""
     scale, rot, trans = procrustes_params(pred, gt, allow_reflection)
     return scale[:, None, None] * np.einsum("nij,npj->npi", rot, np.asarray(pred, np.float64)) \
@@ -203,12 +211,14 @@ def _f_from_distances(d_pred, d_gt, threshold):
     return f, precision, recall
 
 
-def per_frame(pred_joints, gt_joints, pred_verts, gt_verts) -> dict[str, np.ndarray]:
+def per_frame(pred_joints, gt_joints, pred_verts, gt_verts, allow_reflection: bool = ALLOW_REFLECTION
+              ) -> dict[str, np.ndarray]:
     """Every Table I metric for every frame.
 
     Args:
       pred_joints, gt_joints: (N, 21, 3) metres, camera frame, manopth order (joint 0 = wrist).
       pred_verts, gt_verts: (N, 778, 3) metres, camera frame.
+      allow_reflection: Procrustes convention (module docstring; default HO-3D's).
     Returns:
       dict keyed by ``COLUMNS``, each (N,) float64: errors in mm, F-scores as fractions.
     """
@@ -217,7 +227,7 @@ def per_frame(pred_joints, gt_joints, pred_verts, gt_verts) -> dict[str, np.ndar
     if pj.shape[0] != pv.shape[0]:
         raise ValueError(f"pred_joints has {pj.shape[0]} frames but pred_verts has {pv.shape[0]}")
     mm = 1000.0
-    pv_p = align_procrustes(pv, gv)
+    pv_p = align_procrustes(pv, gv, allow_reflection)
     d_pred, d_gt = nearest_distances(pv_p, gv, upper_bound=2.0 * max(F_THRESHOLDS_M.values()))
     out = {name: _f_from_distances(d_pred, d_gt, th)[0] for name, th in F_THRESHOLDS_M.items()}
     out["MPVPE"] = mm * point_error(pv, gv)
@@ -225,7 +235,7 @@ def per_frame(pred_joints, gt_joints, pred_verts, gt_verts) -> dict[str, np.ndar
     out["MPJPE"] = mm * point_error(pj, gj)
     out["MPJPE (T)"] = mm * point_error(align_root(pj, gj), gj)
     out["MPJPE (SD)"] = mm * point_error(align_scaled_depth(pj, gj), gj)
-    out["MPJPE (P)"] = mm * point_error(align_procrustes(pj, gj), gj)
+    out["MPJPE (P)"] = mm * point_error(align_procrustes(pj, gj, allow_reflection), gj)
     return {name: out[name] for name in COLUMNS}
 
 
