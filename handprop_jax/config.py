@@ -54,6 +54,7 @@ class ModelConfig:
     pose_aligner_hidden: int = 512
     pose_aligner_blocks: int = 2
     pose_aligner_scale: float = 3.141592653589793  # radians: Δθ = scale * tanh(.) (heads.py)
+    root_depth_unit: float = 1e-3  # metres per pixel of one unit of the regressed d_f (heads.py)
     conv_impl: str = "auto"  # "xla", "im2col" or "auto" (fast path per backend)
     dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"
     encoder_width: int = 64  # ResNet base channels (64 = ResNet-18); tiny test networks use e.g. 8

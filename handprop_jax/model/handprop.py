@@ -85,10 +85,11 @@ def from_config(config: Config) -> HandProp:
 
 
 def regress_gamma(mano: mano_jax.ManoModel, raw_root: jnp.ndarray, raw_pose: jnp.ndarray,
-                  K: jnp.ndarray, image_size: int, z_off: float, ncomps: int) -> dict:
+                  K: jnp.ndarray, image_size: int, z_off: float, ncomps: int,
+                  depth_unit: float = 1e-3) -> dict:
     """Raw regressor outputs → γ^reg = {root (B,3) m, pose (B,48) rad (full, with hands_mean),
     betas (B,10)} (handprop's γ convention, see docs/design.md)."""
-    root = heads.recover_root(raw_root, K, image_size, z_off)
+    root = heads.recover_root(raw_root, K, image_size, z_off, depth_unit)
     pose = heads.pca_pose_to_full(mano, raw_pose[:, :3 + ncomps])
     return {"root": root, "pose": pose, "betas": raw_pose[:, 3 + ncomps:]}
 

@@ -4,8 +4,8 @@ Regressor (paper Eq. 1, Sec. IV; "similar to [9]": Hasson et al., Table 4 and th
 ``meshreg`` code):
 
 - π^r (:class:`RootRegressor`): z^r (B, 512) → Dense 256 → ReLU → Dense 3 = (d_f, t_u, t_v):
-  a focal-normalised depth offset (metres per pixel) and a pixel offset of the projected root
-  from the **image centre**. :func:`recover_root` turns it into the root (wrist) location:
+  a focal-normalised depth offset and a pixel offset of the projected root from the **image
+  centre**. :func:`recover_root` turns it into the root (wrist) location:
   ``Z = f · d_f + z_off`` with ``f = K[0, 0]`` (fx, pixels) and ``z_off`` metres (0.4 m, per
   dataset: ``DataConfig.z_off``), then ``(X, Y)`` by back-projecting the pixel
   ``image centre + (t_u, t_v)`` at depth ``Z`` through K (:func:`handprop_jax.camera.backproject`).
@@ -15,6 +15,13 @@ Regressor (paper Eq. 1, Sec. IV; "similar to [9]": Hasson et al., Table 4 and th
   convention (pixel centres at integers) is ``((S - 1) / 2, (S - 1) / 2)``. For crops centred on
   the principal point the two coincide; for off-centre crops the regressed offset stays an image
   quantity (where the hand is in the picture), which is what the network can see.
+  *Unit of d_f*: the network outputs d_f in units of ``ModelConfig.root_depth_unit`` metres per
+  pixel (default 1e-3, i.e. millimetres per pixel), ``Z = f · unit · raw + z_off``. This is only a
+  choice of unit (the parametrisation is the baseline's), but it matters for optimisation: in
+  metres per pixel the target is ~1e-3 and Adam moves every weight of the output layer by ~lr per
+  step, so one step moves the depth by ``f · lr · Σ|h|`` — metres for f of a few hundred pixels
+  and lr 1e-3 — and stage 1 diverges. With millimetres the target is O(1) and a step moves the
+  depth by millimetres.
 - π^θ (:class:`PoseShapeRegressor`): z^θ (B, 512) → Dense 512 → ReLU → Dense 512 → ReLU →
   Dense 28 = 3 root axis-angle + ``ncomps`` (15) PCA coefficients + 10 β. The PCA coefficients
   are mapped to the full 48-d axis-angle pose through the MANO basis and mean
@@ -135,28 +142,32 @@ class PoseAligner(nn.Module):
         return self.scale * jnp.tanh(out)
 
 
-def recover_root(raw: jnp.ndarray, K: jnp.ndarray, image_size: int, z_off: float) -> jnp.ndarray:
+def recover_root(raw: jnp.ndarray, K: jnp.ndarray, image_size: int, z_off: float,
+                 depth_unit: float = 1e-3) -> jnp.ndarray:
     """Root (wrist) location from π^r's output (baseline parametrisation, see module docstring).
 
     Args:
-      raw: (B, 3) = (d_f [metres per pixel of focal length], t_u, t_v [pixels from the crop centre]).
+      raw: (B, 3) = (d_f [depth_unit metres per pixel of focal length], t_u, t_v [pixels from the
+        crop centre]).
       K: (B, 3, 3) crop intrinsics, pixels.
       image_size: S, side of the square crop in pixels.
       z_off: metres, depth offset.
+      depth_unit: metres per pixel represented by one unit of d_f.
     Returns:
-      (B, 3) root in the camera frame, metres: Z = fx·d_f + z_off, (X, Y) back-projected.
+      (B, 3) root in the camera frame, metres: Z = fx·d_f·depth_unit + z_off, (X, Y) back-projected.
     """
     centre = (image_size - 1) / 2.0
-    depth = K[..., 0, 0] * raw[..., 0] + z_off
+    depth = K[..., 0, 0] * (raw[..., 0] * depth_unit) + z_off
     uv = raw[..., 1:3] + centre
     return backproject(uv, depth, K)
 
 
-def root_to_raw(root: jnp.ndarray, K: jnp.ndarray, image_size: int, z_off: float) -> jnp.ndarray:
+def root_to_raw(root: jnp.ndarray, K: jnp.ndarray, image_size: int, z_off: float,
+                depth_unit: float = 1e-3) -> jnp.ndarray:
     """Inverse of :func:`recover_root`: (B, 3) camera-frame root (metres) → (d_f, t_u, t_v)."""
     uv = project(root[..., None, :], K)[..., 0, :]
     centre = (image_size - 1) / 2.0
-    d_f = (root[..., 2] - z_off) / K[..., 0, 0]
+    d_f = (root[..., 2] - z_off) / (K[..., 0, 0] * depth_unit)
     return jnp.concatenate([d_f[..., None], uv - centre], axis=-1)
 
 

@@ -88,7 +88,7 @@ def _regress(config, variables, z_r, z_theta, K, mano):
     raw_root, raw_pose = module.apply({"params": variables["params"]}, z_r, z_theta,
                                       method=hp.HandProp.regress)
     return hp.regress_gamma(mano, raw_root, raw_pose, K, config.data.image_size,
-                            config.data.z_off, config.model.ncomps)
+                            config.data.z_off, config.model.ncomps, config.model.root_depth_unit)
 
 
 @functools.partial(jax.jit, static_argnums=0)

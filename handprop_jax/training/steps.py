@@ -127,7 +127,8 @@ class Model:
             new_stats = batch_stats
         z_r, z_theta, raw_root, raw_pose = out
         m, d = self.config.model, self.config.data
-        gamma = hp.regress_gamma(self.mano, raw_root, raw_pose, K, images.shape[1], d.z_off, m.ncomps)
+        gamma = hp.regress_gamma(self.mano, raw_root, raw_pose, K, images.shape[1], d.z_off, m.ncomps,
+                                 m.root_depth_unit)
         return z_r, z_theta, gamma, new_stats
 
     def align(self, params, gamma_b: dict, z_a: tuple, z_b: tuple) -> dict:
@@ -264,7 +265,7 @@ def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None 
             model, trainable, frozen, state.batch_stats, batch)
         updates, opt_state = tx.update(grads, state.opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
         new_state = state.replace(
