@@ -165,3 +165,10 @@ def test_markdown_bold_and_format():
     assert "**2.000**" in b and "**1.00**" in a  # F higher is better, errors lower is better
     assert "**" not in c  # reference rows are never bold
     assert gap_lib.gap_bins(64) == [(1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 127)]
+
+
+def test_cli_without_run_folder(tmp_path):
+    from handprop_jax.cli import main
+
+    with pytest.raises(SystemExit, match="config.json not found"):
+        main(["evaluate", "--workdir", str(tmp_path / "nothing")])
