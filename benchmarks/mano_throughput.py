@@ -114,22 +114,32 @@ def torch_arrays(model, dtype=None) -> dict:
 
 # ----------------------------------------------------------------------------- timing
 
-def _rate(fn, batch: int, seconds: float) -> float:
-    fn()  # warm-up / compile
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
+def _rate(fn, batch: int, seconds: float, rounds: int = 5) -> float:
+    """Best hands/s over ``rounds`` timing windows of ``seconds / rounds`` each (after warm-up).
+
+    The best window is reported because the machine is shared: slower windows measure the other
+    users' load, not the code.
+    """
+    for _ in range(3):      # compile / warm caches and thread pools
         fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= seconds and n >= 3:
-            return n * batch / dt
+    best = 0.0
+    for _ in range(rounds):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt >= seconds / rounds and n >= 2:
+                break
+        best = max(best, n * batch / dt)
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
-    ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    ap.add_argument("--seconds", type=float, default=2.0,
+                    help="time per measurement (split into 5 windows; the best window is reported)")
     ap.add_argument("--ncomps", type=int, default=15)
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
@@ -161,14 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     if have_torch:
         torch.set_grad_enabled(True)
         tarr = torch_arrays(model)
+        n_threads = torch.get_num_threads()
 
-    tinfo = f"{torch.__version__} (threads {torch.get_num_threads()})" if have_torch else "n/a"
+    tinfo = f"{torch.__version__} (best of 1 and {n_threads} threads)" if have_torch else "n/a"
     print(f"backend={jax.default_backend()} devices={jax.devices()} cpus={os.cpu_count()} "
-          f"ncomps={nc} torch={tinfo}")
+          f"ncomps={nc} torch={tinfo} loadavg={os.getloadavg()[0]:.1f}")
     hdr = f"{'batch':>6} | {'jax fwd':>12} | {'jax fwd+bwd':>12}"
     if have_torch:
         hdr += f" | {'torch fwd':>12} | {'torch f+b':>12} | {'fwd x':>6} | {'f+b x':>6}"
-    print(hdr + "   (hands/s)")
+    print(hdr + "   (hands/s, best of 5 windows)")
     rng = np.random.default_rng(0)
     for B in args.batches:
         pose_np = rng.normal(0, 0.5, (B, 3 + nc)).astype(np.float32)
@@ -191,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
                 v, j = torch_forward(tarr, p, b, ncomps=nc)
                 (v.sum() + j.sum()).backward()
 
-            t_f = _rate(t_fwd, B, args.seconds)
-            t_fb_r = _rate(t_fb, B, args.seconds)
+            # torch's OpenMP threads spin badly on a loaded 2-core machine: report its best setting
+            t_f = t_fb_r = 0.0
+            for nt in sorted({1, n_threads}):
+                torch.set_num_threads(nt)
+                t_f = max(t_f, _rate(t_fwd, B, args.seconds))
+                t_fb_r = max(t_fb_r, _rate(t_fb, B, args.seconds))
+            torch.set_num_threads(n_threads)
             line += f" | {t_f:>12,.0f} | {t_fb_r:>12,.0f} | {r_f / t_f:>6.1f} | {r_fb / t_fb_r:>6.1f}"
         print(line, flush=True)
     return 0

@@ -18,6 +18,14 @@ from mano_jax import constants as C
 from mano_jax.geometry import rodrigues
 from mano_jax.model import ManoModel
 
+# Full float32 precision for every contraction (accelerators would otherwise use reduced-precision
+# passes for f32 matmuls; on CPU this is a no-op). MANO is tiny next to any network.
+_HI = jax.lax.Precision.HIGHEST
+
+
+def _dot(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    return jnp.matmul(a, b, precision=_HI)
+
 
 def _float_dtype(*xs) -> jnp.dtype:
     """Result float dtype: float32 by default, float64 when x64 is enabled and inputs allow."""
@@ -46,7 +54,7 @@ def pca_to_axis_angle(model: ManoModel, coeffs: jnp.ndarray, *, flat_hand_mean: 
     n = coeffs.shape[-1]
     if not 1 <= n <= 45:
         raise ValueError(f"pca_to_axis_angle: coeffs last axis must be 1..45, got shape {coeffs.shape}")
-    return hands_mean_or_zero(model, flat_hand_mean) + coeffs @ model.hands_components[:n]
+    return hands_mean_or_zero(model, flat_hand_mean) + _dot(coeffs, model.hands_components[:n])
 
 
 @functools.partial(jax.jit, static_argnames=("ncomps", "flat_hand_mean"))
@@ -71,7 +79,7 @@ def axis_angle_to_pca(model: ManoModel, finger_pose: jnp.ndarray, *, ncomps: int
         raise ValueError(f"axis_angle_to_pca: ncomps must be in 1..45, got {ncomps}")
     comps = model.hands_components[:ncomps]
     centred = finger_pose - hands_mean_or_zero(model, flat_hand_mean)
-    return centred @ jnp.linalg.pinv(comps)
+    return _dot(centred, jnp.linalg.pinv(comps))
 
 
 def full_pose(model: ManoModel, pose: jnp.ndarray, *, ncomps: int = 15, use_pca: bool = True,
@@ -111,13 +119,13 @@ def blend_shapes(model: ManoModel, betas: jnp.ndarray) -> jnp.ndarray:
       (B, 778, 3) vertices in the rest (flat) pose, metres.
     """
     nb = model.shapedirs.shape[-1]
-    offs = betas @ model.shapedirs.reshape(-1, nb).T
+    offs = _dot(betas, model.shapedirs.reshape(-1, nb).T)
     return model.v_template + offs.reshape(betas.shape[0], -1, 3)
 
 
 def regress_joints(model: ManoModel, v_shaped: jnp.ndarray) -> jnp.ndarray:
     """Rest-pose joints ``J_regressor @ v_shaped``: (B, 778, 3) -> (B, 16, 3), metres."""
-    return jnp.einsum("jv,bvc->bjc", model.J_regressor, v_shaped)
+    return jnp.einsum("jv,bvc->bjc", model.J_regressor, v_shaped, precision=_HI)
 
 
 def pose_features(rotmats: jnp.ndarray) -> jnp.ndarray:
@@ -134,7 +142,7 @@ def pose_features(rotmats: jnp.ndarray) -> jnp.ndarray:
 
 def pose_blend_shapes(model: ManoModel, feats: jnp.ndarray) -> jnp.ndarray:
     """Pose-corrective offsets ``posedirs . feats``: (B, 135) -> (B, 778, 3), metres."""
-    offs = feats @ model.posedirs.reshape(-1, model.posedirs.shape[-1]).T
+    offs = _dot(feats, model.posedirs.reshape(-1, model.posedirs.shape[-1]).T)
     return offs.reshape(feats.shape[0], -1, 3)
 
 
@@ -180,8 +188,8 @@ def _chain_mano(rotmats: jnp.ndarray, joints: jnp.ndarray) -> tuple[jnp.ndarray,
     rots, trans = [], []
     for lvl in range(3):
         rel = jf[:, :, lvl] - j_prev
-        t_prev = jnp.einsum("bfij,bfj->bfi", r_prev, rel) + t_prev
-        r_prev = r_prev @ rf[:, :, lvl]
+        t_prev = jnp.einsum("bfij,bfj->bfi", r_prev, rel, precision=_HI) + t_prev
+        r_prev = _dot(r_prev, rf[:, :, lvl])
         j_prev = jf[:, :, lvl]
         rots.append(r_prev)
         trans.append(t_prev)
@@ -207,8 +215,8 @@ def _chain_generic(rotmats: jnp.ndarray, joints: jnp.ndarray, parents: tuple[int
         pr = jnp.stack([g_rot[p] for p in par], 1)
         pt = jnp.stack([g_t[p] for p in par], 1)
         rel = joints[:, idx] - joints[:, par]
-        t = jnp.einsum("bkij,bkj->bki", pr, rel) + pt
-        r = pr @ rotmats[:, idx]
+        t = jnp.einsum("bkij,bkj->bki", pr, rel, precision=_HI) + pt
+        r = _dot(pr, rotmats[:, idx])
         for k, i in enumerate(lvl):
             g_rot[i] = r[:, k]
             g_t[i] = t[:, k]
@@ -231,13 +239,40 @@ def skin(model: ManoModel, v_posed: jnp.ndarray, joints_rest: jnp.ndarray,
       (B, 778, 3) posed vertices, metres.
     """
     B, J = g_t.shape[:2]
-    t = g_t - jnp.einsum("bkij,bkj->bki", g_rot, joints_rest)
+    t = g_t - jnp.einsum("bkij,bkj->bki", g_rot, joints_rest, precision=_HI)
     A = jnp.concatenate([g_rot, t[..., None]], axis=-1).reshape(B, J, 12)      # (B, J, 12)
-    T = jnp.einsum("vk,bkm->bvm", model.weights, A).reshape(B, -1, 3, 4)       # (B, V, 3, 4)
-    return jnp.einsum("bvij,bvj->bvi", T[..., :3], v_posed) + T[..., 3]
+    T = jnp.einsum("vk,bkm->bvm", model.weights, A, precision=_HI).reshape(B, -1, 3, 4)  # (B, V, 3, 4)
+    return jnp.einsum("bvij,bvj->bvi", T[..., :3], v_posed, precision=_HI) + T[..., 3]
 
 
 # ----------------------------------------------------------------------------- forward
+
+_CHUNK = 32          # batch chunk for large batches
+_CHUNK_ABOVE = 64    # batches larger than this are processed chunk by chunk
+
+
+def _posed(m: ManoModel, aa: jnp.ndarray, betas: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Full 48-d axis-angle (B, 48) and betas (B, 10) -> uncentred verts (B, 778, 3), joints (B, 21, 3)."""
+    B = aa.shape[0]
+    rot = rodrigues(aa.reshape(B, -1, 3))                                   # (B, 16, 3, 3)
+    # Shape: vertices and joints (joint regressor folded into the shape basis).
+    nb = m.shapedirs.shape[-1]
+    sd = m.shapedirs.reshape(-1, nb)                                         # (V*3, nb)
+    v_shaped = m.v_template.reshape(-1) + _dot(betas, sd.T)                 # (B, V*3)
+    j_template = _dot(m.J_regressor, m.v_template)                          # (16, 3)
+    j_dirs = jnp.einsum("jv,vcb->jcb", m.J_regressor, m.shapedirs, precision=_HI).reshape(-1, nb)
+    joints_rest = (j_template.reshape(-1) + _dot(betas, j_dirs.T)).reshape(B, -1, 3)
+    # Pose correctives.
+    feats = pose_features(rot)
+    v_posed = (v_shaped + _dot(feats, m.posedirs.reshape(-1, m.posedirs.shape[-1]).T)).reshape(B, -1, 3)
+
+    g_rot, g_t = kinematic_chain(rot, joints_rest, m.parents)
+    verts = skin(m, v_posed, joints_rest, g_rot, g_t)
+
+    tips = verts[:, np.asarray(C.TIP_VERTEX_IDS[m.side])]
+    joints = jnp.concatenate([g_t, tips], axis=1)[:, np.asarray(C.MANOPTH_JOINT_ORDER)]
+    return verts, joints
+
 
 @functools.partial(jax.jit, static_argnames=("ncomps", "use_pca", "flat_hand_mean", "center_idx"))
 def forward(model: ManoModel, pose: jnp.ndarray, betas: jnp.ndarray | None = None,
@@ -279,34 +314,29 @@ def forward(model: ManoModel, pose: jnp.ndarray, betas: jnp.ndarray | None = Non
         raise ValueError(f"forward: center_idx must index the 21 output joints, got {center_idx}")
     m = model if model.v_template.dtype == dtype else model.astype(dtype)
     aa = full_pose(m, pose, ncomps=ncomps, use_pca=use_pca, flat_hand_mean=flat_hand_mean)
-    rot = rodrigues(aa.reshape(B, -1, 3))                                   # (B, 16, 3, 3)
     betas = jnp.broadcast_to(betas, (B, betas.shape[1]))
-
-    # Shape: vertices and joints (joint regressor folded into the shape basis).
-    nb = m.shapedirs.shape[-1]
-    sd = m.shapedirs.reshape(-1, nb)                                         # (V*3, nb)
-    v_shaped = (m.v_template.reshape(-1) + betas @ sd.T)                    # (B, V*3)
-    j_template = m.J_regressor @ m.v_template                               # (16, 3)
-    j_dirs = jnp.einsum("jv,vcb->jcb", m.J_regressor, m.shapedirs).reshape(-1, nb)
-    joints_rest = (j_template.reshape(-1) + betas @ j_dirs.T).reshape(B, -1, 3)
-    # Pose correctives.
-    feats = pose_features(rot)
-    v_posed = (v_shaped + feats @ m.posedirs.reshape(-1, m.posedirs.shape[-1]).T).reshape(B, -1, 3)
-
-    g_rot, g_t = kinematic_chain(rot, joints_rest, m.parents)
-    verts = skin(m, v_posed, joints_rest, g_rot, g_t)
-
-    tips = verts[:, np.asarray(C.TIP_VERTEX_IDS[m.side])]
-    joints = jnp.concatenate([g_t, tips], axis=1)[:, np.asarray(C.MANOPTH_JOINT_ORDER)]
+    if trans is not None:
+        trans = jnp.asarray(trans, dtype)
+        if trans.shape != (B, 3) and trans.shape != (1, 3):
+            raise ValueError(f"forward: trans must be (B={B}, 3), got {trans.shape}")
+    if B > _CHUNK_ABOVE and jax.default_backend() == "cpu" and jax.device_count() == 1:
+        # Large batches run as a loop over cache-sized chunks: several times faster on a CPU.
+        # (Not with several devices, where the batch axis may be sharded, nor on accelerators.)
+        n = -(-B // _CHUNK)
+        pad = n * _CHUNK - B
+        aa_c = jnp.pad(aa, ((0, pad), (0, 0))).reshape(n, _CHUNK, -1)
+        b_c = jnp.pad(betas, ((0, pad), (0, 0))).reshape(n, _CHUNK, -1)
+        verts, joints = jax.lax.map(lambda ab: _posed(m, ab[0], ab[1]), (aa_c, b_c))
+        verts = verts.reshape(n * _CHUNK, -1, 3)[:B]
+        joints = joints.reshape(n * _CHUNK, -1, 3)[:B]
+    else:
+        verts, joints = _posed(m, aa, betas)
 
     if trans is None:
         if center_idx is not None:
             c = joints[:, center_idx:center_idx + 1] if center_idx >= 0 else joints[:, center_idx][:, None]
             joints, verts = joints - c, verts - c
         return verts, joints
-    trans = jnp.asarray(trans, dtype)
-    if trans.shape != (B, 3) and trans.shape != (1, 3):
-        raise ValueError(f"forward: trans must be (B={B}, 3), got {trans.shape}")
     if center_idx is not None:
         c = joints[:, center_idx][:, None]
     else:
