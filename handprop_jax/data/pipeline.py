@@ -8,8 +8,9 @@ Batch formats are those of docs/design.md ("Batches"). Entry points:
   deterministic iterator of **process-local** batches for stage 1, 2 or 3 (global batch
   ``config.train.batch_size`` split evenly over ``shard_count`` processes; default: JAX processes).
   Checkpointing: ``state = it.get_state()`` (bytes) after consuming batch n; a new iterator built with
-  the same config and ``it.set_state(state)`` yields exactly batch n+1, n+2, ... (also across worker
-  counts, since the order depends only on the seed and the record index).
+  the same config (same ``data.num_workers``) and ``it.set_state(state)`` yields exactly batch n+1,
+  n+2, ... (the order depends only on the seed and the record index). The state is small JSON text
+  (grain's), e.g. for ``handprop_jax.training.checkpoint.encode_data_state``.
 - ``val_batches(config, stage, ...)``: one deterministic pass over the val split's labelled anchors in
   the stage's format (anchors repeated cyclically to fill the last batch).
 - ``eval_batches(data_config, split, scenario, batch_size, ...)``: scenario 1 (every unlabelled
@@ -310,33 +311,72 @@ class TrainIterator:
 
     The state (bytes, JSON-able via latin-1 as ``handprop_jax.training`` does) records how many
     records were consumed; restoring it into an iterator built with the same config and shard
-    resumes with exactly the next batch."""
+    resumes with exactly the next batch. With ``prefetch`` > 0 a background thread prepares the next
+    batches while the caller computes (useful with ``worker_count=0``); ``get_state`` still refers to
+    the last batch *returned*, not to the prefetched ones. Call ``set_state`` before the first batch.
+    """
 
-    def __init__(self, loader: grain.DataLoader):
+    def __init__(self, loader: grain.DataLoader, prefetch: int = 2):
         self._loader = loader
         self._it = iter(loader)
+        self._prefetch = prefetch
+        self._queue = None
+        self._state = self._it.get_state()
 
     def __iter__(self) -> Iterator[dict]:
         return self
 
+    def _start(self) -> None:
+        import queue
+        import threading
+
+        self._queue = queue.Queue(maxsize=self._prefetch)
+
+        def work():
+            while True:
+                try:
+                    batch = next(self._it)
+                    item = (batch, self._it.get_state(), None)
+                except BaseException as e:  # handed to the consumer
+                    item = (None, None, e)
+                self._queue.put(item)
+                if item[2] is not None:
+                    return
+
+        threading.Thread(target=work, daemon=True, name="handprop-prefetch").start()
+
     def __next__(self) -> dict:
-        return next(self._it)
+        if self._prefetch <= 0:
+            batch = next(self._it)
+            self._state = self._it.get_state()
+            return batch
+        if self._queue is None:
+            self._start()
+        batch, state, error = self._queue.get()
+        if error is not None:
+            raise error
+        self._state = state
+        return batch
 
     def get_state(self) -> bytes:
-        return self._it.get_state()
+        return self._state
 
     def set_state(self, state: bytes) -> None:
+        if self._queue is not None:
+            raise RuntimeError("TrainIterator.set_state must be called before the first batch")
         self._it.set_state(state)
+        self._state = state
 
 
 def train_iterator(config: Config, stage: int, shard_index: int | None = None, shard_count: int | None = None,
-                   split: str = "train", worker_count: int | None = None) -> TrainIterator:
-    """Training batches of ``stage`` (1, 2 or 3) from ``split`` for this process (see module doc)."""
+                   split: str = "train", worker_count: int | None = None, prefetch: int = 2) -> TrainIterator:
+    """Training batches of ``stage`` (1, 2 or 3) from ``split`` for this process (see module doc);
+    ``prefetch`` batches are prepared in a background thread."""
     index, count = _shard(shard_index, shard_count)
     loader = make_loader(config.data, split, int(stage), local_batch_size(config.train.batch_size, count),
                          seed=config.data.seed + 1000 * int(stage), shard_index=index, shard_count=count,
                          worker_count=worker_count)
-    return TrainIterator(loader)
+    return TrainIterator(loader, prefetch=prefetch)
 
 
 def val_batches(config: Config, stage: int, shard_index: int | None = None, shard_count: int | None = None,
