@@ -7,7 +7,7 @@ regenerated alone and the result does not depend on batching):
   ambient level, a textured background (gradient + multi-scale value noise + random shapes) painted
   in *full-image* coordinates, so the crop that follows the hand sees the background move;
 - camera: a 640x480 pinhole camera with a random focal length and principal point;
-- motion: a speed profile (walking pace with 1-3 fast bursts) warps time; root rotation (axis-angle
+- motion: a speed profile (base pace with 1-3 fast bursts) warps time; root rotation (axis-angle
   offsets around a random base orientation, palm/back/side views), root position (normalised image
   coordinates and depth) and all 45 finger PCA coefficients (scaled by ``synthetic_pose_std``) are
   natural cubic splines through random keyframes of the warped time;
@@ -15,7 +15,11 @@ regenerated alone and the result does not depend on batching):
   extent), the crop intrinsics (focal scaled, principal point shifted), the rendered image and every
   feature of ``handprop_jax.data.features.frame_features``.
 
-Rendering runs as ``jit(vmap(render))`` over chunks of frames with the fast splat rasteriser.
+Rendering runs as ``render_batch`` (jitted) over chunks of frames with the fast splat rasteriser.
+
+Motion statistics (10 videos x 128 frames, K = 16): consecutive frames move the joints by 10 mm and
+the global rotation by 2.9 deg on average (p99 32 mm / 12 deg, on fast segments); copying the nearest
+label N(u) at gap 8 is off by 66 mm MPJPE (root-relative 34 mm) and 20 deg on average (p90 118 mm).
 """
 
 from __future__ import annotations
@@ -105,7 +109,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def _frame_from(up: np.ndarray, side: np.ndarray) -> np.ndarray:
-    """R with R @ up ∝ -y (image up) and R @ palm_normal ∝ +z (away from the camera)."""
+    """Rotation taking ``up`` (wrist -> middle finger) to image-up (-y) and the palm-plane normal
+    (side x up) to -z (towards the camera); the random yaw of each video then gives palm, back and
+    side views."""
     y_src = _unit(up)
     z_src = _unit(np.cross(side, up))
     x_src = np.cross(y_src, z_src)
@@ -115,7 +121,8 @@ def _frame_from(up: np.ndarray, side: np.ndarray) -> np.ndarray:
 
 
 def _speed_profile(rng: np.random.Generator, frames: int) -> np.ndarray:
-    """Warped time (frames,): cumulative speed, normal speed 1 with 1-3 fast bursts of 2-3.5x."""
+    """Warped time (frames,): cumulative speed; base speed 0.6-1 with 1-3 Gaussian bursts adding
+    1.5-2.5 (fast segments of ~10-30 frames)."""
     t = np.arange(frames, dtype=np.float64)
     speed = np.full(frames, rng.uniform(0.6, 1.0))
     for _ in range(rng.integers(1, 4)):
