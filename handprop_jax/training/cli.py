@@ -32,12 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from handprop_jax import config as config_lib
-    from handprop_jax.training import loop
+    from handprop_jax.training import parallel
 
     try:
         config = config_lib.load(args.config, args.set)
-        phases = loop.resolve_phases(args.stage)
     except (ValueError, FileNotFoundError) as e:
+        print(f"handprop train: {e}", file=sys.stderr)
+        return 2
+    # multi-host: before importing modules that touch a JAX backend at import time
+    parallel.maybe_initialize_distributed(config.train)
+    from handprop_jax.training import loop
+
+    try:
+        phases = loop.resolve_phases(args.stage)
+    except ValueError as e:
         print(f"handprop train: {e}", file=sys.stderr)
         return 2
     try:

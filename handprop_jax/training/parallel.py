@@ -18,6 +18,7 @@ from the environment when they are None, as on managed clusters). Each process t
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -29,7 +30,8 @@ _initialized = False
 
 
 def maybe_initialize_distributed(train: TrainConfig) -> None:
-    """``jax.distributed.initialize`` once per process when ``train.distributed`` (else no-op)."""
+    """``jax.distributed.initialize`` once per process when ``train.distributed`` (else no-op).
+    Call it before any other JAX computation of the process (``train`` does so first)."""
     global _initialized
     if not train.distributed or _initialized:
         return
@@ -40,8 +42,9 @@ def maybe_initialize_distributed(train: TrainConfig) -> None:
         kwargs["num_processes"] = train.num_processes
     if train.process_id is not None:
         kwargs["process_id"] = train.process_id
-    if jax.default_backend() == "cpu" or (jax.config.jax_platforms or "").startswith("cpu"):
-        # CPU cross-process collectives need an implementation (gloo is built into jaxlib).
+    # CPU cross-process collectives need an implementation (gloo is built into jaxlib); the
+    # setting only concerns the CPU backend. Must run before anything initialises a backend.
+    if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     _initialized = True
@@ -76,10 +79,13 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
 
 
 def replicate(tree, mesh: Mesh):
-    """Place a (host or device) pytree replicated on every device of the mesh."""
+    """Place a (host or device) pytree replicated on every device of the mesh. Always a copy (the
+    train step donates its state, which must not delete the caller's arrays)."""
     sharding = replicated(mesh)
     if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
+        # a jitted copy: device_put may reuse the input buffer as one of the replicas, even with
+        # may_alias=False, and donating that replica would delete the caller's array
+        return jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=sharding)(tree)
     return jax.tree.map(
         lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
         jax.device_get(tree))
