@@ -60,7 +60,8 @@ def test_crop_intrinsics_map_full_image_pixels_to_the_crop():
     np.testing.assert_allclose(crop[:2], (full[:2] - centre[0]) * 50 / 100 + 24.5, atol=1e-9)
 
 
-def test_deterministic_and_seed_dependent():
+def test_deterministic_and_seed_dependent(video):
+    np.testing.assert_array_equal(sy.render_video(SPEC, "train", 1)["image"], video["image"])
     a = sy.video_parameters(SPEC, "val", 0)
     b = sy.video_parameters(SPEC, "val", 0)
     c = sy.video_parameters(dataclasses.replace(SPEC, seed=6), "val", 0)
