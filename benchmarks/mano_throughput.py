@@ -114,15 +114,17 @@ def torch_arrays(model, dtype=None) -> dict:
 
 # ----------------------------------------------------------------------------- timing
 
-def _rate(fn, batch: int, seconds: float, rounds: int = 5) -> float:
-    """Best hands/s over ``rounds`` timing windows of ``seconds / rounds`` each (after warm-up).
+def _rate(fn, batch: int, seconds: float, rounds: int = 5) -> tuple[float, float]:
+    """(best hands/s over ``rounds`` windows of ``seconds / rounds`` each, hands per CPU-second).
 
-    The best window is reported because the machine is shared: slower windows measure the other
-    users' load, not the code.
+    The best wall-clock window is reported because the machine is shared: slower windows measure
+    the other users' load, not the code. Hands per CPU-second (this process's CPU time, all
+    threads, over all windows) is much less sensitive to that load; on an idle machine the wall
+    rate lies between 1x and n_threads x this figure.
     """
     for _ in range(3):      # compile / warm caches and thread pools
         fn()
-    best = 0.0
+    best, calls, c0 = 0.0, 0, time.process_time()
     for _ in range(rounds):
         n, t0 = 0, time.perf_counter()
         while True:
@@ -132,7 +134,8 @@ def _rate(fn, batch: int, seconds: float, rounds: int = 5) -> float:
             if dt >= seconds / rounds and n >= 2:
                 break
         best = max(best, n * batch / dt)
-    return best
+        calls += n
+    return best, calls * batch / max(time.process_time() - c0, 1e-9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     tinfo = f"{torch.__version__} (best of 1 and {n_threads} threads)" if have_torch else "n/a"
     print(f"backend={jax.default_backend()} devices={jax.devices()} cpus={os.cpu_count()} "
           f"ncomps={nc} torch={tinfo} loadavg={os.getloadavg()[0]:.1f}")
-    hdr = f"{'batch':>6} | {'jax fwd':>12} | {'jax fwd+bwd':>12}"
+    hdr = f"{'batch':>6} | {'jax fwd':>12} | {'jax fwd+bwd':>12} | {'fwd/cpu-s':>10} | {'f+b/cpu-s':>10}"
     if have_torch:
         hdr += f" | {'torch fwd':>12} | {'torch f+b':>12} | {'fwd x':>6} | {'f+b x':>6}"
     print(hdr + "   (hands/s, best of 5 windows)")
@@ -185,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         pose_np = rng.normal(0, 0.5, (B, 3 + nc)).astype(np.float32)
         betas_np = rng.normal(0, 1, (B, 10)).astype(np.float32)
         pose, betas = jnp.asarray(pose_np), jnp.asarray(betas_np)
-        r_f = _rate(lambda p=pose, b=betas: jax.block_until_ready(fwd(p, b)), B, args.seconds)
-        r_fb = _rate(lambda p=pose, b=betas: jax.block_until_ready(fwd_bwd(p, b)), B, args.seconds)
-        line = f"{B:>6} | {r_f:>12,.0f} | {r_fb:>12,.0f}"
+        r_f, c_f = _rate(lambda p=pose, b=betas: jax.block_until_ready(fwd(p, b)), B, args.seconds)
+        r_fb, c_fb = _rate(lambda p=pose, b=betas: jax.block_until_ready(fwd_bwd(p, b)), B, args.seconds)
+        line = f"{B:>6} | {r_f:>12,.0f} | {r_fb:>12,.0f} | {c_f:>10,.0f} | {c_fb:>10,.0f}"
         if have_torch:
             tp = torch.tensor(pose_np)
             tb = torch.tensor(betas_np)
@@ -206,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             t_f = t_fb_r = 0.0
             for nt in sorted({1, n_threads}):
                 torch.set_num_threads(nt)
-                t_f = max(t_f, _rate(t_fwd, B, args.seconds))
-                t_fb_r = max(t_fb_r, _rate(t_fb, B, args.seconds))
+                t_f = max(t_f, _rate(t_fwd, B, args.seconds)[0])
+                t_fb_r = max(t_fb_r, _rate(t_fb, B, args.seconds)[0])
             torch.set_num_threads(n_threads)
             line += f" | {t_f:>12,.0f} | {t_fb_r:>12,.0f} | {r_f / t_f:>6.1f} | {r_fb / t_fb_r:>6.1f}"
         print(line, flush=True)

@@ -242,7 +242,8 @@ def skin(model: ManoModel, v_posed: jnp.ndarray, joints_rest: jnp.ndarray,
     t = g_t - jnp.einsum("bkij,bkj->bki", g_rot, joints_rest, precision=_HI)
     A = jnp.concatenate([g_rot, t[..., None]], axis=-1).reshape(B, J, 12)      # (B, J, 12)
     T = jnp.einsum("vk,bkm->bvm", model.weights, A, precision=_HI).reshape(B, -1, 3, 4)  # (B, V, 3, 4)
-    return jnp.einsum("bvij,bvj->bvi", T[..., :3], v_posed, precision=_HI) + T[..., 3]
+    return (T[..., 0] * v_posed[..., 0:1] + T[..., 1] * v_posed[..., 1:2]
+            + T[..., 2] * v_posed[..., 2:3] + T[..., 3])
 
 
 # ----------------------------------------------------------------------------- forward
