@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from handprop_jax.model.conv import conv2d, resolve_impl
+from handprop_jax.model.conv import conv2d, conv_hybrid, cpu_plan, explicit_padding, resolve_impl
 from handprop_jax.model.encoder import IMAGENET_MEAN, IMAGENET_STD, BatchNorm, Encoder, normalize_images
 
 # (kernel, stride, padding) as ResNet-18 uses them, plus SAME/VALID strings and an odd size.
@@ -27,17 +27,30 @@ def _reference_conv(x, w, stride, padding):
                                     precision=lax.Precision.HIGHEST)
 
 
+def _hybrid(plan):
+    def conv(x, w, s, pad):
+        pads = explicit_padding(pad, x.shape[1:3], w.shape[:2], (s, s))
+        return conv_hybrid(x, w, (s, s), pads, plan)
+    return conv
+
+
+IMPLS = {"im2col": lambda x, w, s, pad: conv2d(x, w, s, pad, "im2col"),
+         "taps": lambda x, w, s, pad: conv2d(x, w, s, pad, "taps"),
+         "hybrid(xla,im2col,im2col)": _hybrid(("xla", "im2col", "im2col")),
+         "hybrid(im2col,xla,xla)": _hybrid(("im2col", "xla", "xla"))}
+
+
 class ConvTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_values_and_gradients_equal_lax_conv(self):
         rng = np.random.RandomState(0)
-        for impl in ("im2col", "taps"):
+        for impl, conv in IMPLS.items():
             for k, s, pad in CONV_CASES:
                 for size in ((9, 8) if pad == "SAME" else (9,)):
                     x = jnp.asarray(rng.randn(2, size, size, 3), jnp.float32)
                     w = jnp.asarray(rng.randn(k, k, 3, 5) * 0.3, jnp.float32)
-                    fn = self.variant(lambda x, w, k=k, s=s, pad=pad, impl=impl: conv2d(x, w, s, pad, impl))
+                    fn = self.variant(lambda x, w, s=s, pad=pad, conv=conv: conv(x, w, s, pad))
                     want = _reference_conv(x, w, s, pad)
                     got = fn(x, w)
                     assert got.shape == want.shape, (impl, k, s, pad, size)
@@ -53,11 +66,12 @@ class ConvTest(chex.TestCase):
     def test_auto_and_errors(self):
         assert resolve_impl("auto", "cpu") == "im2col"
         assert resolve_impl("auto", "gpu") == "xla"
-        # per-layer CPU policy: native conv only for stride-1 spatial kernels on >= 8x8 maps
-        assert resolve_impl("auto", "cpu", (3, 3), (1, 1), (16, 16)) == "xla"
-        assert resolve_impl("auto", "cpu", (3, 3), (1, 1), (2, 2)) == "im2col"
-        assert resolve_impl("auto", "cpu", (3, 3), (2, 2), (16, 16)) == "im2col"
-        assert resolve_impl("auto", "cpu", (1, 1), (1, 1), (16, 16)) == "im2col"
+        assert resolve_impl("auto", "cpu", (3, 3), (1, 1), (16, 16)) == "hybrid"
+        # per-pass CPU plan: never the native conv on 2x2 maps or for strided input gradients
+        assert cpu_plan((3, 3), (1, 1), (2, 2)) == ("im2col", "im2col", "xla")
+        assert cpu_plan((3, 3), (2, 2), (16, 16))[1:] == ("im2col", "im2col")
+        assert cpu_plan((1, 1), (2, 2), (16, 16)) == ("im2col",) * 3
+        assert cpu_plan((3, 3), (1, 1), (16, 16)) == ("xla",) * 3
         assert resolve_impl("taps") == "taps"
         with pytest.raises(ValueError, match="conv_impl"):
             resolve_impl("winograd")

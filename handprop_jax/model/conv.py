@@ -14,12 +14,12 @@ native convolution is very slow on some shapes (the backward pass of a 3x3 convo
   pass made of matmuls and pads, which XLA:CPU runs at close to its matmul speed.
 - ``"taps"``: the sum over kernel taps of ``slice @ kernel[i, j]`` (kh*kw matmuls with K = Cin, no
   concatenated copy of the input).
-- ``"auto"``: resolved per backend *and per layer* by :func:`resolve_impl`: on GPU/TPU always
-  ``"xla"``; on CPU ``"xla"`` for stride-1 spatial kernels whose output map has at least
-  ``CPU_XLA_MIN_PIXELS`` pixels (where XLA:CPU's native convolution was measured as fast or
-  faster) and ``"im2col"`` for everything else (strided, 1x1 and small maps, where the native
-  convolution's backward pass is up to ~100x slower). Measurements: ``benchmarks/train_step.py
-  --layers``.
+- ``"hybrid"``: a ``custom_vjp`` whose forward, input-gradient and kernel-gradient passes each
+  use the formulation :func:`cpu_plan` picks for the layer's geometry (native where XLA:CPU's
+  Eigen convolution is fast, im2col where XLA:CPU falls into its slow paths: tiny maps, strided
+  input gradients, 1x1 kernels).
+- ``"auto"``: resolved per backend by :func:`resolve_impl`: ``"xla"`` on GPU/TPU (cuDNN etc.),
+  ``"hybrid"`` on CPU. Measurements: ``benchmarks/train_step.py --layers``.
 
 Padding is given as torchvision does it: explicit ``((top, bottom), (left, right))`` pixels, or
 the strings ``"SAME"`` / ``"VALID"`` (resolved with XLA's rules).
@@ -27,18 +27,44 @@ the strings ``"SAME"`` / ``"VALID"`` (resolved with XLA's rules).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("xla", "im2col", "taps", "auto")
+IMPLS = ("xla", "im2col", "taps", "hybrid", "auto")
 
 Padding = str | Sequence[tuple[int, int]]
 
 
-CPU_XLA_MIN_PIXELS = 64  # "auto" on CPU: native conv for stride-1 kxk (k > 1) maps with >= 8x8 outputs
+# CPU plan thresholds (output pixels), from per-pass timings (benchmarks/train_step.py --layers):
+CPU_FWD_XLA_MIN_PIXELS = 16  # native forward conv for k>1 maps of >= 4x4 outputs (2x2: ~100x slower)
+CPU_DX_XLA_MIN_PIXELS = 196  # native input-gradient conv for stride 1 and >= 14x14 outputs
+
+
+def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int],
+             out_hw: tuple[int, int]) -> tuple[str, str, str]:
+    """Formulation ("xla" or "im2col") of the (forward, input-gradient, kernel-gradient) passes of
+    one convolution layer on XLA:CPU, chosen from measured per-pass timings:
+
+    - 1x1 convolutions: im2col everywhere (a strided slice and a matmul; XLA's 1x1/2 kernel
+      gradient was 3-6x slower).
+    - forward: native for outputs of at least 4x4 pixels (Eigen's convolution, 2-5x faster than a
+      materialised im2col on large maps); im2col on smaller maps (native 2x2 is ~100x slower).
+    - input gradient: native only for stride 1 and outputs >= 14x14; strided layers' input gradient
+      (an lhs-dilated convolution in XLA, up to ~50x slower) and small maps use the im2col transpose.
+    - kernel gradient: native for stride 1 (k>1), im2col for strided layers.
+    """
+    pixels = out_hw[0] * out_hw[1]
+    if max(kernel_hw) == 1:
+        return ("im2col", "im2col", "im2col")
+    stride1 = tuple(strides) == (1, 1)
+    fwd = "xla" if pixels >= CPU_FWD_XLA_MIN_PIXELS else "im2col"
+    dx = "xla" if stride1 and pixels >= CPU_DX_XLA_MIN_PIXELS else "im2col"
+    dw = "xla" if stride1 else "im2col"
+    return (fwd, dx, dw)
 
 
 def resolve_impl(impl: str, backend: str | None = None, kernel_hw: tuple[int, int] | None = None,
@@ -46,9 +72,8 @@ def resolve_impl(impl: str, backend: str | None = None, kernel_hw: tuple[int, in
     """Map ``impl`` (one of :data:`IMPLS`) to a concrete formulation for ``backend`` and layer.
 
     ``"auto"`` is ``"xla"`` on GPU/TPU (where the vendor convolution libraries are the fast path).
-    On CPU it is ``"xla"`` for a stride-1 convolution with a spatial kernel and an output of at
-    least :data:`CPU_XLA_MIN_PIXELS` pixels, ``"im2col"`` otherwise (and ``"im2col"`` when the
-    layer geometry is not given). ``backend`` defaults to ``jax.default_backend()``.
+    On CPU it is ``"hybrid"`` (see :func:`cpu_plan`) when the layer geometry is given and
+    ``"im2col"`` otherwise. ``backend`` defaults to ``jax.default_backend()``.
     """
     if impl not in IMPLS:
         raise ValueError(f"conv_impl {impl!r}: expected one of {IMPLS}")
@@ -57,10 +82,7 @@ def resolve_impl(impl: str, backend: str | None = None, kernel_hw: tuple[int, in
     backend = backend or jax.default_backend()
     if backend != "cpu":
         return "xla"
-    if (kernel_hw is not None and out_hw is not None and tuple(strides) == (1, 1)
-            and max(kernel_hw) > 1 and out_hw[0] * out_hw[1] >= CPU_XLA_MIN_PIXELS):
-        return "xla"
-    return "im2col"
+    return "im2col" if kernel_hw is None or out_hw is None else "hybrid"
 
 
 def explicit_padding(padding: Padding, in_hw: tuple[int, int], kernel_hw: tuple[int, int],
@@ -132,6 +154,30 @@ def conv_taps(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -
 _IMPL_FNS = {"xla": conv_xla, "im2col": conv_im2col, "taps": conv_taps}
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_hybrid(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads,
+                plan: tuple[str, str, str]) -> jax.Array:
+    """Convolution whose forward, input-gradient and kernel-gradient passes each use the
+    formulation named in ``plan`` = (forward, dx, dw) ("xla" or "im2col"). Same values and
+    gradients as any single formulation; residuals are (x, kernel) only."""
+    return _IMPL_FNS[plan[0]](x, kernel, strides, pads)
+
+
+def _hybrid_fwd(x, kernel, strides, pads, plan):
+    return conv_hybrid(x, kernel, strides, pads, plan), (x, kernel)
+
+
+def _hybrid_bwd(strides, pads, plan, residuals, dy):
+    x, kernel = residuals
+    fx, fw = _IMPL_FNS[plan[1]], _IMPL_FNS[plan[2]]
+    (dx,) = jax.vjp(lambda x_: fx(x_, kernel, strides, pads), x)[1](dy)
+    (dw,) = jax.vjp(lambda w_: fw(x, w_, strides, pads), kernel)[1](dy)
+    return dx, dw
+
+
+conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
            padding: Padding = "SAME", impl: str = "auto") -> jax.Array:
     """2D cross-correlation, NHWC x HWIO -> NHWC, no bias.
@@ -155,4 +201,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
     strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
     out_hw = tuple(_out_size(x.shape[1 + a], kernel.shape[a], strides[a], *pads[a]) for a in range(2))
-    return _IMPL_FNS[resolve_impl(impl, None, kernel.shape[:2], strides, out_hw)](x, kernel, strides, pads)
+    impl = resolve_impl(impl, None, kernel.shape[:2], strides, out_hw)
+    if impl == "hybrid":
+        return conv_hybrid(x, kernel, strides, pads, cpu_plan(kernel.shape[:2], strides, out_hw))
+    return _IMPL_FNS[impl](x, kernel, strides, pads)
