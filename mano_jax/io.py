@@ -35,6 +35,9 @@ _PKL_KEYS = {
 }
 
 
+_NEEDED_KEYS = set(_PKL_KEYS) | {"kintree_table"}
+
+
 class _PickledStub:
     """Stand-in for a class we do not import: keeps the pickled state and constructor args."""
 
@@ -72,7 +75,7 @@ def _stub_class(base: type, module: str, name: str) -> type:
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that only builds numpy arrays, builtins containers and stubs."""
 
-    _NUMPY = {"_reconstruct", "scalar", "ndarray", "dtype"}
+    _NUMPY = {"_reconstruct", "scalar", "ndarray", "dtype", "_frombuffer"}
     _BUILTINS = {"object", "set", "frozenset", "list", "dict", "tuple", "complex", "slice"}
 
     def __init__(self, file, source: str):
@@ -93,10 +96,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 self._stubs[key] = _stub_class(_SparseStub, module, name)
             return self._stubs[key]
         if top == "numpy" and name in self._NUMPY:
-            if module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-                mod = getattr(np, "_core", None)          # numpy >= 2 renamed numpy.core
-                ma = mod.multiarray if mod is not None else np.core.multiarray
-                return getattr(ma, name)
+            core = getattr(np, "_core", None) or np.core          # numpy >= 2 renamed numpy.core
+            if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in (
+                    "_reconstruct", "scalar"):
+                return getattr(core.multiarray, name)
+            if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
+                return core.numeric._frombuffer                         # protocol-5 pickles
             if module == "numpy" and name in ("ndarray", "dtype"):
                 return getattr(np, name)
         if module in ("copy_reg", "copyreg") and name == "_reconstructor":
@@ -166,7 +171,8 @@ def read_official_pickle(path: str | os.PathLike) -> dict[str, Any]:
     Args:
       path: the file.
     Returns:
-      dict: every key of the file; arrays as numpy arrays (``J_regressor`` dense), strings kept.
+      dict: the file's keys; arrays as numpy arrays (``J_regressor`` dense), strings kept. Keys
+      the layer does not use whose objects hold no array (derived chumpy expressions) are left out.
     Raises:
       FileNotFoundError, ManoFileError (not a pickle, truncated, unexpected content).
     """
@@ -197,8 +203,13 @@ def read_official_pickle(path: str | os.PathLike) -> dict[str, Any]:
     for k, v in obj.items():
         if isinstance(v, (str, bytes, int, float)) or v is None:
             out[k] = v
-        else:
+            continue
+        try:
             out[k] = _to_array(v, source, k)
+        except ManoFileError:
+            if k in _NEEDED_KEYS:
+                raise
+            # a key the layer does not use (e.g. a derived chumpy expression): leave it out
     return out
 
 

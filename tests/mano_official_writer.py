@@ -41,12 +41,23 @@ def _install_fake_chumpy() -> type:
             del d["_parents"], d["_cache"]
             return d
 
+    class add(Ch):  # noqa: N801  (chumpy's name) a derived expression: no array of its own
+        def __init__(self, a, b):
+            super().__init__(0.0)
+            del self.x
+            self.a, self.b = a, b
+
     Ch.__module__ = "chumpy.ch"
     Ch.__qualname__ = "Ch"
+    ops = types.ModuleType("chumpy.ch_ops")
+    add.__module__ = "chumpy.ch_ops"
+    add.__qualname__ = "add"
+    ops.add = add
     ch.Ch = Ch
-    pkg.ch = ch
+    pkg.ch, pkg.ch_ops = ch, ops
     sys.modules["chumpy"] = pkg
     sys.modules["chumpy.ch"] = ch
+    sys.modules["chumpy.ch_ops"] = ops
     return Ch
 
 
@@ -74,7 +85,9 @@ def write_official_pickle(arrays: dict, out_path: str) -> None:
         "f": np.asarray(arrays["faces"], np.uint32),
         "J_regressor": sp.csc_matrix(np.asarray(arrays["J_regressor"], np.float64)),
         "kintree_table": kintree,
-        "J": np.asarray(arrays["J_regressor"]) @ np.asarray(arrays["v_template"]),
+        # a derived chumpy expression (unused by the layer; the loader must skip it)
+        "J": sys.modules["chumpy.ch_ops"].add(
+            Ch(np.asarray(arrays["J_regressor"]) @ np.asarray(arrays["v_template"])), Ch(np.zeros(3))),
         "weights": np.asarray(arrays["weights"], np.float64),
         "posedirs": np.asarray(arrays["posedirs"], np.float64),
         "bs_style": "lbs",

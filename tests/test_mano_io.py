@@ -47,6 +47,7 @@ def test_official_pickle_has_chumpy_and_sparse_objects(official):
     raw = pkl.read_bytes()
     assert raw[:2] == b"\x80\x02"                       # protocol 2
     assert b"chumpy.ch\nCh\n" in raw and b"scipy.sparse.csc\ncsc_matrix\n" in raw
+    assert b"chumpy.ch_ops\nadd\n" in raw
     assert b"numpy.core.multiarray\n_reconstruct\n" in raw
     with pytest.raises(subprocess.CalledProcessError):   # plain pickle needs chumpy
         subprocess.run([sys.executable, "-c", "import pickle,sys; sys.modules['chumpy']=None; "
@@ -74,6 +75,20 @@ def test_load_official_pickle_without_chumpy_or_scipy(official, tmp_path):
         assert z["kintree_table"][0, 0] == 2**32 - 1
         assert list(z["kintree_table"][0, 1:]) == list(mano_jax.PARENTS[1:])
         assert str(z["side"]) == "right"
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_modern_pickle_protocols(tmp_path, protocol):
+    import scipy.sparse as sp
+
+    a = _random_arrays(2)
+    d = dict(a, f=a.pop("faces"), J_regressor=sp.csc_matrix(a["J_regressor"]), bs_type="lrotmin")
+    p = tmp_path / "MANO_LEFT.pkl"
+    p.write_bytes(pickle.dumps(d, protocol=protocol))
+    m = mano_jax.load(p)
+    assert m.side == "left"
+    np.testing.assert_allclose(m.numpy()["J_regressor"], a["J_regressor"], atol=1e-7)
+    np.testing.assert_array_equal(m.numpy()["faces"], d["f"])
 
 
 def test_npz_round_trip_and_side(tmp_path):
@@ -161,3 +176,25 @@ def test_bad_npz_shape_error(tmp_path):
     np.savez(tmp_path / "hand.npz", **a)
     with pytest.raises(mano_jax.ManoFileError, match=r"hand\.npz.*'weights' has shape \(778, 15\)"):
         mano_jax.load(tmp_path / "hand.npz")
+
+
+def test_required_key_without_array_error(tmp_path, monkeypatch):
+    import types
+
+    class add:  # noqa: N801  (stands in for chumpy.ch_ops.add, a derived expression)
+        def __init__(self):
+            self.a, self.b = 1.0, 2.0
+
+    mod = types.ModuleType("chumpy.ch_ops")
+    add.__module__, add.__qualname__ = "chumpy.ch_ops", "add"
+    mod.add = add
+    monkeypatch.setitem(sys.modules, "chumpy", types.ModuleType("chumpy"))
+    monkeypatch.setitem(sys.modules, "chumpy.ch_ops", mod)
+    a = _random_arrays()
+    a["f"] = a.pop("faces")
+    a["shapedirs"] = add()
+    p = tmp_path / "MANO_RIGHT.pkl"
+    _write_dict_pickle(p, a)
+    with pytest.raises(mano_jax.ManoFileError,
+                       match=r"MANO_RIGHT\.pkl: key 'shapedirs' is a chumpy chumpy\.ch_ops\.add "):
+        mano_jax.load(p)
