@@ -7,8 +7,9 @@ face that wins a pixel is found with a non-differentiable arg-max, but every int
 recomputed from the vertices afterwards, so colours/depth are differentiable in the vertex positions
 inside each face (a later soft/differentiable renderer can reuse the same pieces).
 
-Pixel (row i, column j) is sampled at its centre (u=j, v=i). A pixel centre exactly on a shared edge
-counts as inside both triangles (the z-buffer picks one), so closed meshes have no cracks.
+Pixel (row i, column j) is sampled at its centre (u=j, v=i). A pixel centre on a shared edge counts
+as inside both triangles (barycentric tolerance EDGE_EPS; the z-buffer picks one), so closed meshes
+have no cracks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import jax.numpy as jnp
 from handprop_jax.camera import backproject, project
 
 NEAR = 1e-3  # metres: faces with a vertex closer than this to the camera plane are not drawn
+# A pixel centre counts as inside a face when all its barycentrics are >= -EDGE_EPS: centres on a
+# shared edge then belong to both faces whatever the float rounding (no cracks along edges).
+EDGE_EPS = 1e-5
 
 
 def vertex_normals(vertices: jnp.ndarray, faces: jnp.ndarray) -> jnp.ndarray:
@@ -89,7 +93,7 @@ def rasterize(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, image_s
         cb, cw, cvalid, cids = chunk
         inside = cvalid[None, :]
         for k in range(3):
-            inside = inside & (u * cb[None, :, k, 0] + v * cb[None, :, k, 1] + cb[None, :, k, 2] >= 0)
+            inside = inside & (u * cb[None, :, k, 0] + v * cb[None, :, k, 1] + cb[None, :, k, 2] >= -EDGE_EPS)
         w = u * cw[None, :, 0] + v * cw[None, :, 1] + cw[None, :, 2]  # (P, C) inverse depth
         w = jnp.where(inside & (w > 0), w, 0.0)
         arg = jnp.argmax(w, axis=1)
@@ -136,7 +140,8 @@ def rasterize_splat(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, i
         v = lo[:, 1:2] + dv.reshape(1, -1)
         inside = valid[:, None] & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
         for k in range(3):
-            inside = inside & (u * bary[:, None, k, 0] + v * bary[:, None, k, 1] + bary[:, None, k, 2] >= 0)
+            b = u * bary[:, None, k, 0] + v * bary[:, None, k, 1] + bary[:, None, k, 2]
+            inside = inside & (b >= -EDGE_EPS)
         w = u * inv_z[:, None, 0] + v * inv_z[:, None, 1] + inv_z[:, None, 2]
         inside = inside & (w > 0)
         pix_l.append(jnp.where(inside, v.astype(jnp.int32) * W + u.astype(jnp.int32), P).reshape(-1))

@@ -91,6 +91,10 @@ class RenderTest(parameterized.TestCase):
                              jnp.zeros((2, S, S, 3)), jnp.array([0.3, 0.3]))
         np.testing.assert_allclose(batch["image"][0], out["image"], atol=1e-6)
         np.testing.assert_allclose(batch["depth"][1][8, 8], 2.4, rtol=1e-5)
+        vmapped = jax.jit(jax.vmap(lambda v: render(v, jnp.asarray(QUAD_FACES), jnp.asarray(K),
+                                                    jnp.full((4, 3), 0.8), jnp.asarray(light), (S, S),
+                                                    jnp.zeros((S, S, 3)), ambient=0.3, splat_window=8)))(vb)
+        np.testing.assert_allclose(vmapped["image"], batch["image"], atol=1e-6)
 
     def test_vertex_normals_of_a_flat_quad(self):
         n = vertex_normals(jnp.asarray(quad(0.3, lambda x, y: 2.0)), jnp.asarray(QUAD_FACES))
