@@ -7,8 +7,10 @@ works; it also works without the import (tfds then reads the prepared files).
 
 Hooks a builder may define (all optional):
 - ``Builder.builder_kwargs_from_data(data_config, builder_config) -> dict``: constructor arguments
-  for a ``DataConfig`` (e.g. {"config": ...}); default: {"config": builder_config} (the tfds config
-  name, None = the builder's default);
+  for a ``DataConfig`` (e.g. {"spec": ...}), or
+  ``Builder.config_from_data(data_config, builder_config) -> tfds.core.BuilderConfig | str``: the
+  builder config for it; default: {"config": builder_config} (the tfds config name, None = the
+  builder's default);
 - ``Builder.stale_reason(self) -> str | None``: why prepared files in ``data_dir`` do not match the
   requested config (they are then deleted and rebuilt);
 - ``__init__(mano_model=...)``: receives the MANO model path of the run config;
@@ -50,15 +52,17 @@ def make_builder(name: str, data_dir: str | Path, builder_config: str | None = N
                  data_config: DataConfig | None = None, **builder_kwargs: Any) -> tfds.core.DatasetBuilder:
     """Instantiate the builder of ``name`` writing/reading ``data_dir``.
 
-    Constructor arguments come from ``Builder.builder_kwargs_from_data(data_config, builder_config)``
-    when the builder defines it, else {"config": builder_config} (the tfds config name; None = the
-    builder's default). Extra keyword arguments go to the builder (None values and those its
+    Constructor arguments come from the builder's ``builder_kwargs_from_data`` or ``config_from_data``
+    hook (module doc) when it defines one, else {"config": builder_config} (the tfds config name;
+    None = the builder's default). Extra keyword arguments go to the builder (None values and those its
     ``__init__`` does not take are dropped)."""
     cls = builder_class(name)
     kwargs: dict[str, Any] = {"data_dir": str(data_dir)}
-    hook = getattr(cls, "builder_kwargs_from_data", None)
-    if hook is not None:
-        kwargs.update(hook(data_config or DataConfig(name=name), builder_config))
+    data_config = data_config or DataConfig(name=name)
+    if hasattr(cls, "builder_kwargs_from_data"):
+        kwargs.update(cls.builder_kwargs_from_data(data_config, builder_config))
+    elif hasattr(cls, "config_from_data"):
+        kwargs["config"] = cls.config_from_data(data_config, builder_config)
     elif builder_config is not None:
         kwargs["config"] = builder_config
     params = inspect.signature(cls.__init__).parameters

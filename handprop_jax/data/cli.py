@@ -6,7 +6,10 @@
 
 ``--config`` names an experiment config (a file in experiments/configs or a path: its ``data`` section
 gives the label stride K, the synthetic sizes, image size, builder config) or, if no such file
-exists, a tfds builder config of NAME (e.g. ``v2``/``v3`` for ho3d). Prints, per split: videos,
+exists, a tfds builder config of NAME (e.g. ``v2``/``v3`` for ho3d); without an experiment config,
+NAME's default one is used (synthetic, mini_ho3d, mini_interhand: 224 px crops and K = 128 for the
+real data sets). The MANO model is --mano-model, else the config's model.mano_model if that file
+exists, else the builder looks for MANO_RIGHT.pkl in the manual dir. Prints, per split: videos,
 frames, labelled frames (every K-th, first and last included) and skipped items with the reason.
 """
 
@@ -44,13 +47,18 @@ def _is_config_file(name: str) -> bool:
                                                           (config_lib.CONFIG_DIR / f"{name}.py").is_file())
 
 
+DEFAULT_CONFIGS = {"synthetic_hand_video": "synthetic", "ho3d": "mini_ho3d", "interhand26m": "mini_interhand"}
+
+
 def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str | None]:
     """The run config (its data section updated from the arguments) and the tfds builder config."""
     builder_config = args.builder_config
     if args.config is not None and _is_config_file(args.config):
         config = config_lib.load(args.config, args.overrides)
     else:
-        config = config_lib.override(config_lib.Config(), args.overrides)
+        default = DEFAULT_CONFIGS.get(args.name)
+        config = (config_lib.load(default, args.overrides) if default and _is_config_file(default)
+                  else config_lib.override(config_lib.Config(), args.overrides))
         if args.config is not None and builder_config is None:
             builder_config = args.config
     if builder_config is None and config.data.name == args.name:
@@ -67,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from handprop_jax.data.build import build
 
     config, builder_config = resolve(args)
+    mano_model = args.mano_model
+    if mano_model is None and config.model.mano_model and Path(config.model.mano_model).is_file():
+        mano_model = config.model.mano_model
     build(args.name, args.data_dir, manual_dir=args.manual_dir, builder_config=builder_config,
-          data_config=config.data, mano_model=args.mano_model or config.model.mano_model)
+          data_config=config.data, mano_model=mano_model)
     return 0
