@@ -25,6 +25,9 @@ median reported with the min-max range, because the machine may be shared):
   rate achieved and its fraction of a large float32 matmul's FLOP rate measured in the same run;
   the executable's memory (arguments + outputs + temporaries from XLA's memory analysis) and the
   process's peak RSS.
+- ``img per CPU-s``: images per second of this process's CPU time (both cores busy = 2 CPU-s per
+  second): a load-robust estimate of what an unloaded machine gives (x 2 for two free cores, if
+  the step scales perfectly); wall-clock rates on a shared machine are depressed and noisy.
 """
 
 from __future__ import annotations
@@ -52,16 +55,28 @@ TORCH_SCRIPT = Path("/work/shared/bench/torch_resnet18_step.py")
 
 
 # ----------------------------------------------------------------------------- helpers
+CPU_SECONDS: list[float] = []  # process CPU seconds per call of the last ``timed`` run
+
+
 def timed(fn, repeats: int, steps: int) -> list[float]:
-    """Seconds per call of ``fn`` (which returns something to block on): ``repeats`` values."""
+    """Wall seconds per call of ``fn`` (which returns something to block on): ``repeats`` values.
+    The process CPU seconds per call of each window are left in :data:`CPU_SECONDS`."""
     out = []
+    CPU_SECONDS.clear()
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for _ in range(steps):
             r = fn()
         jax.block_until_ready(r)
         out.append((time.perf_counter() - t) / steps)
+        CPU_SECONDS.append((time.process_time() - c) / steps)
     return out
+
+
+def per_cpu_second(items: int) -> float:
+    """Items per CPU-second of this process over the last ``timed`` run (median window): much less
+    sensitive than wall-clock rates when other processes share the cores."""
+    return float(items / np.median(CPU_SECONDS))
 
 
 def summary(per_call: list[float], items: int) -> dict:
@@ -162,7 +177,7 @@ def bench_train(phase: str, cfg, res: int, batch: int, args) -> dict:
     per_call = timed(call, args.repeats, args.steps)
     flops = cost_flops(compiled)
     return {"what": f"{phase} train step", "images_per_call": images, "compile_s": compile_s,
-            "rate": summary(per_call, images), "flops_per_step": flops,
+            "rate": summary(per_call, images), "per_cpu_s": per_cpu_second(images), "flops_per_step": flops,
             "seconds_per_step": float(np.median(per_call)), "exec_mem_mb": _mb(memory_bytes(compiled))}
 
 
@@ -193,7 +208,8 @@ def bench_eval(cfg, res: int, batch: int, args) -> list[dict]:
         jax.block_until_ready(fn())
         per_call = timed(fn, args.repeats, args.steps)
         out.append({"what": name, "images_per_call": batch, "compile_s": compile_s,
-                    "rate": summary(per_call, batch), "flops_per_step": None,
+                    "rate": summary(per_call, batch), "per_cpu_s": per_cpu_second(batch),
+                    "flops_per_step": None,
                     "seconds_per_step": float(np.median(per_call)), "exec_mem_mb": None})
     return out
 
@@ -294,7 +310,8 @@ def main(argv=None) -> int:
         return 0
 
     peak = matmul_flops()
-    print(f"float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s")
+    print(f"float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s wall, "
+          f"{2 * 2048 ** 3 / np.median(CPU_SECONDS) / 1e9:.1f} GFLOP per CPU-s")
     results = []
     for res, batch in sizes:
         cfg = make_config(res, batch, args)
@@ -310,11 +327,12 @@ def main(argv=None) -> int:
         tr = torch_row["rate"]["median"] if torch_row and "rate" in torch_row else None
         print(f"\n### {res} px, batch {batch} (conv_impl={args.conv_impl}, dtype={args.dtype}); "
               f"median [min-max] of {args.repeats} x {args.steps} calls")
-        print("| what | img/s | / torch | compile s | GFLOP/step | GFLOP/s | % matmul rate | exec MB |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| what | img/s | / torch | img per CPU-s | compile s | GFLOP/step | GFLOP/s | % matmul rate "
+              "| exec MB |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if "rate" not in r:
-                print(f"| {r['what']} | {r['note']} | | | | | | |")
+                print(f"| {r['what']} | {r['note']} | | | | | | | |")
                 continue
             rate = r["rate"]
             ratio = None if tr is None or r["what"].startswith("torch") else rate["median"] / tr
@@ -322,7 +340,8 @@ def main(argv=None) -> int:
             fr = None if fl is None else fl / r["seconds_per_step"]
             gflop = None if fl is None else fl / 1e9
             print(f"| {r['what']} | {rate['median']:.1f} [{rate['min']:.1f}-{rate['max']:.1f}] | "
-                  f"{fmt(ratio, '.2f')} | {fmt(r.get('compile_s'), '.1f')} | {fmt(gflop, '.1f')} | "
+                  f"{fmt(ratio, '.2f')} | {fmt(r.get('per_cpu_s'), '.1f')} | "
+                  f"{fmt(r.get('compile_s'), '.1f')} | {fmt(gflop, '.1f')} | "
                   f"{fmt(None if fr is None else fr / 1e9, '.1f')} | "
                   f"{fmt(None if fr is None else 100 * fr / peak, '.0f')} | "
                   f"{fmt(r.get('exec_mem_mb'), '.0f')} |", flush=True)

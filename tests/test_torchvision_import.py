@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from handprop_jax.model.encoder import Encoder
-from handprop_jax.model.torchvision_import import flax_path, import_state_dict, read_pth
+from handprop_jax.model.torchvision_import import (
+    flax_path,
+    import_state_dict,
+    load_torchvision_resnet18,
+    read_pth,
+)
 
 WIDTH = 8
 
@@ -206,3 +211,19 @@ def test_read_pth_without_torch(tmp_path, monkeypatch):
     assert set(without) == set(with_torch)
     for k in with_torch:
         np.testing.assert_array_equal(without[k], with_torch[k], err_msg=k)
+
+
+def test_load_into_parent_scope(encoder_and_vars, tmp_path):
+    """A parent module's variables: only the ``encoder`` subtree changes."""
+    torch = pytest.importorskip("torch")
+    _, variables = encoder_and_vars
+    sd = random_state_dict(WIDTH, seed=5)
+    path = tmp_path / "r18.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
+    parent = {"params": {"encoder": variables["params"], "head": {"w": np.ones(3)}},
+              "batch_stats": {"encoder": variables["batch_stats"]}}
+    out = load_torchvision_resnet18(path, parent, scope="encoder")
+    np.testing.assert_array_equal(out["params"]["head"]["w"], np.ones(3))
+    np.testing.assert_array_equal(out["batch_stats"]["encoder"]["bn1"]["mean"], sd["bn1.running_mean"])
+    with pytest.raises(KeyError, match="'backbone'"):
+        load_torchvision_resnet18(path, parent, scope="backbone")

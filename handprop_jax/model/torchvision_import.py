@@ -188,6 +188,24 @@ def read_pth(path: str | Path) -> dict[str, np.ndarray]:
     return dict(sd)
 
 
-def load_torchvision_resnet18(path: str | Path, variables: Mapping[str, Any]) -> dict:
-    """Read ``path`` (a torchvision ResNet-18 ``.pth``) into the encoder ``variables``."""
-    return import_state_dict(read_pth(path), variables, source=str(path))
+def load_torchvision_resnet18(path: str | Path, variables: Mapping[str, Any],
+                              scope: str | None = None) -> dict:
+    """Read ``path`` (a torchvision ResNet-18 ``.pth``) into ``variables``.
+
+    ``scope=None``: ``variables`` are the Encoder's own ({"params", "batch_stats"}). ``scope="encoder"``:
+    ``variables`` are a parent module's (e.g. HandProp's) and the encoder is its submodule
+    ``encoder``; only that subtree is replaced, everything else is returned unchanged.
+    """
+    state_dict = read_pth(path)
+    if scope is None:
+        return import_state_dict(state_dict, variables, source=str(path))
+    for c in ("params", "batch_stats"):
+        if scope not in variables.get(c, {}):
+            raise KeyError(f"torchvision import ({path}): variables[{c!r}] has no {scope!r} submodule; "
+                           f"it has {sorted(variables.get(c, {}))}")
+    sub = import_state_dict(state_dict, {c: variables[c][scope] for c in ("params", "batch_stats")},
+                            source=str(path))
+    out = dict(variables)
+    for c in ("params", "batch_stats"):
+        out[c] = {**variables[c], scope: jax.tree.map(np.asarray, sub[c])}
+    return out
