@@ -19,6 +19,13 @@ def iter_videos(config, split: str) -> Iterator[dict[str, np.ndarray]]:
         yield sp.video(v, with_labels=True)
 
 
+def count_unlabelled(config, split: str) -> int:
+    """Number of unlabelled frames of ``split`` (from the pipeline's cached video table)."""
+    from handprop_jax.data.pipeline import open_split
+
+    return int((~open_split(config.data, split).labelled).sum())
+
+
 def labelled_gammas(config, split: str = "train", chunk: int = 256) -> dict[str, np.ndarray]:
     """γ* {root (L,3), pose (L,48), betas (L,10)} of the labelled frames of ``split`` (every K-th
     frame of each video, first and last included)."""

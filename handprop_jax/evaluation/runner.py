@@ -158,8 +158,10 @@ def _truncate(video: dict, budget: int, stride: int) -> dict:
 
 
 def evaluate_split(config, split: str, videos: Iterable[dict], mano, baseline, align, mean,
-                   progress: bool = True) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
-    """Per-frame metrics of every row over a split: ({row: {column: (N,)}}, gap (N,))."""
+                   progress: bool = True, total: int | None = None
+                   ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """Per-frame metrics of every row over a split: ({row: {column: (N,)}}, gap (N,)).
+    ``total``: unlabelled frames expected (progress bar length)."""
     from tqdm import tqdm
 
     from handprop_jax.data.sparse import labelled_mask
@@ -169,7 +171,9 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, baseline, a
     per_row: dict[str, list] = {}
     gaps = []
     seen = 0
-    bar = tqdm(desc=f"evaluate {split}", unit="frame", disable=not progress, file=sys.stderr)
+    if total is not None and cap is not None:
+        total = min(total, cap)
+    bar = tqdm(desc=f"evaluate {split}", unit="frame", total=total, disable=not progress, file=sys.stderr)
     for video in videos:
         if cap is not None and seen >= cap:
             break
@@ -235,8 +239,10 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, Predicto
                 print(f"evaluate: no {model!r} checkpoint, its rows are left out ({e})", file=sys.stderr)
         if not predictors:
             raise FileNotFoundError(f"evaluate: {workdir} has neither a 'baseline' nor an 'align' checkpoint")
+    totals = {}
     if videos is None:
         videos = lambda split: eval_data.iter_videos(config, split)  # noqa: E731
+        totals = {split: eval_data.count_unlabelled(config, split) for split in config.eval.splits}
     if labelled_train is None:
         labelled_train = eval_data.labelled_gammas(config, "train")
     mean = mean_gamma(labelled_train)
@@ -244,7 +250,7 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, Predicto
     results = {}
     for split in config.eval.splits:
         results[split] = evaluate_split(config, split, videos(split), mano, predictors.get("baseline"),
-                                        predictors.get("align"), mean, progress)
+                                        predictors.get("align"), mean, progress, totals.get(split))
     rows = table_rows(results)
     if write:
         out = workdir / "eval"
