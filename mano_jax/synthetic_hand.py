@@ -22,7 +22,7 @@ Shape coefficients (``betas``, each ~N(0, 1) gives a visible, realistic variatio
   0 overall size (+-5 %), 1 finger lengths (+-6 %), 2 palm width (+-6 %), 3 thickness (+-8 %),
   4 palm length (+-5 %), 5 thumb length (+-6 %), 6 index vs ring length (+-4 %),
   7 finger thickness (+-7 %), 8 palm thickness (+-8 %), 9 pinky length (+-6 %).
-Sizes at betas = 0: wrist joint to middle fingertip ~18.7 cm, palm ~8 cm wide at the knuckles.
+Sizes at betas = 0: wrist joint to middle fingertip 19.0 cm, palm 8.2 cm wide at the knuckles.
 
 Pose: ``hands_mean``/``hands_components`` are the mean and principal axes of a distribution of
 natural finger poses (flexion-dominated, fingers correlated through a shared grasp variable,
@@ -470,7 +470,7 @@ def _joint_regressor(pos: np.ndarray, joints: np.ndarray, joint_rings: dict) -> 
     return R
 
 
-def _pose_correctives(pos: np.ndarray, info, W: np.ndarray, lay: _Layout) -> np.ndarray:
+def _pose_correctives(pos: np.ndarray, W: np.ndarray, lay: _Layout) -> np.ndarray:
     """Small pose correctives: flexing a joint bulges its palmar side and its knuckle.
 
     The offset is linear in sin(flexion) = a . vee(R - R^T) / 2, i.e. linear in the lrotmin
@@ -559,7 +559,7 @@ def _right_arrays(seed: int) -> dict[str, np.ndarray]:
     faces = _orient_outward(faces, pos)
     W = _skinning_weights(info, pos[:, 2] / lay.size, lay)
     Jr = _joint_regressor(pos, joints, joint_rings)
-    posedirs = _pose_correctives(pos, info, W, lay)
+    posedirs = _pose_correctives(pos, W, lay)
     rng = np.random.default_rng(seed)
     poses = _natural_poses(lay, _N_POSE_SAMPLES, rng)
     mean = poses.mean(0)

@@ -113,7 +113,7 @@ def test_realistic_size(right):
     _, a = right
     v = a["v_template"]
     J = a["J_regressor"] @ v
-    assert 0.175 < np.linalg.norm(v[444] - J[0]) < 0.195            # wrist -> middle tip ~18.7 cm
+    assert 0.175 < np.linalg.norm(v[444] - J[0]) < 0.195            # wrist -> middle tip 19.0 cm
     not_thumb = a["weights"][:, 13:16].sum(1) < 0.05
     knuckles = v[(np.abs(v[:, 0] - J[4, 0]) < 0.01) & not_thumb]      # slice through the knuckles
     width = knuckles[:, 2].max() - knuckles[:, 2].min()
