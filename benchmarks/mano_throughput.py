@@ -4,12 +4,12 @@ Usage::
 
     .venv/bin/python benchmarks/mano_throughput.py [--batches 1 64 1024] [--seconds 2] [--ncomps 15]
 
-Prints hands/s for forward and forward+backward (gradient of the summed vertices and joints w.r.t.
-pose and betas) at each batch size on the current JAX backend, using the synthetic MANO model. When
-``torch`` is importable, the same computation written in PyTorch in the style of manopth's
-``ManoLayer`` (``torch_forward`` below: quaternion Rodrigues, 4x4 transforms, level-by-level chain,
-per-joint transform skinning) is timed side by side on the CPU. torch is NOT a project dependency
-(``pip install torch==2.13.0`` gets a CPU wheel).
+Prints hands/s for forward and forward+backward (gradient of a random weighting of the vertices
+and joints w.r.t. pose and betas) at each batch size on the current JAX backend, using the
+synthetic MANO model. When ``torch`` is importable, the same computation written in PyTorch in
+the style of manopth's ``ManoLayer`` (``torch_forward`` below: quaternion Rodrigues, 4x4
+transforms, level-by-level chain, per-joint transform skinning) is timed side by side on the CPU.
+torch is NOT a project dependency (``pip install torch==2.13.0`` gets a CPU wheel).
 """
 
 from __future__ import annotations
@@ -159,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     def fwd(pose, betas):
         return mano_jax.forward(model, pose, betas, ncomps=nc)
 
+    # The loss weights are inputs (not constants) so that XLA cannot constant-fold the backward.
     @jax.jit
-    def fwd_bwd(pose, betas):
+    def fwd_bwd(pose, betas, wv, wj):
         def loss(p, b):
             v, j = mano_jax.forward(model, p, b, ncomps=nc)
-            return v.sum() + j.sum()
+            return jnp.sum(v * wv) + jnp.sum(j * wj)
         return jax.grad(loss, argnums=(0, 1))(pose, betas)
 
     try:
@@ -187,23 +188,28 @@ def main(argv: list[str] | None = None) -> int:
     for B in args.batches:
         pose_np = rng.normal(0, 0.5, (B, 3 + nc)).astype(np.float32)
         betas_np = rng.normal(0, 1, (B, 10)).astype(np.float32)
+        wv_np = rng.normal(0, 1, (B, 778, 3)).astype(np.float32)
+        wj_np = rng.normal(0, 1, (B, 21, 3)).astype(np.float32)
         pose, betas = jnp.asarray(pose_np), jnp.asarray(betas_np)
+        wv, wj = jnp.asarray(wv_np), jnp.asarray(wj_np)
         r_f, c_f = _rate(lambda p=pose, b=betas: jax.block_until_ready(fwd(p, b)), B, args.seconds)
-        r_fb, c_fb = _rate(lambda p=pose, b=betas: jax.block_until_ready(fwd_bwd(p, b)), B, args.seconds)
+        r_fb, c_fb = _rate(lambda p=pose, b=betas, x=wv, y=wj: jax.block_until_ready(fwd_bwd(p, b, x, y)),
+                           B, args.seconds)
         line = f"{B:>6} | {r_f:>12,.0f} | {r_fb:>12,.0f} | {c_f:>10,.0f} | {c_fb:>10,.0f}"
         if have_torch:
             tp = torch.tensor(pose_np)
             tb = torch.tensor(betas_np)
+            twv, twj = torch.tensor(wv_np), torch.tensor(wj_np)
 
             def t_fwd(tp=tp, tb=tb):
                 with torch.no_grad():
                     torch_forward(tarr, tp, tb, ncomps=nc)
 
-            def t_fb(tp=tp, tb=tb):
+            def t_fb(tp=tp, tb=tb, twv=twv, twj=twj):
                 p = tp.clone().requires_grad_(True)
                 b = tb.clone().requires_grad_(True)
                 v, j = torch_forward(tarr, p, b, ncomps=nc)
-                (v.sum() + j.sum()).backward()
+                ((v * twv).sum() + (j * twj).sum()).backward()
 
             # torch's OpenMP threads spin badly on a loaded 2-core machine: report its best setting
             t_f = t_fb_r = 0.0
