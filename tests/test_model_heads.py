@@ -50,7 +50,7 @@ class HeadShapesTest(chex.TestCase):
     def test_aligner_shapes_identity_init_beta_copy_and_bound(self):
         b = 4
         module = hp.HandProp(encoder=TinyEncoder(16), pose_aligner_blocks=3, root_aligner_blocks=1)
-        variables = module.init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3), jnp.uint8))
+        variables = jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3), jnp.uint8))
         p = variables["params"]
         assert set(p["pose_aligner"]["net"]) == {"fc_in", "block0", "block1", "block2", "out"}
         assert p["pose_aligner"]["net"]["fc_in"]["kernel"].shape == (48 + 16, 512)
@@ -89,9 +89,10 @@ def tiny_net():
                          pose_aligner_hidden=8, pose_aligner_blocks=1)
     frames = make_frames(config, 4, seed=3)
     frames["image"] = frames["image"][:, :16, :16]
-    variables = module.init(jax.random.PRNGKey(1), jnp.asarray(frames["image"][:2]))
+    variables = jax.jit(module.init)(jax.random.PRNGKey(1), jnp.asarray(frames["image"][:2]))
     # non-zero output layers so that every parameter receives a gradient
-    params = jax.tree.map(lambda x: x + 0.01 * jax.random.normal(jax.random.PRNGKey(2), x.shape),
+    rng = np.random.default_rng(2)  # numpy: no per-shape eager compilations
+    params = jax.tree.map(lambda x: np.asarray(x) + 0.01 * rng.normal(size=x.shape).astype(np.float32),
                           variables["params"])
     return config, module, frames, params, variables["batch_stats"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -14,6 +15,7 @@ from handprop_jax.camera import project
 from handprop_jax.hand import default_mano, hand_in_camera
 
 LABEL_KEYS = ("root", "pose", "betas", "joints3d", "joints2d")
+_hand = jax.jit(hand_in_camera)
 
 
 def tiny_config(**train) -> config_lib.Config:
@@ -37,7 +39,7 @@ def make_frames(config: config_lib.Config, n: int, seed: int = 0) -> dict:
     root = (np.array([0.0, 0.0, 0.5]) + rng.normal(size=(n, 3)) * [0.02, 0.02, 0.05]).astype(np.float32)
     f = 1.2 * s
     K = np.tile(np.array([[f, 0, (s - 1) / 2], [0, f, (s - 1) / 2], [0, 0, 1]], np.float32), (n, 1, 1))
-    joints, _ = hand_in_camera(mano, jnp.asarray(root), jnp.asarray(pose), jnp.asarray(betas))
+    joints, _ = _hand(mano, jnp.asarray(root), jnp.asarray(pose), jnp.asarray(betas))
     return {"image": rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8), "K": K, "root": root,
             "pose": pose, "betas": betas, "joints3d": np.asarray(joints, np.float32),
             "joints2d": np.asarray(project(joints, jnp.asarray(K)), np.float32),

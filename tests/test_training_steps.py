@@ -1,7 +1,6 @@
 """The jitted train steps: what each stage may change, loss decrease, the non-finite guard."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_training_fakes import FakeSource, TinyEncoder, make_frames, tiny_config
@@ -28,16 +27,27 @@ def setup():
     frames = make_frames(config, 4)
     variables = steps.init_variables(config, jax.random.PRNGKey(0), module)
     # give the zero-initialised output layers some weight so that every head is active
-    variables = {"params": jax.tree.map(lambda x: x + 1e-3 * jnp.sin(jnp.arange(x.size).reshape(x.shape)),
-                                        variables["params"]),
+    variables = {"params": jax.tree.map(lambda x: np.asarray(x) + 1e-3 * np.sin(np.arange(x.size)).reshape(
+                     x.shape).astype(np.float32), variables["params"]),
                  "batch_stats": variables["batch_stats"]}
     return config, module, frames, variables
+
+
+_STEPS = {}
+
+
+def _step(setup, phase):
+    """The jitted step of ``phase`` (compiled once per module; no donation: tests keep inputs)."""
+    if phase not in _STEPS:
+        config, module, _, _ = setup
+        _STEPS[phase] = jax.jit(steps.make_train_step(config, phase, module=module))
+    return _STEPS[phase]
 
 
 def _run(setup, phase, n=N_STEPS, batch=None):
     """n steps of ``phase`` on ONE fixed batch (memorisation: the loss must go down)."""
     config, module, frames, variables = setup
-    step = jax.jit(steps.make_train_step(config, phase, module=module))  # no donation: we keep inputs
+    step = _step(setup, phase)
     state = steps.init_state(config, phase, variables, steps.phase_key(config, phase))
     batch = FakeSource(frames, phase, 4).batch_at(0) if batch is None else batch
     history = []
@@ -109,7 +119,7 @@ def test_non_finite_loss_keeps_state_and_records_step(setup):
     config, module, frames, variables = setup
     batch = FakeSource(frames, "stage1", 4).batch_at(0)
     bad = dict(batch, joints3d=np.full_like(batch["joints3d"], np.nan))
-    step = jax.jit(steps.make_train_step(config, "stage1", module=module))
+    step = _step(setup, "stage1")
     state = steps.init_state(config, "stage1", variables, steps.phase_key(config, "stage1"))
     state, _ = step(state, batch, jax.random.PRNGKey(0))
     good = _host(state)

@@ -133,11 +133,16 @@ def _validate(eval_fn, state, source, mesh, max_batches: int) -> float | None:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(config: Config, phase: str, mesh):
-    """Jitted (train_step, eval_fn) of a phase, cached so that repeated ``train`` calls in one
-    process (resume, demo) reuse the compiled executables."""
-    return (steps.jit_train_step(steps.make_train_step(config, phase), mesh),
-            jax.jit(steps.make_eval_fn(config, phase)))
+def _compiled_step(config: Config, phase: str, mesh):
+    """Jitted train step of a phase, cached so that repeated ``train`` calls in one process
+    (resume, demo) reuse the compiled executable."""
+    return steps.jit_train_step(steps.make_train_step(config, phase), mesh)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_eval(config: Config, kind: str):
+    """Jitted validation function: kind "pairs" (stage2: propagation error) or "frames"."""
+    return jax.jit(steps.make_eval_fn(config, "stage2" if kind == "pairs" else "stage1"))
 
 
 def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory, mesh,
@@ -167,8 +172,10 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         train_source.set_state(ckpt_lib.decode_data_state(meta["data_state"]))
     start = int(jax.device_get(state.step))
 
-    # stage1 and baseline run the same step: share one compilation
-    step_fn, eval_fn = _compiled(config, "stage1" if phase == "baseline" else phase, mesh)
+    # stage1 and baseline run the same step, and all phases but stage2 the same validation:
+    # share the compilations
+    step_fn = _compiled_step(config, "stage1" if phase == "baseline" else phase, mesh)
+    eval_fn = _compiled_eval(config, "pairs" if phase == "stage2" else "frames")
     base_key = np.asarray(jax.device_get(state.rng))  # the state (and its rng) is donated each step
     logger = RunLogger(workdir, phase, stage, is_main=main)
     parallel.local_batch_size(t.batch_size, mesh)

@@ -87,7 +87,7 @@ def init_variables(config: Config, key: jax.Array, module: hp.HandProp | None = 
     module = hp.from_config(config) if module is None else module
     s = config.data.image_size
     images = jnp.zeros((2, s, s, 3), jnp.uint8)
-    return dict(module.init(key, images, False))
+    return dict(jax.jit(lambda k: module.init(k, images, False))(key))  # one compilation, not op by op
 
 
 def init_state(config: Config, phase: str, variables: dict, rng: jax.Array) -> TrainState:
