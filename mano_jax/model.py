@@ -28,7 +28,7 @@ class ManoFileError(ValueError):
     """A MANO model file or array set is unreadable or malformed (the message names the file)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)   # identity equality/hash: arrays are not hashable
 class ManoModel:
     """Arrays of one MANO hand (metres). A pytree: arrays are leaves; ``side``/``parents`` static.
 
