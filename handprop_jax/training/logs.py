@@ -169,6 +169,7 @@ class RunLogger:
                  stream=None):
         self.phase, self.stage, self.is_main = phase, stage, is_main
         self.stream = stream or sys.stdout
+        self.write = lambda line: print(line, file=self.stream, flush=True)  # e.g. tqdm.write
         if is_main:
             logs = Path(workdir) / "logs"
             logs.mkdir(parents=True, exist_ok=True)
@@ -185,7 +186,7 @@ class RunLogger:
         self._tb.scalars(step, {k: float(v) for k, v in metrics.items()})
         if echo:
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            print(f"[{self.phase} stage {self.stage}] step {step}: {shown}", file=self.stream, flush=True)
+            self.write(f"[{self.phase} stage {self.stage}] step {step}: {shown}")
 
     def close(self) -> None:
         if self.is_main:

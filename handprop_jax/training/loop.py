@@ -84,9 +84,9 @@ def _check_config(workdir: Path, config: Config) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         new = json.loads(json.dumps(config_lib.to_dict(config)))
-        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict)
+        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) and sec != "eval"
                  for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k]
-                 and not (sec == "train" and k in _RESUME_FREE)]
+                 and k not in _RESUME_FREE.get(sec, ())]
         diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]]
         if diffs:
             raise ValueError(f"{path} records a different config ({', '.join(diffs)}); use a new "
@@ -96,9 +96,11 @@ def _check_config(workdir: Path, config: Config) -> None:
         config_lib.save_json(config, path)
 
 
-# Bookkeeping fields that may change between an interrupted run and its resumption.
-_RESUME_FREE = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "distributed",
-                "coordinator_address", "num_processes", "process_id", "val_batches")
+# Fields that may change between an interrupted run and its resumption (bookkeeping, paths,
+# parallelism); the eval section never matters for training.
+_RESUME_FREE = {"train": ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "distributed",
+                          "coordinator_address", "num_processes", "process_id", "val_batches"),
+                "data": ("data_dir", "num_workers")}
 
 
 def _load_final_variables(workdir: Path, phase: str, config: Config) -> dict:
@@ -198,6 +200,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
 
         bar = tqdm(total=total, initial=start, desc=f"{phase} (stage {stage})", unit="step",
                    dynamic_ncols=True, leave=True)
+        logger.write = bar.write  # log lines above the bar
     history: list[dict] = []
     t_last, n_last = time.perf_counter(), 0
     images_per_step = t.batch_size * (1 if stage == 1 else 2)
@@ -222,7 +225,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
             t_last, n_last = now, 0
             if bar is not None:
                 bar.set_postfix(loss=f"{mean['loss']:.4g}", img_s=f"{mean['images_per_s']:.0f}")
-            logger.log(done, mean, echo=bar is None)
+            logger.log(done, mean)
             summary.update(mean)
         if bar is not None:
             bar.update(1)
@@ -231,7 +234,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
             val = _validate(eval_fn, state, sources(config, phase, "val", jax.process_index(),
                                                     jax.process_count()), mesh, t.val_batches)
             if val is not None:
-                logger.log(done, {"val_mpjpe_mm": val}, echo=bar is None)
+                logger.log(done, {"val_mpjpe_mm": val})
                 summary["val_mpjpe_mm"] = val
         if done % t.checkpoint_every == 0 or is_last:
             check_finite(done)
