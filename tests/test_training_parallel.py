@@ -70,6 +70,7 @@ def _result(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_four_device_step_equals_one_device_step():
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE], env=env, capture_output=True, text=True,
@@ -114,6 +115,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_in_lock_step_and_agree_with_one(tmp_path):
     port = str(_free_port())
     multi = tmp_path / "multi"
