@@ -129,7 +129,8 @@ def _validate(eval_fn, state, source, mesh, max_batches: int) -> float | None:
     for i, batch in enumerate(source):
         if i >= max_batches:
             break
-        s, n = eval_fn(state.params, state.batch_stats, parallel.global_batch(batch, mesh))
+        batch = parallel.global_batch(steps.numeric_batch(batch), mesh)
+        s, n = eval_fn(state.params, state.batch_stats, batch)
         total, count = total + float(s), count + float(n)
     return total / count if count else None
 
@@ -154,6 +155,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
     stage = steps.PHASE_STAGE[phase]
     total = steps.phase_steps(config, phase)
     main = jax.process_index() == 0
+    parallel.local_batch_size(t.batch_size, mesh)  # clear error before any work when it does not divide
     ck = ckpt_lib.PhaseCheckpoints(workdir, phase, keep=t.keep_checkpoints)
     latest = ck.latest_step()
     if latest is not None and latest >= total:
@@ -180,7 +182,6 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
     eval_fn = _compiled_eval(config, "pairs" if phase == "stage2" else "frames")
     base_key = np.asarray(jax.device_get(state.rng))  # the state (and its rng) is donated each step
     logger = RunLogger(workdir, phase, stage, is_main=main)
-    parallel.local_batch_size(t.batch_size, mesh)
 
     def check_finite(at_step: int) -> None:
         bad = int(jax.device_get(state.bad_step))
@@ -209,7 +210,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         if interrupt_at is not None and step == interrupt_at:
             ck.wait()
             raise KeyboardInterrupt(f"test interrupt at step {step} of {phase}")
-        batch = parallel.global_batch(next(train_source), mesh)
+        batch = parallel.global_batch(steps.numeric_batch(next(train_source)), mesh)
         key = jax.random.fold_in(base_key, step)
         state, metrics = step_fn(state, batch, key)
         history.append(metrics)

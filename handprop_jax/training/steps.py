@@ -224,12 +224,12 @@ _PHASE_LOSS = {"stage1": _pred_phase_loss, "baseline": _pred_phase_loss, "stage2
 # ----------------------------------------------------------------------------- the step
 
 
-def _numeric(batch: dict) -> dict:
+def numeric_batch(batch: dict) -> dict:
     """Keep the array entries a step uses (drops text such as video_name)."""
     out = {}
     for k, v in batch.items():
         if isinstance(v, dict):
-            out[k] = _numeric(v)
+            out[k] = numeric_batch(v)
         elif hasattr(v, "dtype") and getattr(v.dtype, "kind", "O") in "biuf":
             out[k] = v
     return out
@@ -258,7 +258,7 @@ def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None 
     keys = PHASE_TRAINABLE[phase]
 
     def train_step(state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
-        batch = augment(_numeric(batch), key)
+        batch = augment(numeric_batch(batch), key)
         trainable = {k: state.params[k] for k in keys}
         frozen = {k: v for k, v in state.params.items() if k not in keys}
         (loss, (new_stats, metrics)), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
@@ -310,7 +310,7 @@ def make_eval_fn(config: Config, phase: str, mano: mano_jax.ManoModel | None = N
         return 1000.0 * jnp.mean(jnp.linalg.norm(j_a - j_b, axis=-1), axis=-1)
 
     def eval_fn(params, batch_stats, batch):
-        batch = _numeric(batch)
+        batch = numeric_batch(batch)
         if phase == "stage2":
             s, u = batch["s"], batch["u"]
             b = s["image"].shape[0]
