@@ -10,9 +10,10 @@ All functions are pure jnp, broadcast over leading axes, and work under jit/vmap
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 # OpenGL camera (x right, y up, z backward) -> OpenCV camera (x right, y down, z forward).
-OPENGL_TO_OPENCV = jnp.diag(jnp.array([1.0, -1.0, -1.0]))
+OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])  # numpy: importing must not start a JAX backend
 
 
 def project(points: jnp.ndarray, K: jnp.ndarray) -> jnp.ndarray:

@@ -51,13 +51,13 @@ import tensorflow_datasets as tfds
 from etils import epath
 from scipy.spatial.transform import Rotation
 
+from handprop_jax.camera import OPENGL_TO_OPENCV
 from handprop_jax.data import crop as crop_lib
 from handprop_jax.data.features import frame_features
 
 # handJoints3D index for each manopth joint (wrist, thumb1-3, tip, index1-3, tip, middle..., ring...,
 # pinky...).
 HO3D_TO_MANOPTH = np.array([0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20])
-OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 
 MINI_HO3D_VAL = ("ABF11", "BB12", "GPMF13", "GSF14")
 MINI_HO3D_TEST = ("ABF10", "MC1", "MDF14", "BB11", "GPMF12", "GSF13", "SB14", "ShSu10", "SM3", "SMu1",
