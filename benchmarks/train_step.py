@@ -22,7 +22,8 @@ median reported with the min-max range, because the machine may be shared):
   head Adam step, no MANO) in a subprocess, ``--repeats`` times, median; skipped with a note when
   torch is not importable.
 - compile time (lower + compile) separately; XLA's FLOPs of one step (cost analysis), the FLOP
-  rate achieved and its fraction of a large float32 matmul's FLOP rate measured in the same run;
+  rate achieved and its fraction of a large float32 matmul's FLOP rate measured in the same run,
+  both per wall second and per CPU-second (the latter is robust to other processes' load);
   the executable's memory (arguments + outputs + temporaries from XLA's memory analysis) and the
   process's peak RSS.
 - ``img per CPU-s``: images per second of this process's CPU time (both cores busy = 2 CPU-s per
@@ -310,8 +311,8 @@ def main(argv=None) -> int:
         return 0
 
     peak = matmul_flops()
-    print(f"float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s wall, "
-          f"{2 * 2048 ** 3 / np.median(CPU_SECONDS) / 1e9:.1f} GFLOP per CPU-s")
+    peak_cpu = 2 * 2048 ** 3 / float(np.median(CPU_SECONDS))
+    print(f"float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s wall, {peak_cpu / 1e9:.1f} GFLOP per CPU-s")
     results = []
     for res, batch in sizes:
         cfg = make_config(res, batch, args)
@@ -328,26 +329,29 @@ def main(argv=None) -> int:
         print(f"\n### {res} px, batch {batch} (conv_impl={args.conv_impl}, dtype={args.dtype}); "
               f"median [min-max] of {args.repeats} x {args.steps} calls")
         print("| what | img/s | / torch | img per CPU-s | compile s | GFLOP/step | GFLOP/s | % matmul rate "
-              "| exec MB |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "| % matmul per CPU-s | exec MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if "rate" not in r:
-                print(f"| {r['what']} | {r['note']} | | | | | | | |")
+                print(f"| {r['what']} | {r['note']} | | | | | | | | |")
                 continue
             rate = r["rate"]
             ratio = None if tr is None or r["what"].startswith("torch") else rate["median"] / tr
             fl = r.get("flops_per_step")
             fr = None if fl is None else fl / r["seconds_per_step"]
             gflop = None if fl is None else fl / 1e9
+            images = r.get("images_per_call")
             print(f"| {r['what']} | {rate['median']:.1f} [{rate['min']:.1f}-{rate['max']:.1f}] | "
                   f"{fmt(ratio, '.2f')} | {fmt(r.get('per_cpu_s'), '.1f')} | "
                   f"{fmt(r.get('compile_s'), '.1f')} | {fmt(gflop, '.1f')} | "
                   f"{fmt(None if fr is None else fr / 1e9, '.1f')} | "
                   f"{fmt(None if fr is None else 100 * fr / peak, '.0f')} | "
+                  f"{fmt(None if fl is None else 100 * fl * r['per_cpu_s'] / images / peak_cpu, '.0f')} | "
                   f"{fmt(r.get('exec_mem_mb'), '.0f')} |", flush=True)
     print(f"\npeak RSS of this process: {peak_rss_mb():.0f} MB; load average now {os.getloadavg()}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"matmul_flops": peak, "load": os.getloadavg(),
+        Path(args.json).write_text(json.dumps({"matmul_flops": peak, "matmul_flops_per_cpu_s": peak_cpu,
+                                               "load": os.getloadavg(),
                                                "peak_rss_mb": peak_rss_mb(), "results": results,
                                                "args": vars(args)}, indent=1))
     return 0
