@@ -83,11 +83,18 @@ def trainable_subset(params: dict, phase: str) -> dict:
 
 
 def init_variables(config: Config, key: jax.Array, module: hp.HandProp | None = None) -> dict:
-    """Fresh HandProp variables ({'params', 'batch_stats'}) for the config's image size."""
+    """Fresh HandProp variables ({'params', 'batch_stats'}) for the config's image size; the
+    encoder starts from ``model.torchvision_checkpoint`` (a torchvision ResNet-18 ``.pth``) when set."""
     module = hp.from_config(config) if module is None else module
     s = config.data.image_size
     images = jnp.zeros((2, s, s, 3), jnp.uint8)
-    return dict(jax.jit(lambda k: module.init(k, images, False))(key))  # one compilation, not op by op
+    variables = dict(jax.jit(lambda k: module.init(k, images, False))(key))  # one compilation
+    if config.model.torchvision_checkpoint:
+        from handprop_jax.model.torchvision_import import load_torchvision_resnet18
+
+        variables = dict(load_torchvision_resnet18(config.model.torchvision_checkpoint, variables,
+                                                   scope="encoder"))
+    return variables
 
 
 def init_state(config: Config, phase: str, variables: dict, rng: jax.Array) -> TrainState:
