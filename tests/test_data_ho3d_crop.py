@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from handprop_jax.data import builder_support as support
 from handprop_jax.data import crop as crop_lib
 
 
@@ -73,18 +74,18 @@ def test_crop_frame_rejects_hands_outside_or_behind():
 
 
 def test_skip_log_counts_or_raises():
-    log = crop_lib.SkipLog("skip")
-    log.handle("train", crop_lib.BadInput("missing image", "/x/rgb/0001.png"))
-    log.handle("train", crop_lib.BadInput("missing image", "/x/rgb/0002.png"))
+    log = support.SkipLog("skip")
+    log.handle("train", support.BadInput("missing image", "/x/rgb/0001.png"))
+    log.handle("train", support.BadInput("missing image", "/x/rgb/0002.png"))
     assert log.counts == {"train": {"missing image": 2}}
     assert "train: 2 skipped (missing image: 2)" == log.summary()
     with pytest.raises(ValueError, match="/x/rgb/0003.png: corrupt image"):
-        crop_lib.SkipLog("raise").handle("val", crop_lib.BadInput("corrupt image", "/x/rgb/0003.png"))
+        support.SkipLog("raise").handle("val", support.BadInput("corrupt image", "/x/rgb/0003.png"))
 
 
 def test_checked_array_names_the_key():
-    with pytest.raises(crop_lib.BadInput, match="handPose has shape"):
-        crop_lib.checked_array(np.zeros(45), (48,), "handPose", "/m.pkl")
-    with pytest.raises(crop_lib.BadInput, match="NaN") as info:
-        crop_lib.checked_array([1.0, np.nan, 0.0], (3,), "trans", "/m.json")
+    with pytest.raises(support.BadInput, match="handPose has shape"):
+        support.checked_array(np.zeros(45), (48,), "handPose", "/m.pkl")
+    with pytest.raises(support.BadInput, match="NaN") as info:
+        support.checked_array([1.0, np.nan, 0.0], (3,), "trans", "/m.json")
     assert info.value.reason == "non-finite values" and info.value.path == "/m.json"

@@ -52,8 +52,7 @@ from etils import epath
 from scipy.spatial.transform import Rotation
 
 from handprop_jax.camera import OPENGL_TO_OPENCV
-from handprop_jax.data import crop as crop_lib
-from handprop_jax.data.features import frame_features
+from handprop_jax.data import builder_support as support
 
 # handJoints3D index for each manopth joint (wrist, thumb1-3, tip, index1-3, tip, middle..., ring...,
 # pinky...).
@@ -85,14 +84,14 @@ def convert_annotation(meta: dict, path: str = "<meta>") -> dict:
     radians / pixels. Raises ``crop.BadInput`` naming ``path`` and the key on bad values.
     """
     if not isinstance(meta, dict):
-        raise crop_lib.BadInput("bad annotation", path, f"expected a dict, got {type(meta).__name__}")
+        raise support.BadInput("bad annotation", path, f"expected a dict, got {type(meta).__name__}")
     for key in ("handPose", "handBeta", "handJoints3D", "camMat"):
         if key not in meta:
-            raise crop_lib.BadInput("missing annotation", path, f"key {key!r} absent")
-    pose_gl = crop_lib.checked_array(meta["handPose"], (48,), "handPose", path)
-    betas = crop_lib.checked_array(meta["handBeta"], (10,), "handBeta", path)
-    joints_gl = crop_lib.checked_array(meta["handJoints3D"], (21, 3), "handJoints3D", path)
-    K = crop_lib.checked_array(meta["camMat"], (3, 3), "camMat", path)
+            raise support.BadInput("missing annotation", path, f"key {key!r} absent")
+    pose_gl = support.checked_array(meta["handPose"], (48,), "handPose", path)
+    betas = support.checked_array(meta["handBeta"], (10,), "handBeta", path)
+    joints_gl = support.checked_array(meta["handJoints3D"], (21, 3), "handJoints3D", path)
+    K = support.checked_array(meta["camMat"], (3, 3), "camMat", path)
     joints3d = opengl_to_opencv(joints_gl)[HO3D_TO_MANOPTH]
     return {"root": joints3d[0].copy(), "pose": rotate_global(pose_gl, OPENGL_TO_OPENCV),
             "betas": betas, "joints3d": joints3d, "K": K}
@@ -101,12 +100,12 @@ def convert_annotation(meta: dict, path: str = "<meta>") -> dict:
 def load_meta(path: str) -> dict:
     """Unpickle one ``meta/<frame>.pkl`` (python-2 pickles need latin1); ``BadInput`` if unusable."""
     if not os.path.isfile(path):
-        raise crop_lib.BadInput("missing annotation", path)
+        raise support.BadInput("missing annotation", path)
     try:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="latin1")
     except Exception as e:  # truncated / corrupt pickles raise several types
-        raise crop_lib.BadInput("corrupt annotation", path, f"{type(e).__name__}: {e}") from e
+        raise support.BadInput("corrupt annotation", path, f"{type(e).__name__}: {e}") from e
 
 
 def find_root(manual_dir: str, layout: str) -> str:
@@ -191,12 +190,13 @@ class Ho3dConfig(tfds.core.BuilderConfig):
                                    tuple(val_sequences), tuple(test_sequences))
 
 
-class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
+class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     """HO-3D v2/v3 → Mini-HO-3D splits of hand-centred frames (see the module docstring)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Mini-HO-3D split, OpenCV camera frame, manopth joint order."}
     BUILDER_CONFIGS = [Ho3dConfig(layout="v2"), Ho3dConfig(layout="v3")]
+    HOMEPAGE = "https://www.tugraz.at/index.php?id=40231"
     DEFAULT_CONFIG_NAME = "v2"
     CONFIG_CLASS = Ho3dConfig
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -220,7 +220,7 @@ class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 base = Ho3dConfig(layout=str(base))
             kwargs["config"] = Ho3dConfig(**(dataclasses.asdict(base.options) | overrides))
         kwargs.setdefault("file_format", "array_record")
-        self.skip_log = crop_lib.SkipLog(on_bad_input)
+        self.skip_log = support.SkipLog(on_bad_input)
         super().__init__(**kwargs)
 
     # tfds resolves `code_path` through `importlib_resources`, absent from this environment.
@@ -244,14 +244,6 @@ class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
             raise ValueError(f"ho3d: unknown builder config {builder_config!r}; use 'v2' or 'v3'")
         return cls.config_for(layout, int(data_config.image_size))
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=frame_features(None),  # one config name for every crop size
-            disable_shuffling=True,  # records stay grouped by video, in frame order
-            homepage="https://www.tugraz.at/index.php?id=40231",
-            metadata=tfds.core.MetadataDict(options=self.options_json()),
-        )
-
     def _split_generators(self, dl_manager):
         options = self.builder_config.options
         root = find_root(os.fspath(dl_manager.manual_dir), options.layout)
@@ -262,7 +254,7 @@ class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
         for name, wanted in (("val", options.val_sequences), ("test", options.test_sequences)):
             for seq in wanted:
                 if seq not in sequences:
-                    self.skip_log.note(name, crop_lib.BadInput(
+                    self.skip_log.note(name, support.BadInput(
                         "missing sequence", os.path.join(root, "train", seq), "named by Mini-HO-3D"))
         empty = [name for name, seqs in split.items() if not seqs]
         if empty:  # tfds cannot write a split without examples: leave it out, and say so
@@ -281,11 +273,11 @@ class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
             meta_path = os.path.join(folder, "meta", frame_id + ".pkl")
             image_path = os.path.join(folder, "rgb", frame_id + ext)
             labels = convert_annotation(load_meta(meta_path), meta_path)
-            image = crop_lib.read_rgb(image_path)
-            return crop_lib.make_example(
+            image = support.read_rgb(image_path)
+            return support.make_example(
                 image, labels["K"], labels["root"], labels["pose"], labels["betas"],
                 labels["joints3d"], options.image_size, options.crop_scale, options.min_visible,
                 image_path)
 
         frames = [(seq, [(seq, f) for f in ids]) for seq, ids in videos]
-        yield from crop_lib.video_examples(split, frames, process, self.skip_log)
+        yield from support.video_examples(split, frames, process, self.skip_log)

@@ -62,8 +62,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from scipy.spatial.transform import Rotation
 
-from handprop_jax.data import crop as crop_lib
-from handprop_jax.data.features import frame_features
+from handprop_jax.data import builder_support as support
 
 # InterHand right-hand joint index of each manopth joint (wrist, thumb1-3, tip, index..., pinky...).
 IH_TO_MANOPTH = np.array([20, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 19, 18, 17, 16])
@@ -229,43 +228,43 @@ def convert_frame(ann: Annotations, image: dict, wrist: RestWrist) -> dict:
     where = f"capture {capture} frame {frame} camera {camera}"
     try:
         cam = ann.cameras[capture]
-        campos = crop_lib.checked_array(cam["campos"][camera], (3,), "campos", ann.path("camera"))
-        camrot = crop_lib.checked_array(cam["camrot"][camera], (3, 3), "camrot", ann.path("camera"))
-        focal = crop_lib.checked_array(cam["focal"][camera], (2,), "focal", ann.path("camera"))
-        princpt = crop_lib.checked_array(cam["princpt"][camera], (2,), "princpt", ann.path("camera"))
+        campos = support.checked_array(cam["campos"][camera], (3,), "campos", ann.path("camera"))
+        camrot = support.checked_array(cam["camrot"][camera], (3, 3), "camrot", ann.path("camera"))
+        focal = support.checked_array(cam["focal"][camera], (2,), "focal", ann.path("camera"))
+        princpt = support.checked_array(cam["princpt"][camera], (2,), "princpt", ann.path("camera"))
     except (KeyError, TypeError) as e:
-        raise crop_lib.BadInput("missing annotation", ann.path("camera"), f"{where}: {e!r}") from e
+        raise support.BadInput("missing annotation", ann.path("camera"), f"{where}: {e!r}") from e
     try:
         mano = ann.mano[capture][frame]["right"]
     except (KeyError, TypeError) as e:
-        raise crop_lib.BadInput("missing MANO fit", ann.path("MANO_NeuralAnnot"), where) from e
+        raise support.BadInput("missing MANO fit", ann.path("MANO_NeuralAnnot"), where) from e
     if mano is None:
-        raise crop_lib.BadInput("missing MANO fit", ann.path("MANO_NeuralAnnot"), f"{where}: null")
+        raise support.BadInput("missing MANO fit", ann.path("MANO_NeuralAnnot"), f"{where}: null")
     try:
         joint_record = ann.joints[capture][frame]
         world = joint_record["world_coord"]
     except (KeyError, TypeError) as e:
-        raise crop_lib.BadInput("missing annotation", ann.path("joint_3d"), where) from e
+        raise support.BadInput("missing annotation", ann.path("joint_3d"), where) from e
     mano_path = ann.path("MANO_NeuralAnnot")
-    pose_w = crop_lib.checked_array(mano.get("pose"), (48,), "pose", mano_path)
-    betas = crop_lib.checked_array(mano.get("shape"), (10,), "shape", mano_path)
-    trans = crop_lib.checked_array(mano.get("trans"), (3,), "trans", mano_path)
-    world = crop_lib.checked_array(world, (42, 3), "world_coord", ann.path("joint_3d"))
+    pose_w = support.checked_array(mano.get("pose"), (48,), "pose", mano_path)
+    betas = support.checked_array(mano.get("shape"), (10,), "shape", mano_path)
+    trans = support.checked_array(mano.get("trans"), (3,), "trans", mano_path)
+    world = support.checked_array(world, (42, 3), "world_coord", ann.path("joint_3d"))
     record = ann.by_image.get(image["id"])
     if record is None:
-        raise crop_lib.BadInput("missing annotation", ann.path("data"), f"no annotation for image "
+        raise support.BadInput("missing annotation", ann.path("data"), f"no annotation for image "
                                 f"id {image['id']} ({image.get('file_name')})")
     # 3D validity: joint_3d.json's joint_valid (v1.0; data.json's per-image joint_valid marks
     # truncation there), else data.json's (older releases, as the original dataset.py reads it).
     if isinstance(joint_record, dict) and joint_record.get("joint_valid") is not None:
-        valid = crop_lib.checked_array(joint_record["joint_valid"], (42, 1), "joint_valid",
+        valid = support.checked_array(joint_record["joint_valid"], (42, 1), "joint_valid",
                                        ann.path("joint_3d"))
     else:
-        valid = crop_lib.checked_array(record.get("joint_valid"), (42, 1), "joint_valid",
+        valid = support.checked_array(record.get("joint_valid"), (42, 1), "joint_valid",
                                        ann.path("data"))
     valid = valid[:21, 0] > 0
     if not valid[IH_RIGHT_WRIST]:
-        raise crop_lib.BadInput("invalid wrist", ann.path("joint_3d"), f"{where}: right wrist not valid")
+        raise support.BadInput("invalid wrist", ann.path("joint_3d"), f"{where}: right wrist not valid")
 
     R = camrot
     c = campos / 1000.0
@@ -310,12 +309,13 @@ def resolve_mano(mano_model, manual_dir: str | None):
 
 # ------------------------------------------------------------------------------------------ builder
 
-class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
+class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     """InterHand2.6M → Mini-InterHand splits of hand-centred frames (see the module docstring)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Mini-InterHand split, NeuralAnnot MANO in the camera frame."}
     BUILDER_CONFIGS = [InterHandConfig()]
+    HOMEPAGE = "https://mks0601.github.io/InterHand2.6M/"
     DEFAULT_CONFIG_NAME = "mini"
     CONFIG_CLASS = InterHandConfig
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -344,7 +344,7 @@ class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
             base = base if isinstance(base, InterHandConfig) else InterHandConfig()
             kwargs["config"] = InterHandConfig(**(dataclasses.asdict(base.options) | overrides))
         kwargs.setdefault("file_format", "array_record")
-        self.skip_log = crop_lib.SkipLog(on_bad_input)
+        self.skip_log = support.SkipLog(on_bad_input)
         self.mano_model = mano_model
         super().__init__(**kwargs)
 
@@ -373,14 +373,6 @@ class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
         return cls.config_for(int(data_config.image_size),
                               **{k: int(v) for k, v in options.items() if v is not None})
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=frame_features(None),  # one config name for every crop size
-            disable_shuffling=True,  # records stay grouped by video, in frame order
-            homepage="https://mks0601.github.io/InterHand2.6M/",
-            metadata=tfds.core.MetadataDict(options=self.options_json()),
-        )
-
     def _split_generators(self, dl_manager):
         options = self.builder_config.options
         root = os.fspath(dl_manager.manual_dir)
@@ -404,8 +396,8 @@ class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
             ann, image = frame
             labels = convert_frame(ann, image, wrist)
             image_path = os.path.join(root, "images", ann.split, image["file_name"])
-            pixels = crop_lib.read_rgb(image_path)
-            example = crop_lib.make_example(
+            pixels = support.read_rgb(image_path)
+            example = support.make_example(
                 pixels, labels["K"], labels["root"], labels["pose"], labels["betas"],
                 labels["joints3d"], options.image_size, options.crop_scale, options.min_visible,
                 image_path)
@@ -414,4 +406,4 @@ class Builder(crop_lib.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
             return example
 
         frames = [(video_name(key), [(ann, im) for im in images]) for ann, key, images in videos]
-        yield from crop_lib.video_examples(split, frames, process, self.skip_log)
+        yield from support.video_examples(split, frames, process, self.skip_log)
