@@ -227,3 +227,28 @@ def test_load_into_parent_scope(encoder_and_vars, tmp_path):
     np.testing.assert_array_equal(out["batch_stats"]["encoder"]["bn1"]["mean"], sd["bn1.running_mean"])
     with pytest.raises(KeyError, match="'backbone'"):
         load_torchvision_resnet18(path, parent, scope="backbone")
+
+
+def test_init_variables_loads_checkpoint(tmp_path):
+    """``model.torchvision_checkpoint``: init_variables puts the torch.save'd weights in the encoder."""
+    import dataclasses
+
+    torch = pytest.importorskip("torch")
+    from test_training_fakes import tiny_config
+
+    from handprop_jax.model import handprop as hp
+    from handprop_jax.training import steps
+
+    sd = random_state_dict(WIDTH, seed=7)
+    path = tmp_path / "r18.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
+    config = tiny_config()
+    config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, encoder_width=WIDTH, torchvision_checkpoint=str(path)))
+    variables = steps.init_variables(config, jax.random.PRNGKey(0))
+    enc_p, enc_s = variables["params"]["encoder"], variables["batch_stats"]["encoder"]
+    np.testing.assert_array_equal(enc_p["layer3_0"]["conv1"]["kernel"],
+                                  sd["layer3.0.conv1.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(enc_s["layer4_1"]["bn2"]["var"], sd["layer4.1.bn2.running_var"])
+    np.testing.assert_array_equal(enc_p["bn1"]["scale"], sd["bn1.weight"])
+    assert set(variables["params"]) == set(hp.PREDICTOR_KEYS + hp.ALIGNER_KEYS)  # heads kept
