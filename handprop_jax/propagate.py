@@ -266,8 +266,7 @@ def propagate_video(predictor: Predictor, images: np.ndarray, labelled: np.ndarr
             l, r, w = nb["left"][u], nb["right"][u], nb["weight"][u]
             res_l = run_align(np.where(l >= 0, l, r))
             res_r = run_align(np.where(r >= 0, r, l))
-            res = batched(lambda ga, gb, ww: blend_gammas(ga, gb, ww), (res_l, res_r, w.astype(np.float32)),
-                          predictor.batch_size)
+            res = batched(blend_gammas, (res_l, res_r, w.astype(np.float32)), predictor.batch_size)
             source[u] = np.stack([l, r], -1)
             weight[u] = np.stack([1.0 - w, w], -1)
             weight[source < 0] = 0.0

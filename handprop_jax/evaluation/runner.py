@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from handprop_jax import metrics
-from handprop_jax.propagate import GAMMA_KEYS, Predictor, batched, hand_mesh, propagate_video
+from handprop_jax.propagate import GAMMA_KEYS, Predictor, batched, hand_mesh, neighbours, propagate_video
 
 BASELINE = "Baseline"
 ALIGN = "Baseline + Align"
@@ -108,20 +108,13 @@ def video_predictions(video: dict, stride: int, baseline: Predictor | None, alig
         if both_sides:
             both = propagate_video(align, None, lab, labels, both_sides=True, features=z)
             out["rows"][BOTH_SIDES] = {k: both[k][unl] for k in GAMMA_KEYS}
-        gap = near["gap"][unl]
-    else:
-        from handprop_jax.propagate import neighbours
-
-        gap = neighbours(T, lab)["gap"][unl]
-    from handprop_jax.propagate import neighbours
-
-    nearest = neighbours(T, lab)["nearest"][unl]
-    out["rows"][COPY] = {k: gt_all[k][nearest] for k in GAMMA_KEYS}
+    nb = neighbours(T, lab)
+    out["rows"][COPY] = {k: gt_all[k][nb["nearest"][unl]] for k in GAMMA_KEYS}
     if mean is not None:
         out["rows"][MEAN_POSE] = {
             k: np.broadcast_to(np.asarray(mean[k], np.float32), (len(unl),) + np.shape(mean[k]))
             for k in GAMMA_KEYS}
-    out["gap"] = gap
+    out["gap"] = nb["gap"][unl]
     return out
 
 
