@@ -286,9 +286,7 @@ def _crop_background(canvas: np.ndarray, centre: np.ndarray, side: np.ndarray, s
     return out
 
 
-@functools.partial(jax.jit, static_argnames=())
-def _pose_hand(model, root, pose, betas):
-    return hand_in_camera(model, root, pose, betas)
+_pose_hand = jax.jit(hand_in_camera)
 
 
 def _windows(large: int, small: int, n_large: int, n_faces: int) -> tuple | None:
