@@ -98,14 +98,15 @@ def overlay_grid(preds: dict, mano, path: str | Path, title: str = "", display: 
     box = Box((S - 1) / 2, (S - 1) / 2, float(S))
     big = np.stack([crop_image(im, box, display) for im in images])
     K_big = np.stack([crop_intrinsics(k, box, display) for k in K]).astype(np.float32)
-    gt_joints, _ = hand_mesh(mano, preds["Ground truth"])
+    gt_mesh = hand_mesh(mano, preds["Ground truth"])
+    gt_joints = gt_mesh[0]
     cols = [c for c in COLUMNS if c == "Input" or c in preds]
     fig, axes = plt.subplots(N, len(cols), figsize=(2.2 * len(cols), 2.3 * N), squeeze=False)
     for j, col in enumerate(cols):
         if col == "Input":
             cells, errs = big, None
         else:
-            joints, verts = hand_mesh(mano, preds[col])
+            joints, verts = gt_mesh if col == "Ground truth" else hand_mesh(mano, preds[col])
             cells = render_overlays(big, verts, K_big, mano.faces, color=COLORS[col], batch_size=8)
             errs = 1000 * point_error(joints, gt_joints)
         for i in range(N):
