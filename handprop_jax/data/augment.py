@@ -66,10 +66,11 @@ def rotate_image(image: jnp.ndarray, K: jnp.ndarray, angle: jnp.ndarray) -> jnp.
 
 def _color(image: jnp.ndarray, factors: jnp.ndarray) -> jnp.ndarray:
     """image (H, W, 3) float 0..255; factors (3,) = brightness, contrast, saturation."""
+    luma = jnp.array([0.299, 0.587, 0.114], image.dtype)
     image = image * factors[0]
-    gray = image @ jnp.array([0.299, 0.587, 0.114], image.dtype)
-    image = gray.mean() + (image - gray.mean()) * factors[1]
-    gray = (image @ jnp.array([0.299, 0.587, 0.114], image.dtype))[..., None]
+    mean = (image @ luma).mean()
+    image = mean + (image - mean) * factors[1]
+    gray = (image @ luma)[..., None]
     return gray + (image - gray) * factors[2]
 
 
