@@ -352,15 +352,9 @@ def forward(model: ManoModel, pose: jnp.ndarray, betas: jnp.ndarray | None = Non
     else:
         verts, joints = _posed(m, aa, betas)
 
+    c = joints[:, center_idx][:, None] if center_idx is not None else jnp.zeros((), dtype)
     if trans is None:
-        if center_idx is not None:
-            c = joints[:, center_idx:center_idx + 1] if center_idx >= 0 else joints[:, center_idx][:, None]
-            joints, verts = joints - c, verts - c
-        return verts, joints
-    if center_idx is not None:
-        c = joints[:, center_idx][:, None]
-    else:
-        c = jnp.zeros((), dtype)
+        return verts - c, joints - c
     is_zero = jnp.all(trans == 0)
     off = jnp.where(is_zero, -c, trans[:, None, :])
     return verts + off, joints + off
