@@ -228,7 +228,8 @@ def propagate_video(predictor: Predictor, images: np.ndarray, labelled: np.ndarr
     Returns:
       {root (T, 3), pose (T, 48), betas (T, 10)} float32, labelled frames = their labels exactly,
       plus ``labelled`` (T,) bool, ``source`` (T, 2) int (left/right or nearest/-1; -1 = none),
-      ``weight`` (T, 2) float (weights of the sources), ``gap`` (T,) |u - N(u)|.
+      ``weight`` (T, 2) float (weights of the sources), ``gap`` (T,) |u - N(u)|; with ``both_sides``
+      also ``nearest``: the nearest-only γ {root, pose, betas} (T, ...), from the same aligner calls.
     """
     labelled = np.asarray(labelled, np.int64)
     T = features[0].shape[0] if features is not None else images.shape[0]
@@ -246,6 +247,7 @@ def propagate_video(predictor: Predictor, images: np.ndarray, labelled: np.ndarr
         out[k][is_lab] = gamma_star[k][row_of[is_lab]]
     source = np.full((T, 2), -1, np.int64)
     weight = np.zeros((T, 2))
+    nearest = out
     source[is_lab, 0] = np.nonzero(is_lab)[0]
     weight[is_lab, 0] = 1.0
     u = np.nonzero(~is_lab)[0]
@@ -264,15 +266,22 @@ def propagate_video(predictor: Predictor, images: np.ndarray, labelled: np.ndarr
             source[u, 0], weight[u, 0] = s, 1.0
         else:
             l, r, w = nb["left"][u], nb["right"][u], nb["weight"][u]
-            res_l = run_align(np.where(l >= 0, l, r))
+            s_l = np.where(l >= 0, l, r)
+            res_l = run_align(s_l)
             res_r = run_align(np.where(r >= 0, r, l))
             res = batched(blend_gammas, (res_l, res_r, w.astype(np.float32)), predictor.batch_size)
+            # the nearest-only result comes for free: N(u) is one of the two sides
+            take_r = (nb["nearest"][u] != s_l)[:, None]
+            nearest = {k: v.copy() for k, v in out.items()}
+            for k in GAMMA_KEYS:
+                nearest[k][u] = np.where(take_r, res_r[k], res_l[k]).astype(np.float32)
             source[u] = np.stack([l, r], -1)
             weight[u] = np.stack([1.0 - w, w], -1)
             weight[source < 0] = 0.0
         for k in GAMMA_KEYS:
             out[k][u] = np.asarray(res[k], np.float32)
-    return {**out, "labelled": is_lab, "source": source, "weight": weight, "gap": nb["gap"]}
+    extra = {"nearest": nearest} if both_sides else {}
+    return {**out, "labelled": is_lab, "source": source, "weight": weight, "gap": nb["gap"], **extra}
 
 
 @jax.jit

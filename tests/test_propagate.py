@@ -101,6 +101,24 @@ def test_zero_aligner_equals_copy_propagation():
     np.testing.assert_allclose(diff, np.where(out["labelled"], 0.0, 0.01), atol=1e-7)
 
 
+def test_both_sides_nearest_equals_nearest_only_run():
+    """The ``nearest`` result of a both-sides run (reused by the evaluation) is the nearest-only run,
+    with an aligner whose output depends on which labelled frame it starts from."""
+    rng = np.random.default_rng(2)
+    T, lab = 13, np.array([2, 5, 11])  # frames before the first / after the last label, a tie at 8
+    images = rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8)
+    labels = _gamma(rng, len(lab))
+    pred = P.Predictor(features=_fake_predictor().features, regress=_fake_predictor().regress,
+                       align=lambda g, za, zb: {**g, "root": g["root"] + 0.1 * (za[0][:, :3] - zb[0][:, :3])},
+                       image_size=S, batch_size=4)
+    near = P.propagate_video(pred, images, lab, labels)
+    both = P.propagate_video(pred, images, lab, labels, both_sides=True)
+    assert "nearest" not in near
+    for k in P.GAMMA_KEYS:
+        np.testing.assert_array_equal(both["nearest"][k], near[k])
+    assert not np.allclose(both["root"], near["root"])  # the blend itself differs
+
+
 def test_both_sides_recovers_geodesic_motion():
     """GT moving at constant speed along a geodesic (pose), a line (root) between two labels: blending
     the two copies by temporal distance reproduces every frame; nearest-only copying does not."""

@@ -103,11 +103,11 @@ def video_predictions(video: dict, stride: int, baseline: Predictor | None, alig
     if align is not None:
         z = batched(align.features, video["image"], align.batch_size)
         out["rows"][ALIGN] = batched(align.regress, (z[0][unl], z[1][unl], K[unl]), align.batch_size)
-        near = propagate_video(align, None, lab, labels, both_sides=False, features=z)
+        prop = propagate_video(align, None, lab, labels, both_sides=both_sides, features=z)
+        near = prop["nearest"] if both_sides else prop
         out["rows"][PROPAGATION] = {k: near[k][unl] for k in GAMMA_KEYS}
         if both_sides:
-            both = propagate_video(align, None, lab, labels, both_sides=True, features=z)
-            out["rows"][BOTH_SIDES] = {k: both[k][unl] for k in GAMMA_KEYS}
+            out["rows"][BOTH_SIDES] = {k: prop[k][unl] for k in GAMMA_KEYS}
     nb = neighbours(T, lab)
     out["rows"][COPY] = {k: gt_all[k][nb["nearest"][unl]] for k in GAMMA_KEYS}
     if mean is not None:
