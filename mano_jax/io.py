@@ -85,15 +85,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         top = module.split(".")[0]
-        if top == "chumpy":
+        stub = _ChumpyStub if top == "chumpy" else _SparseStub if module.startswith("scipy.sparse") else None
+        if stub is not None:
             key = (module, name)
             if key not in self._stubs:
-                self._stubs[key] = _stub_class(_ChumpyStub, module, name)
-            return self._stubs[key]
-        if module.startswith("scipy.sparse"):
-            key = (module, name)
-            if key not in self._stubs:
-                self._stubs[key] = _stub_class(_SparseStub, module, name)
+                self._stubs[key] = _stub_class(stub, module, name)
             return self._stubs[key]
         if top == "numpy" and name in self._NUMPY:
             core = getattr(np, "_core", None) or np.core          # numpy >= 2 renamed numpy.core
