@@ -2,7 +2,7 @@
 
 The module is purely neural (arrays in, arrays out); the MANO layer and the root
 parametrisation, which need the MANO model and the intrinsics, are applied by the pure functions
-:func:`regress_gamma` and :func:`align_gamma` on its outputs. Variables:
+:func:`regress_gamma` and :func:`apply_alignment` on its outputs. Variables:
 
 - ``params``: ``encoder`` (ResNet-18, :mod:`handprop_jax.model.encoder`), ``root_regressor``,
   ``pose_regressor``, ``root_aligner``, ``pose_aligner``.

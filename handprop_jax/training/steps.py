@@ -151,9 +151,14 @@ class Model:
         return jnp.split(j, len(gammas))
 
 
+def per_sample_mpjpe_mm(j_a: jnp.ndarray, j_b: jnp.ndarray) -> jnp.ndarray:
+    """Mean per-joint position error in mm of each sample, (B,)."""
+    return 1000.0 * jnp.mean(jnp.linalg.norm(j_a - j_b, axis=-1), axis=-1)
+
+
 def mpjpe_mm(j_a: jnp.ndarray, j_b: jnp.ndarray) -> jnp.ndarray:
     """Mean per-joint position error in mm, averaged over (B, 21)."""
-    return 1000.0 * jnp.mean(jnp.linalg.norm(j_a - j_b, axis=-1))
+    return jnp.mean(per_sample_mpjpe_mm(j_a, j_b))
 
 
 def gamma_of(frame: dict) -> dict:
@@ -192,8 +197,8 @@ def _stage2_loss(model: Model, trainable, frozen, batch_stats, batch):
     b = s["image"].shape[0]
     images = jnp.concatenate([s["image"], u["image"]])
     K = jnp.concatenate([s["K"], u["K"]])
-    z_r, z_t, g, _ = model.predict(jax.lax.stop_gradient(frozen), batch_stats, images, K, train=False)
-    z_r, z_t, g = jax.lax.stop_gradient((z_r, z_t, g))
+    # the predictor is in ``frozen`` (not differentiated); stop_gradient only makes that explicit
+    z_r, z_t, g, _ = jax.lax.stop_gradient(model.predict(frozen, batch_stats, images, K, train=False))
     z_s, z_u = (z_r[:b], z_t[:b]), (z_r[b:], z_t[b:])
     g_reg_u = {k: v[b:] for k, v in g.items()}
     loss, terms, j_align_u, _ = _align_terms(model, params, z_s, z_u, g_reg_u, s)
@@ -313,9 +318,6 @@ def make_eval_fn(config: Config, phase: str, mano: mano_jax.ManoModel | None = N
     error. ``batch["mask"]`` (B,) bool, when present, excludes padded rows."""
     model = Model(config, mano, module)
 
-    def per_sample(j_a, j_b):
-        return 1000.0 * jnp.mean(jnp.linalg.norm(j_a - j_b, axis=-1), axis=-1)
-
     def eval_fn(params, batch_stats, batch):
         batch = numeric_batch(batch)
         if phase == "stage2":
@@ -323,14 +325,13 @@ def make_eval_fn(config: Config, phase: str, mano: mano_jax.ManoModel | None = N
             b = s["image"].shape[0]
             z_r, z_t, _, _ = model.predict(params, batch_stats, jnp.concatenate([s["image"], u["image"]]),
                                            jnp.concatenate([s["K"], u["K"]]), train=False)
-            g_u = model.align(params, gamma_of(s), (z_r[b:], z_t[b:]), (z_r[:b], z_t[:b]))
-            (j,) = model.joints(g_u)
-            err, mask = per_sample(j, u["joints3d"]), batch.get("mask", jnp.ones((b,), bool))
+            g, target = model.align(params, gamma_of(s), (z_r[b:], z_t[b:]), (z_r[:b], z_t[:b])), u
         else:
             _, _, g, _ = model.predict(params, batch_stats, batch["image"], batch["K"], train=False)
-            (j,) = model.joints(g)
-            err = per_sample(j, batch["joints3d"])
-            mask = batch.get("mask", jnp.ones(err.shape, bool))
+            target = batch
+        (j,) = model.joints(g)
+        err = per_sample_mpjpe_mm(j, target["joints3d"])
+        mask = batch.get("mask", jnp.ones(err.shape, bool))
         return jnp.sum(jnp.where(mask, err, 0.0)), jnp.sum(mask)
 
     return eval_fn
