@@ -93,15 +93,14 @@ class BatchNorm(nn.Module):
     the running statistics are updated with momentum (torch's 0.1) and the *unbiased* variance.
     Statistics are accumulated in float32 (one pass: mean and mean of squares); the output is
     ``scale * (x - mean) * rsqrt(var + eps) + bias`` applied as one multiply-add in ``dtype``.
-    ``axis_name``: average the statistics over this mapped axis (pmap/shard_map data parallelism;
-    unnecessary under plain ``jit`` with sharded inputs, where the batch mean is already global).
+    Under ``jit`` with a batch sharded over devices the batch statistics are already global
+    (synchronised BatchNorm, see :mod:`handprop_jax.training.parallel`).
     """
 
     use_running_average: bool
     momentum: float = 0.1
     epsilon: float = 1e-5
     dtype: Dtype = jnp.float32
-    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -118,12 +117,9 @@ class BatchNorm(nn.Module):
             mean = jnp.mean(xf, axes)
             mean_sq = jnp.mean(lax.square(xf), axes)
             n = int(np.prod([x.shape[a] for a in axes]))
-            if self.axis_name is not None:
-                mean, mean_sq = lax.pmean((mean, mean_sq), self.axis_name)
-                n = n * lax.psum(1, self.axis_name)
             var = jnp.maximum(mean_sq - lax.square(mean), 0.0)
             if not self.is_initializing() and self.is_mutable_collection("batch_stats"):
-                unbiased = var * (n / max(n - 1, 1)) if isinstance(n, int) else var * n / (n - 1)
+                unbiased = var * (n / max(n - 1, 1))
                 m = self.momentum
                 ra_mean.value = (1 - m) * ra_mean.value + m * lax.stop_gradient(mean)
                 ra_var.value = (1 - m) * ra_var.value + m * lax.stop_gradient(unbiased)
@@ -140,13 +136,11 @@ class BasicBlock(nn.Module):
     use_running_average: bool
     conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         conv = lambda f, k, s, p, name: Conv(f, k, s, p, self.conv_impl, self.dtype, name=name)
-        bn = lambda name: BatchNorm(self.use_running_average, dtype=self.dtype,
-                                    axis_name=self.bn_axis_name, name=name)
+        bn = lambda name: BatchNorm(self.use_running_average, dtype=self.dtype, name=name)
         y = conv(self.features, 3, self.strides, 1, "conv1")(x)
         y = nn.relu(bn("bn1")(y))
         y = conv(self.features, 3, 1, 1, "conv2")(y)
@@ -174,7 +168,6 @@ class Encoder(nn.Module):
       dtype: compute dtype (float32 or bfloat16); params and BatchNorm statistics stay float32.
       width: base channels (64 = ResNet-18); tests use e.g. 8.
       freeze_batchnorm: use the running statistics in training too (the baseline froze them).
-      bn_axis_name: mapped axis name to average BatchNorm statistics over (pmap/shard_map only).
     """
 
     z_r_stage: int = 3
@@ -183,7 +176,6 @@ class Encoder(nn.Module):
     dtype: Dtype = jnp.float32
     width: int = 64
     freeze_batchnorm: bool = False
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -201,15 +193,14 @@ class Encoder(nn.Module):
         impl = self.conv_impl
         ura = (not train) or self.freeze_batchnorm
         x = Conv(self.width, 7, 2, 3, impl, dtype, name="conv1")(images)
-        x = nn.relu(BatchNorm(ura, dtype=dtype, axis_name=self.bn_axis_name, name="bn1")(x))
+        x = nn.relu(BatchNorm(ura, dtype=dtype, name="bn1")(x))
         x = max_pool_3x3_s2(x)
         pooled = []
         for stage in range(4):
             features = self.width * 2 ** stage
             for b in range(2):
                 strides = 2 if (stage > 0 and b == 0) else 1
-                x = BasicBlock(features, strides, ura, impl, dtype, self.bn_axis_name,
-                               name=f"layer{stage + 1}_{b}")(x)
+                x = BasicBlock(features, strides, ura, impl, dtype, name=f"layer{stage + 1}_{b}")(x)
             pooled.append(jnp.mean(x.astype(jnp.float32), axis=(1, 2)))
         z_theta = pooled[3]
         if z_theta.shape[-1] != self.feature_dim:
