@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 from handprop_jax import config as config_lib  # noqa: E402
 
-TORCH_SCRIPT = Path("/work/shared/bench/torch_resnet18_step.py")
+# The shared PyTorch anchor lives beside the checkout (../shared/bench), as in CI and development.
+TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "bench" / "torch_resnet18_step.py"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -75,7 +75,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             features=frame_features(None),
             disable_shuffling=True,  # records stay grouped by video, in frame order
-            homepage="https://github.com/",
             description="Rendered MANO hand videos with smooth random motion (handprop).",
             metadata=tfds.core.MetadataDict(spec=dataclasses.asdict(spec)),
         )
