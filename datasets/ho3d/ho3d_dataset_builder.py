@@ -48,7 +48,6 @@ import pickle
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 from scipy.spatial.transform import Rotation
 
 from handprop_jax.camera import OPENGL_TO_OPENCV
@@ -222,12 +221,6 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         self.skip_log = support.SkipLog(on_bad_input)
         super().__init__(**kwargs)
-
-    # tfds resolves `code_path` through `importlib_resources`, absent from this environment.
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(__file__)
 
     @classmethod
     def config_for(cls, layout: str = "v2", image_size: int = 224, **options) -> Ho3dConfig:

@@ -59,7 +59,6 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 from scipy.spatial.transform import Rotation
 
 from handprop_jax.data import builder_support as support
@@ -347,12 +346,6 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
         self.skip_log = support.SkipLog(on_bad_input)
         self.mano_model = mano_model
         super().__init__(**kwargs)
-
-    # tfds resolves `code_path` through `importlib_resources`, absent from this environment.
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(__file__)
 
     @classmethod
     def config_for(cls, image_size: int = 224, **options) -> InterHandConfig:

@@ -9,11 +9,14 @@ shared ``_info``). Numpy/PIL only; runs while a dataset is built.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import threading
 
 import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
 from PIL import Image
 
 from handprop_jax.data.crop import crop_frame
@@ -189,9 +192,14 @@ class OptionsBuilderMixin:
     CONFIG_CLASS: type = object
     HOMEPAGE: str = ""
 
-    def _info(self):
-        import tensorflow_datasets as tfds
+    # tfds resolves `code_path` through `importlib_resources`, absent from this environment: the
+    # builder's own source file.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(inspect.getfile(cls))
 
+    def _info(self):
         from handprop_jax.data.features import frame_features
 
         return self.dataset_info_from_configs(
