@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 from jax import lax
 
-from handprop_jax.model.conv import conv2d, conv_hybrid, cpu_plan, explicit_padding, resolve_impl
+from handprop_jax.model.conv import (
+    conv2d,
+    conv_hybrid,
+    cpu_plan,
+    explicit_padding,
+    resolve_impl,
+    space_to_depth_conv,
+)
 from handprop_jax.model.encoder import IMAGENET_MEAN, IMAGENET_STD, BatchNorm, Encoder, normalize_images
+from handprop_jax.model.pool import max_pool
 
 # (kernel, stride, padding) as ResNet-18 uses them, plus SAME/VALID strings and an odd size.
 CONV_CASES = [
@@ -34,7 +42,13 @@ def _hybrid(plan):
     return conv
 
 
+def _space_to_depth(x, w, s, pad):
+    return space_to_depth_conv(x, w, (s, s), explicit_padding(pad, x.shape[1:3], w.shape[:2], (s, s)),
+                               "im2col")
+
+
 IMPLS = {"im2col": lambda x, w, s, pad: conv2d(x, w, s, pad, "im2col"),
+         "space_to_depth": _space_to_depth,
          "taps": lambda x, w, s, pad: conv2d(x, w, s, pad, "taps"),
          "hybrid(xla,im2col,im2col)": _hybrid(("xla", "im2col", "im2col")),
          "hybrid(im2col,xla,xla)": _hybrid(("im2col", "xla", "xla"))}
@@ -86,15 +100,50 @@ class ConvTest(chex.TestCase):
         assert resolve_impl("auto", "gpu") == "xla"
         assert resolve_impl("auto", "cpu", (3, 3), (1, 1), (16, 16)) == "hybrid"
         # per-pass CPU plan: never the native conv on 2x2 maps or for strided input gradients
-        assert cpu_plan((3, 3), (1, 1), (2, 2)) == ("im2col", "im2col", "xla")
-        assert cpu_plan((3, 3), (2, 2), (16, 16))[1:] == ("im2col", "im2col")
+        assert cpu_plan((3, 3), (1, 1), (2, 2)) == ("im2col",) * 3
+        assert cpu_plan((3, 3), (2, 2), (16, 16)) == ("xla", "im2col", "im2col")
         assert cpu_plan((1, 1), (2, 2), (16, 16)) == ("im2col",) * 3
-        assert cpu_plan((3, 3), (1, 1), (16, 16)) == ("xla",) * 3
+        assert cpu_plan((3, 3), (1, 1), (16, 16)) == ("xla", "xla", "im2col")
         assert resolve_impl("taps") == "taps"
         with pytest.raises(ValueError, match="conv_impl"):
             resolve_impl("winograd")
         with pytest.raises(ValueError, match="channels"):
             conv2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 2, 4)))
+
+
+class MaxPoolTest(chex.TestCase):
+    """max_pool's custom gradient against autodiff of lax.reduce_window, and its tie rule."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_matches_reduce_window(self):
+        rng = np.random.RandomState(0)
+        cases = (((2, 9, 8, 3), (3, 2, 1)), ((1, 6, 6, 2), (2, 2, 0)), ((1, 7, 5, 1), (3, 1, 1)))
+        for shape, (k, s, p) in cases:
+            x = jnp.asarray(rng.randn(*shape), jnp.float32)  # continuous values: no ties
+
+            def reference(x, k=k, s=s, p=p):
+                return lax.reduce_window(x, -jnp.inf, lax.max, (1, k, k, 1), (1, s, s, 1),
+                                         ((0, 0), (p, p), (p, p), (0, 0)))
+
+            y, vjp = jax.vjp(self.variant(lambda x, k=k, s=s, p=p: max_pool(x, k, s, p)), x)
+            y_ref, vjp_ref = jax.vjp(reference, x)
+            ct = jnp.asarray(rng.randn(*y.shape), jnp.float32)
+            np.testing.assert_array_equal(y, y_ref)
+            np.testing.assert_allclose(vjp(ct)[0], vjp_ref(ct)[0], rtol=1e-6)
+
+    def test_ties_go_to_the_first_maximum(self):
+        # 4x4 of equal values, 3x3/2 windows with one pixel of padding: output (a, b)'s window
+        # starts at input (2a - 1, 2b - 1), so its first real pixel in row-major order is (a, b).
+        x = jnp.ones((1, 4, 4, 1))
+        dy = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
+        dx = jax.vjp(lambda x: max_pool(x, 3, 2, 1), x)[1](dy)[0][0, :, :, 0]
+        want = np.zeros((4, 4))
+        want[:2, :2] = [[1, 2], [3, 4]]
+        np.testing.assert_array_equal(dx, want)
+
+    def test_too_small(self):
+        with pytest.raises(ValueError, match="too small"):
+            max_pool(jnp.zeros((1, 1, 1, 1)), 3, 2, 0)
 
 
 def test_normalize_images():

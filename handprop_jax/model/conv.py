@@ -16,8 +16,9 @@ native convolution is very slow on some shapes (the backward pass of a 3x3 convo
   concatenated copy of the input).
 - ``"hybrid"``: a ``custom_vjp`` whose forward, input-gradient and kernel-gradient passes each
   use the formulation :func:`cpu_plan` picks for the layer's geometry (native where XLA:CPU's
-  Eigen convolution is fast, im2col where XLA:CPU falls into its slow paths: tiny maps, strided
-  input gradients, 1x1 kernels).
+  convolution is fast, im2col where XLA:CPU falls into its slow paths: tiny maps, strided
+  input gradients, 1x1 kernels, kernel gradients). Strided convolutions over a few channels
+  (the RGB stem) are first rewritten by :func:`space_to_depth_conv` and then run as im2col.
 - ``"auto"``: resolved per backend by :func:`resolve_impl`: ``"xla"`` on GPU/TPU (cuDNN etc.),
   ``"hybrid"`` on CPU. Measurements: ``benchmarks/train_step.py --layers``.
 
@@ -39,23 +40,28 @@ IMPLS = ("xla", "im2col", "taps", "hybrid", "auto")
 Padding = str | Sequence[tuple[int, int]]
 
 
-# CPU plan thresholds (output pixels), from per-pass timings (benchmarks/train_step.py --layers):
+# CPU plan thresholds, from per-pass timings (benchmarks/train_step.py --layers) and from the
+# per-operation profile of the full 64 px stage-1 step (benchmarks/profile_step.py):
 CPU_FWD_XLA_MIN_PIXELS = 16  # native forward conv for k>1 maps of >= 4x4 outputs (2x2: ~100x slower)
 CPU_DX_XLA_MIN_PIXELS = 196  # native input-gradient conv for stride 1 and >= 14x14 outputs
+CPU_S2D_MAX_CIN = 4  # strided convs over <= 4 channels (the RGB stem) go through space-to-depth
 
 
 def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int],
              out_hw: tuple[int, int]) -> tuple[str, str, str]:
     """Formulation ("xla" or "im2col") of the (forward, input-gradient, kernel-gradient) passes of
-    one convolution layer on XLA:CPU, chosen from measured per-pass timings:
+    one convolution layer on XLA:CPU, chosen from measured timings:
 
     - 1x1 convolutions: im2col everywhere (a strided slice and a matmul; XLA's 1x1/2 kernel
       gradient was 3-6x slower).
-    - forward: native for outputs of at least 4x4 pixels (Eigen's convolution, 2-5x faster than a
-      materialised im2col on large maps); im2col on smaller maps (native 2x2 is ~100x slower).
+    - forward: native for outputs of at least 4x4 pixels (Eigen/YNNPACK's convolution, 2-5x faster
+      than a materialised im2col on large maps); im2col on smaller maps (native 2x2 is ~100x
+      slower).
     - input gradient: native only for stride 1 and outputs >= 14x14; strided layers' input gradient
-      (an lhs-dilated convolution in XLA, up to ~50x slower) and small maps use the im2col transpose.
-    - kernel gradient: native for stride 1 (k>1), im2col for strided layers.
+      (an lhs-dilated convolution in XLA, ~15-25x slower at 4x4x256 -> 2x2x512) and small maps use
+      the im2col transpose.
+    - kernel gradient: im2col for every layer. In the profiled 64 px step the native kernel
+      gradient of a 3x3 conv on 16x16x64 maps took 42-50 ms, the im2col columns + matmul 20-30 ms.
     """
     pixels = out_hw[0] * out_hw[1]
     if max(kernel_hw) == 1:
@@ -63,8 +69,7 @@ def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int],
     stride1 = tuple(strides) == (1, 1)
     fwd = "xla" if pixels >= CPU_FWD_XLA_MIN_PIXELS else "im2col"
     dx = "xla" if stride1 and pixels >= CPU_DX_XLA_MIN_PIXELS else "im2col"
-    dw = "xla" if stride1 else "im2col"
-    return (fwd, dx, dw)
+    return (fwd, dx, "im2col")
 
 
 def resolve_impl(impl: str, backend: str | None = None, kernel_hw: tuple[int, int] | None = None,
@@ -178,6 +183,34 @@ def _hybrid_bwd(strides, pads, plan, residuals, dy):
 conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
 
 
+def space_to_depth_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads,
+                        impl: str) -> jax.Array:
+    """A strided convolution as a stride-1 convolution of the space-to-depth input.
+
+    The padded input is cut into ``sh x sw`` pixel blocks stacked on the channel axis
+    (B, H/sh, W/sw, sh*sw*Cin) and the kernel, zero-padded to a multiple of the stride, is
+    rearranged to (ceil(kh/sh), ceil(kw/sw), sh*sw*Cin, Cout): output pixel (o, p) reads input
+    block (o + i // sh, p + j // sw), phase (i % sh, j % sw) for kernel tap (i, j), so the result is
+    the same function with zero-weight taps added. Useful for the ResNet stem (7x7/2 over 3
+    channels): 16 taps of 12 channels instead of 49 taps of 3 channels. ``impl`` is used for the
+    stride-1 convolution.
+    """
+    b, h, w, cin = x.shape
+    kh, kw, _, cout = kernel.shape
+    sh, sw = strides
+    (pt, pb), (pl, pr) = pads
+    ho, wo = _out_size(h, kh, sh, pt, pb), _out_size(w, kw, sw, pl, pr)
+    kh2, kw2 = -(-kh // sh), -(-kw // sw)
+    hn, wn = (ho - 1 + kh2) * sh, (wo - 1 + kw2) * sw  # padded input extent the blocks cover
+    x = jnp.pad(x, ((0, 0), (pt, max(hn - h - pt, 0)), (pl, max(wn - w - pl, 0)), (0, 0)))[:, :hn, :wn]
+    xs = (x.reshape(b, hn // sh, sh, wn // sw, sw, cin).transpose(0, 1, 3, 2, 4, 5)
+          .reshape(b, hn // sh, wn // sw, sh * sw * cin))
+    k = jnp.pad(kernel, ((0, kh2 * sh - kh), (0, kw2 * sw - kw), (0, 0), (0, 0)))
+    ks = (k.reshape(kh2, sh, kw2, sw, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+          .reshape(kh2, kw2, sh * sw * cin, cout))
+    return conv2d(xs, ks, 1, "VALID", impl)
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
            padding: Padding = "SAME", impl: str = "auto") -> jax.Array:
     """2D cross-correlation, NHWC x HWIO -> NHWC, no bias.
@@ -202,6 +235,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
     out_hw = tuple(_out_size(x.shape[1 + a], kernel.shape[a], strides[a], *pads[a]) for a in range(2))
     impl = resolve_impl(impl, None, kernel.shape[:2], strides, out_hw)
+    if impl == "hybrid" and strides != (1, 1) and x.shape[-1] <= CPU_S2D_MAX_CIN:
+        return space_to_depth_conv(x, kernel, strides, pads, "im2col")
     if impl == "hybrid":
         return conv_hybrid(x, kernel, strides, pads, cpu_plan(kernel.shape[:2], strides, out_hw))
     return _IMPL_FNS[impl](x, kernel, strides, pads)

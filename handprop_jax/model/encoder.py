@@ -40,6 +40,7 @@ import numpy as np
 from jax import lax
 
 from handprop_jax.model.conv import IMPLS, conv2d
+from handprop_jax.model.pool import max_pool
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -153,8 +154,7 @@ class BasicBlock(nn.Module):
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """torchvision's MaxPool2d(3, stride=2, padding=1) on NHWC (padding with -inf)."""
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
-                             ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return max_pool(x, 3, 2, 1)
 
 
 class Encoder(nn.Module):

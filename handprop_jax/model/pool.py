@@ -1,0 +1,80 @@
+"""Max pooling (NHWC) with a backward pass that XLA:CPU runs fast.
+
+``jax.grad`` of ``lax.reduce_window(max)`` lowers to a variadic reduce-window over (value, index)
+pairs built from four full-size integer iotas plus a scatter; in the 64 px, batch-64 ResNet-18
+train step on the 2-core CPU that was ~100 ms of op time per step for the single stem max-pool
+(profile of ``benchmarks/train_step.py``'s stage-1 step). :func:`max_pool` computes the same
+function with a ``custom_vjp`` whose backward pass is one elementwise pass per window tap: the
+gradient of each output goes to the *first* maximal input of its window in row-major (i, j)
+order, PyTorch's rule (``max_pool2d`` keeps the first index on ties). Ties only matter where
+inputs are exactly equal, e.g. zeros after a ReLU, whose gradient the ReLU discards anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _geometry(shape, window: int, stride: int, padding: int) -> tuple[int, int]:
+    ho = (shape[1] + 2 * padding - window) // stride + 1
+    wo = (shape[2] + 2 * padding - window) // stride + 1
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"max_pool: input {shape} too small for window {window}, padding {padding}")
+    return ho, wo
+
+
+def _tap_views(xp: jax.Array, window: int, stride: int, ho: int, wo: int) -> list[jax.Array]:
+    """The window taps of the padded input as strided views (B, Ho, Wo, C), row-major (i, j)."""
+    b, _, _, c = xp.shape
+    return [lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                      (1, stride, stride, 1))
+            for i in range(window) for j in range(window)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x: jax.Array, window: int = 3, stride: int = 2, padding: int = 1) -> jax.Array:
+    """Max over ``window x window`` patches of ``x`` every ``stride`` pixels, ``padding`` pixels of
+    -inf on each side (torch ``MaxPool2d(window, stride, padding)``).
+
+    Args:
+      x: (B, H, W, C) activations (any float dtype).
+    Returns:
+      (B, Ho, Wo, C) with Ho = (H + 2 padding - window) // stride + 1 (same for W).
+    """
+    _geometry(x.shape, window, stride, padding)
+    return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, (1, window, window, 1),
+                             (1, stride, stride, 1), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+
+def _max_pool_fwd(x, window, stride, padding):
+    y = max_pool(x, window, stride, padding)
+    return y, (x, y)
+
+
+def _max_pool_bwd(window, stride, padding, residuals, dy):
+    x, y = residuals
+    ho, wo = _geometry(x.shape, window, stride, padding)
+    p = padding
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+    views = _tap_views(xp, window, stride, ho, wo)
+    # Index of the first tap holding the maximum (taps visited last to first, earlier ones win).
+    index_dtype = jnp.int8 if len(views) < 128 else jnp.int32
+    first = jnp.full(y.shape, len(views), index_dtype)
+    for t in reversed(range(len(views))):
+        first = jnp.where(views[t] == y, jnp.asarray(t, index_dtype), first)
+    dxp = jnp.zeros(xp.shape, dy.dtype)
+    hp, wp = xp.shape[1], xp.shape[2]
+    zero = jnp.zeros((), dy.dtype)
+    for t in range(len(views)):
+        i, j = divmod(t, window)
+        routed = jnp.where(first == t, dy, zero)
+        dxp = dxp + lax.pad(routed, zero, ((0, 0, 0), (i, hp - i - stride * (ho - 1) - 1, stride - 1),
+                                           (j, wp - j - stride * (wo - 1) - 1, stride - 1), (0, 0, 0)))
+    return (dxp[:, p:p + x.shape[1], p:p + x.shape[2]],)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
