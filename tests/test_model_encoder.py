@@ -51,7 +51,8 @@ IMPLS = {"im2col": lambda x, w, s, pad: conv2d(x, w, s, pad, "im2col"),
          "space_to_depth": _space_to_depth,
          "taps": lambda x, w, s, pad: conv2d(x, w, s, pad, "taps"),
          "hybrid(xla,im2col,im2col)": _hybrid(("xla", "im2col", "im2col")),
-         "hybrid(im2col,xla,xla)": _hybrid(("im2col", "xla", "xla"))}
+         "hybrid(im2col,xla,xla)": _hybrid(("im2col", "xla", "xla")),
+         "hybrid(xla,im2col,s2d)": _hybrid(("xla", "im2col", "s2d"))}
 
 
 def _case_results(conv, x, w, ct, s, pad):
@@ -104,6 +105,8 @@ class ConvTest(chex.TestCase):
         assert cpu_plan((3, 3), (2, 2), (16, 16)) == ("xla", "im2col", "im2col")
         assert cpu_plan((1, 1), (2, 2), (16, 16)) == ("im2col",) * 3
         assert cpu_plan((3, 3), (1, 1), (16, 16)) == ("xla", "xla", "im2col")
+        assert cpu_plan((7, 7), (2, 2), (32, 32), 3) == ("xla", "im2col", "s2d")
+        assert cpu_plan((3, 3), (2, 2), (32, 32), 64) == ("xla", "im2col", "im2col")
         assert resolve_impl("taps") == "taps"
         with pytest.raises(ValueError, match="conv_impl"):
             resolve_impl("winograd")

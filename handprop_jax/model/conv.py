@@ -17,8 +17,8 @@ native convolution is very slow on some shapes (the backward pass of a 3x3 convo
 - ``"hybrid"``: a ``custom_vjp`` whose forward, input-gradient and kernel-gradient passes each
   use the formulation :func:`cpu_plan` picks for the layer's geometry (native where XLA:CPU's
   convolution is fast, im2col where XLA:CPU falls into its slow paths: tiny maps, strided
-  input gradients, 1x1 kernels, kernel gradients). Strided convolutions over a few channels
-  (the RGB stem) are first rewritten by :func:`space_to_depth_conv` and then run as im2col.
+  input gradients, 1x1 kernels, kernel gradients; for the RGB stem's kernel gradient the im2col
+  of the space-to-depth input, :func:`space_to_depth_conv`).
 - ``"auto"``: resolved per backend by :func:`resolve_impl`: ``"xla"`` on GPU/TPU (cuDNN etc.),
   ``"hybrid"`` on CPU. Measurements: ``benchmarks/train_step.py --layers``.
 
@@ -44,12 +44,12 @@ Padding = str | Sequence[tuple[int, int]]
 # per-operation profile of the full 64 px stage-1 step (benchmarks/profile_step.py):
 CPU_FWD_XLA_MIN_PIXELS = 16  # native forward conv for k>1 maps of >= 4x4 outputs (2x2: ~100x slower)
 CPU_DX_XLA_MIN_PIXELS = 196  # native input-gradient conv for stride 1 and >= 14x14 outputs
-CPU_S2D_MAX_CIN = 4  # strided convs over <= 4 channels (the RGB stem) go through space-to-depth
+CPU_S2D_MAX_CIN = 4  # kernel gradient of strided convs over <= 4 channels (RGB stem) via space-to-depth
 
 
-def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int],
-             out_hw: tuple[int, int]) -> tuple[str, str, str]:
-    """Formulation ("xla" or "im2col") of the (forward, input-gradient, kernel-gradient) passes of
+def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
+             in_channels: int | None = None) -> tuple[str, str, str]:
+    """Formulation ("xla", "im2col" or "s2d") of the (forward, input-gradient, kernel-gradient) passes of
     one convolution layer on XLA:CPU, chosen from measured timings:
 
     - 1x1 convolutions: im2col everywhere (a strided slice and a matmul; XLA's 1x1/2 kernel
@@ -62,6 +62,9 @@ def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int],
       the im2col transpose.
     - kernel gradient: im2col for every layer. In the profiled 64 px step the native kernel
       gradient of a 3x3 conv on 16x16x64 maps took 42-50 ms, the im2col columns + matmul 20-30 ms.
+      Strided layers over at most ``CPU_S2D_MAX_CIN`` channels (the RGB stem) use the im2col of
+      the space-to-depth input ("s2d": 16 taps of 12 channels for the 7x7/2 stem instead of 49
+      slices of 3 channels, ~100 ms -> ~35 ms per step).
     """
     pixels = out_hw[0] * out_hw[1]
     if max(kernel_hw) == 1:
@@ -69,7 +72,8 @@ def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int],
     stride1 = tuple(strides) == (1, 1)
     fwd = "xla" if pixels >= CPU_FWD_XLA_MIN_PIXELS else "im2col"
     dx = "xla" if stride1 and pixels >= CPU_DX_XLA_MIN_PIXELS else "im2col"
-    return (fwd, dx, "im2col")
+    few_channels = in_channels is not None and in_channels <= CPU_S2D_MAX_CIN
+    return (fwd, dx, "s2d" if few_channels and not stride1 else "im2col")
 
 
 def resolve_impl(impl: str, backend: str | None = None, kernel_hw: tuple[int, int] | None = None,
@@ -156,33 +160,6 @@ def conv_taps(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -
     return y.reshape(x.shape[0], ho, wo, cout)
 
 
-_IMPL_FNS = {"xla": conv_xla, "im2col": conv_im2col, "taps": conv_taps}
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def conv_hybrid(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads,
-                plan: tuple[str, str, str]) -> jax.Array:
-    """Convolution whose forward, input-gradient and kernel-gradient passes each use the
-    formulation named in ``plan`` = (forward, dx, dw) ("xla" or "im2col"). Same values and
-    gradients as any single formulation; residuals are (x, kernel) only."""
-    return _IMPL_FNS[plan[0]](x, kernel, strides, pads)
-
-
-def _hybrid_fwd(x, kernel, strides, pads, plan):
-    return conv_hybrid(x, kernel, strides, pads, plan), (x, kernel)
-
-
-def _hybrid_bwd(strides, pads, plan, residuals, dy):
-    x, kernel = residuals
-    fx, fw = _IMPL_FNS[plan[1]], _IMPL_FNS[plan[2]]
-    (dx,) = jax.vjp(lambda x_: fx(x_, kernel, strides, pads), x)[1](dy)
-    (dw,) = jax.vjp(lambda w_: fw(x, w_, strides, pads), kernel)[1](dy)
-    return dx, dw
-
-
-conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
-
-
 def space_to_depth_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads,
                         impl: str) -> jax.Array:
     """A strided convolution as a stride-1 convolution of the space-to-depth input.
@@ -211,6 +188,45 @@ def space_to_depth_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int
     return conv2d(xs, ks, 1, "VALID", impl)
 
 
+def conv_s2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
+    """:func:`space_to_depth_conv` with an im2col stride-1 convolution."""
+    return space_to_depth_conv(x, kernel, strides, pads, "im2col")
+
+
+_IMPL_FNS = {"xla": conv_xla, "im2col": conv_im2col, "taps": conv_taps, "s2d": conv_s2d}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_hybrid(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads,
+                plan: tuple[str, str, str]) -> jax.Array:
+    """Convolution whose forward, input-gradient and kernel-gradient passes each use the
+    formulation named in ``plan`` = (forward, dx, dw) (keys of ``_IMPL_FNS``). Same values and
+    gradients as any single formulation. Residuals are (x, kernel), except that a "s2d" kernel
+    gradient runs the training forward through the space-to-depth columns and keeps them (they
+    would otherwise be built twice); without differentiation the forward is ``plan[0]``."""
+    return _IMPL_FNS[plan[0]](x, kernel, strides, pads)
+
+
+def _hybrid_fwd(x, kernel, strides, pads, plan):
+    if plan[2] == "s2d":
+        y, kernel_vjp = jax.vjp(lambda w_: conv_s2d(x, w_, strides, pads), kernel)
+        return y, (x, kernel, kernel_vjp)
+    return conv_hybrid(x, kernel, strides, pads, plan), (x, kernel, None)
+
+
+def _hybrid_bwd(strides, pads, plan, residuals, dy):
+    x, kernel, kernel_vjp = residuals
+    fx, fw = _IMPL_FNS[plan[1]], _IMPL_FNS[plan[2]]
+    (dx,) = jax.vjp(lambda x_: fx(x_, kernel, strides, pads), x)[1](dy)
+    if kernel_vjp is None:
+        kernel_vjp = jax.vjp(lambda w_: fw(x, w_, strides, pads), kernel)[1]
+    (dw,) = kernel_vjp(dy)
+    return dx, dw
+
+
+conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
            padding: Padding = "SAME", impl: str = "auto") -> jax.Array:
     """2D cross-correlation, NHWC x HWIO -> NHWC, no bias.
@@ -235,8 +251,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
     out_hw = tuple(_out_size(x.shape[1 + a], kernel.shape[a], strides[a], *pads[a]) for a in range(2))
     impl = resolve_impl(impl, None, kernel.shape[:2], strides, out_hw)
-    if impl == "hybrid" and strides != (1, 1) and x.shape[-1] <= CPU_S2D_MAX_CIN:
-        return space_to_depth_conv(x, kernel, strides, pads, "im2col")
     if impl == "hybrid":
-        return conv_hybrid(x, kernel, strides, pads, cpu_plan(kernel.shape[:2], strides, out_hw))
+        plan = cpu_plan(kernel.shape[:2], strides, out_hw, x.shape[-1])
+        return conv_hybrid(x, kernel, strides, pads, plan)
     return _IMPL_FNS[impl](x, kernel, strides, pads)
