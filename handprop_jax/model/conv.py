@@ -49,22 +49,22 @@ CPU_S2D_MAX_CIN = 4  # kernel gradient of strided convs over <= 4 channels (RGB 
 
 def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
              in_channels: int | None = None) -> tuple[str, str, str]:
-    """Formulation ("xla", "im2col" or "s2d") of the (forward, input-gradient, kernel-gradient) passes of
-    one convolution layer on XLA:CPU, chosen from measured timings:
+    """Formulation ("xla", "im2col" or "s2d") of the (forward, input-gradient, kernel-gradient)
+    passes of one convolution layer on XLA:CPU, chosen from measured timings:
 
     - 1x1 convolutions: im2col everywhere (a strided slice and a matmul; XLA's 1x1/2 kernel
       gradient was 3-6x slower).
     - forward: native for outputs of at least 4x4 pixels (Eigen/YNNPACK's convolution, 2-5x faster
       than a materialised im2col on large maps); im2col on smaller maps (native 2x2 is ~100x
       slower).
-    - input gradient: native only for stride 1 and outputs >= 14x14; strided layers' input gradient
-      (an lhs-dilated convolution in XLA, ~15-25x slower at 4x4x256 -> 2x2x512) and small maps use
-      the im2col transpose.
+    - input gradient: native only for stride 1 and outputs >= 14x14; strided layers' input
+      gradient (an lhs-dilated convolution in XLA, 20-45x slower at 4x4x256 -> 2x2x512: 130-150
+      vs 3-6 ms at batch 64) and small maps use the im2col transpose.
     - kernel gradient: im2col for every layer. In the profiled 64 px step the native kernel
       gradient of a 3x3 conv on 16x16x64 maps took 42-50 ms, the im2col columns + matmul 20-30 ms.
       Strided layers over at most ``CPU_S2D_MAX_CIN`` channels (the RGB stem) use the im2col of
       the space-to-depth input ("s2d": 16 taps of 12 channels for the 7x7/2 stem instead of 49
-      slices of 3 channels, ~100 ms -> ~35 ms per step).
+      slices of 3 channels: ~17 instead of ~105 ms of column copies per 64 px step).
     """
     pixels = out_hw[0] * out_hw[1]
     if max(kernel_hw) == 1:
