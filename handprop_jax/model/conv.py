@@ -110,11 +110,13 @@ def _out_size(n: int, k: int, s: int, lo: int, hi: int) -> int:
     return (n + lo + hi - k) // s + 1
 
 
-def _taps(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
-          pads: tuple[tuple[int, int], tuple[int, int]]) -> tuple[list[jax.Array], int, int]:
-    """Shifted strided views of the padded input, one per kernel tap, in (i, j) row-major order.
+def tap_views(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
+              pads: tuple[tuple[int, int], tuple[int, int]],
+              pad_value: float = 0.0) -> tuple[list[jax.Array], int, int]:
+    """Shifted strided views of the input padded with ``pad_value``, one per kernel (or pooling
+    window) tap, in (i, j) row-major order.
 
-    Returns the list of kh*kw arrays, each (B, Ho, Wo, Cin), and (Ho, Wo).
+    Returns the list of kh*kw arrays, each (B, Ho, Wo, C), and (Ho, Wo).
     """
     kh, kw = kernel_hw
     sh, sw = strides
@@ -122,9 +124,9 @@ def _taps(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
     ho = _out_size(x.shape[1], kh, sh, pt, pb)
     wo = _out_size(x.shape[2], kw, sw, pl, pr)
     if ho <= 0 or wo <= 0:
-        raise ValueError(f"conv: input {x.shape} too small for kernel {kernel_hw}, padding {pads}")
+        raise ValueError(f"input {x.shape} too small for window {kernel_hw}, padding {pads}")
     if any(p for pair in pads for p in pair):
-        x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+        x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
     views = []
     for i in range(kh):
         for j in range(kw):
@@ -143,7 +145,7 @@ def conv_xla(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) ->
 def conv_im2col(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
     """im2col convolution: concatenated tap views @ reshaped kernel (one matmul)."""
     kh, kw, cin, cout = kernel.shape
-    views, ho, wo = _taps(x, (kh, kw), strides, pads)
+    views, ho, wo = tap_views(x, (kh, kw), strides, pads)
     cols = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
     y = cols.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
     return y.reshape(x.shape[0], ho, wo, cout)
@@ -152,7 +154,7 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads)
 def conv_taps(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
     """Sum over kernel taps of (tap view @ kernel[i, j]); kh*kw matmuls with K = Cin."""
     kh, kw, cin, cout = kernel.shape
-    views, ho, wo = _taps(x, (kh, kw), strides, pads)
+    views, ho, wo = tap_views(x, (kh, kw), strides, pads)
     y = None
     for t, v in enumerate(views):
         term = v.reshape(-1, cin) @ kernel[t // kw, t % kw]

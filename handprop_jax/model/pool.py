@@ -18,21 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-
-def _geometry(shape, window: int, stride: int, padding: int) -> tuple[int, int]:
-    ho = (shape[1] + 2 * padding - window) // stride + 1
-    wo = (shape[2] + 2 * padding - window) // stride + 1
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"max_pool: input {shape} too small for window {window}, padding {padding}")
-    return ho, wo
-
-
-def _tap_views(xp: jax.Array, window: int, stride: int, ho: int, wo: int) -> list[jax.Array]:
-    """The window taps of the padded input as strided views (B, Ho, Wo, C), row-major (i, j)."""
-    b, _, _, c = xp.shape
-    return [lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                      (1, stride, stride, 1))
-            for i in range(window) for j in range(window)]
+from handprop_jax.model.conv import tap_views
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -45,7 +31,8 @@ def max_pool(x: jax.Array, window: int = 3, stride: int = 2, padding: int = 1) -
     Returns:
       (B, Ho, Wo, C) with Ho = (H + 2 padding - window) // stride + 1 (same for W).
     """
-    _geometry(x.shape, window, stride, padding)
+    if min(x.shape[1:3]) + 2 * padding < window:
+        raise ValueError(f"max_pool: input {x.shape} too small for window {window}, padding {padding}")
     return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, (1, window, window, 1),
                              (1, stride, stride, 1), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
 
@@ -57,10 +44,9 @@ def _max_pool_fwd(x, window, stride, padding):
 
 def _max_pool_bwd(window, stride, padding, residuals, dy):
     x, y = residuals
-    ho, wo = _geometry(x.shape, window, stride, padding)
     p = padding
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
-    views = _tap_views(xp, window, stride, ho, wo)
+    views, ho, wo = tap_views(xp, (window, window), (stride, stride), ((0, 0), (0, 0)))
     # Index of the first tap holding the maximum (taps visited last to first, earlier ones win).
     index_dtype = jnp.int8 if len(views) < 128 else jnp.int32
     first = jnp.full(y.shape, len(views), index_dtype)
