@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 
 import mano_jax
@@ -27,6 +28,9 @@ def hand_in_camera(model: mano_jax.ManoModel, root: jnp.ndarray, pose: jnp.ndarr
                                      center_idx=0)
     offset = root[:, None, :]
     return joints + offset, verts + offset
+
+
+hand_in_camera_jit = jax.jit(hand_in_camera)  # the one compiled copy, for callers outside a jit
 
 
 @functools.lru_cache(maxsize=4)

@@ -284,16 +284,11 @@ def propagate_video(predictor: Predictor, images: np.ndarray, labelled: np.ndarr
     return {**out, "labelled": is_lab, "source": source, "weight": weight, "gap": nb["gap"], **extra}
 
 
-@jax.jit
-def _hand_in_camera(model, root, pose, betas):
-    from handprop_jax.hand import hand_in_camera
-
-    return hand_in_camera(model, root, pose, betas)
-
-
 def hand_mesh(model, gamma: dict, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Joints (T, 21, 3) and vertices (T, 778, 3), camera frame, metres, of annotations γ."""
-    return batched(lambda g: _hand_in_camera(model, g["root"], g["pose"], g["betas"]),
+    from handprop_jax.hand import hand_in_camera_jit
+
+    return batched(lambda g: hand_in_camera_jit(model, g["root"], g["pose"], g["betas"]),
                    {k: np.asarray(gamma[k], np.float32) for k in GAMMA_KEYS}, batch_size)
 
 

@@ -36,7 +36,7 @@ from scipy.interpolate import CubicSpline
 
 import mano_jax
 from handprop_jax.camera import project
-from handprop_jax.hand import hand_in_camera
+from handprop_jax.hand import hand_in_camera_jit
 from handprop_jax.render import face_extents, render_batch
 
 SPLITS = ("train", "val", "test")
@@ -286,9 +286,6 @@ def _crop_background(canvas: np.ndarray, centre: np.ndarray, side: np.ndarray, s
     return out
 
 
-_pose_hand = jax.jit(hand_in_camera)
-
-
 def _windows(large: int, small: int, n_large: int, n_faces: int) -> tuple | None:
     """Splat windows (few fixed configurations: few compilations) for the face groups; None = dense."""
     for wl, ws in SPLAT_CONFIGS:
@@ -304,8 +301,8 @@ def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarra
     p = video_parameters(spec, split, video)
     T, S = spec.frames, spec.image_size
     betas = np.broadcast_to(p["betas"], (T, 10))
-    joints, verts = (np.asarray(a) for a in _pose_hand(hand.model, jnp.asarray(p["root"]),
-                                                        jnp.asarray(p["pose"]), jnp.asarray(betas)))
+    joints, verts = (np.asarray(a) for a in hand_in_camera_jit(
+        hand.model, jnp.asarray(p["root"]), jnp.asarray(p["pose"]), jnp.asarray(betas)))
     uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(p["K_full"])))  # (T, V, 2) full image
     lo, hi = uv.min(1), uv.max(1)
     centre = (lo + hi) / 2

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from handprop_jax import config as config_lib
 from handprop_jax.config import Config
-from handprop_jax.hand import default_mano, hand_in_camera
+from handprop_jax.hand import default_mano, hand_in_camera_jit
 from handprop_jax.model import handprop as hp
 
 MODELS = ("stage1", "baseline", "stage2", "align")
@@ -94,10 +94,8 @@ def _regress(config, variables, z_r, z_theta, K, mano):
 @functools.partial(jax.jit, static_argnums=0)
 def align(config: Config, variables: dict, gamma_b: dict, z_a: tuple, z_b: tuple) -> dict:
     """Pose Alignment (Eqs. 2–4): annotations of frame b → frame a; β copied."""
-    module = hp.from_config(config)
-    d_root, d_pose = module.apply({"params": variables["params"]}, gamma_b["root"], gamma_b["pose"],
-                                  z_a[0] - z_b[0], z_a[1] - z_b[1], method=hp.HandProp.align)
-    return hp.apply_alignment({k: gamma_b[k] for k in ("root", "pose", "betas")}, d_root, d_pose)
+    gamma_b = {k: gamma_b[k] for k in ("root", "pose", "betas")}
+    return hp.align(hp.from_config(config), variables["params"], gamma_b, z_a, z_b)
 
 
 def predict(config: Config, variables: dict, images: jnp.ndarray, K: jnp.ndarray) -> dict:
@@ -108,7 +106,4 @@ def predict(config: Config, variables: dict, images: jnp.ndarray, K: jnp.ndarray
 
 def hand(config: Config, gamma: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
     """γ → (joints (B,21,3), vertices (B,778,3)), camera frame, metres, with the run's MANO model."""
-    return _hand(default_mano(config), gamma["root"], gamma["pose"], gamma["betas"])
-
-
-_hand = jax.jit(hand_in_camera)
+    return hand_in_camera_jit(default_mano(config), gamma["root"], gamma["pose"], gamma["betas"])
