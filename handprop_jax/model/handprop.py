@@ -98,3 +98,11 @@ def apply_alignment(gamma_b: dict, delta_root: jnp.ndarray, delta_pose: jnp.ndar
     """Eqs. 2–4: γ_a = (r_b + Δr, θ_b + Δθ, β_b)."""
     return {"root": gamma_b["root"] + delta_root, "pose": gamma_b["pose"] + delta_pose,
             "betas": gamma_b["betas"]}
+
+
+def align(module: HandProp, params: dict, gamma_b: dict, z_a: tuple, z_b: tuple) -> dict:
+    """Pose Alignment of frame b's annotation γ_b (root (B,3) m, pose (B,48) rad, betas (B,10)) to
+    frame a from the feature difference: z_* = (z_r, z_theta) of each frame (Eqs. 2–4, β copied)."""
+    d_root, d_pose = module.apply({"params": params}, gamma_b["root"], gamma_b["pose"],
+                                  z_a[0] - z_b[0], z_a[1] - z_b[1], method=HandProp.align)
+    return apply_alignment(gamma_b, d_root, d_pose)

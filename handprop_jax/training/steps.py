@@ -140,9 +140,7 @@ class Model:
 
     def align(self, params, gamma_b: dict, z_a: tuple, z_b: tuple) -> dict:
         """γ_a = φ(γ_b, z_a − z_b) + γ_b with β copied (Eqs. 2–4)."""
-        d_root, d_pose = self.module.apply({"params": params}, gamma_b["root"], gamma_b["pose"],
-                                           z_a[0] - z_b[0], z_a[1] - z_b[1], method=hp.HandProp.align)
-        return hp.apply_alignment(gamma_b, d_root, d_pose)
+        return hp.align(self.module, params, gamma_b, z_a, z_b)
 
     def joints(self, *gammas: dict) -> list[jnp.ndarray]:
         """Joints (B,21,3) of each γ, computed in ONE batched MANO call."""
