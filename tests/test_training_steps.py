@@ -129,3 +129,19 @@ def test_non_finite_loss_keeps_state_and_records_step(setup):
     assert _equal(state.params, good.params) and _equal(state.opt_state, good.opt_state)
     state, _ = step(state, batch, jax.random.PRNGKey(2))
     assert int(state.bad_step) == 1  # the first bad step is kept
+
+
+def test_bfloat16_on_cpu_warns_and_float32_does_not():
+    import warnings
+
+    from handprop_jax import config as config_lib
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the warning is about XLA:CPU")
+    config = tiny_config()
+    bf16 = config_lib.override(config, ["model.dtype=bfloat16"])
+    with pytest.warns(UserWarning, match="bfloat16 on CPU"):
+        steps.make_train_step(bf16, "stage1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        steps.make_train_step(config, "stage1")

@@ -33,6 +33,7 @@ sync) and stops with a message naming the phase and step before saving anything.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -261,6 +262,10 @@ def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None 
     see :func:`jit_train_step`). ``mano``/``augment``/``module`` default to the config's."""
     if phase not in PHASES:
         raise ValueError(f"phase {phase!r}: expected one of {PHASES}")
+    if config.model.dtype == "bfloat16" and jax.default_backend() == "cpu":
+        warnings.warn("model.dtype=bfloat16 on CPU is slower than float32: XLA:CPU runs bf16 convolutions "
+                      "in float32 and adds conversions (64 px stage-1 step: ~1.0 s vs ~0.75 s, "
+                      "benchmarks/profile_step.py); use it on GPU/TPU", stacklevel=2)
     model = Model(config, mano, module)
     loss_fn = _PHASE_LOSS[phase]
     tx = optimizer(config)
