@@ -63,6 +63,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from handprop_jax.data.sparse import neighbours
+
 HELP = "propagate sparse labels to every frame of a video"
 
 GAMMA_KEYS = ("root", "pose", "betas")
@@ -118,32 +120,6 @@ def blend_gammas(gamma_a: dict, gamma_b: dict, weight_b: jnp.ndarray) -> dict:
     # exact endpoints (the slerp round trip through matrices is only accurate to rounding)
     return {k: jnp.where((w == 0.0)[:, None], gamma_a[k], jnp.where((w == 1.0)[:, None], gamma_b[k], out[k]))
             for k in GAMMA_KEYS}
-
-
-def neighbours(length: int, labelled: np.ndarray) -> dict[str, np.ndarray]:
-    """Labelled neighbours of every frame of a video.
-
-    Args:
-      length: number of frames T.
-      labelled: (L,) sorted, unique labelled frame indices in [0, T), L >= 1.
-    Returns:
-      dict of (T,) int64 arrays: ``left`` (largest labelled <= u, -1 if none), ``right`` (smallest
-      labelled >= u, -1 if none), ``nearest`` (N(u), ties to the earlier frame), ``gap`` |u - N(u)|,
-      and ``weight`` (T,) float64: the both-sides weight on ``right`` ((u - l) / (r - l); 0 when only
-      the left exists or u is labelled, 1 when only the right exists).
-    """
-    labelled = np.asarray(labelled, np.int64)
-    u = np.arange(length)
-    pos_r = np.searchsorted(labelled, u, side="left")
-    pos_l = np.searchsorted(labelled, u, side="right") - 1
-    right = np.where(pos_r < len(labelled), labelled[np.minimum(pos_r, len(labelled) - 1)], -1)
-    left = np.where(pos_l >= 0, labelled[np.maximum(pos_l, 0)], -1)
-    dl = np.where(left >= 0, u - left, np.iinfo(np.int64).max)
-    dr = np.where(right >= 0, right - u, np.iinfo(np.int64).max)
-    nearest = np.where(dl <= dr, left, right)
-    both = (left >= 0) & (right >= 0) & (right > left)
-    weight = np.where(both, (u - left) / np.where(both, right - left, 1), np.where(left >= 0, 0.0, 1.0))
-    return {"left": left, "right": right, "nearest": nearest, "gap": np.abs(u - nearest), "weight": weight}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,8 +32,7 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
     """(video, u) pairs: in each video the unlabelled frame farthest from its labelled frames, taken
     from successive videos (then the next-farthest frames again from the first videos) until
     ``count``."""
-    from handprop_jax.data.sparse import labelled_frames
-    from handprop_jax.propagate import neighbours
+    from handprop_jax.data.sparse import labelled_frames, neighbours
 
     per_video = []
     for video in videos:
@@ -57,14 +56,14 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
 def frame_predictions(picks, stride: int, baseline, align) -> dict[str, dict[str, np.ndarray]]:
     """γ of every column for the picked frames: {column: {root (N,3), pose (N,48), betas (N,10)}},
     plus "K" (N,3,3) and "image" (N,S,S,3)."""
-    from handprop_jax.data.sparse import labelled_frames
-    from handprop_jax.propagate import GAMMA_KEYS, batched, neighbours
+    from handprop_jax.data.sparse import nearest_labelled
+    from handprop_jax.propagate import GAMMA_KEYS, batched
 
     us, ss = [], []
     for video, u in picks:
         T = video["image"].shape[0]
         us.append(u)
-        ss.append(int(neighbours(T, labelled_frames(T, stride))["nearest"][u]))
+        ss.append(int(nearest_labelled(T, stride)[u]))
     take = lambda key, idx: np.stack([np.asarray(v[key])[i] for (v, _), i in zip(picks, idx, strict=True)])
     img_u, img_s, K = take("image", us), take("image", ss), take("K", us).astype(np.float32)
     out = {"image": img_u, "K": K,

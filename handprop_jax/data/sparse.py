@@ -39,14 +39,35 @@ def labelled_mask(length: int, stride: int) -> np.ndarray:
     return mask
 
 
+def neighbours(length: int, labelled: np.ndarray) -> dict[str, np.ndarray]:
+    """Labelled neighbours of every frame of a video.
+
+    Args:
+      length: number of frames T.
+      labelled: (L,) sorted, unique labelled frame indices in [0, T), L >= 1.
+    Returns:
+      dict of (T,) int64 arrays: ``left`` (largest labelled <= u, -1 if none), ``right`` (smallest
+      labelled >= u, -1 if none), ``nearest`` (N(u), ties to the earlier frame), ``gap`` |u - N(u)|,
+      and ``weight`` (T,) float64: the both-sides weight on ``right`` ((u - l) / (r - l); 0 when only
+      the left exists or u is labelled, 1 when only the right exists).
+    """
+    labelled = np.asarray(labelled, np.int64)
+    u = np.arange(length)
+    pos_r = np.searchsorted(labelled, u, side="left")
+    pos_l = np.searchsorted(labelled, u, side="right") - 1
+    right = np.where(pos_r < len(labelled), labelled[np.minimum(pos_r, len(labelled) - 1)], -1)
+    left = np.where(pos_l >= 0, labelled[np.maximum(pos_l, 0)], -1)
+    dl = np.where(left >= 0, u - left, np.iinfo(np.int64).max)
+    dr = np.where(right >= 0, right - u, np.iinfo(np.int64).max)
+    nearest = np.where(dl <= dr, left, right)
+    both = (left >= 0) & (right >= 0) & (right > left)
+    weight = np.where(both, (u - left) / np.where(both, right - left, 1), np.where(left >= 0, 0.0, 1.0))
+    return {"left": left, "right": right, "nearest": nearest, "gap": np.abs(u - nearest), "weight": weight}
+
+
 def nearest_labelled(length: int, stride: int) -> np.ndarray:
     """N(u) for every frame u: (length,) int64 (N(s) = s for labelled s; ties -> earlier frame)."""
-    lab = labelled_frames(length, stride)
-    u = np.arange(length)
-    pos = np.searchsorted(lab, u)  # first labelled >= u
-    after = lab[np.minimum(pos, len(lab) - 1)]
-    before = lab[np.maximum(pos - 1, 0)]
-    return np.where(np.abs(u - before) <= np.abs(after - u), before, after)
+    return neighbours(length, labelled_frames(length, stride))["nearest"]
 
 
 def n_nearest_labelled(length: int, stride: int, n: int) -> np.ndarray:

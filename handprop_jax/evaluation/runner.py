@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from handprop_jax import metrics
-from handprop_jax.propagate import GAMMA_KEYS, Predictor, batched, hand_mesh, neighbours, propagate_video
+from handprop_jax.data.sparse import neighbours
+from handprop_jax.propagate import GAMMA_KEYS, Predictor, batched, hand_mesh, propagate_video
 
 BASELINE = "Baseline"
 ALIGN = "Baseline + Align"
