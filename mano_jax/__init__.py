@@ -34,7 +34,6 @@ from mano_jax.layer import (
     axis_angle_to_pca,
     blend_shapes,
     forward,
-    forward_jit,
     full_pose,
     kinematic_chain,
     pca_to_axis_angle,
@@ -49,7 +48,7 @@ from mano_jax.synthetic_hand import synthetic, synthetic_pose_std
 __all__ = [
     "ARRAY_SHAPES", "JOINT_NAMES", "MANO_JOINT_NAMES", "MANOPTH_JOINT_ORDER", "NUM_BETAS",
     "NUM_FACES", "NUM_JOINTS", "NUM_VERTS", "OUT_PARENTS", "PARENTS", "TIP_VERTEX_IDS",
-    "ManoFileError", "ManoModel", "axis_angle_to_pca", "blend_shapes", "forward", "forward_jit", "full_pose",
+    "ManoFileError", "ManoModel", "axis_angle_to_pca", "blend_shapes", "forward", "full_pose",
     "kinematic_chain", "load", "make_model", "matrix_to_axis_angle", "matrix_to_quaternion",
     "pca_to_axis_angle", "pose_blend_shapes", "pose_features", "quaternion_to_axis_angle",
     "read_official_pickle", "regress_joints", "rodrigues", "save_npz", "skin",

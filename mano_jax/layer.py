@@ -358,8 +358,3 @@ def forward(model: ManoModel, pose: jnp.ndarray, betas: jnp.ndarray | None = Non
     is_zero = jnp.all(trans == 0)
     off = jnp.where(is_zero, -c, trans[:, None, :])
     return verts + off, joints + off
-
-
-#: Alias kept for callers that want to be explicit: ``forward`` is already jit-compiled (one
-#: compilation per input shape and static option set; it also works inside jit/vmap/grad).
-forward_jit = forward
