@@ -10,10 +10,10 @@ from jax import lax
 from handprop_jax.model.conv import (
     conv2d,
     conv_hybrid,
+    conv_s2d,
     cpu_plan,
     explicit_padding,
     resolve_impl,
-    space_to_depth_conv,
 )
 from handprop_jax.model.encoder import IMAGENET_MEAN, IMAGENET_STD, BatchNorm, Encoder, normalize_images
 from handprop_jax.model.pool import max_pool
@@ -43,8 +43,7 @@ def _hybrid(plan):
 
 
 def _space_to_depth(x, w, s, pad):
-    return space_to_depth_conv(x, w, (s, s), explicit_padding(pad, x.shape[1:3], w.shape[:2], (s, s)),
-                               "im2col")
+    return conv_s2d(x, w, (s, s), explicit_padding(pad, x.shape[1:3], w.shape[:2], (s, s)))
 
 
 IMPLS = {"im2col": lambda x, w, s, pad: conv2d(x, w, s, pad, "im2col"),

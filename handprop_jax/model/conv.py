@@ -18,7 +18,7 @@ native convolution is very slow on some shapes (the backward pass of a 3x3 convo
   use the formulation :func:`cpu_plan` picks for the layer's geometry (native where XLA:CPU's
   convolution is fast, im2col where XLA:CPU falls into its slow paths: tiny maps, strided
   input gradients, 1x1 kernels, kernel gradients; for the RGB stem's kernel gradient the im2col
-  of the space-to-depth input, :func:`space_to_depth_conv`).
+  of the space-to-depth input, :func:`conv_s2d`).
 - ``"auto"``: resolved per backend by :func:`resolve_impl`: ``"xla"`` on GPU/TPU (cuDNN etc.),
   ``"hybrid"`` on CPU. Measurements: ``benchmarks/train_step.py --layers``.
 
@@ -61,7 +61,8 @@ def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int], out_hw: tuple
       gradient (an lhs-dilated convolution in XLA, 20-45x slower at 4x4x256 -> 2x2x512: 130-150
       vs 3-6 ms at batch 64) and small maps use the im2col transpose.
     - kernel gradient: im2col for every layer. In the profiled 64 px step the native kernel
-      gradient of a 3x3 conv on 16x16x64 maps took 42-50 ms, the im2col columns + matmul 20-30 ms.
+      gradient of a 3x3 conv on 16x16x64 maps took 42-50 ms; the im2col columns take 11-18 ms and
+      the 1.2 GFLOP matmul ~10 ms (its rate measured for that shape).
       Strided layers over at most ``CPU_S2D_MAX_CIN`` channels (the RGB stem) use the im2col of
       the space-to-depth input ("s2d": 16 taps of 12 channels for the 7x7/2 stem instead of 49
       slices of 3 channels: ~17 instead of ~105 ms of column copies per 64 px step).
@@ -162,17 +163,15 @@ def conv_taps(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -
     return y.reshape(x.shape[0], ho, wo, cout)
 
 
-def space_to_depth_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads,
-                        impl: str) -> jax.Array:
-    """A strided convolution as a stride-1 convolution of the space-to-depth input.
+def conv_s2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
+    """A strided convolution as a stride-1 im2col convolution of the space-to-depth input.
 
     The padded input is cut into ``sh x sw`` pixel blocks stacked on the channel axis
     (B, H/sh, W/sw, sh*sw*Cin) and the kernel, zero-padded to a multiple of the stride, is
     rearranged to (ceil(kh/sh), ceil(kw/sw), sh*sw*Cin, Cout): output pixel (o, p) reads input
     block (o + i // sh, p + j // sw), phase (i % sh, j % sw) for kernel tap (i, j), so the result is
     the same function with zero-weight taps added. Useful for the ResNet stem (7x7/2 over 3
-    channels): 16 taps of 12 channels instead of 49 taps of 3 channels. ``impl`` is used for the
-    stride-1 convolution.
+    channels): 16 taps of 12 channels instead of 49 taps of 3 channels.
     """
     b, h, w, cin = x.shape
     kh, kw, _, cout = kernel.shape
@@ -187,12 +186,7 @@ def space_to_depth_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int
     k = jnp.pad(kernel, ((0, kh2 * sh - kh), (0, kw2 * sw - kw), (0, 0), (0, 0)))
     ks = (k.reshape(kh2, sh, kw2, sw, cin, cout).transpose(0, 2, 1, 3, 4, 5)
           .reshape(kh2, kw2, sh * sw * cin, cout))
-    return conv2d(xs, ks, 1, "VALID", impl)
-
-
-def conv_s2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
-    """:func:`space_to_depth_conv` with an im2col stride-1 convolution."""
-    return space_to_depth_conv(x, kernel, strides, pads, "im2col")
+    return conv_im2col(xs, ks, (1, 1), ((0, 0), (0, 0)))
 
 
 _IMPL_FNS = {"xla": conv_xla, "im2col": conv_im2col, "taps": conv_taps, "s2d": conv_s2d}

@@ -45,22 +45,22 @@ def _max_pool_fwd(x, window, stride, padding):
 def _max_pool_bwd(window, stride, padding, residuals, dy):
     x, y = residuals
     p = padding
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
-    views, ho, wo = tap_views(xp, (window, window), (stride, stride), ((0, 0), (0, 0)))
+    views, ho, wo = tap_views(x, (window, window), (stride, stride), ((p, p), (p, p)), -jnp.inf)
     # Index of the first tap holding the maximum (taps visited last to first, earlier ones win).
     index_dtype = jnp.int8 if len(views) < 128 else jnp.int32
     first = jnp.full(y.shape, len(views), index_dtype)
     for t in reversed(range(len(views))):
         first = jnp.where(views[t] == y, jnp.asarray(t, index_dtype), first)
-    dxp = jnp.zeros(xp.shape, dy.dtype)
-    hp, wp = xp.shape[1], xp.shape[2]
+    b, h, w, c = x.shape
+    hp, wp = h + 2 * p, w + 2 * p  # the padded input the views were cut from
+    dxp = jnp.zeros((b, hp, wp, c), dy.dtype)
     zero = jnp.zeros((), dy.dtype)
     for t in range(len(views)):
         i, j = divmod(t, window)
         routed = jnp.where(first == t, dy, zero)
         dxp = dxp + lax.pad(routed, zero, ((0, 0, 0), (i, hp - i - stride * (ho - 1) - 1, stride - 1),
                                            (j, wp - j - stride * (wo - 1) - 1, stride - 1), (0, 0, 0)))
-    return (dxp[:, p:p + x.shape[1], p:p + x.shape[2]],)
+    return (dxp[:, p:p + h, p:p + w],)
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
