@@ -564,29 +564,36 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
 
 def export_example(config, split: str, video: int, out: str | Path, stride: int | None = None
                    ) -> dict[str, Path]:
-    """Write one video of a built data set in the tool's input formats, to try ``handprop propagate``:
-    OUT/frames/000000.png..., OUT/labels.json (every ``stride``-th frame, first and last, default
-    ``config.data.label_stride``), OUT/intrinsics.npy (T, 3, 3: the crops' per-frame K) and
-    OUT/ground_truth.npz (γ and joints3d of every frame, to score the result)."""
-    from PIL import Image
-
+    """Write video ``video`` of a built data set's ``split`` in the tool's input formats, to try
+    ``handprop propagate`` (see :func:`write_example`; ``stride`` defaults to
+    ``config.data.label_stride``)."""
     from handprop_jax.data.pipeline import open_split
-    from handprop_jax.data.sparse import labelled_frames
 
     sp = open_split(config.data, split)
     if not 0 <= video < sp.table.num_videos:
         raise PropagationInputError(f"{split} has videos 0..{sp.table.num_videos - 1}, not {video}")
-    v = sp.video(video, with_labels=True)
+    return write_example(sp.video(video, with_labels=True), out, stride or config.data.label_stride)
+
+
+def write_example(video: dict, out: str | Path, stride: int) -> dict[str, Path]:
+    """Write one whole video {image uint8 (T, S, S, 3), K (T, 3, 3), root, pose, betas, joints3d}
+    in the tool's input formats: OUT/frames/000000.png..., OUT/labels.json (every ``stride``-th
+    frame and the last, as the evaluation labels them), OUT/intrinsics.npy (T, 3, 3: the crops'
+    per-frame K) and OUT/ground_truth.npz (γ and joints3d of every frame, to score the result)."""
+    from PIL import Image
+
+    from handprop_jax.data.sparse import labelled_frames
+
     out = Path(out)
     (out / "frames").mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(v["image"]):
+    for i, img in enumerate(video["image"]):
         Image.fromarray(np.asarray(img, np.uint8)).save(out / "frames" / f"{i:06d}.png")
-    lab = labelled_frames(len(v["image"]), stride or config.data.label_stride)
-    labels = {"labels": {str(int(f)): {k: np.asarray(v[k][f], np.float64).tolist() for k in GAMMA_KEYS}
+    lab = labelled_frames(len(video["image"]), stride)
+    labels = {"labels": {str(int(f)): {k: np.asarray(video[k][f], np.float64).tolist() for k in GAMMA_KEYS}
                          for f in lab}}
     (out / "labels.json").write_text(json.dumps(labels))
-    np.save(out / "intrinsics.npy", np.asarray(v["K"], np.float64))
-    np.savez(out / "ground_truth.npz", **{k: np.asarray(v[k]) for k in (*GAMMA_KEYS, "joints3d")})
+    np.save(out / "intrinsics.npy", np.asarray(video["K"], np.float64))
+    np.savez(out / "ground_truth.npz", **{k: np.asarray(video[k]) for k in (*GAMMA_KEYS, "joints3d")})
     return {"frames": out / "frames", "labels": out / "labels.json", "intrinsics": out / "intrinsics.npy",
             "ground_truth": out / "ground_truth.npz"}
 

@@ -10,7 +10,13 @@ import pytest
 
 from handprop_jax import config as config_lib
 from handprop_jax.evaluation import runner
-from handprop_jax.propagate import GAMMA_KEYS, predictor_from_variables, propagate_video
+from handprop_jax.propagate import (
+    GAMMA_KEYS,
+    predictor_from_variables,
+    propagate_files,
+    propagate_video,
+    write_example,
+)
 
 S = 32
 pytestmark = pytest.mark.slow  # compiles a (tiny) ResNet: ~10 s alone, more on a busy machine
@@ -64,3 +70,31 @@ def test_trained_like_aligner_moves_only_unlabelled_frames(setup):
     np.testing.assert_allclose(delta[~np.isin(np.arange(9), lab)], np.tile([0.01, -0.02, 0.03], (6, 1)),
                                atol=1e-6)
     np.testing.assert_array_equal(res["betas"], copy["betas"])  # β is copied by the aligner
+
+
+@pytest.mark.parametrize("both_sides", [False, True])
+def test_propagate_tool_reproduces_evaluation_rows(setup, tmp_path, both_sides):
+    """`handprop propagate` on a video written to disk in the tool's formats (PNG frames, labels.json,
+    per-frame intrinsics.npy) gives the evaluation's Propagation rows for the unlabelled frames."""
+    config, variables = setup
+    params = jax.tree_util.tree_map(lambda x: x, variables["params"])
+    for name, scale in (("root_aligner", 0.01), ("pose_aligner", 0.05)):
+        out_layer = params[name]["net"]["out"]
+        out_layer["bias"] = scale * jnp.linspace(-1.0, 1.0, out_layer["bias"].shape[0])
+        out_layer["kernel"] = scale * jax.random.normal(jax.random.PRNGKey(1), out_layer["kernel"].shape)
+    pred = predictor_from_variables(config, {**variables, "params": params})
+    video = _video(10, 2)
+    files = write_example(video, tmp_path / "example", stride=4)
+    arrays = propagate_files("unused", files["frames"], files["labels"], tmp_path / "out",
+                             intrinsics=str(files["intrinsics"]), both_sides=both_sides,
+                             predictor=(config, pred))
+    table = runner.video_predictions(video, 4, None, pred, None, both_sides=both_sides)
+    unl = table["frames"]
+    np.testing.assert_array_equal(unl, np.nonzero(~arrays["labelled"])[0])
+    row = table["rows"][runner.BOTH_SIDES if both_sides else runner.PROPAGATION]
+    copy = table["rows"][runner.COPY]
+    for k in GAMMA_KEYS:
+        np.testing.assert_allclose(arrays[k][unl], row[k], rtol=1e-6, atol=1e-6, err_msg=k)
+    # the aligner really moved the annotations (the comparison is not copy against copy)
+    assert np.abs(arrays["root"][unl] - copy["root"]).max() > 1e-3
+    assert np.abs(arrays["pose"][unl] - copy["pose"]).max() > 1e-3
