@@ -155,3 +155,24 @@ def test_cli_build_is_idempotent_and_reports(cfg, capsys):
         pipeline.open_split(bad, "train")
     with pytest.raises(ValueError, match="does not match"):
         pipeline.open_split(dataclasses.replace(config.data, synth_frames=12), "train")
+
+
+def test_export_example_in_the_tool_formats(cfg, tmp_path):
+    """export_example writes a built video as handprop propagate reads it: frames, labels at the
+    evaluation's labelled frames, per-frame intrinsics, ground truth."""
+    from handprop_jax import propagate as P
+
+    config, _ = cfg
+    files = P.export_example(config, "test", 0, tmp_path / "ex")
+    video = pipeline.open_split(config.data, "test").video(0)
+    names, crops, _, _ = P.load_frames(files["frames"], config.data.image_size)
+    assert len(names) == 11
+    np.testing.assert_array_equal(crops, video["image"])  # PNG round trip and identity crop
+    lab, gamma, K = P.load_labels(files["labels"], len(names))
+    np.testing.assert_array_equal(lab, [0, 4, 8, 10])
+    assert K is None
+    for k in P.GAMMA_KEYS:
+        np.testing.assert_allclose(gamma[k], video[k][lab], rtol=1e-6)
+    np.testing.assert_allclose(P.parse_intrinsics(str(files["intrinsics"])), video["K"], rtol=1e-6)
+    with pytest.raises(P.PropagationInputError, match="videos 0..0, not 3"):
+        P.export_example(config, "test", 3, tmp_path / "bad")
