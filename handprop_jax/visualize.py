@@ -55,29 +55,26 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
 
 def frame_predictions(picks, stride: int, baseline, align) -> dict[str, dict[str, np.ndarray]]:
     """γ of every column for the picked frames: {column: {root (N,3), pose (N,48), betas (N,10)}},
-    plus "K" (N,3,3) and "image" (N,S,S,3)."""
-    from handprop_jax.data.sparse import nearest_labelled
-    from handprop_jax.propagate import GAMMA_KEYS, batched
+    plus "K" (N,3,3) and "image" (N,S,S,3).
 
-    us, ss = [], []
+    The prediction columns are the evaluation's rows (``evaluation.runner.video_predictions``, run
+    once per picked video), so the grid shows exactly what Table I scores."""
+    from handprop_jax.evaluation import runner
+    from handprop_jax.propagate import GAMMA_KEYS
+
+    rows_of = {}  # id(video) -> video_predictions
+    cells = []
     for video, u in picks:
-        T = video["image"].shape[0]
-        us.append(u)
-        ss.append(int(nearest_labelled(T, stride)[u]))
-    take = lambda key, idx: np.stack([np.asarray(v[key])[i] for (v, _), i in zip(picks, idx, strict=True)])
-    img_u, img_s, K = take("image", us), take("image", ss), take("K", us).astype(np.float32)
-    out = {"image": img_u, "K": K,
-           "Ground truth": {k: take(k, us).astype(np.float32) for k in GAMMA_KEYS}}
-    gt_s = {k: take(k, ss).astype(np.float32) for k in GAMMA_KEYS}
-    if baseline is not None:
-        z = batched(baseline.features, img_u, baseline.batch_size)
-        out["Baseline"] = batched(baseline.regress, (z[0], z[1], K), baseline.batch_size)
-    if align is not None:
-        zu = batched(align.features, img_u, align.batch_size)
-        zs = batched(align.features, img_s, align.batch_size)
-        out["Baseline + Align"] = batched(align.regress, (zu[0], zu[1], K), align.batch_size)
-        out["Propagation"] = batched(lambda g, a, b, c, d: align.align(g, (a, b), (c, d)),
-                                     (gt_s, zu[0], zu[1], zs[0], zs[1]), align.batch_size)
+        if id(video) not in rows_of:
+            rows_of[id(video)] = runner.video_predictions(video, stride, baseline, align, both_sides=False)
+        pred = rows_of[id(video)]
+        cells.append((video, pred, int(np.searchsorted(pred["frames"], u))))
+    out = {"image": np.stack([np.asarray(v["image"])[u] for (v, u) in picks]),
+           "K": np.stack([np.asarray(v["K"], np.float32)[u] for (v, u) in picks]),
+           "Ground truth": {k: np.stack([p["gt"][k][i] for _, p, i in cells]) for k in GAMMA_KEYS}}
+    for column in (runner.BASELINE, runner.ALIGN, runner.PROPAGATION):
+        if column in cells[0][1]["rows"]:
+            out[column] = {k: np.stack([p["rows"][column][k][i] for _, p, i in cells]) for k in GAMMA_KEYS}
     return out
 
 

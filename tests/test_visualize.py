@@ -25,6 +25,29 @@ def test_pick_frames_largest_gap_round_robin():
     assert [(id(v), u) for v, u in picks] == [(id(vids[0]), 2), (id(vids[1]), 2), (id(vids[0]), 6)]
 
 
+def test_columns_are_the_evaluation_rows(config):
+    """Each picked frame's cells: ground truth γ_u, Baseline = the regressor's hand, Propagation =
+    γ*_N(u) moved by the aligner (a fixed root offset here): hand-computed from the stand-ins."""
+    from handprop_jax.data.sparse import nearest_labelled
+    from handprop_jax.evaluation import runner
+
+    assert set(V.COLUMNS[2:]) == {runner.BASELINE, runner.ALIGN, runner.PROPAGATION}
+    vids = [_video(config, 9, 0), _video(config, 6, 1)]
+    picks = V.pick_frames(vids, 4, 3)
+    offset = np.array([0.01, -0.02, 0.005], np.float32)
+    preds = V.frame_predictions(picks, 4, _predictor(), _predictor(offset))
+    for i, (video, u) in enumerate(picks):
+        s = int(nearest_labelled(video["image"].shape[0], 4)[u])
+        np.testing.assert_array_equal(preds["image"][i], video["image"][u])
+        np.testing.assert_allclose(preds["K"][i], video["K"][u])
+        np.testing.assert_allclose(preds["Ground truth"]["pose"][i], video["pose"][u])
+        np.testing.assert_allclose(preds["Baseline"]["root"][i], [0.0, 0.0, 0.5])
+        np.testing.assert_allclose(preds["Propagation"]["root"][i], video["root"][s] + offset, atol=1e-7)
+        np.testing.assert_allclose(preds["Propagation"]["pose"][i], video["pose"][s])
+    only_align = V.frame_predictions(picks, 4, None, _predictor())
+    assert set(only_align) == {"image", "K", "Ground truth", "Baseline + Align", "Propagation"}
+
+
 def test_overlays_and_curves(tmp_path, config):
     vids = [_video(config, 9, 0), _video(config, 6, 1)]
     logs = tmp_path / "logs"
