@@ -44,3 +44,15 @@ def test_n_nearest_and_partners():
     assert labd == {16, 32, 48}
     # no unlabelled frame at all (K = 1): falls back to a labelled partner
     assert all(lab for _, lab in (sparse.sample_stage3_partner(rng, 2, 5, 1, 4, 3, 1.0) for _ in range(20)))
+
+
+def test_n_nearest_labelled_matches_brute_force():
+    """The windowed table equals sorting all labelled frames by (distance, frame) for every row."""
+    for length, stride, n in [(10, 4, 3), (11, 4, 1), (37, 3, 5), (40, 7, 20), (5, 1, 2), (64, 16, 8)]:
+        lab = sparse.labelled_frames(length, stride)
+        want = np.array([sorted(lab, key=lambda f, s=s: (abs(int(f) - int(s)), int(f)))[:min(n, len(lab))]
+                         for s in lab])
+        np.testing.assert_array_equal(sparse.n_nearest_labelled(length, stride, n), want,
+                                      err_msg=f"{length} {stride} {n}")
+        rows = np.array([len(lab) - 1, 0])
+        np.testing.assert_array_equal(sparse.n_nearest_labelled(length, stride, n, rows=rows), want[rows])

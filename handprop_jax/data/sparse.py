@@ -70,15 +70,21 @@ def nearest_labelled(length: int, stride: int) -> np.ndarray:
     return neighbours(length, labelled_frames(length, stride))["nearest"]
 
 
-def n_nearest_labelled(length: int, stride: int, n: int) -> np.ndarray:
-    """For each labelled frame (in ``labelled_frames`` order) its ``n`` nearest labelled frames,
-    itself first, then by distance (ties -> earlier). Returns (L, min(n, L)) int64 frame indices."""
+def n_nearest_labelled(length: int, stride: int, n: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """For each labelled frame (in ``labelled_frames`` order; only ``rows`` of that order if given)
+    its ``n`` nearest labelled frames, itself first, then by distance (ties -> earlier).
+
+    Returns (L or len(rows), min(n, L)) int64 frame indices. O(rows * n): the n nearest of the
+    labelled frame of rank r have ranks in [r - n + 1, r + n - 1]."""
     lab = labelled_frames(length, stride)
     n = min(n, len(lab))
-    dist = np.abs(lab[:, None] - lab[None, :]).astype(np.float64)
-    dist += lab[None, :] * 1e-9  # tie-break towards the earlier frame
-    order = np.argsort(dist, axis=1, kind="stable")[:, :n]
-    return lab[order]
+    rows = np.arange(len(lab)) if rows is None else np.asarray(rows, np.int64)
+    cand = rows[:, None] + np.arange(-(n - 1), n)[None, :]  # (R, 2n - 1) candidate ranks
+    valid = (cand >= 0) & (cand < len(lab))
+    frames = lab[np.clip(cand, 0, len(lab) - 1)]
+    dist = np.where(valid, np.abs(frames - lab[rows][:, None]), np.iinfo(np.int64).max)
+    order = np.lexsort((frames, dist), axis=1)[:, :n]  # by distance, then the earlier frame
+    return np.take_along_axis(frames, order, axis=1)
 
 
 def unlabelled_window(frame: int, length: int, stride: int, max_gap: int) -> np.ndarray:
@@ -107,8 +113,8 @@ def sample_labelled_partner(rng: np.random.Generator, frame: int, length: int, s
     row = int(np.searchsorted(lab, frame))
     if row >= len(lab) or lab[row] != frame:
         raise ValueError(f"frame {frame} is not labelled (length {length}, K {stride})")
-    table = n_nearest_labelled(length, stride, nearest)
-    return int(table[row, rng.integers(table.shape[1])])
+    choices = n_nearest_labelled(length, stride, nearest, rows=np.array([row]))[0]
+    return int(choices[rng.integers(len(choices))])
 
 
 def eval_pairs(length: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
