@@ -125,14 +125,15 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
 def _validate(eval_fn, state, source, mesh, max_batches: int) -> float | None:
     if source is None:
         return None
-    total, count = 0.0, 0.0
+    sums = []  # device scalars, fetched once at the end (no host sync per batch)
     for i, batch in enumerate(source):
         if i >= max_batches:
             break
         batch = parallel.global_batch(steps.numeric_batch(batch), mesh)
-        s, n = eval_fn(state.params, state.batch_stats, batch)
-        total, count = total + float(s), count + float(n)
-    return total / count if count else None
+        sums.append(eval_fn(state.params, state.batch_stats, batch))
+    fetched = np.asarray(jax.device_get(sums), np.float64).reshape(-1, 2)
+    total, count = fetched.sum(0)
+    return float(total / count) if count else None
 
 
 @functools.lru_cache(maxsize=16)
