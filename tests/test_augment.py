@@ -103,3 +103,27 @@ def test_pair_shares_the_angle_and_unlabelled_keys_pass_through(frames):
     other = fn(batch, jax.random.PRNGKey(4))
     assert not np.array_equal(other["s"]["image"], out["s"]["image"])
 
+
+
+def test_colour_jitter_closed_form():
+    """Brightness b, contrast c (about the mean luma) and saturation s against closed forms:
+    a grey image g (R=G=B) becomes m + (b g - m) c with m = mean(b g) (saturation has nothing to
+    act on); a flat colour x becomes b (L + (x - L) c s) with L = luma(x); s = 0 leaves luma grey."""
+    from handprop_jax.data.augment import augment_frame
+
+    luma = np.array([0.299, 0.587, 0.114])
+    rng = np.random.default_rng(0)
+    grey = rng.uniform(60, 160, (6, 5))
+    flat = np.array([120.0, 80.0, 40.0])
+    images = np.stack([np.repeat(grey[..., None], 3, -1), np.broadcast_to(flat, (6, 5, 3)),
+                       rng.uniform(50, 150, (6, 5, 3))]).astype(np.float32)
+    factors = np.array([[1.2, 0.7, 1.3], [0.9, 1.1, 0.8], [1.0, 1.0, 0.0]], np.float32)
+    K = np.tile(np.array([[10.0, 0, 2.0], [0, 10.0, 2.5], [0, 0, 1]], np.float32), (3, 1, 1))
+    out = np.asarray(jax.jit(augment_frame)({"image": images, "K": K}, jnp.zeros(3), factors)["image"])
+    b, c, _ = factors[0]
+    m = (b * grey).mean()
+    np.testing.assert_allclose(out[0], np.repeat((m + (b * grey - m) * c)[..., None], 3, -1), rtol=1e-5)
+    b, c, s = factors[1]
+    L = flat @ luma
+    np.testing.assert_allclose(out[1], np.broadcast_to(b * (L + (flat - L) * c * s), (6, 5, 3)), rtol=1e-5)
+    np.testing.assert_allclose(out[2], np.repeat((images[2] @ luma)[..., None], 3, -1), rtol=1e-5)
