@@ -9,6 +9,7 @@ Runs ``--warmup`` steps, then ``--steps`` steps under ``jax.profiler`` and print
 wall time, the summed time of all operations (both executor threads; more than the wall time when
 independent operations overlap), the time per operation kind (``ynn_fusion`` = matmuls and
 convolutions on XLA:CPU, ``concatenate``/``pad_slice_fusion`` = im2col columns, ...) and the
+time per part of the model (encoder stages, heads, the rest) and the
 ``--top`` slowest operations with their shape and the source operation XLA names for them. This
 is the table that chose :func:`handprop_jax.model.conv.cpu_plan` and motivated
 :mod:`handprop_jax.model.pool`.
@@ -68,6 +69,29 @@ def op_times(trace_dir: str, steps: int) -> dict[str, float]:
     return times
 
 
+def model_part(source: str) -> str:
+    """The model part an operation's source op_name belongs to: an encoder stage ("encoder/layer1",
+    "encoder/conv1" = stem, ...), another Flax module of HandProp, or "other" (MANO, losses, Adam,
+    augmentation: code outside the modules) / "(none)" (operations XLA created without a source)."""
+    if not source:
+        return "(none)"
+    m = re.search(r"encoder/(layer\d|conv1|bn1)", source)
+    if m:
+        return f"encoder/{m.group(1)}"
+    if "/encoder/" in source:
+        return "encoder/other (max-pool, pooling)"
+    m = re.search(r"HandProp\.(\w+)", source)
+    return f"HandProp.{m.group(1)}" if m else "other (MANO, losses, optimiser, augmentation)"
+
+
+def by_part(times: dict[str, float], hlo: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """Milliseconds per step summed per :func:`model_part`."""
+    parts: dict[str, float] = collections.defaultdict(float)
+    for name, ms in times.items():
+        parts[model_part(hlo.get(name, ("", ""))[1])] += ms
+    return dict(parts)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--phase", default="stage1", choices=["stage1", "align"])
@@ -114,6 +138,9 @@ def main(argv=None) -> int:
     print("\n| op kind | ms/step |\n|---|---|")
     for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1])[:15]:
         print(f"| {kind} | {ms:.1f} |")
+    print("\n| part of the model | ms/step |\n|---|---|")
+    for part, ms in sorted(by_part(times, hlo).items(), key=lambda kv: -kv[1]):
+        print(f"| {part} | {ms:.1f} |")
     print("\n| op | ms/step | shape | source |\n|---|---|---|---|")
     for name, ms in sorted(times.items(), key=lambda kv: -kv[1])[:args.top]:
         shape, source = hlo.get(name, ("", ""))
