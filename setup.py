@@ -6,5 +6,5 @@ tfds_folders = ["handprop_datasets." + p for p in find_packages(where="datasets"
 setup(
     packages=ours + ["handprop_datasets"] + tfds_folders,
     package_dir={"handprop_datasets": "datasets"},
-    package_data={"": ["*.txt", "*.md", "*.json", "*.tsv"]},
+    package_data={"": ["*.txt", "*.md", "*.json", "*.tsv", "*.cc"]},
 )

@@ -55,7 +55,9 @@ class ModelConfig:
     pose_aligner_blocks: int = 2
     pose_aligner_scale: float = 3.141592653589793  # radians: Δθ = scale * tanh(.) (heads.py)
     root_depth_unit: float = 1e-3  # metres per pixel of one unit of the regressed d_f (heads.py)
-    conv_impl: str = "auto"  # "auto" (CPU: per-pass hybrid, GPU: xla), "xla", "im2col", "taps", "hybrid"
+    # "auto" (CPU: per-pass hybrid, GPU: xla), "xla", "im2col", "taps", "hybrid", or "bf16_cols"
+    # (CPU only: bfloat16 convolution operands with float32 sums, compiled C++ column builders)
+    conv_impl: str = "auto"
     dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"
     encoder_width: int = 64  # ResNet base channels (64 = ResNet-18); tiny test networks use e.g. 8
     torchvision_checkpoint: str | None = None  # optional ResNet-18 .pth to initialise the encoder

@@ -19,6 +19,10 @@ native convolution is very slow on some shapes (the backward pass of a 3x3 convo
   convolution is fast, im2col where XLA:CPU falls into its slow paths: tiny maps, strided
   input gradients, 1x1 kernels, kernel gradients; for the RGB stem's kernel gradient the im2col
   of the space-to-depth input, :func:`conv_s2d`).
+- ``"bf16_cols"``: CPU only, opt-in: bfloat16 im2col columns built by compiled C++ XLA FFI
+  handlers and contracted by XLA's AMX/AVX512-BF16 matmul with float32 sums
+  (:mod:`handprop_jax.model.conv_cols`). Not the same function: the operands of every
+  convolution matmul are rounded to bfloat16 (~2-3e-3 relative error per layer).
 - ``"auto"``: resolved per backend by :func:`resolve_impl`: ``"xla"`` on GPU/TPU (cuDNN etc.),
   ``"hybrid"`` on CPU. Measurements: ``benchmarks/train_step.py --layers``.
 
@@ -35,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("xla", "im2col", "taps", "hybrid", "auto")
+IMPLS = ("xla", "im2col", "taps", "hybrid", "bf16_cols", "auto")
 
 Padding = str | Sequence[tuple[int, int]]
 
@@ -87,9 +91,13 @@ def resolve_impl(impl: str, backend: str | None = None, kernel_hw: tuple[int, in
     """
     if impl not in IMPLS:
         raise ValueError(f"conv_impl {impl!r}: expected one of {IMPLS}")
+    backend = backend or jax.default_backend()
+    if impl == "bf16_cols" and backend != "cpu":
+        raise ValueError(f"conv_impl 'bf16_cols' is a CPU formulation (compiled XLA:CPU FFI handlers); "
+                         f"the default backend is {backend!r}: use 'auto' (with model.dtype=bfloat16 "
+                         "for bfloat16 convolutions)")
     if impl != "auto":
         return impl
-    backend = backend or jax.default_backend()
     if backend != "cpu":
         return "xla"
     return "im2col" if kernel_hw is None or out_hw is None else "hybrid"
@@ -250,4 +258,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
     if impl == "hybrid":
         plan = cpu_plan(kernel.shape[:2], strides, out_hw, x.shape[-1])
         return conv_hybrid(x, kernel, strides, pads, plan)
+    if impl == "bf16_cols":
+        from handprop_jax.model.conv_cols import conv_bf16_cols
+
+        return conv_bf16_cols(x, kernel, strides, pads).astype(jnp.result_type(x, kernel))
     return _IMPL_FNS[impl](x, kernel, strides, pads)

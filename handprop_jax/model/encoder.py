@@ -163,8 +163,9 @@ class Encoder(nn.Module):
     Attributes:
       z_r_stage: stage (1..4) whose pooled output, projected by a Dense, is z_r.
       feature_dim: size of z_r and z_theta (512 in the paper).
-      conv_impl: "auto" | "xla" | "im2col" | "taps" | "hybrid" (see :mod:`handprop_jax.model.conv`;
-        "auto" = per-pass native/im2col hybrid on CPU, native convolution on GPU).
+      conv_impl: "auto" | "xla" | "im2col" | "taps" | "hybrid" | "bf16_cols" (see
+        :mod:`handprop_jax.model.conv`; "auto" = per-pass native/im2col hybrid on CPU, native
+        convolution on GPU; "bf16_cols" = CPU, bfloat16 operands, float32 sums).
       dtype: compute dtype (float32 or bfloat16); params and BatchNorm statistics stay float32.
       width: base channels (64 = ResNet-18); tests use e.g. 8.
       freeze_batchnorm: use the running statistics in training too (the baseline froze them).
