@@ -33,8 +33,9 @@ CASES = [
     (2, 9, 11, 3, 4, 7, 2, 3),
     (2, 8, 8, 5, 6, 1, 2, 0),
     (2, 5, 6, 4, 3, 3, 1, 0),
-    (1, 2, 2, 8, 16, 3, 1, 1),  # M = 4 <= 2 * 16: kernel gradient from transposed columns
+    (1, 2, 2, 8, 16, 3, 1, 1),  # M = 4 <= 2 * 16: transposed columns, col2im input gradient
     (2, 4, 4, 6, 8, 3, 2, 1),  # M = 8 <= 16, strided
+    (1, 3, 3, 5, 8, 3, 1, 1),  # M = 9 <= 16 with a padded depth (45 -> 64)
 ]
 
 
@@ -106,8 +107,8 @@ class ColumnBuilderTest(chex.TestCase):
         np.testing.assert_array_equal(m0[30:], 0.0)
         m1 = np.asarray(conv_cols.kernel_bf16(jnp.asarray(w), 1), np.float32)
         np.testing.assert_array_equal(m1, wb[::-1, ::-1].transpose(0, 1, 3, 2).reshape(42, 5))
-        m2 = np.asarray(conv_cols.kernel_bf16(jnp.asarray(w), 2), np.float32)
-        np.testing.assert_array_equal(m2, wb.reshape(30, 7).T)
+        with pytest.raises(ValueError, match="mode"):
+            conv_cols.kernel_bf16(jnp.asarray(w), 2)
         a = rng.randn(70, 33).astype(np.float32)
         np.testing.assert_array_equal(np.asarray(conv_cols.transpose_bf16(jnp.asarray(a)), np.float32),
                                       np.asarray(jnp.asarray(a.T).astype(jnp.bfloat16), np.float32))

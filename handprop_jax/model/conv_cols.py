@@ -8,12 +8,15 @@ pads, slices, concatenations and transposes are slow, so the columns are built b
 is one matmul of bfloat16 operands with a float32 result:
 
 - forward: ``y = im2col(x) @ W``, ``W`` the HWIO kernel as ``(kh*kw*Cin, Cout)``;
-- kernel gradient: ``dW^T = dy^T @ im2col(x)`` (the forward's columns, kept), or, when the
-  weights are larger than the columns (``M <= 2 Cout``, deep layers on small maps),
-  ``dW = im2col(x)^T @ dy`` with transposed columns built from ``x``;
-- input gradient: stride 1, the convolution of the padded output gradient with the flipped
-  kernel ``im2col(dy) @ W_flip``; strided layers, ``col2im(dy @ W^T)`` (the sum of each
-  column's taps back onto the input, float32).
+- layers on large maps (``M = B*Ho*Wo > 2 Cout``, the columns larger than the weights):
+  kernel gradient ``dW^T = dy^T @ im2col(x)`` (the forward's columns, kept); input gradient,
+  stride 1: the convolution of the padded output gradient with the flipped kernel,
+  ``im2col(dy) @ W_flip``;
+- layers on small maps (``M <= 2 Cout``, deep layers: transposing their weights would cost more
+  than their columns): ``dW = im2col(x)^T @ dy`` with transposed columns built from ``x``;
+- input gradient of those and of every strided layer: ``col2im(dy @ W^T)`` (``W^T`` as the
+  contraction of the forward's bfloat16 kernel matrix on its second axis; col2im sums each
+  column's taps back onto the input in float32).
 
 Numerics: activations, output gradients and weights are rounded to bfloat16 (round to nearest
 even) as operands of each matmul; sums are float32, results float32. Everything else in the model
@@ -77,12 +80,12 @@ def to_bf16(x: jax.Array) -> jax.Array:
 def kernel_bf16(kernel: jax.Array, mode: int, depth: int | None = None) -> jax.Array:
     """HWIO float32 kernel as a bfloat16 matrix: mode 0 (depth, Cout), rows past kh*kw*Cin zero
     (``depth`` defaults to kh*kw*Cin); mode 1 the spatially flipped kernel as
-    (kh*kw*Cout, Cin); mode 2 (Cout, kh*kw*Cin)."""
+    (kh*kw*Cout, Cin)."""
     native.load()
     kh, kw, ci, co = kernel.shape
-    if mode != 0 and depth is not None:
-        raise ValueError("kernel_bf16: depth applies to mode 0 only")
-    shape = {0: (depth or kh * kw * ci, co), 1: (kh * kw * co, ci), 2: (co, kh * kw * ci)}[mode]
+    if mode not in (0, 1) or (mode == 1 and depth is not None):
+        raise ValueError(f"kernel_bf16: mode {mode} (0, or 1 without depth)")
+    shape = (depth or kh * kw * ci, co) if mode == 0 else (kh * kw * co, ci)
     return jax.ffi.ffi_call("handprop_kernel_bf16", jax.ShapeDtypeStruct(shape, jnp.bfloat16),
                             vmap_method="sequential")(kernel.astype(jnp.float32), mode=np.int64(mode))
 
@@ -95,7 +98,8 @@ def transpose_bf16(x: jax.Array) -> jax.Array:
 
 
 def col2im_f32(cols: jax.Array, x_shape: tuple[int, int, int, int], kernel_hw, strides, pads) -> jax.Array:
-    """Adjoint of im2col: float32 columns (B*Ho*Wo, kh*kw*C) summed back onto (B, H, W, C)."""
+    """Adjoint of im2col: float32 columns (B*Ho*Wo, K >= kh*kw*C) summed back onto (B, H, W, C)
+    (columns past kh*kw*C are ignored)."""
     native.load()
     _, wo = _out_hw(x_shape[1:3], kernel_hw, strides, pads)
     return jax.ffi.ffi_call("handprop_col2im_f32", jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32),
@@ -109,9 +113,13 @@ def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.matmul(a, b, preferred_element_type=jnp.float32)
 
 
-def _transposed_kernel_gradient(m: int, cout: int) -> bool:
-    """Kernel gradient from transposed columns (``M <= 2 Cout``): XLA would otherwise transpose
-    the (Cout, K) result, a copy larger than the columns on deep layers."""
+def _matmul_nt(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a (M, N) @ b (K, N)^T with float32 sums."""
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _small_map(m: int, cout: int) -> bool:
+    """Layers whose columns (M rows) are no larger than about their weights (``M <= 2 Cout``)."""
     return m <= 2 * cout
 
 
@@ -130,32 +138,32 @@ def _forward(x, kernel, strides, pads):
     ho, wo = _out_hw(x.shape[1:3], (kh, kw), strides, pads)
     depth = padded_depth(kh * kw * cin)
     cols = im2col_bf16(x, (kh, kw), strides, pads, depth=depth)
-    y = _matmul(cols, kernel_bf16(kernel, 0, depth)).reshape(x.shape[0], ho, wo, cout)
-    return y, cols
+    w0 = kernel_bf16(kernel, 0, depth)
+    return _matmul(cols, w0).reshape(x.shape[0], ho, wo, cout), (x, cols, w0, kernel)
 
 
 def _fwd(x, kernel, strides, pads):
-    y, cols = _forward(x, kernel, strides, pads)
-    return y, (x, cols, kernel)
+    return _forward(x, kernel, strides, pads)
 
 
 def _bwd(strides, pads, residuals, dy):
-    x, cols, kernel = residuals
+    x, cols, w0, kernel = residuals
     kh, kw, cin, cout = kernel.shape
     m, k = dy.shape[0] * dy.shape[1] * dy.shape[2], kh * kw * cin
-    if _transposed_kernel_gradient(m, cout):
+    small = _small_map(m, cout)
+    if small:
         dw = _matmul(im2col_bf16(x, (kh, kw), strides, pads, transposed=True), to_bf16(dy))
     else:
         # The barrier keeps XLA from folding the transpose into the dot (a bf16 dot with a
         # transposed result is not a library call on XLA:CPU).
         dw = lax.optimization_barrier(_matmul(transpose_bf16(dy.reshape(m, cout)), cols)[:, :k]).T
     dw = dw.reshape(kernel.shape)
-    if tuple(strides) == (1, 1):
+    if tuple(strides) == (1, 1) and not small:
         (pt, pb), (pl, pr) = pads
         full = ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
         dx = _matmul(im2col_bf16(dy, (kh, kw), (1, 1), full), kernel_bf16(kernel, 1)).reshape(x.shape)
     else:
-        dx = col2im_f32(_matmul(to_bf16(dy), kernel_bf16(kernel, 2)), x.shape, (kh, kw), strides, pads)
+        dx = col2im_f32(_matmul_nt(to_bf16(dy), w0), x.shape, (kh, kw), strides, pads)
     return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 

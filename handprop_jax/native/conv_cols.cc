@@ -191,35 +191,32 @@ ffi::Error Im2colImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 // HWIO float32 kernel -> bfloat16 matrix. mode 0: (kh*kw*Cin, Cout), the forward's matrix
 // (more rows than kh*kw*Cin: the extra rows are zero, matching zero-padded columns).
 // mode 1: (kh*kw*Cout, Cin) of the spatially flipped kernel, the matrix of the input gradient of
-// a stride-1 convolution as a convolution of the output gradient. mode 2: (Cout, kh*kw*Cin).
+// a stride-1 convolution as a convolution of the output gradient.
 ffi::Error KernelImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::BF16> out, int64_t mode) {
   auto wd = w.dimensions();
   auto od = out->dimensions();
-  if (wd.size() != 4 || od.size() != 2 || mode < 0 || mode > 2)
-    return ffi::Error::InvalidArgument("handprop_kernel_bf16: expected an HWIO kernel, a 2-D result, mode 0-2");
+  if (wd.size() != 4 || od.size() != 2 || mode < 0 || mode > 1)
+    return ffi::Error::InvalidArgument("handprop_kernel_bf16: expected an HWIO kernel, a 2-D result, mode 0 or 1");
   const int64_t kh = wd[0], kw = wd[1], ci = wd[2], co = wd[3];
-  const int64_t want0 = mode == 0 ? kh * kw * ci : mode == 1 ? kh * kw * co : co;
-  const int64_t want1 = mode == 0 ? co : mode == 1 ? ci : kh * kw * ci;
+  const int64_t want0 = mode == 0 ? kh * kw * ci : kh * kw * co;
+  const int64_t want1 = mode == 0 ? co : ci;
   if ((mode == 0 ? od[0] < want0 : od[0] != want0) || od[1] != want1)
     return ffi::Error::InvalidArgument("handprop_kernel_bf16: result shape does not match the kernel and mode");
   const float* src = w.typed_data();
   uint16_t* dst = reinterpret_cast<uint16_t*>(out->typed_data());
   if (mode == 0) {
-    convert_row(src, dst, kh * kw * ci * co);
-    std::memset(dst + kh * kw * ci * co, 0, sizeof(uint16_t) * (od[0] - want0) * co);
-  } else if (mode == 1) {
+    const int64_t n = kh * kw * ci * co;
+    parallel_for(pool, n, 1 << 16, [=](int64_t begin, int64_t end) {
+      convert_row(src + begin, dst + begin, end - begin);
+    });
+    std::memset(dst + n, 0, sizeof(uint16_t) * (od[0] - want0) * co);
+  } else {
     // Tap (i, j)'s (Cin, Cout) block, transposed, at tap (kh-1-i, kw-1-j).
     parallel_for(pool, kh * kw, 1, [=](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t i = t / kw, j = t % kw;
         transpose_convert(src + t * ci * co, co, dst + ((kh - 1 - i) * kw + (kw - 1 - j)) * co * ci, ci, ci, co);
       }
-    });
-  } else {
-    const int64_t k = kh * kw * ci;
-    parallel_for(pool, (k + 63) / 64, 1, [=](int64_t begin, int64_t end) {
-      const int64_t q0 = begin * 64, q1 = std::min(k, end * 64);
-      transpose_convert(src + q0 * co, co, dst + q0, k, q1 - q0, co);
     });
   }
   return ffi::Error::Success();
@@ -252,7 +249,7 @@ ffi::Error Col2imImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> cols, ffi::Res
   if (auto err = check_geometry(g, cd[0], cd[1]); err.failure()) return err;
   const float* src = cols.typed_data();
   float* dst = x->typed_data();
-  const int64_t k = g.kh * g.kw * g.c;
+  const int64_t k = cd[1];  // row stride; columns past kh*kw*C are ignored
   // One image per task: taps of one image only write that image, so no two threads collide.
   parallel_for(pool, g.b, 1, [&g, src, dst, k](int64_t begin, int64_t end) {
     std::memset(dst + begin * g.h * g.w * g.c, 0, sizeof(float) * (end - begin) * g.h * g.w * g.c);
