@@ -6,6 +6,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/train_step.py                      # 64 px B=64 and 224 px B=16
     .venv/bin/python benchmarks/train_step.py --sizes 64x64 --repeats 7 --json out.json
     .venv/bin/python benchmarks/train_step.py --layers 64x64          # per-layer conv timings
+    .venv/bin/python benchmarks/train_step.py --conv-impl bf16_cols     # bf16 conv operands (CPU)
     .venv/bin/python benchmarks/train_step.py --conv-impl xla --dtype bfloat16 --no-torch
 
 What is measured (each after two warm-up calls, ``--repeats`` timings of ``--steps`` calls, the
@@ -23,7 +24,8 @@ median reported with the min-max range, because the machine may be shared):
   torch is not importable.
 - compile time (lower + compile) separately; XLA's FLOPs of one step (cost analysis), the FLOP
   rate achieved and its fraction of a large float32 matmul's FLOP rate measured in the same run,
-  both per wall second and per CPU-second (the latter is robust to other processes' load);
+  both per wall second and per CPU-second (the latter is robust to other processes' load), and
+  of a bfloat16 matmul's (float32 sums: the bound of ``--conv-impl bf16_cols``'s convolutions);
   the executable's memory (arguments + outputs + temporaries from XLA's memory analysis) and the
   process's peak RSS.
 - ``img per CPU-s``: images per second of this process's CPU time (both cores busy = 2 CPU-s per
@@ -86,12 +88,13 @@ def summary(per_call: list[float], items: int) -> dict:
     return {"median": float(np.median(rates)), "min": rates[0], "max": rates[-1], "n": len(rates)}
 
 
-def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an n x n float32 matmul (the machine's practical dense rate under XLA)."""
+def matmul_flops(n: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
+    """FLOP/s of an n x n matmul with float32 sums and result (the machine's practical dense rate
+    under XLA); ``dtype`` is the operands' type (bfloat16: AMX / AVX512-BF16 where the CPU has them)."""
     rng = np.random.RandomState(0)
-    a = jnp.asarray(rng.randn(n, n), jnp.float32)
-    b = jnp.asarray(rng.randn(n, n), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
+    a = jnp.asarray(rng.randn(n, n), dtype)
+    b = jnp.asarray(rng.randn(n, n), dtype)
+    f = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
     jax.block_until_ready(f(a, b))
     t = timed(lambda: f(a, b), repeats, 3)
     return float(np.median([2 * n ** 3 / s for s in t]))
@@ -314,6 +317,9 @@ def main(argv=None) -> int:
     peak = matmul_flops()
     peak_cpu = 2 * 2048 ** 3 / float(np.median(CPU_SECONDS))
     print(f"float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s wall, {peak_cpu / 1e9:.1f} GFLOP per CPU-s")
+    peak_bf16 = matmul_flops(dtype=jnp.bfloat16)
+    print(f"bfloat16 2048x2048 matmul (float32 sums): {peak_bf16 / 1e9:.1f} GFLOP/s wall "
+          "(the rate bound of conv_impl=bf16_cols's convolutions)")
     results = []
     for res, batch in sizes:
         cfg = make_config(res, batch, args)
@@ -330,11 +336,11 @@ def main(argv=None) -> int:
         print(f"\n### {res} px, batch {batch} (conv_impl={args.conv_impl}, dtype={args.dtype}); "
               f"median [min-max] of {args.repeats} x {args.steps} calls")
         print("| what | img/s | / torch | img per CPU-s | compile s | GFLOP/step | GFLOP/s | % matmul rate "
-              "| % matmul per CPU-s | exec MB |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| % matmul per CPU-s | % bf16 matmul rate | exec MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if "rate" not in r:
-                print(f"| {r['what']} | {r['note']} | | | | | | | | |")
+                print(f"| {r['what']} | {r['note']} | | | | | | | | | |")
                 continue
             rate = r["rate"]
             ratio = None if tr is None or r["what"].startswith("torch") else rate["median"] / tr
@@ -348,10 +354,12 @@ def main(argv=None) -> int:
                   f"{fmt(None if fr is None else fr / 1e9, '.1f')} | "
                   f"{fmt(None if fr is None else 100 * fr / peak, '.0f')} | "
                   f"{fmt(None if fl is None else 100 * fl * r['per_cpu_s'] / images / peak_cpu, '.0f')} | "
+                  f"{fmt(None if fr is None else 100 * fr / peak_bf16, '.0f')} | "
                   f"{fmt(r.get('exec_mem_mb'), '.0f')} |", flush=True)
     print(f"\npeak RSS of this process: {peak_rss_mb():.0f} MB; load average now {os.getloadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"matmul_flops": peak, "matmul_flops_per_cpu_s": peak_cpu,
+                                               "bf16_matmul_flops": peak_bf16,
                                                "load": os.getloadavg(),
                                                "peak_rss_mb": peak_rss_mb(), "results": results,
                                                "args": vars(args)}, indent=1))
