@@ -93,6 +93,10 @@ def by_part(times: dict[str, float], hlo: dict[str, tuple[str, str]]) -> dict[st
 
 
 def main(argv=None) -> int:
+    from handprop_jax import hostmem
+
+    if argv is None:  # run as a program: as the handprop command does; HANDPROP_HUGEPAGES=0 to compare
+        hostmem.reexec_with_hugepages()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--phase", default="stage1", choices=["stage1", "align"])
     p.add_argument("--res", type=int, default=64)

@@ -288,6 +288,10 @@ def fmt(x, spec):
 
 
 def main(argv=None) -> int:
+    from handprop_jax import hostmem
+
+    if argv is None:  # run as a program: as the handprop command does; HANDPROP_HUGEPAGES=0 to compare
+        hostmem.reexec_with_hugepages()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["64x64", "224x16"],
@@ -308,7 +312,8 @@ def main(argv=None) -> int:
 
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()}")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()}, "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} (handprop_jax.hostmem)")
     if args.layers is not None:
         for res, batch in ([tuple(int(v) for v in s.split("x")) for s in args.layers] or sizes):
             bench_layers(res, batch, args)

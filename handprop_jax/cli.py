@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from handprop_jax import hostmem
+
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "data": ("handprop_jax.data.cli", "build a dataset (synthetic_hand_video, ho3d, interhand26m)"),
@@ -41,6 +43,11 @@ def build_parser(load_all: bool = True, only: str | None = None) -> argparse.Arg
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a sub-command. Without ``argv`` (the ``handprop`` program) the process first re-executes
+    itself with glibc's malloc huge pages on (:mod:`handprop_jax.hostmem`: ~17% faster CPU train
+    steps); with ``argv`` (tests, embedding) it runs in this process as it is."""
+    if argv is None:
+        hostmem.reexec_with_hugepages()
     argv = list(sys.argv[1:] if argv is None else argv)
     only = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(load_all=False, only=only)
