@@ -21,7 +21,8 @@ median reported with the min-max range, because the machine may be shared):
   target frames/s, the features of both frames recomputed).
 - ``torch``: ``/work/shared/bench/torch_resnet18_step.py RES BATCH`` (a plain ResNet-18 + 61-wide
   head Adam step, no MANO) in a subprocess, ``--repeats`` times, median; skipped with a note when
-  torch is not importable.
+  torch is not importable. This script, like ``handprop``, re-executes itself with malloc huge
+  pages (:mod:`handprop_jax.hostmem`); the PyTorch subprocess gets the environment as it was.
 - compile time (lower + compile) separately; XLA's FLOPs of one step (cost analysis), the FLOP
   rate achieved and its fraction of a large float32 matmul's FLOP rate measured in the same run,
   both per wall second and per CPU-second (the latter is robust to other processes' load), and
@@ -226,10 +227,13 @@ def bench_torch(res: int, batch: int, args) -> dict:
         return {"what": "torch ResNet-18 step", "note": "torch not importable: skipped"}
     if not TORCH_SCRIPT.is_file():
         return {"what": "torch ResNet-18 step", "note": f"{TORCH_SCRIPT} missing: skipped"}
+    from handprop_jax import hostmem
+
     rates = []
     for _ in range(args.torch_repeats):
+        # PyTorch runs in the environment it was started with: malloc huge pages slow its step.
         out = subprocess.run([sys.executable, str(TORCH_SCRIPT), str(res), str(batch)], capture_output=True,
-                             text=True, check=True).stdout
+                             text=True, check=True, env=hostmem.original_environ()).stdout
         m = re.search(r"([\d.]+) img/s", out)
         if m is None:
             raise RuntimeError(f"unexpected output of {TORCH_SCRIPT}: {out!r}")

@@ -15,6 +15,10 @@ def test_env_adds_the_tunable_once_and_keeps_others():
     assert hostmem.hugepage_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # user's choice
     assert hostmem.hugepage_env({"GLIBC_TUNABLES": env["GLIBC_TUNABLES"]}) is None  # no loop
     assert hostmem.hugepage_env({"HANDPROP_HUGEPAGES": "0"}) is None
+    # children can get the environment back as it was
+    assert hostmem.original_environ(env) == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "X": "1"}
+    assert hostmem.original_environ(hostmem.hugepage_env({"Y": "2"})) == {"Y": "2"}
+    assert hostmem.original_environ({"Z": "3"}) == {"Z": "3"}
 
 
 def test_reexec_calls_execve_with_the_original_command_line(monkeypatch):
