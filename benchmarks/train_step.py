@@ -256,7 +256,7 @@ def bench_layers(res: int, batch: int, args) -> None:
             cases += [(f"layer{i + 1} 3x3/2", hw * 2, c // 2, c, 3, 2, 1, 1),
                       (f"layer{i + 1} 1x1/2", hw * 2, c // 2, c, 1, 2, 0, 1)]
         cases.append((f"layer{i + 1} 3x3/1", hw, c, c, 3, 1, 1, 3 if i > 0 else 4))
-    impls = ("xla", "im2col", "taps", "auto")
+    impls = ("xla", "im2col", "taps", "auto") + (("bf16_cols",) if jax.default_backend() == "cpu" else ())
     totals = dict.fromkeys(impls, 0.0)
     print(f"\nper-layer conv forward+backward, {res} px, batch {batch}, {args.dtype} (ms, median of "
           f"{args.repeats})")
