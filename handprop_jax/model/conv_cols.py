@@ -36,10 +36,11 @@ import numpy as np
 from jax import lax
 
 from handprop_jax import native
+from handprop_jax.model.conv import _out_size
 
 
 def _out_hw(in_hw, kernel_hw, strides, pads) -> tuple[int, int]:
-    return tuple((in_hw[a] + pads[a][0] + pads[a][1] - kernel_hw[a]) // strides[a] + 1 for a in range(2))
+    return tuple(_out_size(in_hw[a], kernel_hw[a], strides[a], *pads[a]) for a in range(2))
 
 
 def padded_depth(k: int) -> int:
