@@ -27,8 +27,8 @@ median reported with the min-max range, because the machine may be shared):
   rate achieved and its fraction of a large float32 matmul's FLOP rate measured in the same run,
   both per wall second and per CPU-second (the latter is robust to other processes' load), and
   of a bfloat16 matmul's (float32 sums: the bound of ``--conv-impl bf16_cols``'s convolutions);
-  the executable's memory (arguments + outputs + temporaries from XLA's memory analysis) and the
-  process's peak RSS.
+  the executable's memory (arguments + outputs + temporaries from XLA's memory analysis), the
+  process's minor page faults per train step, and the process's peak RSS.
 - ``img per CPU-s``: images per second of this process's CPU time (both cores busy = 2 CPU-s per
   second): a load-robust estimate of what an unloaded machine gives (x 2 for two free cores, if
   the step scales perfectly); wall-clock rates on a shared machine are depressed and noisy.
@@ -61,20 +61,25 @@ TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "bench" / "torch
 
 # ----------------------------------------------------------------------------- helpers
 CPU_SECONDS: list[float] = []  # process CPU seconds per call of the last ``timed`` run
+FAULTS: list[float] = []  # minor page faults of this process per call of the last ``timed`` run
 
 
 def timed(fn, repeats: int, steps: int) -> list[float]:
     """Wall seconds per call of ``fn`` (which returns something to block on): ``repeats`` values.
-    The process CPU seconds per call of each window are left in :data:`CPU_SECONDS`."""
+    The process CPU seconds and minor page faults per call of each window are left in
+    :data:`CPU_SECONDS` and :data:`FAULTS`."""
     out = []
     CPU_SECONDS.clear()
+    FAULTS.clear()
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
+        f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(steps):
             r = fn()
         jax.block_until_ready(r)
         out.append((time.perf_counter() - t) / steps)
         CPU_SECONDS.append((time.process_time() - c) / steps)
+        FAULTS.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f) / steps)
     return out
 
 
@@ -184,7 +189,8 @@ def bench_train(phase: str, cfg, res: int, batch: int, args) -> dict:
     flops = cost_flops(compiled)
     return {"what": f"{phase} train step", "images_per_call": images, "compile_s": compile_s,
             "rate": summary(per_call, images), "per_cpu_s": per_cpu_second(images), "flops_per_step": flops,
-            "seconds_per_step": float(np.median(per_call)), "exec_mem_mb": _mb(memory_bytes(compiled))}
+            "seconds_per_step": float(np.median(per_call)), "exec_mem_mb": _mb(memory_bytes(compiled)),
+            "faults_per_step": float(np.median(FAULTS))}
 
 
 def bench_eval(cfg, res: int, batch: int, args) -> list[dict]:
@@ -345,11 +351,11 @@ def main(argv=None) -> int:
         print(f"\n### {res} px, batch {batch} (conv_impl={args.conv_impl}, dtype={args.dtype}); "
               f"median [min-max] of {args.repeats} x {args.steps} calls")
         print("| what | img/s | / torch | img per CPU-s | compile s | GFLOP/step | GFLOP/s | % matmul rate "
-              "| % matmul per CPU-s | % bf16 matmul rate | exec MB |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              "| % matmul per CPU-s | % bf16 matmul rate | exec MB | page faults/step |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if "rate" not in r:
-                print(f"| {r['what']} | {r['note']} | | | | | | | | | |")
+                print(f"| {r['what']} | {r['note']} | | | | | | | | | | |")
                 continue
             rate = r["rate"]
             ratio = None if tr is None or r["what"].startswith("torch") else rate["median"] / tr
@@ -364,7 +370,8 @@ def main(argv=None) -> int:
                   f"{fmt(None if fr is None else 100 * fr / peak, '.0f')} | "
                   f"{fmt(None if fl is None else 100 * fl * r['per_cpu_s'] / images / peak_cpu, '.0f')} | "
                   f"{fmt(None if fr is None else 100 * fr / peak_bf16, '.0f')} | "
-                  f"{fmt(r.get('exec_mem_mb'), '.0f')} |", flush=True)
+                  f"{fmt(r.get('exec_mem_mb'), '.0f')} | "
+                  f"{fmt(r.get('faults_per_step'), '.0f')} |", flush=True)
     print(f"\npeak RSS of this process: {peak_rss_mb():.0f} MB; load average now {os.getloadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"matmul_flops": peak, "matmul_flops_per_cpu_s": peak_cpu,

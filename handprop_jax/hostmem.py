@@ -2,11 +2,12 @@
 
 XLA:CPU allocates the temporary buffers of every executable run afresh (hundreds of MB for a
 64 px train step) and frees them when the run ends; glibc returns such large blocks to the
-kernel, so each step touches them for the first time again: ~76,000 minor page faults (4 KiB
-pages) per 64 px batch-64 stage-1 step, measured with ``resource.getrusage``. glibc's
-``glibc.malloc.hugetlb=1`` tunable makes malloc ask for transparent huge pages (2 MiB,
-``madvise``), which cut that to ~400 faults and the step from ~600 to ~500 ms on this 2-core CPU
-(``benchmarks/train_step.py``; PyTorch's step measured the same with and without it).
+kernel, so each step touches them for the first time again: ~77,000 minor page faults (4 KiB
+pages) per 64 px batch-64 stage-1 step. glibc's ``glibc.malloc.hugetlb=1`` tunable makes malloc
+ask for transparent huge pages (2 MiB, ``madvise``): 400-700 faults per step and the
+``bf16_cols`` stage-1 step 194-206 -> 227-230 img/s on this 2-core CPU (interleaved
+``benchmarks/train_step.py`` runs, its page-fault column; README "Malloc huge pages"). PyTorch's
+step is slower with it, so benchmarks run the PyTorch reference without it.
 
 glibc reads tunables only when a process starts, so :func:`reexec_with_hugepages` re-executes
 the current command line (``sys.orig_argv``) once with ``GLIBC_TUNABLES`` extended by

@@ -197,9 +197,9 @@ def test_encoder_gradients_match_a_rounded_operand_reference(monkeypatch):
     """A whole ResNet-18 (width 8, 64 px, batch 4) with bf16_cols against the same encoder whose
     convolutions are lax.conv on bfloat16-rounded operands: the parameter gradients agree to
     float32 noise (amplified through eight BatchNorms), so the formulation is wired correctly
-    through every layer. (Against the float32 encoder they differ by ~30% at this random init
+    through every layer. (Against the float32 encoder they differ far more at this random init
     and tiny batch: BatchNorm amplifies bfloat16 rounding, as it amplifies float32 summation
-    order ~1000x: "im2col" vs "auto" differ by ~5e-4.)"""
+    order, so the float32 encoder is not the reference here.)"""
     original = encoder_lib.conv2d
 
     def conv2d_with_reference(x, kernel, strides=1, padding="SAME", impl="auto"):

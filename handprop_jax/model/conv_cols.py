@@ -2,8 +2,8 @@
 contracted by XLA with float32 accumulation.
 
 This CPU has AMX / AVX512-BF16: XLA:CPU multiplies bfloat16 matrices into float32 at 3-4x its
-float32 matmul rate (``(16384, 576) @ (576, 64)``: ~590 vs ~200 GFLOP/s), but its bfloat16
-pads, slices, concatenations and transposes are slow, so the columns are built by
+float32 matmul rate (2048x2048: 760-1000 vs 200-245 GFLOP/s, ``benchmarks/train_step.py``), but
+its bfloat16 pads, slices, concatenations and transposes are slow, so the columns are built by
 :mod:`handprop_jax.native` (one pass that gathers and rounds to bfloat16). Every pass of a layer
 is one matmul of bfloat16 operands with a float32 result:
 
@@ -21,9 +21,9 @@ is one matmul of bfloat16 operands with a float32 result:
 Numerics: activations, output gradients and weights are rounded to bfloat16 (round to nearest
 even) as operands of each matmul; sums are float32, results float32. Everything else in the model
 (BatchNorm, MANO, losses, Adam, parameters) stays float32. Relative error of one layer's output
-and gradients against the float32 convolution: ~2-3e-3 (bfloat16's 8-bit significand), tested in
-``tests/test_conv.py``. This is opt-in (``model.conv_impl="bf16_cols"``); ``"auto"`` keeps
-float32 maths.
+and gradients against the float32 convolution: below 1e-2 (bfloat16's 8-bit significand), tested
+in ``tests/test_conv_cols.py`` beside the exact rounded-operand reference. This is opt-in
+(``model.conv_impl="bf16_cols"``); ``"auto"`` keeps float32 maths.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _out_hw(in_hw, kernel_hw, strides, pads) -> tuple[int, int]:
 
 def padded_depth(k: int) -> int:
     """Column count used for a contraction of depth ``k``: a multiple of 32 (one AMX tile row of
-    bfloat16), e.g. the 7x7x3 stem's 147 -> 160 (its matmuls ran 5.1 -> 3.6 ms forward)."""
+    bfloat16), e.g. the 7x7x3 stem's 147 -> 160."""
     return -(-k // 32) * 32
 
 
@@ -143,29 +143,27 @@ def _forward(x, kernel, strides, pads):
     return _matmul(cols, w0).reshape(x.shape[0], ho, wo, cout), (x, cols, w0, kernel)
 
 
-def _fwd(x, kernel, strides, pads):
-    return _forward(x, kernel, strides, pads)
-
-
 def _bwd(strides, pads, residuals, dy):
     x, cols, w0, kernel = residuals
     kh, kw, cin, cout = kernel.shape
     m, k = dy.shape[0] * dy.shape[1] * dy.shape[2], kh * kw * cin
     small = _small_map(m, cout)
+    stride1_large = tuple(strides) == (1, 1) and not small
+    dy16 = None if stride1_large else to_bf16(dy)  # (M, Cout): small maps' dW and col2im's dx
     if small:
-        dw = _matmul(im2col_bf16(x, (kh, kw), strides, pads, transposed=True), to_bf16(dy))
+        dw = _matmul(im2col_bf16(x, (kh, kw), strides, pads, transposed=True), dy16)
     else:
         # The barrier keeps XLA from folding the transpose into the dot (a bf16 dot with a
         # transposed result is not a library call on XLA:CPU).
         dw = lax.optimization_barrier(_matmul(transpose_bf16(dy.reshape(m, cout)), cols)[:, :k]).T
     dw = dw.reshape(kernel.shape)
-    if tuple(strides) == (1, 1) and not small:
+    if stride1_large:
         (pt, pb), (pl, pr) = pads
         full = ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
         dx = _matmul(im2col_bf16(dy, (kh, kw), (1, 1), full), kernel_bf16(kernel, 1)).reshape(x.shape)
     else:
-        dx = col2im_f32(_matmul_nt(to_bf16(dy), w0), x.shape, (kh, kw), strides, pads)
+        dx = col2im_f32(_matmul_nt(dy16, w0), x.shape, (kh, kw), strides, pads)
     return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 
-conv_bf16_cols.defvjp(_fwd, _bwd)
+conv_bf16_cols.defvjp(_forward, _bwd)

@@ -38,7 +38,6 @@ TARGETS = {
 
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
-_error: str | None = None
 
 
 class NativeBuildError(RuntimeError):
@@ -103,7 +102,7 @@ def build(force: bool = False) -> Path:
 
 def load() -> ctypes.CDLL:
     """Build (if needed), load and register the handlers with XLA:CPU, once per process."""
-    global _loaded, _error
+    global _loaded
     with _lock:
         if _loaded is not None:
             return _loaded
@@ -111,13 +110,9 @@ def load() -> ctypes.CDLL:
             lib = ctypes.cdll.LoadLibrary(str(build()))
             for name, symbol in TARGETS.items():
                 jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
-        except NativeBuildError as e:
-            _error = str(e)
-            raise
         except (OSError, AttributeError) as e:
-            _error = f"loading the handlers built from {SOURCE} failed: {e}"
-            raise NativeBuildError(_error) from e
-        _loaded, _error = lib, None
+            raise NativeBuildError(f"loading the handlers built from {SOURCE} failed: {e}") from e
+        _loaded = lib
         return lib
 
 

@@ -1,4 +1,4 @@
-// Column builders for the "bf16_cols" CPU convolution (handprop_jax/model/conv.py).
+// Column builders for the "bf16_cols" CPU convolution (handprop_jax/model/conv_cols.py).
 //
 // XLA:CPU contracts bfloat16 matrices with float32 accumulation on AMX/AVX512-BF16 at 3-4x its
 // float32 matmul rate, but it has no fast bfloat16 pads, slices, concatenations or transposes, so
@@ -8,9 +8,9 @@
 //
 //   handprop_im2col_bf16    x f32 (B, H, W, C)        -> cols bf16 (B*Ho*Wo, K >= kh*kw*C)
 //                           (or its transpose; columns past kh*kw*C are zero)
-//   handprop_kernel_bf16    w f32 (kh, kw, Cin, Cout) -> bf16 matrix (three layouts, see KernelImpl)
+//   handprop_kernel_bf16    w f32 (kh, kw, Cin, Cout) -> bf16 matrix (two layouts, see KernelImpl)
 //   handprop_transpose_bf16 x f32 (M, N)              -> bf16 (N, M)
-//   handprop_col2im_f32     cols f32 (B*Ho*Wo, kh*kw*C) -> x f32 (B, H, W, C)  (sum of the taps)
+//   handprop_col2im_f32     cols f32 (B*Ho*Wo, K >= kh*kw*C) -> x f32 (B, H, W, C)  (sum of the taps)
 //
 // Column order is (tap row i, tap column j, channel c), c fastest: the layout of an HWIO kernel
 // reshaped to (kh*kw*Cin, Cout). Output pixel (oy, ox) reads input pixel
@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 #include <immintrin.h>
@@ -113,7 +114,14 @@ struct Geometry {
   int64_t b, h, w, c, ho, wo, kh, kw, sh, sw, pt, pl;
 };
 
-ffi::Error check_geometry(const Geometry& g, int64_t rows, int64_t cols) {
+// The geometry of an (B, H, W, C) image batch x whose columns have `rows` = B*Ho*Wo rows, and the
+// error to return when the column matrix (rows x cols) cannot belong to it.
+ffi::Error make_geometry(ffi::Span<const int64_t> xd, int64_t rows, int64_t cols, int64_t kh, int64_t kw,
+                         int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t wo, Geometry& g) {
+  if (xd.size() != 4 || wo <= 0 || xd[0] <= 0)
+    return ffi::Error::InvalidArgument(
+        "handprop conv columns: expected images (B,H,W,C) with B > 0 and wo > 0");
+  g = Geometry{xd[0], xd[1], xd[2], xd[3], rows / (xd[0] * wo), wo, kh, kw, sh, sw, pt, pl};
   if (g.ho <= 0 || g.wo <= 0 || g.kh <= 0 || g.kw <= 0 || g.sh <= 0 || g.sw <= 0)
     return ffi::Error::InvalidArgument("handprop conv columns: non-positive window or output size");
   if (rows != g.b * g.ho * g.wo || cols < g.kh * g.kw * g.c)
@@ -136,51 +144,44 @@ inline void copy_tap_row(const Geometry& g, const float* xrow, int64_t ox, uint1
   if (j1 < g.kw) std::memset(out + j1 * g.c, 0, sizeof(uint16_t) * (g.kw - j1) * g.c);
 }
 
+// Writes the k columns of output pixel m (row-major over (b, oy, ox)): kh runs of kw*C taps, then
+// zeros up to k.
+inline void build_row(const Geometry& g, const float* src, int64_t m, int64_t k, uint16_t* row) {
+  const int64_t run = g.kw * g.c;
+  const int64_t ox = m % g.wo, oy = (m / g.wo) % g.ho, b = m / (g.wo * g.ho);
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t iy = oy * g.sh - g.pt + i;
+    uint16_t* out = row + i * run;
+    if (iy < 0 || iy >= g.h) std::memset(out, 0, sizeof(uint16_t) * run);
+    else copy_tap_row(g, src + (b * g.h + iy) * g.w * g.c, ox, out);
+  }
+  if (k > g.kh * run) std::memset(row + g.kh * run, 0, sizeof(uint16_t) * (k - g.kh * run));
+}
+
 ffi::Error Im2colImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                       ffi::ResultBuffer<ffi::BF16> cols, int64_t kh, int64_t kw, int64_t sh,
                       int64_t sw, int64_t pt, int64_t pl, int64_t wo, bool transposed) {
-  auto xd = x.dimensions();
   auto cd = cols->dimensions();
-  if (xd.size() != 4 || cd.size() != 2 || wo <= 0 || xd[0] <= 0)
-    return ffi::Error::InvalidArgument("handprop_im2col_bf16: expected x (B,H,W,C), 2-D columns, wo > 0");
+  if (cd.size() != 2) return ffi::Error::InvalidArgument("handprop_im2col_bf16: expected 2-D columns");
   const int64_t rows = transposed ? cd[1] : cd[0], k = transposed ? cd[0] : cd[1];
-  Geometry g{xd[0], xd[1], xd[2], xd[3], rows / (xd[0] * wo), wo, kh, kw, sh, sw, pt, pl};
-  if (auto err = check_geometry(g, rows, k); err.failure()) return err;
+  Geometry g;
+  if (auto err = make_geometry(x.dimensions(), rows, k, kh, kw, sh, sw, pt, pl, wo, g); err.failure())
+    return err;
   const float* src = x.typed_data();
   uint16_t* dst = reinterpret_cast<uint16_t*>(cols->typed_data());
-  const int64_t run = g.kw * g.c;
   if (!transposed) {
-    parallel_for(pool, rows, 64, [&g, src, dst, k, run](int64_t begin, int64_t end) {
-      for (int64_t m = begin; m < end; ++m) {
-        const int64_t ox = m % g.wo, oy = (m / g.wo) % g.ho, b = m / (g.wo * g.ho);
-        for (int64_t i = 0; i < g.kh; ++i) {
-          const int64_t iy = oy * g.sh - g.pt + i;
-          uint16_t* out = dst + m * k + i * run;
-          if (iy < 0 || iy >= g.h) std::memset(out, 0, sizeof(uint16_t) * run);
-          else copy_tap_row(g, src + (b * g.h + iy) * g.w * g.c, ox, out);
-        }
-        if (k > g.kh * run) std::memset(dst + m * k + g.kh * run, 0, sizeof(uint16_t) * (k - g.kh * run));
-      }
+    parallel_for(pool, rows, 64, [&g, src, dst, k](int64_t begin, int64_t end) {
+      for (int64_t m = begin; m < end; ++m) build_row(g, src, m, k, dst + m * k);
     });
     return ffi::Error::Success();
   }
-  // Transposed (K, M): build blocks of 64 rows in a small buffer, then scatter them column-wise.
+  // Transposed (K, M): build blocks of R rows in a small buffer, then scatter them column-wise.
   constexpr int64_t R = 64;
-  parallel_for(pool, (rows + R - 1) / R, 1, [&g, src, dst, k, run, rows](int64_t begin, int64_t end) {
+  parallel_for(pool, (rows + R - 1) / R, 1, [&g, src, dst, k, rows](int64_t begin, int64_t end) {
     std::unique_ptr<uint16_t[]> buf(new uint16_t[R * k]);
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t m0 = blk * R, m1 = std::min(rows, m0 + R);
-      for (int64_t m = m0; m < m1; ++m) {
-        const int64_t ox = m % g.wo, oy = (m / g.wo) % g.ho, b = m / (g.wo * g.ho);
-        for (int64_t i = 0; i < g.kh; ++i) {
-          const int64_t iy = oy * g.sh - g.pt + i;
-          uint16_t* out = buf.get() + (m - m0) * k + i * run;
-          if (iy < 0 || iy >= g.h) std::memset(out, 0, sizeof(uint16_t) * run);
-          else copy_tap_row(g, src + (b * g.h + iy) * g.w * g.c, ox, out);
-        }
-        uint16_t* row = buf.get() + (m - m0) * k;
-        if (k > g.kh * run) std::memset(row + g.kh * run, 0, sizeof(uint16_t) * (k - g.kh * run));
-      }
+      for (int64_t m = m0; m < m1; ++m) build_row(g, src, m, k, buf.get() + (m - m0) * k);
       for (int64_t q = 0; q < k; ++q)
         for (int64_t m = m0; m < m1; ++m) dst[q * rows + m] = buf[(m - m0) * k + q];
     }
@@ -192,16 +193,19 @@ ffi::Error Im2colImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 // (more rows than kh*kw*Cin: the extra rows are zero, matching zero-padded columns).
 // mode 1: (kh*kw*Cout, Cin) of the spatially flipped kernel, the matrix of the input gradient of
 // a stride-1 convolution as a convolution of the output gradient.
-ffi::Error KernelImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::BF16> out, int64_t mode) {
+ffi::Error KernelImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::BF16> out,
+                      int64_t mode) {
   auto wd = w.dimensions();
   auto od = out->dimensions();
   if (wd.size() != 4 || od.size() != 2 || mode < 0 || mode > 1)
-    return ffi::Error::InvalidArgument("handprop_kernel_bf16: expected an HWIO kernel, a 2-D result, mode 0 or 1");
+    return ffi::Error::InvalidArgument(
+        "handprop_kernel_bf16: expected an HWIO kernel, a 2-D result, mode 0 or 1");
   const int64_t kh = wd[0], kw = wd[1], ci = wd[2], co = wd[3];
   const int64_t want0 = mode == 0 ? kh * kw * ci : kh * kw * co;
   const int64_t want1 = mode == 0 ? co : ci;
   if ((mode == 0 ? od[0] < want0 : od[0] != want0) || od[1] != want1)
-    return ffi::Error::InvalidArgument("handprop_kernel_bf16: result shape does not match the kernel and mode");
+    return ffi::Error::InvalidArgument(
+        "handprop_kernel_bf16: result shape does not match the kernel and mode");
   const float* src = w.typed_data();
   uint16_t* dst = reinterpret_cast<uint16_t*>(out->typed_data());
   if (mode == 0) {
@@ -215,7 +219,8 @@ ffi::Error KernelImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::Result
     parallel_for(pool, kh * kw, 1, [=](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t i = t / kw, j = t % kw;
-        transpose_convert(src + t * ci * co, co, dst + ((kh - 1 - i) * kw + (kw - 1 - j)) * co * ci, ci, ci, co);
+        uint16_t* flipped = dst + ((kh - 1 - i) * kw + (kw - 1 - j)) * co * ci;
+        transpose_convert(src + t * ci * co, co, flipped, ci, ci, co);
       }
     });
   }
@@ -241,12 +246,11 @@ ffi::Error TransposeImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Res
 ffi::Error Col2imImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> cols, ffi::ResultBuffer<ffi::F32> x,
                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                       int64_t wo) {
-  auto xd = x->dimensions();
   auto cd = cols.dimensions();
-  if (xd.size() != 4 || cd.size() != 2 || wo <= 0 || xd[0] <= 0)
-    return ffi::Error::InvalidArgument("handprop_col2im_f32: expected 2-D columns, x (B,H,W,C), wo > 0");
-  Geometry g{xd[0], xd[1], xd[2], xd[3], cd[0] / (xd[0] * wo), wo, kh, kw, sh, sw, pt, pl};
-  if (auto err = check_geometry(g, cd[0], cd[1]); err.failure()) return err;
+  if (cd.size() != 2) return ffi::Error::InvalidArgument("handprop_col2im_f32: expected 2-D columns");
+  Geometry g;
+  if (auto err = make_geometry(x->dimensions(), cd[0], cd[1], kh, kw, sh, sw, pt, pl, wo, g); err.failure())
+    return err;
   const float* src = cols.typed_data();
   float* dst = x->typed_data();
   const int64_t k = cd[1];  // row stride; columns past kh*kw*C are ignored
@@ -275,20 +279,25 @@ ffi::Error Col2imImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> cols, ffi::Res
   return ffi::Error::Success();
 }
 
+// The window attributes shared by im2col and col2im, appended to a binding.
+template <typename Binding>
+auto with_window_attrs(Binding binding) {
+  return std::move(binding).template Attr<int64_t>("kh")
+      .template Attr<int64_t>("kw")
+      .template Attr<int64_t>("sh")
+      .template Attr<int64_t>("sw")
+      .template Attr<int64_t>("pt")
+      .template Attr<int64_t>("pl")
+      .template Attr<int64_t>("wo");
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HandpropIm2colBf16, Im2colImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::BF16>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pl")
-                                  .Attr<int64_t>("wo")
+                              with_window_attrs(ffi::Ffi::Bind()
+                                                    .Ctx<ffi::ThreadPool>()
+                                                    .Arg<ffi::Buffer<ffi::F32>>()
+                                                    .Ret<ffi::Buffer<ffi::BF16>>())
                                   .Attr<bool>("transposed"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HandpropKernelBf16, KernelImpl,
@@ -305,14 +314,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HandpropTransposeBf16, TransposeImpl,
                                   .Ret<ffi::Buffer<ffi::BF16>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HandpropCol2imF32, Col2imImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pl")
-                                  .Attr<int64_t>("wo"));
+                              with_window_attrs(ffi::Ffi::Bind()
+                                                    .Ctx<ffi::ThreadPool>()
+                                                    .Arg<ffi::Buffer<ffi::F32>>()
+                                                    .Ret<ffi::Buffer<ffi::F32>>()));
