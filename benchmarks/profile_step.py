@@ -108,12 +108,13 @@ def main(argv=None) -> int:
                    help="config override, e.g. model.conv_impl=xla (repeatable)")
     args = p.parse_args(argv)
 
+    from handprop_jax.model.api import HandPropModel
     from handprop_jax.training import steps as steps_lib
 
     cfg = config_lib.override(config_lib.Config(), [f"data.image_size={args.res}",
                                                     f"train.batch_size={args.batch}", *args.set])
     step = jax.jit(steps_lib.make_train_step(cfg, args.phase), donate_argnums=(0,))
-    variables = jax.jit(lambda k: steps_lib.init_variables(cfg, k))(jax.random.key(0))
+    variables = HandPropModel.create(cfg).init(jax.random.key(0))
     state = steps_lib.init_state(cfg, args.phase, variables, steps_lib.phase_key(cfg, args.phase))
     batch = jax.device_put(bench.fake_batch(args.phase, args.res, args.batch))
     key = jax.random.key(1)

@@ -16,8 +16,8 @@ median reported with the min-max range, because the machine may be shared):
   encoder + regressor, MANO, L_pred, Adam — jitted with donated state; images/s.
 - ``stage3``: the same for phase ``"align"`` (pairs of images, L_pred + λ L_align, two aligners,
   both images through the encoder as one 2B batch); images/s counts both images of a pair.
-- ``eval``: ``inference.features`` + ``inference.regress`` (scenario 1, frames/s).
-- ``propagate``: features of (s, u) + ``inference.align`` (scenario 2 / ``handprop propagate``,
+- ``eval``: ``features`` + ``regress`` of ``HandPropModel.bind`` (scenario 1, frames/s).
+- ``propagate``: features of (s, u) + ``align`` of the same (scenario 2 / ``handprop propagate``,
   target frames/s, the features of both frames recomputed).
 - ``torch``: ``/work/shared/bench/torch_resnet18_step.py RES BATCH`` (a plain ResNet-18 + 61-wide
   head Adam step, no MANO) in a subprocess, ``--repeats`` times, median; skipped with a note when
@@ -163,10 +163,11 @@ def fake_batch(phase: str, res: int, batch: int) -> dict:
 
 # ----------------------------------------------------------------------------- measurements
 def bench_train(phase: str, cfg, res: int, batch: int, args) -> dict:
+    from handprop_jax.model.api import HandPropModel
     from handprop_jax.training import steps
 
     step = steps.make_train_step(cfg, phase)
-    variables = jax.jit(lambda k: steps.init_variables(cfg, k))(jax.random.key(0))
+    variables = HandPropModel.create(cfg).init(jax.random.key(0))
     state = steps.init_state(cfg, phase, variables, steps.phase_key(cfg, phase))
     data = jax.device_put(fake_batch(phase, res, batch))
     key = jax.random.key(1)
@@ -194,22 +195,22 @@ def bench_train(phase: str, cfg, res: int, batch: int, args) -> dict:
 
 
 def bench_eval(cfg, res: int, batch: int, args) -> list[dict]:
-    from handprop_jax.model import inference
-    from handprop_jax.training import steps
+    from handprop_jax.gamma import Gamma
+    from handprop_jax.model.api import Frame, HandPropModel
 
-    variables = jax.jit(lambda k: steps.init_variables(cfg, k))(jax.random.key(0))
+    model = HandPropModel.create(cfg)
+    net = model.bind(model.init(jax.random.key(0)), batch)
     frames = jax.device_put(fake_frames(res, batch, 3))
     s = jax.device_put(fake_frames(res, batch, 4))
-    gamma_s = {k: s[k] for k in ("root", "pose", "betas")}
+    gamma_s = Gamma.of(s)
 
     def evaluate():
-        z_r, z_t = inference.features(cfg, variables, frames["image"])
-        return inference.regress(cfg, variables, z_r, z_t, frames["K"])["root"]
+        return net.regress(net.features(frames["image"]), frames["K"]).root
 
     def propagate():
-        z_s = inference.features(cfg, variables, s["image"])
-        z_u = inference.features(cfg, variables, frames["image"])
-        return inference.align(cfg, variables, gamma_s, z_u, z_s)["pose"]
+        frame_s = Frame(net.features(s["image"]), s["K"])
+        frame_u = Frame(net.features(frames["image"]), frames["K"])
+        return net.align(gamma_s, frame_u, frame_s).pose
 
     out = []
     for name, fn in (("eval (features + regress)", evaluate),

@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("handprop_jax.data.cli", "build a dataset (synthetic_hand_video, ho3d, interhand26m)"),
     "train": ("handprop_jax.training.cli", "train the three stages and the baseline control"),
     "evaluate": ("handprop_jax.evaluation.cli", "write Table I (Markdown, CSV, JSON) for a run"),
-    "propagate": ("handprop_jax.propagate", "propagate sparse labels to every frame of a video"),
+    "propagate": ("handprop_jax.propagation.cli", "propagate sparse labels to every frame of a video"),
     "visualize": ("handprop_jax.visualize", "overlay grids and training curves for a run"),
     "demo": ("handprop_jax.demo", "build data, train, evaluate and report on the synthetic default"),
 }

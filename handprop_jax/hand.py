@@ -22,12 +22,13 @@ def hand_in_camera(model: mano_jax.ManoModel, root: jnp.ndarray, pose: jnp.ndarr
         hands_mean already included, i.e. ``flat_hand_mean=True`` semantics).
       betas: (B, 10) shape coefficients.
     Returns:
-      joints (B, 21, 3) and vertices (B, 778, 3), camera frame, metres (manopth joint order).
+      vertices (B, 778, 3) and joints (B, 21, 3), camera frame, metres (manopth joint order) — the
+      order of ``mano_jax.forward``.
     """
     verts, joints = mano_jax.forward(model, pose, betas, use_pca=False, flat_hand_mean=True,
                                      center_idx=0)
     offset = root[:, None, :]
-    return joints + offset, verts + offset
+    return verts + offset, joints + offset
 
 
 hand_in_camera_jit = jax.jit(hand_in_camera)  # the one compiled copy, for callers outside a jit

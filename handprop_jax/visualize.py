@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from handprop_jax.gamma import concatenate
+
 HELP = "overlay grids and training curves for a run"
 
 COLUMNS = ("Input", "Ground truth", "Baseline", "Baseline + Align", "Propagation")
@@ -53,14 +55,13 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
     return picks
 
 
-def frame_predictions(picks, stride: int, baseline, align) -> dict[str, dict[str, np.ndarray]]:
-    """γ of every column for the picked frames: {column: {root (N,3), pose (N,48), betas (N,10)}},
-    plus "K" (N,3,3) and "image" (N,S,S,3).
+def frame_predictions(picks, stride: int, baseline, align) -> dict:
+    """γ of every column for the picked frames: {column: Gamma (N, ...)}, plus "K" (N,3,3) and
+    "image" (N,S,S,3).
 
     The prediction columns are the evaluation's rows (``evaluation.runner.video_predictions``, run
     once per picked video), so the grid shows exactly what Table I scores."""
     from handprop_jax.evaluation import runner
-    from handprop_jax.propagate import GAMMA_KEYS
 
     rows_of = {}  # id(video) -> video_predictions
     cells = []
@@ -68,13 +69,17 @@ def frame_predictions(picks, stride: int, baseline, align) -> dict[str, dict[str
         if id(video) not in rows_of:
             rows_of[id(video)] = runner.video_predictions(video, stride, baseline, align, both_sides=False)
         pred = rows_of[id(video)]
-        cells.append((video, pred, int(np.searchsorted(pred["frames"], u))))
+        cells.append((pred, int(np.searchsorted(pred["frames"], u))))
+
+    def column(get):  # one row per pick, taken from that pick's video
+        return concatenate([get(p).take([i]) for p, i in cells])
+
     out = {"image": np.stack([np.asarray(v["image"])[u] for (v, u) in picks]),
            "K": np.stack([np.asarray(v["K"], np.float32)[u] for (v, u) in picks]),
-           "Ground truth": {k: np.stack([p["gt"][k][i] for _, p, i in cells]) for k in GAMMA_KEYS}}
-    for column in (runner.BASELINE, runner.ALIGN, runner.PROPAGATION):
-        if column in cells[0][1]["rows"]:
-            out[column] = {k: np.stack([p["rows"][column][k][i] for _, p, i in cells]) for k in GAMMA_KEYS}
+           "Ground truth": column(lambda p: p["gt"])}
+    for name in (runner.BASELINE, runner.ALIGN, runner.PROPAGATION):
+        if name in cells[0][0]["rows"]:
+            out[name] = column(lambda p, name=name: p["rows"][name])
     return out
 
 
@@ -87,7 +92,8 @@ def overlay_grid(preds: dict, mano, path: str | Path, title: str = "", display: 
 
     from handprop_jax.data.crop import Box, crop_image, crop_intrinsics
     from handprop_jax.metrics import point_error
-    from handprop_jax.propagate import hand_mesh, render_overlays
+    from handprop_jax.propagation.core import hand_mesh
+    from handprop_jax.propagation.overlays import render_overlays
 
     images, K = preds["image"], preds["K"]
     N, S = images.shape[0], images.shape[1]
@@ -95,14 +101,14 @@ def overlay_grid(preds: dict, mano, path: str | Path, title: str = "", display: 
     big = np.stack([crop_image(im, box, display) for im in images])
     K_big = np.stack([crop_intrinsics(k, box, display) for k in K]).astype(np.float32)
     gt_mesh = hand_mesh(mano, preds["Ground truth"])
-    gt_joints = gt_mesh[0]
+    gt_joints = gt_mesh[1]
     cols = [c for c in COLUMNS if c == "Input" or c in preds]
     fig, axes = plt.subplots(N, len(cols), figsize=(2.2 * len(cols), 2.3 * N), squeeze=False)
     for j, col in enumerate(cols):
         if col == "Input":
             cells, errs = big, None
         else:
-            joints, verts = gt_mesh if col == "Ground truth" else hand_mesh(mano, preds[col])
+            verts, joints = gt_mesh if col == "Ground truth" else hand_mesh(mano, preds[col])
             cells = render_overlays(big, verts, K_big, mano.faces, color=COLORS[col], batch_size=8)
             errs = 1000 * point_error(joints, gt_joints)
         for i in range(N):
@@ -189,12 +195,12 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
               display: int = DISPLAY, predictors: dict | None = None, videos=None) -> dict[str, Path]:
     """Write report/overlays.png and report/curves.png for a run; returns their paths.
 
-    ``predictors`` ({"baseline", "align"} → Predictor) and ``videos`` (an iterable of whole-video dicts)
+    ``predictors`` ({"baseline", "align"} → BoundModel) and ``videos`` (an iterable of whole-video dicts)
     replace the checkpoints and the dataset (tests)."""
     from handprop_jax.config import load_json
     from handprop_jax.evaluation.data import iter_videos
     from handprop_jax.hand import default_mano
-    from handprop_jax.propagate import predictor_from_run
+    from handprop_jax.propagation.core import bound_from_run
 
     workdir = Path(workdir)
     config = config or load_json(workdir / "config.json")
@@ -205,7 +211,7 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
         predictors = {}
         for m in ("baseline", "align"):
             try:
-                predictors[m] = predictor_from_run(workdir, m, config.eval.batch_size)[1]
+                predictors[m] = bound_from_run(workdir, m, config.eval.batch_size)[1]
             except FileNotFoundError as e:
                 print(f"visualize: no {m!r} checkpoint, its columns are left out ({e})", file=sys.stderr)
     videos = iter_videos(config, split) if videos is None else videos

@@ -129,3 +129,59 @@ def matrix_to_axis_angle(rotmat: jnp.ndarray) -> jnp.ndarray:
       (..., 3) rotation vectors, radians; ``rodrigues(matrix_to_axis_angle(R)) == R``.
     """
     return quaternion_to_axis_angle(matrix_to_quaternion(rotmat))
+
+
+@jax.jit
+def slerp_axis_angle(a: jnp.ndarray, b: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
+    """Geodesic interpolation between rotations given as axis-angle vectors.
+
+    ``R(t) = R_a exp(t log(R_a^T R_b))`` — the same path as quaternion slerp along the shorter arc.
+
+    Args:
+      a, b: (..., 3) rotation vectors, radians.
+      t: (...) interpolation weight on b in [0, 1] (broadcast against ``a[..., 0]``).
+    Returns:
+      (..., 3) rotation vectors, radians (angle in [0, pi]).
+    """
+    ra, rb = rodrigues(a), rodrigues(b)
+    rel = matrix_to_axis_angle(jnp.swapaxes(ra, -1, -2) @ rb)
+    t = jnp.asarray(t, rel.dtype)[..., None]
+    return matrix_to_axis_angle(ra @ rodrigues(t * rel))
+
+
+@jax.jit
+def nearest_rotation(matrix: jnp.ndarray) -> jnp.ndarray:
+    """The rotation closest in Frobenius norm to each 3x3 matrix: ``U diag(1, 1, det(U V^T)) V^T``
+    from the SVD ``M = U S V^T`` (reflections are excluded by the sign of the last column).
+
+    Args:
+      matrix: (..., 3, 3).
+    Returns:
+      (..., 3, 3) rotation matrices (det +1).
+    """
+    u, _, vt = jnp.linalg.svd(matrix)
+    d = jnp.sign(jnp.linalg.det(u @ vt))
+    d = jnp.where(d == 0, 1.0, d)
+    flip = jnp.stack([jnp.ones_like(d), jnp.ones_like(d), d], -1)
+    return (u * flip[..., None, :]) @ vt
+
+
+def chordal_mean_axis_angle(axis_angle: jnp.ndarray, axis: int = 0) -> jnp.ndarray:
+    """Chordal L2 mean of rotations given as axis-angle vectors: the rotation minimising the sum of
+    squared Frobenius distances ``sum_i ||R - R_i||^2``, i.e. the arithmetic mean of the rotation
+    matrices projected back onto SO(3) (:func:`nearest_rotation`). Unlike the mean of the vectors it
+    does not depend on how the angles wrap (±(pi - e) about one axis average to pi, not to 0).
+
+    Args:
+      axis_angle: (..., 3) rotation vectors, radians; ``axis`` indexes the rotations averaged.
+      axis: the axis to average over (not the last one).
+    Returns:
+      the mean rotations, radians, shape of ``axis_angle`` without ``axis``.
+    """
+    v = jnp.asarray(axis_angle)
+    if v.ndim < 2 or v.shape[-1] != 3 or axis % v.ndim == v.ndim - 1:
+        raise ValueError(f"chordal_mean_axis_angle: expected (..., 3) rotation vectors averaged over a "
+                         f"leading axis, got shape {v.shape} and axis {axis}")
+    if v.shape[axis] == 0:
+        raise ValueError("chordal_mean_axis_angle: no rotation to average")
+    return matrix_to_axis_angle(nearest_rotation(jnp.mean(rodrigues(v), axis=axis % v.ndim)))

@@ -31,7 +31,7 @@ def frames():
     B = 4
     model = mano_jax.synthetic("right", 0)
     root, pose, betas = _gamma(0, B)
-    joints, _ = hand_in_camera(model, jnp.asarray(root), jnp.asarray(pose), jnp.asarray(betas))
+    _, joints = hand_in_camera(model, jnp.asarray(root), jnp.asarray(pose), jnp.asarray(betas))
     K = np.tile(np.array([[70.0, 0, 22.0], [0, 64.0, 25.0], [0, 0, 1]], np.float32), (B, 1, 1))
     j2d = np.array(project(joints, jnp.asarray(K)))
     vv, uu = np.mgrid[0:S, 0:S]
@@ -56,7 +56,7 @@ def test_rotated_3d_projects_onto_rotated_2d_and_mano_agrees(frames):
     K = jnp.asarray(frame["K"])
     np.testing.assert_allclose(project(out["joints3d"], K)[:, 1:], out["joints2d"][:, 1:], atol=2e-3)
     # the new γ (root, pose[:3] rotated) generates exactly the rotated joints
-    joints, _ = hand_in_camera(model, out["root"], out["pose"], out["betas"])
+    _, joints = hand_in_camera(model, out["root"], out["pose"], out["betas"])
     np.testing.assert_allclose(joints, out["joints3d"], atol=2e-5)
     np.testing.assert_array_equal(out["pose"][:, 3:], frame["pose"][:, 3:])
     # something did change (angle drawn from +-0.6 rad)

@@ -1,7 +1,7 @@
 """The "bf16_cols" CPU convolution (handprop_jax.model.conv_cols) and its C++ column builders
 (handprop_jax/native/conv_cols.cc), against independent references:
 
-- the builders against the existing float32 im2col (``conv.tap_views``) rounded by XLA's own
+- the builders against the existing float32 im2col (``conv_geometry.tap_views``) rounded by XLA's own
   float32 -> bfloat16 conversion (bit-exact), numpy rearrangements of the kernel, and the
   adjoint identity of col2im;
 - the convolution and both gradients against ``lax.conv_general_dilated`` evaluated on the
@@ -22,7 +22,8 @@ from jax import lax
 from handprop_jax import native
 from handprop_jax.model import conv_cols
 from handprop_jax.model import encoder as encoder_lib
-from handprop_jax.model.conv import conv2d, explicit_padding, resolve_impl, tap_views
+from handprop_jax.model.conv import conv2d, resolve_impl
+from handprop_jax.model.conv_geometry import explicit_padding, tap_views
 
 # (batch, height, width, cin, cout, kernel, stride, pad): ResNet-18's kinds of layer, odd and
 # non-square maps, VALID padding, a depth (7*7*3 = 147) that is padded to 160 columns, and layers

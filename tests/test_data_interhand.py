@@ -117,7 +117,7 @@ def test_labels_in_camera_frame(built, model):
         assert r > 130 and r > g + 50 and r > b + 50
     # gamma (root, pose, betas) through MANO reproduces the stored joints (independent check)
     batch = {k: np.stack([e[k] for e in examples]) for k in ("root", "pose", "betas", "joints3d")}
-    joints, _ = fk(model, batch["root"], batch["pose"], batch["betas"])
+    _, joints = fk(model, batch["root"], batch["pose"], batch["betas"])
     np.testing.assert_allclose(np.asarray(joints), batch["joints3d"], atol=1e-5)
 
 

@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 from handprop_jax import config as config_lib
 from handprop_jax.data import pipeline, sparse
 from handprop_jax.data.features import LABEL_KEYS
+from handprop_jax.data.sources import open_split
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_build_summary_and_plain_tfds_read(cfg):
 
 def test_split_table_and_random_access(cfg):
     config, _ = cfg
-    sp = pipeline.open_split(config.data, "train")
+    sp = open_split(config.data, "train")
     assert sp.table.num_videos == 3 and list(sp.table.lengths) == [11, 11, 11]
     np.testing.assert_array_equal(sp.labelled_positions, [0, 4, 8, 10, 11, 15, 19, 21, 22, 26, 30, 32])
     f = sp.frame(2, 7)
@@ -77,7 +78,7 @@ def test_training_batches_never_carry_unlabelled_labels(cfg):
         saw_unlabelled |= not b["u_labelled"].all()
     assert saw_unlabelled
     # the labels in stage-1/2 batches are those of the stored labelled frames
-    sp = pipeline.open_split(config.data, "train")
+    sp = open_split(config.data, "train")
     for i in range(4):
         ref = sp.frame(int(b1[0]["video_id"][i]), int(b1[0]["frame_index"][i]))
         np.testing.assert_array_equal(b1[0]["pose"][i], ref["pose"])
@@ -152,27 +153,28 @@ def test_cli_build_is_idempotent_and_reports(cfg, capsys):
     assert rc == 0 and "train" in out and "33" in out and "labelled (K=4)" in out
     with pytest.raises(FileNotFoundError, match="handprop data build"):
         bad = dataclasses.replace(config.data, data_dir=config.data.data_dir + "_missing")
-        pipeline.open_split(bad, "train")
+        open_split(bad, "train")
     with pytest.raises(ValueError, match="does not match"):
-        pipeline.open_split(dataclasses.replace(config.data, synth_frames=12), "train")
+        open_split(dataclasses.replace(config.data, synth_frames=12), "train")
 
 
 def test_export_example_in_the_tool_formats(cfg, tmp_path):
     """export_example writes a built video as handprop propagate reads it: frames, labels at the
     evaluation's labelled frames, per-frame intrinsics, ground truth."""
-    from handprop_jax import propagate as P
+    from handprop_jax.gamma import Gamma
+    from handprop_jax.propagation import inputs as P
 
     config, _ = cfg
     files = P.export_example(config, "test", 0, tmp_path / "ex")
-    video = pipeline.open_split(config.data, "test").video(0)
+    video = open_split(config.data, "test").video(0)
     names, crops, _, _ = P.load_frames(files["frames"], config.data.image_size)
     assert len(names) == 11
     np.testing.assert_array_equal(crops, video["image"])  # PNG round trip and identity crop
     lab, gamma, K = P.load_labels(files["labels"], len(names))
     np.testing.assert_array_equal(lab, [0, 4, 8, 10])
     assert K is None
-    for k in P.GAMMA_KEYS:
-        np.testing.assert_allclose(gamma[k], video[k][lab], rtol=1e-6)
+    for got, want in zip(gamma, Gamma.of(video).take(lab), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
     np.testing.assert_allclose(P.parse_intrinsics(str(files["intrinsics"])), video["K"], rtol=1e-6)
     with pytest.raises(P.PropagationInputError, match="videos 0..0, not 3"):
         P.export_example(config, "test", 3, tmp_path / "bad")

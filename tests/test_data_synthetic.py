@@ -23,7 +23,7 @@ def test_labels_agree_with_mano_and_the_crop_camera(video):
     T, S = SPEC.frames, SPEC.image_size
     assert video["image"].shape == (T, S, S, 3) and video["image"].dtype == np.uint8
     model = sy._hand("right", 0).model
-    joints, verts = hand_in_camera(model, jnp.asarray(video["root"]), jnp.asarray(video["pose"]),
+    verts, joints = hand_in_camera(model, jnp.asarray(video["root"]), jnp.asarray(video["pose"]),
                                    jnp.asarray(video["betas"]))
     np.testing.assert_allclose(joints, video["joints3d"], atol=1e-5)
     np.testing.assert_allclose(video["joints3d"][:, 0], video["root"], atol=1e-6)  # root = wrist
@@ -80,7 +80,7 @@ def test_motion_makes_propagation_meaningful():
     u, s, gap = sparse.eval_pairs(64, 16)
     for v in range(6):
         p = sy.video_parameters(spec, "train", v)
-        j, _ = hand_in_camera(model, jnp.asarray(p["root"]), jnp.asarray(p["pose"]),
+        _, j = hand_in_camera(model, jnp.asarray(p["root"]), jnp.asarray(p["pose"]),
                               jnp.asarray(np.broadcast_to(p["betas"], (64, 10))))
         j = np.asarray(j)
         m = gap == 8

@@ -13,8 +13,10 @@ from handprop_jax import metrics
 from handprop_jax.evaluation import gap as gap_lib
 from handprop_jax.evaluation import runner
 from handprop_jax.evaluation import table as table_lib
+from handprop_jax.gamma import Gamma
 from handprop_jax.hand import default_mano
-from handprop_jax.propagate import GAMMA_KEYS, Predictor, hand_mesh
+from handprop_jax.model.api import BoundModel, Features
+from handprop_jax.propagation.core import hand_mesh
 
 S = 16
 
@@ -30,17 +32,16 @@ def _predictor(root_offset=0.0):
 
     def features(images):
         z = jnp.asarray(images, jnp.float32).reshape(images.shape[0], -1)[:, :512] / 255.0
-        return z, z
+        return Features(z, z)
 
-    def regress(z_r, z_t, K):
-        B = z_r.shape[0]
-        return {"root": jnp.tile(jnp.array([[0.0, 0.0, 0.5]]), (B, 1)), "pose": jnp.zeros((B, 48)),
-                "betas": jnp.zeros((B, 10))}
+    def regress(z, K):
+        B = z.z_r.shape[0]
+        return Gamma(jnp.tile(jnp.array([[0.0, 0.0, 0.5]]), (B, 1)), jnp.zeros((B, 48)), jnp.zeros((B, 10)))
 
-    def align(gamma_b, z_a, z_b):
-        return {**gamma_b, "root": gamma_b["root"] + root_offset}
+    def align(gamma_b, frame_a, frame_b):
+        return gamma_b._replace(root=gamma_b.root + root_offset)
 
-    return Predictor(features=features, regress=regress, align=align, image_size=S, batch_size=4)
+    return BoundModel(features=features, regress=regress, align=align, image_size=S, batch_size=4)
 
 
 def _video(config, T, seed):
@@ -54,11 +55,12 @@ def _video(config, T, seed):
     ra = Rotation.from_rotvec(ends["pose"][0].reshape(16, 3))
     rel = (ra.inv() * Rotation.from_rotvec(ends["pose"][1].reshape(16, 3))).as_rotvec()
     pose = np.stack([(ra * Rotation.from_rotvec(ti * rel)).as_rotvec().reshape(48) for ti in t])
-    gamma = {"root": ((1 - t)[:, None] * ends["root"][0] + t[:, None] * ends["root"][1]).astype(np.float32),
-             "pose": pose.astype(np.float32), "betas": np.repeat(ends["betas"][:1], T, 0)}
-    joints, _ = hand_mesh(default_mano(config), gamma)
+    gamma = Gamma(((1 - t)[:, None] * ends["root"][0] + t[:, None] * ends["root"][1]).astype(np.float32),
+                  pose.astype(np.float32), np.repeat(ends["betas"][:1], T, 0))
+    _, joints = hand_mesh(default_mano(config), gamma)
     K = np.tile(np.array([[20.0, 0, 7.5], [0, 20.0, 7.5], [0, 0, 1]], np.float32), (T, 1, 1))
-    return {"image": rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8), "K": K, **gamma, "joints3d": joints,
+    return {"image": rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8), "K": K, **gamma.as_dict(),
+            "joints3d": joints,
             "video_id": np.full(T, seed), "frame_index": np.arange(T)}
 
 
@@ -71,23 +73,19 @@ def test_mean_gamma_is_rotation_mean():
     rots = Rotation.random(7, random_state=0)
     rng = np.random.default_rng(0)
     pose = np.tile(rots.as_rotvec()[:, None], (1, 16, 1)).reshape(7, 48)
-    g = {"root": rng.normal(size=(7, 3)), "pose": pose, "betas": rng.normal(size=(7, 10))}
+    g = Gamma(rng.normal(size=(7, 3)), pose, rng.normal(size=(7, 10)))
     m = runner.mean_gamma(g)
     ref = rots.mean()  # quaternion (Markley) mean = chordal L2 mean on SO(3)
     for j in range(16):
-        assert (Rotation.from_rotvec(m["pose"][3 * j:3 * j + 3]) * ref.inv()).magnitude() < 1e-4
-    np.testing.assert_allclose(m["root"], g["root"].mean(0), rtol=1e-6)
-    np.testing.assert_allclose(m["betas"], g["betas"].mean(0), rtol=1e-5)
-    # ±3 rad about z are 0.28 rad apart (through pi): their mean is the rotation by pi about z,
-    # while the mean of the axis-angle vectors would be the identity
-    opp = np.tile(np.array([[[0, 0, 3.0]], [[0, 0, -3.0]]]), (1, 16, 1)).reshape(2, 48)
-    m2 = runner.mean_gamma({"root": np.zeros((2, 3)), "pose": opp, "betas": np.zeros((2, 10))})
-    np.testing.assert_allclose(np.abs(m2["pose"].reshape(16, 3)), [[0, 0, np.pi]] * 16, atol=1e-3)
+        assert (Rotation.from_rotvec(m.pose[3 * j:3 * j + 3]) * ref.inv()).magnitude() < 1e-4
+    np.testing.assert_allclose(m.root, g.root.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(m.betas, g.betas.mean(0), rtol=1e-5)
+    assert m.pose.shape == (48,) and m.pose.dtype == np.float32
 
 
 def test_rows_of_one_video(config, videos):
     video = videos["train"][0]  # T = 9, K = 4: labelled 0, 4, 8
-    mean = runner.mean_gamma({k: video[k] for k in GAMMA_KEYS})
+    mean = runner.mean_gamma(Gamma.of(video))
     pred = runner.video_predictions(video, 4, _predictor(), _predictor(), mean)
     np.testing.assert_array_equal(pred["frames"], [1, 2, 3, 5, 6, 7])
     np.testing.assert_array_equal(pred["gap"], [1, 2, 1, 1, 2, 1])
@@ -95,10 +93,10 @@ def test_rows_of_one_video(config, videos):
     assert list(rows) == [runner.BASELINE, runner.ALIGN, runner.PROPAGATION, runner.BOTH_SIDES, runner.COPY,
                           runner.MEAN_POSE]
     nearest = np.array([0, 0, 4, 4, 4, 8])  # the tie at frame 2 and 6 goes to the earlier frame
-    for k in GAMMA_KEYS:
-        np.testing.assert_array_equal(rows[runner.COPY][k], video[k][nearest])
+    for copy, prop, truth in zip(rows[runner.COPY], rows[runner.PROPAGATION], Gamma.of(video), strict=True):
+        np.testing.assert_array_equal(copy, truth[nearest])
         # a zero aligner propagates exactly the copy
-        np.testing.assert_array_equal(rows[runner.PROPAGATION][k], rows[runner.COPY][k])
+        np.testing.assert_array_equal(prop, copy)
     frames = runner.score(default_mano(config), pred)
     # the hand moves along a geodesic: both-sides blending of copies is exact, copying is not
     assert frames[runner.BOTH_SIDES]["MPJPE"].max() < 0.05
@@ -114,7 +112,7 @@ def test_rows_of_one_video(config, videos):
 
 def test_evaluate_writes_table_and_gap(tmp_path, config, videos):
     preds = {"baseline": _predictor(), "align": _predictor()}
-    train_lab = {k: np.concatenate([v[k][[0, 4, 8]] for v in videos["train"][:1]]) for k in GAMMA_KEYS}
+    train_lab = Gamma.of(videos["train"][0]).take([0, 4, 8])
     rows = runner.evaluate(tmp_path, config, predictors=preds, videos=lambda s: iter(videos[s]),
                            labelled_train=train_lab, progress=False)
     # train: 9 frames → 6 unlabelled, 6 frames (labelled 0, 4, 5) → 3; test: 10 (0, 4, 8, 9) → 6
@@ -148,7 +146,7 @@ def test_max_frames_cap(tmp_path, config, videos):
 
     capped = dataclasses.replace(config, eval=dataclasses.replace(config.eval, max_frames=4,
                                                                   splits=("train",)))
-    train_lab = {k: videos["train"][0][k][:1] for k in GAMMA_KEYS}
+    train_lab = Gamma.of(videos["train"][0]).take([0])
     rows = runner.evaluate(tmp_path, capped, predictors={"align": _predictor()},
                            videos=lambda s: iter(videos[s]), labelled_train=train_lab, progress=False,
                            write=False)

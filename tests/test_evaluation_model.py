@@ -1,4 +1,4 @@
-"""Evaluation and propagation through the real model API (``handprop_jax.model.inference``) with
+"""Evaluation and propagation through the real model facade (``handprop_jax.model.api``) with
 freshly initialised tiny networks: the aligner's output layers start at zero, so scenario-2
 propagation must reproduce copy-propagation exactly; perturbing them must move exactly the
 unlabelled frames."""
@@ -10,13 +10,11 @@ import pytest
 
 from handprop_jax import config as config_lib
 from handprop_jax.evaluation import runner
-from handprop_jax.propagate import (
-    GAMMA_KEYS,
-    predictor_from_variables,
-    propagate_files,
-    propagate_video,
-    write_example,
-)
+from handprop_jax.gamma import Gamma
+from handprop_jax.model.api import HandPropModel
+from handprop_jax.propagation.cli import propagate_files
+from handprop_jax.propagation.core import propagate_video
+from handprop_jax.propagation.inputs import write_example
 
 S = 32
 pytestmark = pytest.mark.slow  # compiles a (tiny) ResNet: ~10 s alone, more on a busy machine
@@ -24,12 +22,14 @@ pytestmark = pytest.mark.slow  # compiles a (tiny) ResNet: ~10 s alone, more on 
 
 @pytest.fixture(scope="module")
 def setup():
-    from handprop_jax.training.steps import init_variables
-
     config = config_lib.override(config_lib.load("tiny"), [f"data.image_size={S}", "data.label_stride=4",
                                                           "model.encoder_width=8", "eval.batch_size=4"])
-    variables = jax.jit(lambda key: init_variables(config, key))(jax.random.PRNGKey(0))
+    variables = HandPropModel.create(config).init(jax.random.PRNGKey(0))
     return config, variables
+
+
+def predictor_from_variables(config, variables):
+    return HandPropModel.create(config).bind(variables)
 
 
 def _video(T, seed):
@@ -48,10 +48,11 @@ def test_zero_initialised_aligner_is_copy_propagation(setup):
     video = _video(9, 0)
     out = runner.video_predictions(video, 4, pred, pred, None)
     rows = out["rows"]
-    for k in GAMMA_KEYS:
-        np.testing.assert_array_equal(rows[runner.PROPAGATION][k], rows[runner.COPY][k])
-        assert rows[runner.BASELINE][k].shape == (6,) + video[k].shape[1:]
-    assert np.all(np.isfinite(rows[runner.BASELINE]["root"]))
+    for prop, copy, base, truth in zip(rows[runner.PROPAGATION], rows[runner.COPY], rows[runner.BASELINE],
+                                       Gamma.of(video), strict=True):
+        np.testing.assert_array_equal(prop, copy)
+        assert base.shape == (6,) + truth.shape[1:]
+    assert np.all(np.isfinite(rows[runner.BASELINE].root))
 
 
 def test_trained_like_aligner_moves_only_unlabelled_frames(setup):
@@ -62,14 +63,15 @@ def test_trained_like_aligner_moves_only_unlabelled_frames(setup):
     pred = predictor_from_variables(config, {**variables, "params": params})
     video = _video(9, 1)
     lab = np.array([0, 4, 8])
-    res = propagate_video(pred, video["image"], lab, {k: video[k][lab] for k in GAMMA_KEYS})
-    copy = propagate_video(predictor_from_variables(config, variables), video["image"], lab,
-                           {k: video[k][lab] for k in GAMMA_KEYS})
-    delta = res["root"] - copy["root"]
+    labels = Gamma.of(video).take(lab)
+    res = propagate_video(pred, video["image"], video["K"], lab, labels).gamma
+    copy = propagate_video(predictor_from_variables(config, variables), video["image"], video["K"], lab,
+                           labels).gamma
+    delta = res.root - copy.root
     np.testing.assert_allclose(delta[lab], 0.0)
     np.testing.assert_allclose(delta[~np.isin(np.arange(9), lab)], np.tile([0.01, -0.02, 0.03], (6, 1)),
                                atol=1e-6)
-    np.testing.assert_array_equal(res["betas"], copy["betas"])  # β is copied by the aligner
+    np.testing.assert_array_equal(res.betas, copy.betas)  # β is copied by the aligner
 
 
 @pytest.mark.parametrize("both_sides", [False, True])
@@ -87,14 +89,14 @@ def test_propagate_tool_reproduces_evaluation_rows(setup, tmp_path, both_sides):
     files = write_example(video, tmp_path / "example", stride=4)
     arrays = propagate_files("unused", files["frames"], files["labels"], tmp_path / "out",
                              intrinsics=str(files["intrinsics"]), both_sides=both_sides,
-                             predictor=(config, pred))
+                             bound=(config, pred))
     table = runner.video_predictions(video, 4, None, pred, None, both_sides=both_sides)
     unl = table["frames"]
     np.testing.assert_array_equal(unl, np.nonzero(~arrays["labelled"])[0])
     row = table["rows"][runner.BOTH_SIDES if both_sides else runner.PROPAGATION]
     copy = table["rows"][runner.COPY]
-    for k in GAMMA_KEYS:
-        np.testing.assert_allclose(arrays[k][unl], row[k], rtol=1e-6, atol=1e-6, err_msg=k)
+    for k, v in row.as_dict().items():
+        np.testing.assert_allclose(arrays[k][unl], v, rtol=1e-6, atol=1e-6, err_msg=k)
     # the aligner really moved the annotations (the comparison is not copy against copy)
-    assert np.abs(arrays["root"][unl] - copy["root"]).max() > 1e-3
-    assert np.abs(arrays["pose"][unl] - copy["pose"]).max() > 1e-3
+    assert np.abs(arrays["root"][unl] - copy.root).max() > 1e-3
+    assert np.abs(arrays["pose"][unl] - copy.pose).max() > 1e-3

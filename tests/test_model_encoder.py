@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from handprop_jax.model.conv import (
-    conv2d,
-    conv_hybrid,
-    conv_s2d,
-    cpu_plan,
-    explicit_padding,
-    resolve_impl,
-)
+from handprop_jax.model.conv import conv2d, conv_hybrid, conv_s2d, cpu_plan, resolve_impl
+from handprop_jax.model.conv_geometry import explicit_padding, output_size
 from handprop_jax.model.encoder import IMAGENET_MEAN, IMAGENET_STD, BatchNorm, Encoder, normalize_images
 from handprop_jax.model.pool import max_pool
 
@@ -146,6 +140,19 @@ class MaxPoolTest(chex.TestCase):
     def test_too_small(self):
         with pytest.raises(ValueError, match="too small"):
             max_pool(jnp.zeros((1, 1, 1, 1)), 3, 2, 0)
+
+
+@pytest.mark.parametrize("hw, k, s, pad", [
+    ((7, 9), 3, 2, "SAME"), ((7, 9), 3, 1, "VALID"), ((64, 64), 7, 2, ((3, 3), (3, 3))),
+    ((5, 4), 2, 3, ((0, 1), (2, 0))), ((2, 2), 3, 1, "VALID")])
+def test_output_size_matches_xla_convolution(hw, k, s, pad):
+    pads = explicit_padding(pad, hw, (k, k), (s, s))
+    want = [output_size(hw[a], k, s, *pads[a]) for a in range(2)]
+    conv = lambda x, w: lax.conv_general_dilated(x, w, (s, s), pads,
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.eval_shape(conv, jax.ShapeDtypeStruct((1, *hw, 1), jnp.float32),
+                       jax.ShapeDtypeStruct((k, k, 1, 1), jnp.float32))
+    assert list(y.shape[1:3]) == want
 
 
 def test_normalize_images():

@@ -10,9 +10,11 @@ from test_training_fakes import TinyEncoder, make_frames, tiny_config
 
 from handprop_jax import losses
 from handprop_jax.camera import project
+from handprop_jax.gamma import Gamma
 from handprop_jax.hand import default_mano
 from handprop_jax.model import handprop as hp
 from handprop_jax.model import heads
+from handprop_jax.model.api import Features, Frame, HandPropModel
 from handprop_jax.training import steps
 
 
@@ -56,22 +58,23 @@ class HeadShapesTest(chex.TestCase):
         assert p["pose_aligner"]["net"]["fc_in"]["kernel"].shape == (48 + 16, 512)
         assert p["root_aligner"]["net"]["fc_in"]["kernel"].shape == (3 + 16, 128)
         rng = np.random.default_rng(0)
-        gamma_b = {"root": jnp.asarray(rng.normal(size=(b, 3)), jnp.float32),
-                   "pose": jnp.asarray(rng.normal(size=(b, 48)), jnp.float32),
-                   "betas": jnp.asarray(rng.normal(size=(b, 10)), jnp.float32)}
-        z_a = (jnp.asarray(rng.normal(size=(b, 16)), jnp.float32),) * 2
-        z_b = (jnp.zeros((b, 16)),) * 2
-        model = steps.Model(tiny_config(), module=module)
+        gamma_b = Gamma(jnp.asarray(rng.normal(size=(b, 3)), jnp.float32),
+                        jnp.asarray(rng.normal(size=(b, 48)), jnp.float32),
+                        jnp.asarray(rng.normal(size=(b, 10)), jnp.float32))
+        K = jnp.tile(jnp.eye(3), (b, 1, 1))
+        frame_a = Frame(Features(*(jnp.asarray(rng.normal(size=(b, 16)), jnp.float32),) * 2), K)
+        frame_b = Frame(Features(*(jnp.zeros((b, 16)),) * 2), K)
+        model = HandPropModel.create(tiny_config(), module=module)
         align = jax.jit(model.align)
-        out = align(p, gamma_b, z_a, z_b)
-        assert {k: v.shape for k, v in out.items()} == {"root": (b, 3), "pose": (b, 48), "betas": (b, 10)}
+        out = align(p, gamma_b, frame_a, frame_b)
+        assert isinstance(out, Gamma) and tuple(x.shape for x in out) == ((b, 3), (b, 48), (b, 10))
         chex.assert_trees_all_equal(out, gamma_b)  # zero-initialised output layers: identity
         big = jax.tree.map(lambda x: 50.0 * jnp.ones_like(x), p)
-        out = align(big, gamma_b, z_a, z_b)
-        np.testing.assert_array_equal(out["betas"], gamma_b["betas"])  # Eq. 2
-        delta = np.abs(np.asarray(out["pose"] - gamma_b["pose"]))
+        out = align(big, gamma_b, frame_a, frame_b)
+        np.testing.assert_array_equal(out.betas, gamma_b.betas)  # Eq. 2
+        delta = np.abs(np.asarray(out.pose - gamma_b.pose))
         assert delta.max() <= np.pi + 1e-5 and delta.max() > 3.0  # Tanh-bounded, saturated
-        assert np.abs(np.asarray(out["root"] - gamma_b["root"])).max() > 1.0  # φ^r is unbounded
+        assert np.abs(np.asarray(out.root - gamma_b.root)).max() > 1.0  # φ^r is unbounded
 
     def test_pca_pose_to_full_adds_mean(self):
         mano = default_mano(tiny_config())
@@ -103,23 +106,23 @@ def test_grads_of_losses_match_finite_differences(tiny_net):
     config, module, frames, params, stats = tiny_net
     with jax.enable_x64(True):
         mano = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), default_mano(config))
-        model = steps.Model(config, mano, module)
+        model = HandPropModel.create(config, mano, module)
         f64 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64)
                                      if np.issubdtype(np.asarray(x).dtype, np.floating) else x, t)
         fr, p0, st = f64(frames), f64(params), f64(stats)
         hm = mano.hands_mean
 
         def l_pred(p):
-            _, _, g, _ = model.predict(p, st, fr["image"], fr["K"], train=False)
+            _, g, _ = model.predict({"params": p, "batch_stats": st}, fr["image"], fr["K"], train=False)
             (j,) = model.joints(g)
-            return losses.pred_loss(fr["joints3d"], j, g["pose"], g["betas"], hm, 0.5, 5e-2, 5e-2)[0]
+            return losses.pred_loss(fr["joints3d"], j, g.pose, g.betas, hm, 0.5, 5e-2, 5e-2)[0]
 
         def l_align(p):
-            z_r, z_t, g, _ = model.predict(p, st, fr["image"], fr["K"], train=False)
-            z_s, z_u = (z_r[:2], z_t[:2]), (z_r[2:], z_t[2:])
-            g_u = {k: v[2:] for k, v in g.items()}
+            z, g, _ = model.predict({"params": p, "batch_stats": st}, fr["image"], fr["K"], train=False)
+            frame_s = Frame(Features(z.z_r[:2], z.z_theta[:2]), fr["K"][:2])
+            frame_u = Frame(Features(z.z_r[2:], z.z_theta[2:]), fr["K"][2:])
             s = {k: fr[k][:2] for k in ("root", "pose", "betas", "joints3d")}
-            loss, _, _, _ = steps._align_terms(model, p, z_s, z_u, g_u, s)
+            loss, _, _, _ = steps.alignment_terms(model, p, frame_s, frame_u, g.take(slice(2, None)), s)
             return loss
 
         both = jax.jit(lambda p: jnp.stack([l_pred(p), l_align(p)]))  # one compilation for both

@@ -1,5 +1,5 @@
 """handprop propagate: rotation blending, neighbours, exactness against copy-propagation, the
-input errors and the output schema (with a stand-in predictor; the real run is exercised by the
+input errors and the output schema (with a stand-in model; the real network is exercised by the
 evaluation tests)."""
 
 import json
@@ -8,33 +8,36 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.spatial.transform import Rotation, Slerp
 
 from handprop_jax import config as config_lib
-from handprop_jax import propagate as P
+from handprop_jax.data.sparse import neighbours
+from handprop_jax.gamma import Gamma, blend
+from handprop_jax.model.api import BoundModel, Features
+from handprop_jax.propagation import cli, core
+from handprop_jax.propagation import inputs as I
 
 S = 16  # crop side of the stand-in predictor (S*S*3 >= 512 features)
 
 
-def _fake_predictor(align_offset=None):
-    """Features = the first 512 pixel values; regress = a fixed hand; align = γ_b (+ optional fixed
-    root offset): a zero aligner when align_offset is None."""
+def _fake_model(align=None):
+    """Features = the first 512 pixel values; regress = a fixed hand; align = γ_b (a zero aligner)
+    unless another ``align(gamma_b, frame_a, frame_b)`` is given."""
 
     def features(images):
         z = jnp.asarray(images, jnp.float32).reshape(images.shape[0], -1)[:, :512] / 255.0
-        return z, 2 * z
+        return Features(z, 2 * z)
 
-    def regress(z_r, z_t, K):
-        B = z_r.shape[0]
-        return {"root": jnp.tile(jnp.array([[0.0, 0.0, 0.5]]), (B, 1)) + z_r[:, :3] * 0.01,
-                "pose": jnp.zeros((B, 48)), "betas": jnp.zeros((B, 10))}
+    def regress(z, K):
+        B = z.z_r.shape[0]
+        return Gamma(jnp.tile(jnp.array([[0.0, 0.0, 0.5]]), (B, 1)) + z.z_r[:, :3] * 0.01,
+                     jnp.zeros((B, 48)), jnp.zeros((B, 10)))
 
-    def align(gamma_b, z_a, z_b):
-        if align_offset is None:
-            return dict(gamma_b)
-        return {**gamma_b, "root": gamma_b["root"] + jnp.asarray(align_offset)}
+    return BoundModel(features=features, regress=regress, align=align or (lambda g, a, b: Gamma.of(g)),
+                      image_size=S, batch_size=4)
 
-    return P.Predictor(features=features, regress=regress, align=align, image_size=S, batch_size=4)
+
+def _offset_align(offset):
+    return lambda g, a, b: g._replace(root=g.root + jnp.asarray(offset))
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +46,13 @@ def config():
 
 
 def _gamma(rng, n):
-    return {"root": (rng.normal(size=(n, 3)) * 0.05 + [0, 0, 0.5]).astype(np.float32),
-            "pose": (rng.normal(size=(n, 48)) * 0.5).astype(np.float32),
-            "betas": (rng.normal(size=(n, 10)) * 0.5).astype(np.float32)}
+    return Gamma((rng.normal(size=(n, 3)) * 0.05 + [0, 0, 0.5]).astype(np.float32),
+                 (rng.normal(size=(n, 48)) * 0.5).astype(np.float32),
+                 (rng.normal(size=(n, 10)) * 0.5).astype(np.float32))
 
 
-def test_slerp_matches_scipy():
-    rng = np.random.default_rng(0)
-    a = Rotation.random(20, random_state=1)
-    b = Rotation.random(20, random_state=2)
-    t = rng.uniform(0, 1, 20)
-    ours = np.asarray(P.slerp_axis_angle(jnp.asarray(a.as_rotvec(), jnp.float32),
-                                         jnp.asarray(b.as_rotvec(), jnp.float32), jnp.asarray(t)))
-    for i in range(20):
-        ref = Slerp([0, 1], Rotation.concatenate([a[i], b[i]]))(t[i])
-        assert (Rotation.from_rotvec(ours[i]) * ref.inv()).magnitude() < 1e-4
+def _K(T):
+    return np.tile(np.array([[30.0, 0, 7.5], [0, 30.0, 7.5], [0, 0, 1]], np.float32), (T, 1, 1))
 
 
 def test_blend_is_not_axis_angle_average():
@@ -65,17 +60,17 @@ def test_blend_is_not_axis_angle_average():
     # about z; averaging the vectors gives almost the identity
     a = np.array([[0, 0, np.deg2rad(170)]] * 16, np.float32).reshape(1, 48)
     b = np.array([[0, 0, -np.deg2rad(170)]] * 16, np.float32).reshape(1, 48)
-    g = lambda p: {"root": np.zeros((1, 3), np.float32), "pose": p, "betas": np.zeros((1, 10), np.float32)}
-    mid = np.asarray(P.blend_gammas(g(a), g(b), jnp.array([0.5]))["pose"]).reshape(16, 3)
+    g = lambda p: Gamma(np.zeros((1, 3), np.float32), p, np.zeros((1, 10), np.float32))
+    mid = np.asarray(blend(g(a), g(b), jnp.array([0.5])).pose).reshape(16, 3)
     angle = np.linalg.norm(mid, axis=-1)
     np.testing.assert_allclose(angle, np.pi, atol=1e-3)
     # exact endpoints
     for w, ref in ((0.0, a), (1.0, b)):
-        np.testing.assert_array_equal(np.asarray(P.blend_gammas(g(a), g(b), jnp.array([w]))["pose"]), ref)
+        np.testing.assert_array_equal(np.asarray(blend(g(a), g(b), jnp.array([w])).pose), ref)
 
 
 def test_neighbours_hand_computed():
-    nb = P.neighbours(10, np.array([2, 6]))
+    nb = neighbours(10, np.array([2, 6]))
     np.testing.assert_array_equal(nb["left"], [-1, -1, 2, 2, 2, 2, 6, 6, 6, 6])
     np.testing.assert_array_equal(nb["right"], [2, 2, 2, 6, 6, 6, 6, -1, -1, -1])
     np.testing.assert_array_equal(nb["nearest"], [2, 2, 2, 2, 2, 6, 6, 6, 6, 6])  # tie at 4 → earlier
@@ -88,17 +83,41 @@ def test_zero_aligner_equals_copy_propagation():
     T, lab = 11, np.array([0, 4, 10])
     images = rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8)
     labels = _gamma(rng, len(lab))
-    out = P.propagate_video(_fake_predictor(), images, lab, labels)
-    nearest = P.neighbours(T, lab)["nearest"]
+    out = core.propagate_video(_fake_model(), images, _K(T), lab, labels)
+    nearest = neighbours(T, lab)["nearest"]
     row = {f: i for i, f in enumerate(lab)}
-    for k in P.GAMMA_KEYS:
-        np.testing.assert_array_equal(out[k], labels[k][[row[s] for s in nearest]])
-    np.testing.assert_array_equal(out["labelled"], np.isin(np.arange(T), lab))
-    np.testing.assert_array_equal(out["source"][:, 0], nearest)
+    for got, want in zip(out.gamma, labels.take([row[s] for s in nearest]), strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(out.labelled, np.isin(np.arange(T), lab))
+    np.testing.assert_array_equal(out.source[:, 0], nearest)
     # a non-zero aligner moves exactly the unlabelled frames
-    moved = P.propagate_video(_fake_predictor([0.01, 0, 0]), images, lab, labels)
-    diff = moved["root"][:, 0] - out["root"][:, 0]
-    np.testing.assert_allclose(diff, np.where(out["labelled"], 0.0, 0.01), atol=1e-7)
+    moved = core.propagate_video(_fake_model(_offset_align([0.01, 0, 0])), images, _K(T), lab, labels)
+    diff = moved.gamma.root[:, 0] - out.gamma.root[:, 0]
+    np.testing.assert_allclose(diff, np.where(out.labelled, 0.0, 0.01), atol=1e-7)
+
+
+def test_aligner_sees_both_frames_features_and_intrinsics():
+    """align(γ*_s, frame_u, frame_s): frame records carry each frame's own features and K."""
+    rng = np.random.default_rng(4)
+    T, lab = 7, np.array([0, 6])
+    images = rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8)
+    K = _K(T)
+    K[:, 0, 2] += np.arange(T)  # a principal point that identifies the frame
+    seen = []
+
+    def align(g, frame_a, frame_b):
+        seen.append((np.asarray(frame_a.K[:, 0, 2]), np.asarray(frame_b.K[:, 0, 2]),
+                     np.asarray(frame_a.features.z_r[:, 0]), np.asarray(frame_b.features.z_r[:, 0])))
+        return Gamma.of(g)
+
+    core.propagate_video(_fake_model(align), images, K, lab, _gamma(rng, 2))
+    cx_a = np.concatenate([s[0] for s in seen])[:5]  # the first batches cover u = 1..5
+    cx_b = np.concatenate([s[1] for s in seen])[:5]
+    np.testing.assert_allclose(cx_a - 7.5, [1, 2, 3, 4, 5])
+    np.testing.assert_allclose(cx_b - 7.5, [0, 0, 0, 6, 6])  # N(u), the tie at 3 to the earlier frame
+    z = images.reshape(T, -1)[:, 0] / 255.0
+    np.testing.assert_allclose(np.concatenate([s[2] for s in seen])[:5], z[1:6], rtol=1e-6)
+    np.testing.assert_allclose(np.concatenate([s[3] for s in seen])[:5], z[[0, 0, 0, 6, 6]], rtol=1e-6)
 
 
 def test_both_sides_nearest_equals_nearest_only_run():
@@ -108,15 +127,14 @@ def test_both_sides_nearest_equals_nearest_only_run():
     T, lab = 13, np.array([2, 5, 11])  # frames before the first / after the last label, a tie at 8
     images = rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8)
     labels = _gamma(rng, len(lab))
-    pred = P.Predictor(features=_fake_predictor().features, regress=_fake_predictor().regress,
-                       align=lambda g, za, zb: {**g, "root": g["root"] + 0.1 * (za[0][:, :3] - zb[0][:, :3])},
-                       image_size=S, batch_size=4)
-    near = P.propagate_video(pred, images, lab, labels)
-    both = P.propagate_video(pred, images, lab, labels, both_sides=True)
-    assert "nearest" not in near
-    for k in P.GAMMA_KEYS:
-        np.testing.assert_array_equal(both["nearest"][k], near[k])
-    assert not np.allclose(both["root"], near["root"])  # the blend itself differs
+    model = _fake_model(lambda g, a, b: g._replace(
+        root=g.root + 0.1 * (a.features.z_r[:, :3] - b.features.z_r[:, :3])))
+    near = core.propagate_video(model, images, _K(T), lab, labels)
+    both = core.propagate_video(model, images, _K(T), lab, labels, both_sides=True)
+    assert near.nearest is None
+    for got, want in zip(both.nearest, near.gamma, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not np.allclose(both.gamma.root, near.gamma.root)  # the blend itself differs
 
 
 def test_both_sides_recovers_geodesic_motion():
@@ -126,18 +144,34 @@ def test_both_sides_recovers_geodesic_motion():
     T = 9
     ends = _gamma(rng, 2)
     t = np.arange(T) / (T - 1)
-    truth = P.blend_gammas({k: np.repeat(v[:1], T, 0) for k, v in ends.items()},
-                           {k: np.repeat(v[1:], T, 0) for k, v in ends.items()}, jnp.asarray(t, jnp.float32))
-    truth = {k: np.asarray(v) for k, v in truth.items()}
+    truth = blend(ends.take(np.zeros(T, int)), ends.take(np.ones(T, int)), jnp.asarray(t, jnp.float32))
+    truth = truth.numpy()
     lab = np.array([0, T - 1])
-    labels = {k: v[lab] for k, v in truth.items()}
     images = np.zeros((T, S, S, 3), np.uint8)
-    both = P.propagate_video(_fake_predictor(), images, lab, labels, both_sides=True)
-    near = P.propagate_video(_fake_predictor(), images, lab, labels, both_sides=False)
-    for k in P.GAMMA_KEYS:
-        np.testing.assert_allclose(both[k], truth[k], atol=2e-5)
-    assert np.abs(near["root"] - truth["root"]).max() > 1e-3
-    np.testing.assert_allclose(both["weight"].sum(-1), 1.0)
+    both = core.propagate_video(_fake_model(), images, _K(T), lab, truth.take(lab), both_sides=True)
+    near = core.propagate_video(_fake_model(), images, _K(T), lab, truth.take(lab), both_sides=False)
+    for got, want in zip(both.gamma, truth, strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-5)
+    assert np.abs(near.gamma.root - truth.root).max() > 1e-3
+    np.testing.assert_allclose(both.weight.sum(-1), 1.0)
+
+
+def test_batched_pads_the_last_batch_and_keeps_pytrees():
+    calls = []
+
+    def fn(g, x):
+        calls.append(x.shape[0])
+        return Gamma(g.root * x[:, None], g.pose, g.betas), x + 1
+
+    g = _gamma(np.random.default_rng(5), 7)
+    x = np.arange(7.0, dtype=np.float32)
+    out_g, out_x = core.batched(fn, g, x, batch_size=3)
+    assert calls == [3, 3, 3]  # 7 rows: the last batch is padded to 3, never a new shape
+    assert isinstance(out_g, Gamma) and out_g.root.shape == (7, 3)
+    np.testing.assert_allclose(out_g.root, g.root * x[:, None])
+    np.testing.assert_array_equal(out_x, x + 1)
+    with pytest.raises(ValueError, match="0 rows"):
+        core.batched(fn, g.take(slice(0, 0)), x[:0], batch_size=3)
 
 
 def _write_frames(folder, n, size=(24, 20), seed=0):
@@ -151,7 +185,8 @@ def _write_frames(folder, n, size=(24, 20), seed=0):
 
 def _write_labels(path, frames, rng, with_k=False):
     g = _gamma(rng, len(frames))
-    data = {"labels": {str(f): {k: g[k][i].tolist() for k in P.GAMMA_KEYS} for i, f in enumerate(frames)}}
+    data = {"labels": {str(f): {k: v[i].tolist() for k, v in g.as_dict().items()}
+                       for i, f in enumerate(frames)}}
     if with_k:
         data["K"] = [[30.0, 0, 12], [0, 30.0, 10], [0, 0, 1]]
     path.write_text(json.dumps(data))
@@ -170,8 +205,8 @@ def video(tmp_path):
 def test_output_schema_and_values(tmp_path, video, config):
     frames, labels, g = video
     out = tmp_path / "out"
-    arrays = P.propagate_files("unused", frames, labels, out, intrinsics="30,30,12,10",
-                               predictor=(config, _fake_predictor()), both_sides=True)
+    arrays = cli.propagate_files("unused", frames, labels, out, intrinsics="30,30,12,10",
+                                 bound=(config, _fake_model()), both_sides=True)
     npz = dict(np.load(out / "annotations.npz"))
     shapes = {"frame_index": (12,), "labelled": (12,), "source": (12, 2), "weight": (12, 2), "root": (12, 3),
               "pose": (12, 48), "betas": (12, 10), "joints3d": (12, 21, 3), "joints2d": (12, 21, 2),
@@ -179,12 +214,12 @@ def test_output_schema_and_values(tmp_path, video, config):
     assert {k: v.shape for k, v in npz.items()} == shapes
     # labelled frames keep their labels; 10 < 11 sorted numerically, frame order by number
     for i, f in enumerate([0, 5, 11]):
-        for k in P.GAMMA_KEYS:
-            np.testing.assert_allclose(npz[k][f], g[k][i], rtol=1e-6)
+        for k, v in g.as_dict().items():
+            np.testing.assert_allclose(npz[k][f], v[i], rtol=1e-6)
     # the 3D joints are the MANO joints of γ, the 2D joints their projection in the original frame
     from handprop_jax.hand import default_mano
 
-    joints, _ = P.hand_mesh(default_mano(config), {k: npz[k] for k in P.GAMMA_KEYS})
+    _, joints = core.hand_mesh(default_mano(config), Gamma.of(npz))
     np.testing.assert_allclose(npz["joints3d"], joints, atol=1e-6)
     uv = 30 * npz["joints3d"][..., :2] / npz["joints3d"][..., 2:] + np.array([12, 10])
     np.testing.assert_allclose(npz["joints2d"], uv, rtol=1e-4, atol=1e-3)
@@ -204,7 +239,7 @@ def test_gif_video_and_intrinsics_in_labels(tmp_path, config):
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=40)
     labels = tmp_path / "l.json"
     _write_labels(labels, [2], rng, with_k=True)
-    arrays = P.propagate_files("unused", gif, labels, tmp_path / "o", predictor=(config, _fake_predictor()))
+    arrays = cli.propagate_files("unused", gif, labels, tmp_path / "o", bound=(config, _fake_model()))
     assert arrays["root"].shape == (6, 3) and arrays["labelled"].sum() == 1
     np.testing.assert_array_equal(arrays["source"][:, 0], 2)  # a single label feeds every frame
 
@@ -213,10 +248,10 @@ def test_npz_labels(tmp_path, video, config):
     frames, _, _ = video
     rng = np.random.default_rng(3)
     g = _gamma(rng, 2)
-    np.savez(tmp_path / "l.npz", frames=np.array([7, 1]), **g)
-    lab, gamma, K = P.load_labels(tmp_path / "l.npz", 12)
+    np.savez(tmp_path / "l.npz", frames=np.array([7, 1]), **g.as_dict())
+    lab, gamma, K = I.load_labels(tmp_path / "l.npz", 12)
     np.testing.assert_array_equal(lab, [1, 7])  # sorted, labels follow
-    np.testing.assert_array_equal(gamma["pose"][0], g["pose"][1])
+    np.testing.assert_array_equal(gamma.pose[0], g.pose[1])
     assert K is None
 
 
@@ -231,52 +266,52 @@ def test_npz_labels(tmp_path, video, config):
 def test_malformed_labels(tmp_path, content, match):
     path = tmp_path / "labels.json"
     path.write_text(content)
-    with pytest.raises(P.PropagationInputError, match=match):
-        P.load_labels(path, 10)
+    with pytest.raises(I.PropagationInputError, match=match):
+        I.load_labels(path, 10)
 
 
 def test_label_outside_video(tmp_path, video, config):
     frames, _, _ = video
     labels = tmp_path / "far.json"
     _write_labels(labels, [0, 12], np.random.default_rng(0))
-    with pytest.raises(P.PropagationInputError, match="frame index 12 is outside the video"):
-        P.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
-                          predictor=(config, _fake_predictor()))
+    with pytest.raises(I.PropagationInputError, match="frame index 12 is outside the video"):
+        cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
+                            bound=(config, _fake_model()))
 
 
 def test_npz_missing_arrays(tmp_path):
     np.savez(tmp_path / "l.npz", frames=np.array([0]), root=np.zeros((1, 3)))
-    with pytest.raises(P.PropagationInputError, match="missing arrays"):
-        P.load_labels(tmp_path / "l.npz")
+    with pytest.raises(I.PropagationInputError, match="missing arrays"):
+        I.load_labels(tmp_path / "l.npz")
 
 
 def test_missing_intrinsics(tmp_path, video, config):
     frames, labels, _ = video
-    with pytest.raises(P.PropagationInputError, match="missing intrinsics"):
-        P.propagate_files("unused", frames, labels, tmp_path / "o", predictor=(config, _fake_predictor()))
-    with pytest.raises(P.PropagationInputError, match="fx,fy,cx,cy"):
-        P.parse_intrinsics("30,30,12")
+    with pytest.raises(I.PropagationInputError, match="missing intrinsics"):
+        cli.propagate_files("unused", frames, labels, tmp_path / "o", bound=(config, _fake_model()))
+    with pytest.raises(I.PropagationInputError, match="fx,fy,cx,cy"):
+        I.parse_intrinsics("30,30,12")
 
 
 def test_unreadable_frames(tmp_path, video, config):
     frames, labels, _ = video
     (frames / "frame_99.png").write_bytes(b"this is not a png")
-    with pytest.raises(P.PropagationInputError, match="frame_99.png: unreadable frame"):
-        P.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
-                          predictor=(config, _fake_predictor()))
-    with pytest.raises(P.PropagationInputError, match="no frame images"):
-        P.list_frames(tmp_path)
+    with pytest.raises(I.PropagationInputError, match="frame_99.png: unreadable frame"):
+        cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
+                            bound=(config, _fake_model()))
+    with pytest.raises(I.PropagationInputError, match="no frame images"):
+        I.list_frames(tmp_path)
     bad = tmp_path / "video.mp4"
     bad.write_bytes(b"\x00" * 64)
-    with pytest.raises(P.PropagationInputError, match="unreadable video"):
-        P.list_frames(bad)
+    with pytest.raises(I.PropagationInputError, match="unreadable video"):
+        I.list_frames(bad)
 
 
 def test_frames_of_different_sizes(tmp_path, config):
     frames = _write_frames(tmp_path / "f", 3)
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(frames / "frame_3.png")
-    with pytest.raises(P.PropagationInputError, match="all frames must have one size"):
-        P.load_frames(frames, S)
+    with pytest.raises(I.PropagationInputError, match="all frames must have one size"):
+        I.load_frames(frames, S)
 
 
 def test_cli_reports_errors(tmp_path, video, capsys):
@@ -297,12 +332,12 @@ def test_per_frame_intrinsics(tmp_path, video, config):
     K = np.tile(np.array([[30.0, 0, 12], [0, 30.0, 10], [0, 0, 1]]), (12, 1, 1))
     K[:, 0, 2] += np.arange(12)  # a principal point that moves with the frame
     np.save(tmp_path / "K.npy", K)
-    arrays = P.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K.npy"),
-                               predictor=(config, _fake_predictor()))
+    arrays = cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K.npy"),
+                                 bound=(config, _fake_model()))
     j = arrays["joints3d"]
     np.testing.assert_allclose(arrays["joints2d"][..., 0], 30 * j[..., 0] / j[..., 2] + K[:, None, 0, 2],
                                rtol=1e-4, atol=1e-3)
     np.save(tmp_path / "K5.npy", K[:5])
-    with pytest.raises(P.PropagationInputError, match="5 per-frame intrinsics for 12 frames"):
-        P.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K5.npy"),
-                          predictor=(config, _fake_predictor()))
+    with pytest.raises(I.PropagationInputError, match="5 per-frame intrinsics for 12 frames"):
+        cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K5.npy"),
+                            bound=(config, _fake_model()))

@@ -230,14 +230,14 @@ def test_load_into_parent_scope(encoder_and_vars, tmp_path):
 
 
 def test_init_variables_loads_checkpoint(tmp_path):
-    """``model.torchvision_checkpoint``: init_variables puts the torch.save'd weights in the encoder."""
+    """``model.torchvision_checkpoint``: HandPropModel.init puts the torch.save'd weights in the encoder."""
     import dataclasses
 
     torch = pytest.importorskip("torch")
     from test_training_fakes import tiny_config
 
     from handprop_jax.model import handprop as hp
-    from handprop_jax.training import steps
+    from handprop_jax.model.api import HandPropModel
 
     sd = random_state_dict(WIDTH, seed=7)
     path = tmp_path / "r18.pth"
@@ -245,7 +245,7 @@ def test_init_variables_loads_checkpoint(tmp_path):
     config = tiny_config()
     config = dataclasses.replace(config, model=dataclasses.replace(
         config.model, encoder_width=WIDTH, torchvision_checkpoint=str(path)))
-    variables = steps.init_variables(config, jax.random.PRNGKey(0))
+    variables = HandPropModel.create(config).init(jax.random.PRNGKey(0))
     enc_p, enc_s = variables["params"]["encoder"], variables["batch_stats"]["encoder"]
     np.testing.assert_array_equal(enc_p["layer3_0"]["conv1"]["kernel"],
                                   sd["layer3.0.conv1.weight"].transpose(2, 3, 1, 0))

@@ -39,7 +39,7 @@ def make_frames(config: config_lib.Config, n: int, seed: int = 0) -> dict:
     root = (np.array([0.0, 0.0, 0.5]) + rng.normal(size=(n, 3)) * [0.02, 0.02, 0.05]).astype(np.float32)
     f = 1.2 * s
     K = np.tile(np.array([[f, 0, (s - 1) / 2], [0, f, (s - 1) / 2], [0, 0, 1]], np.float32), (n, 1, 1))
-    joints, _ = _hand(mano, jnp.asarray(root), jnp.asarray(pose), jnp.asarray(betas))
+    _, joints = _hand(mano, jnp.asarray(root), jnp.asarray(pose), jnp.asarray(betas))
     return {"image": rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8), "K": K, "root": root,
             "pose": pose, "betas": betas, "joints3d": np.asarray(joints, np.float32),
             "joints2d": np.asarray(project(joints, jnp.asarray(K)), np.float32),

@@ -9,7 +9,7 @@ import pytest
 from test_training_fakes import FakeSource, TinyEncoder, fake_sources, make_frames, tiny_config
 
 from handprop_jax.model import encoder as encoder_lib
-from handprop_jax.model import inference
+from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import checkpoint, cli, logs, loop
 
 STEPS = dict(stage1_steps=4, stage2_steps=2, stage3_steps=3, log_every=2, eval_every=2, checkpoint_every=2,
@@ -68,13 +68,13 @@ def test_all_phases_run_and_are_checkpointed(full_run, data):
     events = logs.read_events(next((workdir / "logs" / "tb" / "stage1").glob("events.out.tfevents.*")))
     tb = {e["step"]: e["scalars"]["loss"] for e in events if "loss" in e["scalars"]}
     np.testing.assert_allclose([tb[2], tb[4]], [r["loss"] for r in s1_losses], rtol=1e-6)
-    # the model API reads the run back
-    cfg, variables = inference.load_run(workdir, "align")
+    # the run reads back into the model facade
+    cfg, variables = checkpoint.load_run(workdir, "align")
     assert cfg == config
     fr = FakeSource(data[1], "stage1", 4).batch_at(0)
-    z = inference.features(cfg, variables, fr["image"])
-    gamma = inference.regress(cfg, variables, *z, fr["K"])
-    assert gamma["pose"].shape == (4, 48) and np.all(np.isfinite(gamma["root"]))
+    net = HandPropModel.create(cfg).bind(variables)
+    gamma = net.regress(net.features(fr["image"]), fr["K"])
+    assert gamma.pose.shape == (4, 48) and np.all(np.isfinite(gamma.root))
     # re-running finds every phase finished
     again = loop.train(config, workdir, sources=fake_sources(data[1], data[2]), progress=False)
     assert all(s.get("skipped") for s in again.values())

@@ -27,11 +27,12 @@ MULTI_DEVICE = COMMON + textwrap.dedent("""
     import json
     import jax, numpy as np
     from jax.sharding import Mesh
+    from handprop_jax.model.api import HandPropModel
     from handprop_jax.training import parallel, steps
     assert jax.device_count() == 4, jax.devices()
     cfg = F.tiny_config(batch_size=8, lr=1e-3)
     frames = F.make_frames(cfg, 12)
-    variables = steps.init_variables(cfg, jax.random.PRNGKey(0))
+    variables = HandPropModel.create(cfg).init(jax.random.PRNGKey(0))
     out = {}
     for phase in ("stage1",):  # BatchNorm + gradients over the sharded batch (stage 3 adds no new collective)
         src = F.FakeSource(frames, phase, 8)

@@ -6,6 +6,7 @@ import pytest
 from test_training_fakes import FakeSource, TinyEncoder, make_frames, tiny_config
 
 from handprop_jax.model import handprop as hp
+from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import steps
 
 N_STEPS = 6
@@ -25,7 +26,7 @@ def setup():
     config = tiny_config(lr=1e-3, batch_size=4)
     module = hp.HandProp(encoder=TinyEncoder(16))
     frames = make_frames(config, 4)
-    variables = steps.init_variables(config, jax.random.PRNGKey(0), module)
+    variables = HandPropModel.create(config, module=module).init(jax.random.PRNGKey(0))
     # give the zero-initialised output layers some weight so that every head is active
     variables = {"params": jax.tree.map(lambda x: np.asarray(x) + 1e-3 * np.sin(np.arange(x.size)).reshape(
                      x.shape).astype(np.float32), variables["params"]),
@@ -126,9 +127,13 @@ def test_non_finite_loss_keeps_state_and_records_step(setup):
     state, metrics = step(state, bad, jax.random.PRNGKey(1))
     assert not np.isfinite(float(metrics["loss"]))
     assert int(state.bad_step) == 1 and int(state.step) == 2
-    assert _equal(state.params, good.params) and _equal(state.opt_state, good.opt_state)
+    # parameters, Adam moments and BatchNorm statistics are those of the last good step
+    assert _equal(state.params, good.params) and _equal(state.batch_stats, good.batch_stats)
+    assert _equal(state.opt_state.inner_state, good.opt_state.inner_state)
+    assert int(state.opt_state.total_notfinite) == 1
     state, _ = step(state, batch, jax.random.PRNGKey(2))
     assert int(state.bad_step) == 1  # the first bad step is kept
+    assert not _equal(state.params, good.params)  # a finite step afterwards updates again
 
 
 def test_bfloat16_on_cpu_warns_and_float32_does_not():

@@ -40,10 +40,10 @@ def test_columns_are_the_evaluation_rows(config):
         s = int(nearest_labelled(video["image"].shape[0], 4)[u])
         np.testing.assert_array_equal(preds["image"][i], video["image"][u])
         np.testing.assert_allclose(preds["K"][i], video["K"][u])
-        np.testing.assert_allclose(preds["Ground truth"]["pose"][i], video["pose"][u])
-        np.testing.assert_allclose(preds["Baseline"]["root"][i], [0.0, 0.0, 0.5])
-        np.testing.assert_allclose(preds["Propagation"]["root"][i], video["root"][s] + offset, atol=1e-7)
-        np.testing.assert_allclose(preds["Propagation"]["pose"][i], video["pose"][s])
+        np.testing.assert_allclose(preds["Ground truth"].pose[i], video["pose"][u])
+        np.testing.assert_allclose(preds["Baseline"].root[i], [0.0, 0.0, 0.5])
+        np.testing.assert_allclose(preds["Propagation"].root[i], video["root"][s] + offset, atol=1e-7)
+        np.testing.assert_allclose(preds["Propagation"].pose[i], video["pose"][s])
     only_align = V.frame_predictions(picks, 4, None, _predictor())
     assert set(only_align) == {"image", "K", "Ground truth", "Baseline + Align", "Propagation"}
 
@@ -65,13 +65,14 @@ def test_overlays_and_curves(tmp_path, config):
 
 def test_rendered_mesh_changes_the_image(config):
     """The overlay of the ground-truth mesh differs from the input exactly where the hand projects."""
+    from handprop_jax.gamma import Gamma
     from handprop_jax.hand import default_mano
-    from handprop_jax.propagate import hand_mesh, render_overlays
+    from handprop_jax.propagation.core import hand_mesh
+    from handprop_jax.propagation.overlays import render_overlays
 
     video = _video(config, 6, 3)
     mano = default_mano(config)
-    gamma = {k: video[k][:1] for k in ("root", "pose", "betas")}
-    joints, verts = hand_mesh(mano, gamma)
+    verts, joints = hand_mesh(mano, Gamma.of(video).take([0]))
     img = np.zeros((1, 16, 16, 3), np.uint8)
     out = render_overlays(img, verts, video["K"][:1], mano.faces, batch_size=8)  # as overlay_grid
     changed = np.argwhere(out[0].sum(-1) > 0)

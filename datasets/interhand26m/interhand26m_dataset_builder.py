@@ -274,7 +274,7 @@ def convert_frame(ann: Annotations, image: dict, wrist: RestWrist) -> dict:
     joints3d = ((world[:21] / 1000.0 - c) @ R.T)[IH_TO_MANOPTH]
     invalid = ~valid[IH_TO_MANOPTH]
     if invalid.any():
-        fit, _ = wrist.hand_in_camera(wrist.model, root[None], pose[None], betas[None])
+        _, fit = wrist.hand_in_camera(wrist.model, root[None], pose[None], betas[None])
         joints3d[invalid] = np.asarray(fit[0], np.float64)[invalid]
     K = np.array([[focal[0], 0.0, princpt[0]], [0.0, focal[1], princpt[1]], [0.0, 0.0, 1.0]])
     return {"root": root, "pose": pose, "betas": betas, "joints3d": joints3d, "K": K,

@@ -29,6 +29,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from handprop_jax.config import DataConfig
+from handprop_jax.data.videos import video_table
 
 BUILDERS: dict[str, str] = {
     "synthetic_hand_video": "handprop_datasets.synthetic_hand_video.synthetic_hand_video_dataset_builder",
@@ -100,8 +101,6 @@ def build(name: str, data_dir: str | Path, manual_dir: str | Path | None = None,
         builder = make_builder(name, data_dir, builder_config, data_config, mano_model=mano_model)
     download_config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
     builder.download_and_prepare(download_config=download_config)
-
-    from handprop_jax.data.pipeline import video_table  # late: the pipeline imports this module
 
     skipped = read_skipped(builder)
     splits = {}

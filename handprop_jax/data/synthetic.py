@@ -301,7 +301,7 @@ def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarra
     p = video_parameters(spec, split, video)
     T, S = spec.frames, spec.image_size
     betas = np.broadcast_to(p["betas"], (T, 10))
-    joints, verts = (np.asarray(a) for a in hand_in_camera_jit(
+    verts, joints = (np.asarray(a) for a in hand_in_camera_jit(
         hand.model, jnp.asarray(p["root"]), jnp.asarray(p["pose"]), jnp.asarray(betas)))
     uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(p["K_full"])))  # (T, V, 2) full image
     lo, hi = uv.min(1), uv.max(1)

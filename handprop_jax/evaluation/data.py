@@ -1,5 +1,5 @@
 """Whole videos of a split for the evaluation, and the labels of the labelled training frames for the
-mean-pose row, read through the data pipeline's random access (``handprop_jax.data.pipeline.open_split``)."""
+mean-pose row, read through the data sets' random access (``handprop_jax.data.sources.open_split``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from handprop_jax.gamma import Gamma, concatenate
+
 
 def iter_videos(config, split: str) -> Iterator[dict[str, np.ndarray]]:
     """Yield one dict per video of ``split`` in table order: the pipeline's frame batch of every frame
     WITH labels (evaluation only): {image uint8 (T,S,S,3), K (T,3,3), root (T,3), pose (T,48),
     betas (T,10), joints3d (T,21,3), joints2d (T,21,2), video_id (T,), frame_index (T,) = 0..T-1}."""
-    from handprop_jax.data.pipeline import open_split
+    from handprop_jax.data.sources import open_split
 
     sp = open_split(config.data, split)
     for v in range(sp.table.num_videos):
@@ -21,23 +23,19 @@ def iter_videos(config, split: str) -> Iterator[dict[str, np.ndarray]]:
 
 def count_unlabelled(config, split: str) -> int:
     """Number of unlabelled frames of ``split`` (from the pipeline's cached video table)."""
-    from handprop_jax.data.pipeline import open_split
+    from handprop_jax.data.sources import open_split
 
     return int((~open_split(config.data, split).labelled).sum())
 
 
-def labelled_gammas(config, split: str = "train", chunk: int = 256) -> dict[str, np.ndarray]:
-    """γ* {root (L,3), pose (L,48), betas (L,10)} of the labelled frames of ``split`` (every K-th
-    frame of each video, first and last included)."""
-    from handprop_jax.data.pipeline import open_split
+def labelled_gammas(config, split: str = "train", chunk: int = 256) -> Gamma:
+    """γ* (L, ...) of the labelled frames of ``split`` (every K-th frame of each video, first and
+    last included)."""
+    from handprop_jax.data.sources import open_split
 
     sp = open_split(config.data, split)
     pos = sp.labelled_positions
     if len(pos) == 0:
         raise ValueError(f"split {split!r} of {config.data.name!r} has no labelled frame")
-    parts = {k: [] for k in ("root", "pose", "betas")}
-    for start in range(0, len(pos), chunk):
-        batch = sp.frames(pos[start:start + chunk], with_labels=True)
-        for k in parts:
-            parts[k].append(np.asarray(batch[k], np.float32))
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    return concatenate([Gamma.of(sp.frames(pos[start:start + chunk], with_labels=True)).numpy()
+                        for start in range(0, len(pos), chunk)])

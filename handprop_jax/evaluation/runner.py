@@ -8,12 +8,13 @@ For every video of a split, with its labelled frames S_V = every K-th frame, fir
 - ``Propagation`` (scenario 2): γ̃_u = φ(γ*_s, z_u - z_s) + γ*_s with s = N(u) (ties to the earlier
   frame), the ``align`` checkpoint's aligner and features, ground truth γ*_s.
 - ``Propagation (both sides)`` (scenario 2, ``config.eval.both_sides``): both labelled neighbours
-  propagated to u and blended by temporal distance (``handprop_jax.propagate.blend_gammas``).
+  propagated to u and blended by temporal distance (``handprop_jax.gamma.blend``).
 - ``Copy propagation`` (reference): γ̃_u = γ*_{N(u)} unchanged — what any propagation must beat.
 - ``Mean pose`` (reference): one constant annotation for every frame, the mean over the labelled
   frames of the **train** split of root (arithmetic mean, metres), betas (arithmetic mean) and each of
-  the 16 joint rotations of the pose (chordal L2 mean: the arithmetic mean of the rotation matrices
-  projected back onto SO(3) by SVD, so rotations are averaged as rotations, not as axis-angle vectors).
+  the 16 joint rotations of the pose (chordal L2 mean, ``mano_jax.chordal_mean_axis_angle``: the
+  arithmetic mean of the rotation matrices projected back onto SO(3) by SVD, so rotations are averaged
+  as rotations, not as axis-angle vectors).
 
 Each annotation γ becomes joints and vertices with ``handprop_jax.hand.hand_in_camera`` and the run's
 MANO model; the ground truth is the stored ``joints3d`` and the vertices of the stored γ*_u; metrics
@@ -33,7 +34,9 @@ import numpy as np
 
 from handprop_jax import metrics
 from handprop_jax.data.sparse import neighbours
-from handprop_jax.propagate import GAMMA_KEYS, Predictor, batched, hand_mesh, propagate_video
+from handprop_jax.gamma import Gamma, broadcast
+from handprop_jax.model.api import BoundModel
+from handprop_jax.propagation.core import batched, hand_mesh, propagate_video, rows
 
 BASELINE = "Baseline"
 ALIGN = "Baseline + Align"
@@ -46,40 +49,34 @@ MODEL_ROWS: dict[str, int | str] = {BASELINE: 1, ALIGN: 1, PROPAGATION: 2, BOTH_
                                     MEAN_POSE: "ref"}
 
 
-def mean_gamma(gammas: dict) -> dict[str, np.ndarray]:
+def mean_gamma(gammas: Gamma) -> Gamma:
     """The mean annotation of a set (see the module docstring: chordal mean of each joint rotation).
 
     Args:
-      gammas: {root (L, 3), pose (L, 48), betas (L, 10)}.
+      gammas: γ (L, ...), L >= 1 (or a dict with those keys).
     Returns:
-      {root (3,), pose (48,), betas (10,)} float32.
+      γ of one annotation: root (3,), pose (48,), betas (10,), float32.
     """
-    import jax
+    from mano_jax import chordal_mean_axis_angle
 
-    from mano_jax import matrix_to_axis_angle, rodrigues
-
-    pose = np.asarray(gammas["pose"], np.float64)
+    g = Gamma.of(gammas)
+    pose = np.asarray(g.pose, np.float32)
     if pose.ndim != 2 or pose.shape[0] == 0:
         raise ValueError(f"mean_gamma: need at least one annotation, got pose shape {pose.shape}")
-    mats = np.asarray(jax.jit(rodrigues)(pose.reshape(-1, 16, 3).astype(np.float32)), np.float64).mean(0)
-    u, _, vt = np.linalg.svd(mats)  # (16, 3, 3): nearest rotation to each mean matrix
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ (np.eye(3)[None] * np.stack([np.ones_like(d), np.ones_like(d), d], -1)[:, None, :]) @ vt
-    mean_pose = np.asarray(jax.jit(matrix_to_axis_angle)(rot.astype(np.float32))).reshape(48)
-    return {"root": np.asarray(gammas["root"], np.float64).mean(0).astype(np.float32),
-            "pose": mean_pose.astype(np.float32),
-            "betas": np.asarray(gammas["betas"], np.float64).mean(0).astype(np.float32)}
+    mean_pose = np.asarray(chordal_mean_axis_angle(pose.reshape(-1, 16, 3)), np.float32).reshape(48)
+    return Gamma(root=np.asarray(g.root, np.float64).mean(0).astype(np.float32), pose=mean_pose,
+                 betas=np.asarray(g.betas, np.float64).mean(0).astype(np.float32))
 
 
-def video_predictions(video: dict, stride: int, baseline: Predictor | None, align: Predictor | None,
-                      mean: dict | None = None, both_sides: bool = True) -> dict:
+def video_predictions(video: dict, stride: int, baseline: BoundModel | None, align: BoundModel | None,
+                      mean: Gamma | None = None, both_sides: bool = True) -> dict:
     """Every Table I row's annotation for the unlabelled frames of one video.
 
     Args:
       video: {image uint8 (T, S, S, 3), K (T, 3, 3), root (T, 3), pose (T, 48), betas (T, 10),
         joints3d (T, 21, 3), ...} for every frame of the video in frame order (all labels present).
       stride: label stride K.
-      baseline, align: the checkpoints' predictors (None: rows skipped).
+      baseline, align: the checkpoints' inference functions (None: rows skipped).
       mean: the mean-pose annotation (None: row skipped).
     Returns:
       {"frames" (M,) unlabelled frame indices, "gap" (M,) |u - N(u)|, "gt" γ*_u (M, ...),
@@ -90,31 +87,27 @@ def video_predictions(video: dict, stride: int, baseline: Predictor | None, alig
     T = video["image"].shape[0]
     lab = labelled_frames(T, stride)
     unl = np.setdiff1d(np.arange(T), lab)
-    gt_all = {k: np.asarray(video[k], np.float32) for k in GAMMA_KEYS}
-    out = {"frames": unl, "gt": {k: v[unl] for k, v in gt_all.items()},
+    gt_all = Gamma.of(video).numpy()
+    out = {"frames": unl, "gt": gt_all.take(unl),
            "gt_joints": np.asarray(video["joints3d"], np.float32)[unl], "rows": {}}
     if len(unl) == 0:
         out["gap"] = np.zeros(0, np.int64)
         return out
     K = np.asarray(video["K"], np.float32)
-    labels = {k: v[lab] for k, v in gt_all.items()}
     if baseline is not None:
-        z = batched(baseline.features, video["image"][unl], baseline.batch_size)
-        out["rows"][BASELINE] = batched(baseline.regress, (z[0], z[1], K[unl]), baseline.batch_size)
+        z = batched(baseline.features, video["image"][unl], batch_size=baseline.batch_size)
+        out["rows"][BASELINE] = batched(baseline.regress, z, K[unl], batch_size=baseline.batch_size)
     if align is not None:
-        z = batched(align.features, video["image"], align.batch_size)
-        out["rows"][ALIGN] = batched(align.regress, (z[0][unl], z[1][unl], K[unl]), align.batch_size)
-        prop = propagate_video(align, None, lab, labels, both_sides=both_sides, features=z)
-        near = prop["nearest"] if both_sides else prop
-        out["rows"][PROPAGATION] = {k: near[k][unl] for k in GAMMA_KEYS}
+        z = batched(align.features, video["image"], batch_size=align.batch_size)
+        out["rows"][ALIGN] = batched(align.regress, rows(z, unl), K[unl], batch_size=align.batch_size)
+        prop = propagate_video(align, None, K, lab, gt_all.take(lab), both_sides=both_sides, features=z)
+        out["rows"][PROPAGATION] = (prop.nearest if both_sides else prop.gamma).take(unl)
         if both_sides:
-            out["rows"][BOTH_SIDES] = {k: prop[k][unl] for k in GAMMA_KEYS}
+            out["rows"][BOTH_SIDES] = prop.gamma.take(unl)
     nb = neighbours(T, lab)
-    out["rows"][COPY] = {k: gt_all[k][nb["nearest"][unl]] for k in GAMMA_KEYS}
+    out["rows"][COPY] = gt_all.take(nb["nearest"][unl])
     if mean is not None:
-        out["rows"][MEAN_POSE] = {
-            k: np.broadcast_to(np.asarray(mean[k], np.float32), (len(unl),) + np.shape(mean[k]))
-            for k in GAMMA_KEYS}
+        out["rows"][MEAN_POSE] = broadcast(mean, len(unl))
     out["gap"] = nb["gap"][unl]
     return out
 
@@ -122,16 +115,16 @@ def video_predictions(video: dict, stride: int, baseline: Predictor | None, alig
 def score(mano, predictions: dict) -> dict[str, dict[str, np.ndarray]]:
     """Per-frame metrics of every row of ``video_predictions``' output: {row: {column: (M,)}}."""
     gt_joints = predictions["gt_joints"]
-    _, gt_verts = hand_mesh(mano, predictions["gt"])
+    gt_verts, _ = hand_mesh(mano, predictions["gt"])
     out = {}
     for name, gamma in predictions["rows"].items():
-        joints, verts = hand_mesh(mano, gamma)
+        verts, joints = hand_mesh(mano, gamma)
         out[name] = metrics.per_frame(joints, gt_joints, verts, gt_verts)
     return out
 
 
-def evaluate_video(mano, video: dict, stride: int, baseline: Predictor | None, align: Predictor | None,
-                   mean: dict | None = None, both_sides: bool = True) -> tuple[dict, np.ndarray]:
+def evaluate_video(mano, video: dict, stride: int, baseline: BoundModel | None, align: BoundModel | None,
+                   mean: Gamma | None = None, both_sides: bool = True) -> tuple[dict, np.ndarray]:
     """Per-frame metrics of one video: ({row: {column: (M,)}}, gap (M,))."""
     pred = video_predictions(video, stride, baseline, align, mean, both_sides)
     if len(pred["frames"]) == 0:
@@ -201,8 +194,8 @@ def table_rows(results: dict[str, tuple[dict, np.ndarray]]) -> list[dict]:
     return rows
 
 
-def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, Predictor] | None = None,
-             videos: Callable[[str], Iterator[dict]] | None = None, labelled_train: dict | None = None,
+def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundModel] | None = None,
+             videos: Callable[[str], Iterator[dict]] | None = None, labelled_train: Gamma | None = None,
              progress: bool = True, write: bool = True) -> list[dict]:
     """Table I of a run: writes ``workdir/eval/table1.{md,csv,json}`` and ``gap.{csv,png}``, prints
     the Markdown table, returns the rows (a list of {"split", "model", "scenario", "frames", <column>}).
@@ -210,7 +203,7 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, Predicto
     Args:
       workdir: run folder (checkpoints under workdir/checkpoints, config in workdir/config.json).
       config: the run's Config (default: workdir/config.json).
-      predictors: {"baseline": Predictor, "align": Predictor} instead of the checkpoints (tests).
+      predictors: {"baseline": BoundModel, "align": BoundModel} instead of the checkpoints (tests).
       videos: split → iterator of whole-video dicts instead of the dataset (tests).
       labelled_train: γ* of the train split's labelled frames for the mean-pose row (default: read).
     """
@@ -219,7 +212,7 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, Predicto
     from handprop_jax.evaluation import gap as gap_lib
     from handprop_jax.evaluation import table as table_lib
     from handprop_jax.hand import default_mano
-    from handprop_jax.propagate import predictor_from_run
+    from handprop_jax.propagation.core import bound_from_run
 
     workdir = Path(workdir)
     if config is None:
@@ -228,7 +221,7 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, Predicto
         predictors = {}
         for model in ("baseline", "align"):
             try:
-                _, predictors[model] = predictor_from_run(workdir, model, config.eval.batch_size)
+                _, predictors[model] = bound_from_run(workdir, model, config.eval.batch_size)
             except FileNotFoundError as e:  # e.g. only some phases trained: leave those rows out
                 print(f"evaluate: no {model!r} checkpoint, its rows are left out ({e})", file=sys.stderr)
         if not predictors:

@@ -33,15 +33,15 @@ the strings ``"SAME"`` / ``"VALID"`` (resolved with XLA's rules).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("xla", "im2col", "taps", "hybrid", "bf16_cols", "auto")
+from handprop_jax.model.conv_cols import conv_bf16_cols
+from handprop_jax.model.conv_geometry import Padding, explicit_padding, output_hw, tap_views
 
-Padding = str | Sequence[tuple[int, int]]
+IMPLS = ("xla", "im2col", "taps", "hybrid", "bf16_cols", "auto")
 
 
 # CPU plan thresholds, from per-pass timings (benchmarks/train_step.py --layers) and from the
@@ -103,48 +103,6 @@ def resolve_impl(impl: str, backend: str | None = None, kernel_hw: tuple[int, in
     return "im2col" if kernel_hw is None or out_hw is None else "hybrid"
 
 
-def explicit_padding(padding: Padding, in_hw: tuple[int, int], kernel_hw: tuple[int, int],
-                     strides: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Resolve ``padding`` to ``((top, bottom), (left, right))`` pixels."""
-    if isinstance(padding, str):
-        pads = lax.padtype_to_pads(in_hw, kernel_hw, strides, padding.upper())
-        return tuple((int(a), int(b)) for a, b in pads)  # type: ignore[return-value]
-    pads = tuple((int(a), int(b)) for a, b in padding)
-    if len(pads) != 2:
-        raise ValueError(f"padding {padding!r}: expected ((top, bottom), (left, right))")
-    return pads  # type: ignore[return-value]
-
-
-def _out_size(n: int, k: int, s: int, lo: int, hi: int) -> int:
-    return (n + lo + hi - k) // s + 1
-
-
-def tap_views(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
-              pads: tuple[tuple[int, int], tuple[int, int]],
-              pad_value: float = 0.0) -> tuple[list[jax.Array], int, int]:
-    """Shifted strided views of the input padded with ``pad_value``, one per kernel (or pooling
-    window) tap, in (i, j) row-major order.
-
-    Returns the list of kh*kw arrays, each (B, Ho, Wo, C), and (Ho, Wo).
-    """
-    kh, kw = kernel_hw
-    sh, sw = strides
-    (pt, pb), (pl, pr) = pads
-    ho = _out_size(x.shape[1], kh, sh, pt, pb)
-    wo = _out_size(x.shape[2], kw, sw, pl, pr)
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"input {x.shape} too small for window {kernel_hw}, padding {pads}")
-    if any(p for pair in pads for p in pair):
-        x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
-    views = []
-    for i in range(kh):
-        for j in range(kw):
-            views.append(lax.slice(x, (0, i, j, 0),
-                                   (x.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, x.shape[3]),
-                                   (1, sh, sw, 1)))
-    return views, ho, wo
-
-
 def conv_xla(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
     """Native XLA convolution. x (B,H,W,Cin), kernel (kh,kw,Cin,Cout) -> (B,Ho,Wo,Cout)."""
     return lax.conv_general_dilated(x, kernel, strides, pads,
@@ -185,7 +143,7 @@ def conv_s2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) ->
     kh, kw, _, cout = kernel.shape
     sh, sw = strides
     (pt, pb), (pl, pr) = pads
-    ho, wo = _out_size(h, kh, sh, pt, pb), _out_size(w, kw, sw, pl, pr)
+    ho, wo = output_hw((h, w), (kh, kw), strides, pads)
     kh2, kw2 = -(-kh // sh), -(-kw // sw)
     hn, wn = (ho - 1 + kh2) * sh, (wo - 1 + kw2) * sw  # padded input extent the blocks cover
     x = jnp.pad(x, ((0, 0), (pt, max(hn - h - pt, 0)), (pl, max(wn - w - pl, 0)), (0, 0)))[:, :hn, :wn]
@@ -253,13 +211,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
                          f"{kernel.shape[2]}")
     strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
-    out_hw = tuple(_out_size(x.shape[1 + a], kernel.shape[a], strides[a], *pads[a]) for a in range(2))
+    out_hw = output_hw(x.shape[1:3], kernel.shape[:2], strides, pads)
     impl = resolve_impl(impl, None, kernel.shape[:2], strides, out_hw)
     if impl == "hybrid":
         plan = cpu_plan(kernel.shape[:2], strides, out_hw, x.shape[-1])
         return conv_hybrid(x, kernel, strides, pads, plan)
     if impl == "bf16_cols":
-        from handprop_jax.model.conv_cols import conv_bf16_cols
-
         return conv_bf16_cols(x, kernel, strides, pads).astype(jnp.result_type(x, kernel))
     return _IMPL_FNS[impl](x, kernel, strides, pads)

@@ -36,11 +36,7 @@ import numpy as np
 from jax import lax
 
 from handprop_jax import native
-from handprop_jax.model.conv import _out_size
-
-
-def _out_hw(in_hw, kernel_hw, strides, pads) -> tuple[int, int]:
-    return tuple(_out_size(in_hw[a], kernel_hw[a], strides[a], *pads[a]) for a in range(2))
+from handprop_jax.model.conv_geometry import output_hw
 
 
 def padded_depth(k: int) -> int:
@@ -59,7 +55,7 @@ def im2col_bf16(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, in
     """
     native.load()
     b, h, w, c = x.shape
-    ho, wo = _out_hw((h, w), kernel_hw, strides, pads)
+    ho, wo = output_hw((h, w), kernel_hw, strides, pads)
     if ho <= 0 or wo <= 0:
         raise ValueError(f"im2col_bf16: input {x.shape} too small for window {kernel_hw}, padding {pads}")
     k = kernel_hw[0] * kernel_hw[1] * c
@@ -102,7 +98,7 @@ def col2im_f32(cols: jax.Array, x_shape: tuple[int, int, int, int], kernel_hw, s
     """Adjoint of im2col: float32 columns (B*Ho*Wo, K >= kh*kw*C) summed back onto (B, H, W, C)
     (columns past kh*kw*C are ignored)."""
     native.load()
-    _, wo = _out_hw(x_shape[1:3], kernel_hw, strides, pads)
+    _, wo = output_hw(x_shape[1:3], kernel_hw, strides, pads)
     return jax.ffi.ffi_call("handprop_col2im_f32", jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32),
                             vmap_method="sequential")(
         cols.astype(jnp.float32), kh=np.int64(kernel_hw[0]), kw=np.int64(kernel_hw[1]),
@@ -136,7 +132,7 @@ def conv_bf16_cols(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pa
 
 def _forward(x, kernel, strides, pads):
     kh, kw, cin, cout = kernel.shape
-    ho, wo = _out_hw(x.shape[1:3], (kh, kw), strides, pads)
+    ho, wo = output_hw(x.shape[1:3], (kh, kw), strides, pads)
     depth = padded_depth(kh * kw * cin)
     cols = im2col_bf16(x, (kh, kw), strides, pads, depth=depth)
     w0 = kernel_bf16(kernel, 0, depth)

@@ -1,8 +1,9 @@
 """The HandProp Flax module: encoder ψ, regressor (π^r, π^θ) and Pose Alignment (φ^r, φ^θ).
 
 The module is purely neural (arrays in, arrays out); the MANO layer and the root
-parametrisation, which need the MANO model and the intrinsics, are applied by the pure functions
-:func:`regress_gamma` and :func:`apply_alignment` on its outputs. Variables:
+parametrisation, which need the MANO model and the intrinsics, are applied to its outputs by
+:func:`regress_gamma`; the model facade :class:`handprop_jax.model.api.HandPropModel` puts the
+pieces together (and adds the aligners' offsets to γ_b, Eqs. 2–4). Variables:
 
 - ``params``: ``encoder`` (ResNet-18, :mod:`handprop_jax.model.encoder`), ``root_regressor``,
   ``pose_regressor``, ``root_aligner``, ``pose_aligner``.
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 
 import mano_jax
 from handprop_jax.config import Config
+from handprop_jax.gamma import Gamma
 from handprop_jax.model import encoder as encoder_lib
 from handprop_jax.model import heads
 
@@ -86,23 +88,9 @@ def from_config(config: Config) -> HandProp:
 
 def regress_gamma(mano: mano_jax.ManoModel, raw_root: jnp.ndarray, raw_pose: jnp.ndarray,
                   K: jnp.ndarray, image_size: int, z_off: float, ncomps: int,
-                  depth_unit: float = 1e-3) -> dict:
-    """Raw regressor outputs → γ^reg = {root (B,3) m, pose (B,48) rad (full, with hands_mean),
-    betas (B,10)} (handprop's γ convention, see docs/design.md)."""
+                  depth_unit: float = 1e-3) -> Gamma:
+    """Raw regressor outputs → γ^reg: root (B,3) m, pose (B,48) rad (full, with hands_mean), betas
+    (B,10) (handprop's γ convention, see docs/design.md)."""
     root = heads.recover_root(raw_root, K, image_size, z_off, depth_unit)
     pose = heads.pca_pose_to_full(mano, raw_pose[:, :3 + ncomps])
-    return {"root": root, "pose": pose, "betas": raw_pose[:, 3 + ncomps:]}
-
-
-def apply_alignment(gamma_b: dict, delta_root: jnp.ndarray, delta_pose: jnp.ndarray) -> dict:
-    """Eqs. 2–4: γ_a = (r_b + Δr, θ_b + Δθ, β_b)."""
-    return {"root": gamma_b["root"] + delta_root, "pose": gamma_b["pose"] + delta_pose,
-            "betas": gamma_b["betas"]}
-
-
-def align(module: HandProp, params: dict, gamma_b: dict, z_a: tuple, z_b: tuple) -> dict:
-    """Pose Alignment of frame b's annotation γ_b (root (B,3) m, pose (B,48) rad, betas (B,10)) to
-    frame a from the feature difference: z_* = (z_r, z_theta) of each frame (Eqs. 2–4, β copied)."""
-    d_root, d_pose = module.apply({"params": params}, gamma_b["root"], gamma_b["pose"],
-                                  z_a[0] - z_b[0], z_a[1] - z_b[1], method=HandProp.align)
-    return apply_alignment(gamma_b, d_root, d_pose)
+    return Gamma(root=root, pose=pose, betas=raw_pose[:, 3 + ncomps:])

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from handprop_jax.model.conv import tap_views
+from handprop_jax.model.conv_geometry import tap_views
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))

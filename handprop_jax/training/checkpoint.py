@@ -7,6 +7,8 @@ Each checkpoint holds two items:
 - ``meta``: JSON ``{phase, stage, step, total_steps, data_state, val_mpjpe_mm, config_name}``;
   ``data_state`` is the data iterator's state (``get_state()``, bytes stored as latin-1 text).
 
+:func:`load_run` reads a run back as (config, variables) for inference.
+
 Preservation: the last ``keep`` checkpoints **and** the best one on validation (lowest
 ``val_mpjpe_mm``; checkpoints saved without a validation value never count as best). The final
 step of a phase is always saved, so a phase is complete when ``latest_step() == total_steps``.
@@ -23,6 +25,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 VAL_KEY = "val_mpjpe_mm"
+PHASES = ("stage1", "baseline", "stage2", "align")
 
 
 def phase_dir(workdir: str | Path, phase: str) -> Path:
@@ -115,3 +118,41 @@ def decode_data_state(state: Any) -> Any:
     if isinstance(state, dict) and set(state) == {"bytes"}:
         return state["bytes"].encode("latin-1")
     return state
+
+
+def load_run(workdir: str | Path, model: str = "align", which: str = "latest") -> tuple[Any, dict]:
+    """Config and variables of a trained run.
+
+    Args:
+      workdir: the run folder (has ``config.json`` and ``checkpoints/<model>/``).
+      model: the phase: "align" (stage 3, Baseline + Align), "baseline" (control), "stage1" or "stage2".
+      which: "latest" (the last saved step, the end of the phase when it finished) or "best"
+        (lowest validation error among the kept checkpoints; falls back to latest).
+    Returns:
+      (config, {"params", "batch_stats"}) with numpy/jax arrays.
+    Raises:
+      FileNotFoundError naming the missing file/folder; ValueError for a bad ``model``/``which``.
+    """
+    from handprop_jax import config as config_lib
+
+    if model not in PHASES:
+        raise ValueError(f"load_run: model {model!r} must be one of {PHASES}")
+    if which not in ("latest", "best"):
+        raise ValueError(f"load_run: which {which!r} must be 'latest' or 'best'")
+    workdir = Path(workdir)
+    cfg_path = workdir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"load_run: {cfg_path} not found (is {workdir} a handprop run folder?)")
+    config = config_lib.load_json(cfg_path)
+    directory = phase_dir(workdir, model)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"load_run: no checkpoints for model {model!r} in {directory}; "
+                                f"train it first (handprop train --workdir {workdir})")
+    ckpt = PhaseCheckpoints(workdir, model, read_only=True)
+    step = ckpt.best_step() if which == "best" else None
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"load_run: {directory} holds no finished checkpoint")
+    state, _ = ckpt.restore(step)
+    ckpt.close()
+    return config, {"params": state["params"], "batch_stats": state["batch_stats"]}

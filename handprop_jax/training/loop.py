@@ -31,6 +31,7 @@ import numpy as np
 
 from handprop_jax import config as config_lib
 from handprop_jax.config import Config
+from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import checkpoint as ckpt_lib
 from handprop_jax.training import parallel, steps
 from handprop_jax.training.logs import RunLogger
@@ -165,7 +166,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
 
     prev = _previous_phase(phase)
     if prev is None:
-        variables = steps.init_variables(config, jax.random.PRNGKey(config.train.seed))
+        variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
     else:
         variables = _load_final_variables(workdir, prev, config)
     state = steps.init_state(config, phase, variables, steps.phase_key(config, phase))

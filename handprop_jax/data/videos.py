@@ -1,0 +1,84 @@
+"""The video table of a split: where each frame of each video is stored (records of a split are grouped
+by video, in frame order; docs/design.md, "Stored dataset features")."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from handprop_jax.data import sparse
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoTable:
+    """Where each frame of a split is stored.
+
+    Positions p = 0..N-1 enumerate the frames grouped by video (table order) and in frame order;
+    ``record[p]`` is the index of that frame in the data source.
+    """
+
+    video_ids: np.ndarray  # (V,) stored video_id of each table row
+    names: tuple[str, ...]  # (V,)
+    lengths: np.ndarray  # (V,) frames per video
+    starts: np.ndarray  # (V,) first position of each video
+    record: np.ndarray  # (N,) data-source index of each position
+    video: np.ndarray  # (N,) table row of each position
+    frame: np.ndarray  # (N,) frame index of each position
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.record)
+
+    def position(self, video: np.ndarray | int, frame: np.ndarray | int) -> np.ndarray:
+        """Position of (table row, frame index); vectorised."""
+        return self.starts[video] + frame
+
+    def labelled_mask(self, stride: int) -> np.ndarray:
+        """(N,) bool: labelled positions (every ``stride``-th frame of each video, first and last)."""
+        return np.concatenate([sparse.labelled_mask(int(n), stride) for n in self.lengths]) \
+            if self.num_videos else np.zeros(0, bool)
+
+    def nearest_labelled(self, stride: int) -> np.ndarray:
+        """(N,) position of N(u) for every position u."""
+        if not self.num_videos:
+            return np.zeros(0, np.int64)
+        return np.concatenate([s + sparse.nearest_labelled(int(n), stride)
+                               for s, n in zip(self.starts, self.lengths, strict=True)])
+
+
+def video_table(source: Sequence[dict], where: str = "data source", chunk: int = 1024) -> VideoTable:
+    """Scan ``video_id``/``frame_index``/``video_length``/``video_name`` of every record and build
+    the table (records need not be sorted). Raises ValueError naming the video when its frames are
+    not exactly 0..video_length-1."""
+    n = len(source)
+    vid = np.empty(n, np.int64)
+    fr = np.empty(n, np.int64)
+    length = np.empty(n, np.int64)
+    names: dict[int, str] = {}
+    for start in range(0, n, chunk):
+        idx = list(range(start, min(n, start + chunk)))
+        recs = source.__getitems__(idx) if hasattr(source, "__getitems__") else [source[i] for i in idx]
+        for i, r in zip(idx, recs, strict=True):
+            vid[i], fr[i], length[i] = int(r["video_id"]), int(r["frame_index"]), int(r["video_length"])
+            if vid[i] not in names:
+                name = r.get("video_name", str(vid[i]))
+                names[int(vid[i])] = name.decode() if isinstance(name, bytes) else str(name)
+    order = np.lexsort((fr, vid))
+    vid_s, fr_s = vid[order], fr[order]
+    ids, starts, lengths = np.unique(vid_s, return_index=True, return_counts=True)
+    for v, s, L in zip(ids, starts, lengths, strict=True):
+        frames = fr_s[s:s + L]
+        stored = length[order[s]]
+        if not np.array_equal(frames, np.arange(L)) or stored != L:
+            raise ValueError(f"{where}: video_id {v} ({names[int(v)]!r}) has frame indices "
+                             f"{frames[:6].tolist()}... ({L} records, video_length {stored}); expected "
+                             f"0..video_length-1 exactly once each")
+    video = np.repeat(np.arange(len(ids)), lengths)
+    return VideoTable(video_ids=ids, names=tuple(names[int(v)] for v in ids), lengths=lengths,
+                      starts=starts, record=order, video=video, frame=fr_s)

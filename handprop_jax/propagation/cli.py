@@ -1,0 +1,178 @@
+"""Propagate sparse 3D hand annotations to every frame of a video with a trained Pose Alignment run.
+
+    handprop propagate --checkpoint RUN_DIR --frames FRAMES_DIR_OR_VIDEO --labels LABELS.json \\
+        --intrinsics fx,fy,cx,cy --out OUT/ [--both-sides] [--overlays]
+
+Each unlabelled frame u gets ``γ̃_u = φ(γ*_s, z_u - z_s) + γ*_s`` from its nearest labelled frame
+s = N(u) (ties go to the earlier frame), with the aligner φ of the run's ``align`` checkpoint
+(``--model`` picks another). With ``--both-sides`` the two labelled frames l < u < r around u are
+both propagated to u and blended by temporal distance, weight (u - l) / (r - l) on r: root and betas
+linearly, every joint rotation of the 48-d pose by spherical linear interpolation (geodesic on
+SO(3), not an average of axis-angle vectors). Frames before the first / after the last label use
+their only neighbour.
+
+(The propagation itself is :func:`handprop_jax.propagation.core.propagate_video`; the readers of the
+inputs below are :mod:`handprop_jax.propagation.inputs`.)
+
+Frames (``--frames``): a folder of images (png, jpg, jpeg, bmp, gif, tif, tiff, webp; sorted by name,
+numbers compared numerically, so frame_2 < frame_10), or one multi-frame file that Pillow reads
+(animated GIF / PNG / WebP, multi-page TIFF); other video formats (mp4, avi, ...) are read only when
+the optional package ``imageio`` (with its ffmpeg plug-in) is installed. Frame index i is the i-th
+frame in that order (0-based). All frames must have the same size.
+
+What the tool assumes about the frames: the network was trained on square crops centred on the hand
+(the run's ``data.image_size``). Every frame is cropped with the SAME square box and resized to that
+size, and K is mapped to the crop exactly (``handprop_jax.data.crop``). By default the box is the
+largest centred square of the frame, so frames should already be roughly hand-centred crops;
+``--crop CX CY SIDE`` (pixels of the original frame) chooses another box. Outputs are in the
+original frame: 3D in the camera frame (metres, OpenCV axes, unaffected by cropping) and 2D joints
+in the original frame's pixels.
+
+Labels (``--labels``), frame index → γ = (root (3,) metres: the wrist in the camera frame; pose
+(48,) full MANO axis-angle, radians, global rotation in the camera frame first, hands_mean included;
+betas (10,)), see docs/design.md. JSON::
+
+    {"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],          # optional (else --intrinsics)
+     "labels": {"0":  {"root": [x, y, z], "pose": [48 numbers], "betas": [10 numbers]},
+                "64": {...}}}
+
+(a top-level ``{"0": {...}, ...}`` without "labels" is accepted too) or NPZ with arrays ``frames``
+(L,) int, ``root`` (L, 3), ``pose`` (L, 48), ``betas`` (L, 10) and optionally ``K``.
+
+Intrinsics (``--intrinsics``): ``fx,fy,cx,cy`` in pixels of the original frames, or a .json /
+.npy / .txt file holding a 3x3 matrix (JSON: a 3x3 list or {"K": ...} or {"fx","fy","cx","cy"});
+.json/.npy (and the labels' ``K``) may also hold one matrix per frame, (T, 3, 3), e.g. for frames
+that are already per-frame hand crops.
+
+Outputs in OUT/: ``annotations.json`` (one entry per frame: index, file, labelled, sources,
+weights, K, root, pose, betas, joints3d, joints2d) and ``annotations.npz`` (the same as arrays with
+a leading frame axis: frame_index (T,), labelled (T,), source (T, 2) with -1 for none, weight (T, 2),
+root (T, 3), pose (T, 48), betas (T, 10), joints3d (T, 21, 3), joints2d (T, 21, 2), K (T, 3, 3));
+with ``--overlays`` also ``overlays/<index>.png``: the propagated mesh rendered over each crop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from handprop_jax.model.api import BoundModel
+from handprop_jax.propagation.core import bound_from_run, hand_mesh, propagate_video
+from handprop_jax.propagation.inputs import (
+    PropagationInputError,
+    check_intrinsics,
+    list_frames,
+    load_frames,
+    load_labels,
+    parse_intrinsics,
+)
+
+HELP = "propagate sparse labels to every frame of a video"
+
+
+def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Path, out: str | Path,
+                    intrinsics: str | np.ndarray | None = None, both_sides: bool = False,
+                    overlays: bool = False, model: str = "align", crop: Sequence[float] | None = None,
+                    bound: tuple[Any, BoundModel] | None = None) -> dict[str, np.ndarray]:
+    """Everything ``handprop propagate`` does; returns the arrays written to annotations.npz.
+
+    ``bound`` = (config, BoundModel) replaces loading ``checkpoint`` (tests)."""
+    from handprop_jax.camera import project
+    from handprop_jax.data.crop import Box, crop_intrinsics
+    from handprop_jax.hand import default_mano
+
+    box = Box(*map(float, crop)) if crop is not None else None
+    if box is not None and box.side <= 0:
+        raise PropagationInputError(f"--crop: side must be positive, got {box.side}")
+    # cheap checks first: bad labels or intrinsics fail before a checkpoint is loaded or frames decoded
+    names = list_frames(frames)
+    lab, gamma_star, K_labels = load_labels(labels, len(names))
+    if intrinsics is None and K_labels is None:
+        raise PropagationInputError("missing intrinsics: pass --intrinsics fx,fy,cx,cy (or a file), or put "
+                                    "'K' in the labels file")
+    K = (parse_intrinsics(intrinsics) if isinstance(intrinsics, str)
+         else check_intrinsics(intrinsics, "intrinsics") if intrinsics is not None else K_labels)
+    K = np.broadcast_to(check_intrinsics(K, "intrinsics", len(names)), (len(names), 3, 3))
+    if bound is None:
+        if not Path(checkpoint).is_dir():
+            raise PropagationInputError(f"--checkpoint {checkpoint}: no such run folder")
+        bound = bound_from_run(checkpoint, model)
+    config, net = bound
+    S = net.image_size
+    names, crops, _, box = load_frames(frames, S, box)
+    K_crop = np.stack([crop_intrinsics(k, box, S) for k in K]).astype(np.float32)
+
+    result = propagate_video(net, crops, K_crop, lab, gamma_star, both_sides=both_sides)
+    mano = default_mano(config)
+    verts, joints = hand_mesh(mano, result.gamma)
+    joints2d = np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)))
+    T = len(names)
+    arrays = {
+        "frame_index": np.arange(T), "labelled": result.labelled, "source": result.source,
+        "weight": result.weight, **result.gamma.as_dict(), "joints3d": joints.astype(np.float32),
+        "joints2d": joints2d.astype(np.float32), "K": K.astype(np.float32),
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "annotations.npz", **arrays)
+    entries = []
+    for i in range(T):
+        valid = arrays["source"][i] >= 0
+        entries.append({
+            "index": i, "file": names[i], "labelled": bool(arrays["labelled"][i]),
+            "sources": arrays["source"][i][valid].tolist(), "K": arrays["K"][i].tolist(),
+            "weights": [round(float(w), 6) for w in arrays["weight"][i][valid]],
+            **{k: np.round(arrays[k][i].astype(np.float64), 7).tolist()
+               for k in ("root", "pose", "betas", "joints3d", "joints2d")},
+        })
+    meta = {"checkpoint": str(checkpoint), "model": model, "frames": str(frames), "labels": str(labels),
+            "both_sides": both_sides, "crop_box": dataclasses.asdict(box),
+            "image_size": S, "num_frames": T, "num_labelled": int(len(lab)),
+            "units": {"root": "m", "joints3d": "m (camera frame, OpenCV)", "pose": "rad, axis-angle",
+                      "joints2d": "px of the original frames"}}
+    (out / "annotations.json").write_text(json.dumps({**meta, "frames_out": entries}))
+    if overlays:
+        from handprop_jax.propagation.overlays import write_overlays
+
+        write_overlays(out / "overlays", crops, verts, K_crop, mano.faces, names)
+    return arrays
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="run folder (workdir) of a trained run")
+    parser.add_argument("--model", default="align", choices=("align", "stage2", "baseline", "stage1"),
+                        help="checkpoint whose aligner is used (default: align)")
+    parser.add_argument("--frames", required=True, help="folder of frame images, or a video file")
+    parser.add_argument("--labels", required=True, help="sparse labels, .json or .npz (schema above)")
+    parser.add_argument("--intrinsics", default=None,
+                        help="fx,fy,cx,cy in pixels of the original frames, or a .json/.npy/.txt 3x3 file "
+                             "(else 'K' in the labels file)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--both-sides", action="store_true",
+                        help="blend propagations from the labelled frames on both sides")
+    parser.add_argument("--overlays", action="store_true", help="also write overlays/<index>.png")
+    parser.add_argument("--crop", type=float, nargs=3, metavar=("CX", "CY", "SIDE"), default=None,
+                        help="square crop box (pixels of the original frames) applied to every frame; "
+                             "default: the largest centred square")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        arrays = propagate_files(args.checkpoint, args.frames, args.labels, args.out, args.intrinsics,
+                                 both_sides=args.both_sides, overlays=args.overlays, model=args.model,
+                                 crop=args.crop)
+    except PropagationInputError as e:
+        print(f"handprop propagate: error: {e}", file=sys.stderr)
+        return 2
+    n, nl = len(arrays["frame_index"]), int(arrays["labelled"].sum())
+    print(f"propagated {nl} labelled frame(s) to {n - nl} unlabelled frame(s) → {Path(args.out).resolve()}"
+          f"/annotations.{{json,npz}}")
+    return 0

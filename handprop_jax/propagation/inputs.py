@@ -1,0 +1,280 @@
+"""Reading what ``handprop propagate`` is given: frames, intrinsics and sparse labels; and writing a
+built data set's video in those formats (:func:`export_example`, :func:`write_example`).
+
+The formats (frame folders and multi-frame files, the labels' JSON/NPZ schema, the intrinsics) are
+described in the command's help, :mod:`handprop_jax.propagation.cli`, and in docs/propagate.md.
+Every error is a :class:`PropagationInputError` naming the file, the frame and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handprop_jax.gamma import FIELD_SHAPES, Gamma
+
+GAMMA_KEYS = Gamma._fields
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class PropagationInputError(ValueError):
+    """Bad user input to the propagation tool (the message names the file, key or shape)."""
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def list_frames(source: str | Path) -> list[str]:
+    """Names of the frames in order (file names for a folder, "<video>#i" for a video file)."""
+    return [name for name, _ in _iter_frames(Path(source), names_only=True)]
+
+
+def _iter_frames(path: Path, names_only: bool = False):
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        if not files:
+            raise PropagationInputError(f"{path}: no frame images (expected files ending in "
+                                        f"{', '.join(IMAGE_SUFFIXES)})")
+        for f in files:
+            if names_only:
+                yield f.name, None
+                continue
+            try:
+                with Image.open(f) as im:
+                    yield f.name, np.asarray(im.convert("RGB"))
+            except (UnidentifiedImageError, OSError) as e:
+                raise PropagationInputError(f"{f}: unreadable frame ({e})") from e
+        return
+    if not path.exists():
+        raise PropagationInputError(f"{path}: no such frames folder or video file")
+    try:
+        with Image.open(path) as im:
+            n = getattr(im, "n_frames", 1)
+            for i, frame in enumerate(ImageSequence.Iterator(im)):
+                yield f"{path.name}#{i}", None if names_only else np.asarray(frame.convert("RGB"))
+            if n < 1:
+                raise PropagationInputError(f"{path}: the video has no frames")
+        return
+    except (UnidentifiedImageError, OSError) as pil_error:
+        try:
+            import imageio.v3 as iio
+        except ImportError:
+            raise PropagationInputError(
+                f"{path}: unreadable video ({pil_error}); supported without extra packages: a folder "
+                f"of images, or animated GIF/PNG/WebP and multi-page TIFF; install imageio[ffmpeg] for "
+                f"mp4/avi/...") from pil_error
+        try:
+            for i, frame in enumerate(iio.imiter(path)):
+                frame = np.asarray(frame)
+                if frame.ndim == 2:
+                    frame = np.repeat(frame[..., None], 3, -1)
+                yield f"{path.name}#{i}", None if names_only else frame[..., :3].astype(np.uint8)
+        except Exception as e:  # imageio raises many types
+            raise PropagationInputError(f"{path}: unreadable video ({e})") from e
+
+
+def centre_box(height: int, width: int):
+    """The largest centred square crop box of an image (``handprop_jax.data.crop.Box``)."""
+    from handprop_jax.data.crop import Box
+
+    return Box(cx=(width - 1) / 2, cy=(height - 1) / 2, side=float(min(height, width)))
+
+
+def load_frames(source: str | Path, image_size: int, box=None) -> tuple[list[str], np.ndarray, tuple, Any]:
+    """Read, crop (same box for every frame) and resize the frames of a folder or video file.
+
+    Returns (names (T,), crops uint8 (T, S, S, 3), (H, W) of the original frames, the Box used)."""
+    from handprop_jax.data.crop import crop_image
+
+    names, crops, hw = [], [], None
+    for name, frame in _iter_frames(Path(source)):
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise PropagationInputError(f"{source}: frame {name} is not an RGB image (shape {frame.shape})")
+        if hw is None:
+            hw = frame.shape[:2]
+            box = box or centre_box(*hw)
+        elif frame.shape[:2] != hw:
+            raise PropagationInputError(f"{source}: frame {name} is {frame.shape[1]}x{frame.shape[0]} but "
+                                        f"the first frame is {hw[1]}x{hw[0]}; all frames must have one size")
+        names.append(name)
+        crops.append(crop_image(frame.astype(np.uint8), box, image_size))
+    if not names:
+        raise PropagationInputError(f"{source}: no frames")
+    return names, np.stack(crops), hw, box
+
+
+def parse_intrinsics(text: str) -> np.ndarray:
+    """``fx,fy,cx,cy`` or a .json/.npy/.txt file with a 3x3 matrix → (3, 3) float64."""
+    path = Path(text)
+    if path.suffix.lower() in (".json", ".npy", ".txt") or path.exists():
+        if not path.is_file():
+            raise PropagationInputError(f"--intrinsics {text}: no such file")
+        try:
+            if path.suffix.lower() == ".npy":
+                K = np.load(path)
+            elif path.suffix.lower() == ".json":
+                data = json.loads(path.read_text())
+                if isinstance(data, dict) and "K" in data:
+                    data = data["K"]
+                if isinstance(data, dict):
+                    K = np.array([[data["fx"], 0, data["cx"]], [0, data["fy"], data["cy"]], [0, 0, 1]])
+                else:
+                    K = np.asarray(data, np.float64)
+            else:
+                K = np.loadtxt(path)
+        except (ValueError, KeyError, OSError) as e:
+            raise PropagationInputError(f"--intrinsics {path}: cannot read a 3x3 matrix ({e!r})") from e
+        return check_intrinsics(K, str(path))
+    parts = text.replace(" ", "").split(",")
+    try:
+        fx, fy, cx, cy = (float(p) for p in parts)
+    except ValueError as e:
+        raise PropagationInputError(f"--intrinsics {text!r}: expected fx,fy,cx,cy (pixels) or a file "
+                                    f"with a 3x3 matrix") from e
+    return check_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), "--intrinsics")
+
+
+def check_intrinsics(K, source: str, num_frames: int | None = None) -> np.ndarray:
+    """Validate intrinsics: one (3, 3) matrix, or one per frame (T, 3, 3). Returns float64."""
+    try:
+        K = np.asarray(K, np.float64)
+    except (ValueError, TypeError) as e:
+        raise PropagationInputError(f"{source}: intrinsics are not a numeric 3x3 matrix") from e
+    if K.shape[-2:] != (3, 3) or K.ndim not in (2, 3) or not np.all(np.isfinite(K)) \
+            or np.any(K[..., 0, 0] <= 0) or np.any(K[..., 1, 1] <= 0):
+        raise PropagationInputError(f"{source}: intrinsics must be a finite 3x3 matrix (or one per frame, "
+                                    f"(T, 3, 3)) with positive focal lengths, got shape {K.shape}")
+    if K.ndim == 3 and num_frames is not None and K.shape[0] != num_frames:
+        raise PropagationInputError(f"{source}: {K.shape[0]} per-frame intrinsics for {num_frames} frames")
+    return K
+
+
+def load_labels(path: str | Path, num_frames: int | None = None
+                ) -> tuple[np.ndarray, Gamma, np.ndarray | None]:
+    """Read a labels file (schema in the module docstring).
+
+    Returns (frames (L,) sorted int64, γ* (L, ...) float32 in that order, K (3, 3) / (T, 3, 3) or
+    None). Raises PropagationInputError naming the file, the frame and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise PropagationInputError(f"{path}: no such labels file")
+    K = None
+    if path.suffix.lower() == ".npz":
+        try:
+            data = dict(np.load(path, allow_pickle=False))
+        except (ValueError, OSError) as e:
+            raise PropagationInputError(f"{path}: not a readable .npz ({e})") from e
+        missing = [k for k in ("frames", *GAMMA_KEYS) if k not in data]
+        if missing:
+            raise PropagationInputError(f"{path}: missing arrays {missing} (have {sorted(data)}); expected "
+                                        f"frames (L,), root (L, 3), pose (L, 48), betas (L, 10)")
+        frames = np.asarray(data["frames"])
+        if frames.ndim != 1 or not np.issubdtype(frames.dtype, np.integer):
+            raise PropagationInputError(f"{path}: 'frames' must be a 1-D integer array, got "
+                                        f"{frames.dtype} {frames.shape}")
+        gamma = {}
+        for k in GAMMA_KEYS:
+            a = np.asarray(data[k])
+            if a.shape != (len(frames),) + FIELD_SHAPES[k]:
+                raise PropagationInputError(f"{path}: '{k}' has shape {a.shape}, expected "
+                                            f"{(len(frames),) + FIELD_SHAPES[k]}")
+            gamma[k] = a
+        if "K" in data:
+            K = check_intrinsics(data["K"], f"{path}: 'K'")
+    elif path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PropagationInputError(f"{path}: malformed JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise PropagationInputError(f"{path}: expected a JSON object with 'labels'")
+        if "K" in data:
+            try:
+                K = check_intrinsics(data["K"], f"{path}: 'K'")
+            except (ValueError, TypeError) as e:
+                raise PropagationInputError(f"{path}: 'K' is not a 3x3 matrix") from e
+        entries = data.get("labels", {k: v for k, v in data.items() if k != "K"})
+        if not isinstance(entries, dict):
+            raise PropagationInputError(f"{path}: 'labels' must map frame index → {{root, pose, betas}}")
+        frames, gamma = [], {k: [] for k in GAMMA_KEYS}
+        for key, entry in entries.items():
+            try:
+                frames.append(int(key))
+            except ValueError as e:
+                raise PropagationInputError(f"{path}: label key {key!r} is not a frame index") from e
+            if not isinstance(entry, dict):
+                raise PropagationInputError(f"{path}: frame {key}: expected {{root, pose, betas}}")
+            for k in GAMMA_KEYS:
+                if k not in entry:
+                    raise PropagationInputError(f"{path}: frame {key}: missing key {k!r}")
+                try:
+                    a = np.asarray(entry[k], np.float64)
+                except (ValueError, TypeError) as e:
+                    raise PropagationInputError(f"{path}: frame {key}: '{k}' is not numeric") from e
+                if a.shape != FIELD_SHAPES[k]:
+                    raise PropagationInputError(f"{path}: frame {key}: '{k}' has shape {a.shape}, "
+                                                f"expected {FIELD_SHAPES[k]}")
+                gamma[k].append(a)
+        frames = np.asarray(frames, np.int64)
+        gamma = {k: np.asarray(v, np.float64).reshape((len(frames),) + FIELD_SHAPES[k])
+                 for k, v in gamma.items()}
+    else:
+        raise PropagationInputError(f"{path}: labels must be a .json or .npz file")
+    if len(frames) == 0:
+        raise PropagationInputError(f"{path}: no labelled frame at all; label at least one frame")
+    for k in GAMMA_KEYS:
+        if not np.all(np.isfinite(np.asarray(gamma[k], np.float64))):
+            raise PropagationInputError(f"{path}: '{k}' contains NaN or inf")
+    if len(np.unique(frames)) != len(frames):
+        raise PropagationInputError(f"{path}: duplicate frame indices")
+    if num_frames is not None:
+        bad = frames[(frames < 0) | (frames >= num_frames)]
+        if len(bad):
+            raise PropagationInputError(f"{path}: label frame index {int(bad[0])} is outside the video "
+                                        f"(frames 0..{num_frames - 1})")
+    order = np.argsort(frames)
+    return frames[order], Gamma.of(gamma).numpy().take(order), K
+
+
+def export_example(config, split: str, video: int, out: str | Path, stride: int | None = None
+                   ) -> dict[str, Path]:
+    """Write video ``video`` of a built data set's ``split`` in the tool's input formats, to try
+    ``handprop propagate`` (see :func:`write_example`; ``stride`` defaults to
+    ``config.data.label_stride``)."""
+    from handprop_jax.data.sources import open_split
+
+    sp = open_split(config.data, split)
+    if not 0 <= video < sp.table.num_videos:
+        raise PropagationInputError(f"{split} has videos 0..{sp.table.num_videos - 1}, not {video}")
+    return write_example(sp.video(video, with_labels=True), out, stride or config.data.label_stride)
+
+
+def write_example(video: dict, out: str | Path, stride: int) -> dict[str, Path]:
+    """Write one whole video {image uint8 (T, S, S, 3), K (T, 3, 3), root, pose, betas, joints3d}
+    in the tool's input formats: OUT/frames/000000.png..., OUT/labels.json (every ``stride``-th
+    frame and the last, as the evaluation labels them), OUT/intrinsics.npy (T, 3, 3: the crops'
+    per-frame K) and OUT/ground_truth.npz (γ and joints3d of every frame, to score the result)."""
+    from PIL import Image
+
+    from handprop_jax.data.sparse import labelled_frames
+
+    out = Path(out)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(video["image"]):
+        Image.fromarray(np.asarray(img, np.uint8)).save(out / "frames" / f"{i:06d}.png")
+    lab = labelled_frames(len(video["image"]), stride)
+    gamma = Gamma.of(video).numpy(np.float64)
+    labels = {"labels": {str(int(f)): {k: v[f].tolist() for k, v in gamma.as_dict().items()} for f in lab}}
+    (out / "labels.json").write_text(json.dumps(labels))
+    np.save(out / "intrinsics.npy", np.asarray(video["K"], np.float64))
+    np.savez(out / "ground_truth.npz", **Gamma.of(video).numpy().as_dict(),
+             joints3d=np.asarray(video["joints3d"]))
+    return {"frames": out / "frames", "labels": out / "labels.json", "intrinsics": out / "intrinsics.npy",
+            "ground_truth": out / "ground_truth.npz"}
