@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from handprop_jax import config as config_lib
 from handprop_jax import hostmem
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -43,10 +44,11 @@ def build_parser(load_all: bool = True, only: str | None = None) -> argparse.Arg
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a sub-command. Without ``argv`` (the ``handprop`` program) the process first re-executes
-    itself with glibc's malloc huge pages on (:mod:`handprop_jax.hostmem`: the bf16_cols CPU
-    train step measured 10-20% faster); with ``argv`` (tests, embedding) it runs in this process as it is."""
-    if argv is None:
+    """Run a sub-command. Without ``argv`` (the ``handprop`` program), ``train`` and ``demo`` on the
+    CPU backend first re-execute the process with glibc's malloc huge pages on
+    (:mod:`handprop_jax.hostmem`: fewer page faults per XLA:CPU train step); with ``argv`` (tests,
+    embedding) the command runs in this process as it is."""
+    if argv is None and hostmem.command_pays_off(sys.argv[1:]):
         hostmem.reexec_with_hugepages()
     argv = list(sys.argv[1:] if argv is None else argv)
     only = next((a for a in argv if a in COMMANDS), None)
@@ -55,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args._module.run(args) or 0)
+    try:
+        return int(args._module.run(args) or 0)
+    except config_lib.ConfigError as e:  # a bad config value or --set: one line, before any work
+        print(f"handprop {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """Experiment configuration: plain, frozen dataclasses, overridable from the command line.
 
 A config file (``experiments/configs/*.py``) defines ``get_config() -> Config``. Any field can be
-overridden with ``--set section.field=value`` (value parsed as a Python literal when possible),
-e.g. ``--set train.lr=1e-4 --set data.label_stride=32``.
+overridden with ``--set section.field=value``, e.g. ``--set train.lr=1e-4 --set data.label_stride=32``.
+The value is parsed as a Python literal (``1e-4``, ``(40, 6, 10)``, ``None``, ``True``; text fields
+take the text as it is) and checked against the field's declared type — ``int``, ``float`` (an int
+is accepted), ``bool``, ``str``, ``X | None``, tuples of ints or strings — and against the allowed
+values or range declared next to the field (``field(..., choices=...)`` / ``ge=`` / ``gt=`` /
+``le=``). A wrong value raises a ValueError naming the field, what it expects and the given text;
+:func:`load` checks every field of a config file the same way.
 
 Each section is owned by one part of the code base; add fields to your own section only.
 """
@@ -13,8 +18,29 @@ import ast
 import dataclasses
 import importlib.util
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value or ``--set`` assignment that does not fit its field (the message names the field,
+    what it expects and the given text). The ``handprop`` command reports it in one line, exit code 2."""
+
+
+#: ``model.conv_impl`` values (handprop_jax.model.conv)
+CONV_IMPLS = ("xla", "im2col", "taps", "hybrid", "bf16_cols", "auto")
+#: ``model.dtype`` values
+DTYPES = ("float32", "bfloat16")
+
+
+def field(default: Any, *, choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
+          le: float | None = None) -> Any:
+    """A config field with its allowed values (``choices``) or range (``ge``: >=, ``gt``: >, ``le``:
+    <=; for tuples, every element) — checked by :func:`override` and :func:`validate`."""
+    rules = {k: v for k, v in (("choices", choices), ("ge", ge), ("gt", gt), ("le", le)) if v is not None}
+    return dataclasses.field(default=default, metadata=rules)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,20 +50,20 @@ class DataConfig:
     name: str = "synthetic_hand_video"  # tfds dataset name
     data_dir: str = "data"  # tfds data_dir
     builder_config: str | None = None  # e.g. "v2"/"v3" for ho3d
-    image_size: int = 64  # square crop side, pixels
-    label_stride: int = 128  # K: every K-th frame is labelled, first and last included
-    max_gap: int = 64  # stage 3: |u - s| < max_gap for unlabelled partners
-    nearest_labelled: int = 3  # stage 2/3: partner among the n nearest labelled frames (self incl.)
-    unlabelled_fraction: float = 0.5  # stage 3: probability that the partner is unlabelled
-    rotation_range: float = 0.39269908169872414  # pi/8, radians, in-plane augmentation
-    color_jitter: float = 0.2  # brightness/contrast/saturation jitter strength
+    image_size: int = field(64, ge=16)  # square crop side, pixels
+    label_stride: int = field(128, ge=1)  # K: every K-th frame is labelled, first and last included
+    max_gap: int = field(64, ge=1)  # stage 3: |u - s| < max_gap for unlabelled partners
+    nearest_labelled: int = field(3, ge=1)  # stage 2/3: partner among the n nearest labelled frames
+    unlabelled_fraction: float = field(0.5, ge=0, le=1)  # stage 3: probability of an unlabelled partner
+    rotation_range: float = field(0.39269908169872414, ge=0)  # pi/8, radians, in-plane augmentation
+    color_jitter: float = field(0.2, ge=0)  # brightness/contrast/saturation jitter strength
     augment: bool = True
-    num_workers: int = 0  # grain worker processes (0 = in-process)
+    num_workers: int = field(0, ge=0)  # grain worker processes (0 = in-process)
     seed: int = 0
-    z_off: float = 0.4  # metres, depth offset of the root parametrisation (per dataset)
+    z_off: float = field(0.4, gt=0)  # metres, depth offset of the root parametrisation (per dataset)
     # synthetic_hand_video generation (ignored by the real-data builders)
-    synth_videos: tuple[int, int, int] = (40, 6, 10)  # train, val, test videos
-    synth_frames: int = 128  # frames per video
+    synth_videos: tuple[int, int, int] = field((40, 6, 10), ge=0)  # train, val, test videos
+    synth_frames: int = field(128, ge=1)  # frames per video
     synth_seed: int = 0  # generation seed of the synthetic videos (data.seed seeds the samplers)
 
 
@@ -45,21 +71,21 @@ class DataConfig:
 class ModelConfig:
     """Network shapes (owner: handprop_jax.model)."""
 
-    z_r_stage: int = 3  # ResNet stage (1..4) whose pooled output, projected to 512-d, is z^r
-    feature_dim: int = 512
-    ncomps: int = 15  # MANO PCA components predicted by the regressor
+    z_r_stage: int = field(3, choices=(1, 2, 3, 4))  # ResNet stage whose pooled output, projected, is z^r
+    feature_dim: int = field(512, ge=1)
+    ncomps: int = field(15, ge=1, le=45)  # MANO PCA components predicted by the regressor
     freeze_batchnorm: bool = False  # use running BatchNorm statistics in training too
-    root_aligner_hidden: int = 128
-    root_aligner_blocks: int = 2
-    pose_aligner_hidden: int = 512
-    pose_aligner_blocks: int = 2
-    pose_aligner_scale: float = 3.141592653589793  # radians: Δθ = scale * tanh(.) (heads.py)
-    root_depth_unit: float = 1e-3  # metres per pixel of one unit of the regressed d_f (heads.py)
+    root_aligner_hidden: int = field(128, ge=1)
+    root_aligner_blocks: int = field(2, ge=0)
+    pose_aligner_hidden: int = field(512, ge=1)
+    pose_aligner_blocks: int = field(2, ge=0)
+    pose_aligner_scale: float = field(3.141592653589793, gt=0)  # radians: Δθ = scale * tanh(.) (heads.py)
+    root_depth_unit: float = field(1e-3, gt=0)  # metres per pixel of one unit of the regressed d_f (heads.py)
     # "auto" (CPU: per-pass hybrid, GPU: xla), "xla", "im2col", "taps", "hybrid", or "bf16_cols"
     # (CPU only: bfloat16 convolution operands with float32 sums, compiled C++ column builders)
-    conv_impl: str = "auto"
-    dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"
-    encoder_width: int = 64  # ResNet base channels (64 = ResNet-18); tiny test networks use e.g. 8
+    conv_impl: str = field("auto", choices=CONV_IMPLS)
+    dtype: str = field("float32", choices=DTYPES)  # compute dtype
+    encoder_width: int = field(64, ge=1)  # ResNet base channels (64 = ResNet-18); tests use e.g. 8
     torchvision_checkpoint: str | None = None  # optional ResNet-18 .pth to initialise the encoder
     mano_model: str | None = None  # path to MANO_RIGHT.pkl / .npz; None = the synthetic hand
 
@@ -68,34 +94,34 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation and bookkeeping (owner: handprop_jax.training)."""
 
-    batch_size: int = 64  # global batch, frames (stage 1) or pairs (stages 2, 3)
-    lr: float = 5e-5
-    stage1_steps: int = 40_000
-    stage2_steps: int = 10_000
-    stage3_steps: int = 40_000
-    lambda_j: float = 0.5
-    lambda_theta: float = 5e-6
-    lambda_beta: float = 5e-7
-    lambda_align: float = 0.1
-    log_every: int = 50
-    eval_every: int = 1000
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    val_batches: int = 4  # validation batches per evaluation (labelled val frames; best checkpoint)
+    batch_size: int = field(64, ge=1)  # global batch, frames (stage 1) or pairs (stages 2, 3)
+    lr: float = field(5e-5, gt=0)
+    stage1_steps: int = field(40_000, ge=0)
+    stage2_steps: int = field(10_000, ge=0)
+    stage3_steps: int = field(40_000, ge=0)
+    lambda_j: float = field(0.5, ge=0)
+    lambda_theta: float = field(5e-6, ge=0)
+    lambda_beta: float = field(5e-7, ge=0)
+    lambda_align: float = field(0.1, ge=0)
+    log_every: int = field(50, ge=1)
+    eval_every: int = field(1000, ge=1)
+    checkpoint_every: int = field(1000, ge=1)
+    keep_checkpoints: int = field(3, ge=1)
+    val_batches: int = field(4, ge=0)  # validation batches per evaluation (labelled val frames)
     seed: int = 0
     distributed: bool = False  # call jax.distributed.initialize() (multi-host)
     coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
+    num_processes: int | None = field(None, ge=1)
+    process_id: int | None = field(None, ge=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Evaluation and propagation (owner: handprop_jax.evaluation)."""
 
-    batch_size: int = 64
+    batch_size: int = field(64, ge=1)
     splits: tuple[str, ...] = ("train", "test")
-    max_frames: int | None = None  # cap per split, for quick looks; None = every unlabelled frame
+    max_frames: int | None = field(None, ge=1)  # cap per split (quick looks); None = every unlabelled frame
     # also report the "Propagation (both sides)" row: both neighbouring labelled frames, slerp-blended
     both_sides: bool = True
 
@@ -109,42 +135,159 @@ class Config:
     eval: EvalConfig = EvalConfig()
 
 
+# ------------------------------------------------------------------------------------ checking
+
+
+_NAMES = {bool: ("True/False", "True/False values"), int: ("an integer", "integers"),
+          float: ("a number", "numbers"), str: ("text", "strings")}
+
+
+def _describe(tp: Any, bound: str = "") -> str:
+    """What a field of type ``tp`` accepts, as the user writes it (``bound``: its range, e.g. ">= 1")."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    bound = f" {bound}" if bound else ""
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a, bound.strip()) if a is not type(None) else "None" for a in args)
+    if origin is tuple:
+        example = "('a', 'b')" if args[0] is str else "(1, 2)"
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a tuple of {_NAMES[args[0]][1]}{bound}, e.g. {example}"
+        return f"a tuple of {len(args)} {_NAMES[args[0]][1]}{bound}, e.g. {tuple(range(1, len(args) + 1))}"
+    return _NAMES.get(tp, (getattr(tp, "__name__", str(tp)),))[0] + bound
+
+
+def _convert(tp: Any, value: Any, text: str | None) -> Any:
+    """``value`` as type ``tp`` (raw ``text`` for text fields), or raise TypeError."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, text)
+            except TypeError:
+                pass
+        raise TypeError
+    if origin is tuple:
+        if not isinstance(value, tuple | list):
+            raise TypeError
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise TypeError
+        return tuple(_convert(a, v, None) for a, v in zip(items, value, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if text is not None and value is not None:  # e.g. a numeric-looking name
+            return text
+        raise TypeError
+    raise TypeError
+
+
+def _bound(rules: dict) -> str:
+    ops = (("ge", ">="), ("gt", ">"), ("le", "<="))
+    return " and ".join(f"{op} {rules[k]}" for k, op in ops if k in rules)
+
+
+def _within(rules: dict, value: Any) -> bool:
+    """``value`` (every element of a tuple) meets the declared choices and range (None always does)."""
+    if value is None:
+        return True
+    if "choices" in rules:
+        return value in rules["choices"]
+    return all(("ge" not in rules or x >= rules["ge"]) and ("gt" not in rules or x > rules["gt"])
+               and ("le" not in rules or x <= rules["le"])
+               for x in (value if isinstance(value, tuple) else (value,)))
+
+
+def check_field(section: type, name: str, value: Any, text: str | None = None, where: str = "") -> Any:
+    """``value`` for field ``name`` of dataclass ``section``, converted to its declared type and checked
+    against its choices/range; ``text`` is what the user wrote (for text fields and messages).
+    Raises ValueError naming ``where`` (the key), the expected type or values and the given text."""
+    f = next(f for f in dataclasses.fields(section) if f.name == name)
+    tp = typing.get_type_hints(section)[name]
+    rules = f.metadata
+    try:
+        out = _convert(tp, value, text)
+    except TypeError:
+        out = _convert  # a marker: not of the type
+    if out is _convert or not _within(rules, out):
+        expected = (f"one of {', '.join(map(str, rules['choices']))}" if "choices" in rules
+                    else _describe(tp, _bound(rules)))
+        raise ConfigError(f"{where or f'{section.__name__}.{name}'}: expected {expected}, got "
+                         f"{text if text is not None else repr(value)!r}")
+    return out
+
+
+def validate(config: Config) -> Config:
+    """Check every field of every section (types, choices, ranges); returns the config (with ints
+    in float fields and lists in tuple fields converted). Raises ValueError like :func:`override`."""
+    sections = {}
+    for sec in dataclasses.fields(config):
+        obj = getattr(config, sec.name)
+        if not dataclasses.is_dataclass(obj):
+            sections[sec.name] = check_field(Config, sec.name, obj, where=sec.name)
+            continue
+        sections[sec.name] = dataclasses.replace(obj, **{
+            f.name: check_field(type(obj), f.name, getattr(obj, f.name), where=f"{sec.name}.{f.name}")
+            for f in dataclasses.fields(obj)})
+    return dataclasses.replace(config, **sections)
+
+
+# ------------------------------------------------------------------------------------ overrides
+
+
 def _parse_value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         return text
 
 
 def override(config: Config, assignments: list[str] | tuple[str, ...]) -> Config:
-    """Return ``config`` with ``section.field=value`` assignments applied.
+    """Return ``config`` with ``section.field=value`` assignments applied, each value checked
+    (module docstring).
 
-    Raises ValueError naming the assignment when the key does not exist.
+    Raises ConfigError (a ValueError) naming the assignment when the key does not exist or the value
+    does not fit the field (its type, allowed values or range).
     """
     for item in assignments:
         if "=" not in item:
-            raise ValueError(f"override {item!r}: expected section.field=value")
+            raise ConfigError(f"override {item!r}: expected section.field=value")
         key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        value = _parse_value(text.strip())
-        config = _replace_path(config, parts, value, key)
+        key, text = key.strip(), text.strip()
+        config = _replace_path(config, key.split("."), text, key)
     return config
 
 
-def _replace_path(obj: Any, parts: list[str], value: Any, key: str) -> Any:
+def _replace_path(obj: Any, parts: list[str], text: str, key: str) -> Any:
     names = {f.name for f in dataclasses.fields(obj)}
     if parts[0] not in names:
-        raise ValueError(f"override {key!r}: {type(obj).__name__} has no field {parts[0]!r}; "
+        raise ConfigError(f"override {key!r}: {type(obj).__name__} has no field {parts[0]!r}; "
                          f"fields are {sorted(names)}")
     if len(parts) == 1:
-        current = getattr(obj, parts[0])
-        if isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
+        if dataclasses.is_dataclass(getattr(obj, parts[0])):
+            raise ConfigError(f"override {key!r}: {parts[0]!r} is a section; set one of its fields")
+        value = check_field(type(obj), parts[0], _parse_value(text), text, where=f"--set {key}")
         return dataclasses.replace(obj, **{parts[0]: value})
     child = getattr(obj, parts[0])
     if not dataclasses.is_dataclass(child):
-        raise ValueError(f"override {key!r}: {parts[0]!r} is not a section")
-    return dataclasses.replace(obj, **{parts[0]: _replace_path(child, parts[1:], value, key)})
+        raise ConfigError(f"override {key!r}: {parts[0]!r} is not a section")
+    return dataclasses.replace(obj, **{parts[0]: _replace_path(child, parts[1:], text, key)})
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
@@ -163,7 +306,11 @@ def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Conf
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {path} defines no get_config()")
-    return override(module.get_config(), overrides)
+    try:
+        config = validate(module.get_config())
+    except ConfigError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    return override(config, overrides)
 
 
 def to_dict(config: Config) -> dict:

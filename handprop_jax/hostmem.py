@@ -1,23 +1,30 @@
-"""Transparent huge pages for malloc'd host memory (glibc), for XLA:CPU's per-run buffers.
+"""Transparent huge pages for malloc'd host memory (glibc), for XLA:CPU's per-step buffers.
 
 XLA:CPU allocates the temporary buffers of every executable run afresh (hundreds of MB for a
 64 px train step) and frees them when the run ends; glibc returns such large blocks to the
-kernel, so each step touches them for the first time again: ~77,000 minor page faults (4 KiB
-pages) per 64 px batch-64 stage-1 step. glibc's ``glibc.malloc.hugetlb=1`` tunable makes malloc
-ask for transparent huge pages (2 MiB, ``madvise``): 400-700 faults per step and the
-``bf16_cols`` stage-1 step 194-206 -> 227-230 img/s on this 2-core CPU (interleaved
-``benchmarks/train_step.py`` runs, its page-fault column; README "Malloc huge pages"). PyTorch's
-step is slower with it, so benchmarks run the PyTorch reference without it.
+kernel, so each step touches them for the first time again: tens of thousands of minor page faults
+(4 KiB pages) per training step. glibc's ``glibc.malloc.hugetlb=1`` tunable makes malloc ask for
+transparent huge pages (2 MiB, ``madvise``), which removes almost all of them; the measured effect
+on the CPU train step is in docs/benchmarks.md ("Malloc huge pages"). PyTorch's step is slower with
+it, so the benchmarks run the PyTorch reference without it.
+
+Where it is applied — only where it pays: processes that train on the XLA:CPU backend, i.e.
+``handprop train`` and ``handprop demo`` (the other commands — data, evaluate, propagate, visualize
+— do not re-execute), and the train-step benchmarks (``benchmarks/train_step.py``,
+``benchmarks/profile_step.py``); and not when a GPU/TPU backend is requested
+(:func:`accelerator_requested`: ``JAX_PLATFORMS`` naming one first, or, when it is unset, an
+installed accelerator plugin whose device node exists — decided without importing JAX).
 
 glibc reads tunables only when a process starts, so :func:`reexec_with_hugepages` re-executes
 the current command line (``sys.orig_argv``) once with ``GLIBC_TUNABLES`` extended by
-``glibc.malloc.hugetlb=1``. The ``handprop`` command and the benchmarks call it first thing. It
-does nothing when the tunable is already there, when ``HANDPROP_HUGEPAGES=0``, off Linux/glibc
-(the tunable needs glibc >= 2.35), or when transparent huge pages are disabled ("never").
+``glibc.malloc.hugetlb=1``. It does nothing when the tunable is already there, when
+``HANDPROP_HUGEPAGES=0`` (the off switch), off Linux/glibc (the tunable needs glibc >= 2.35), when
+transparent huge pages are disabled ("never"), or when an accelerator is requested.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import sys
@@ -25,6 +32,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 TUNABLE = "glibc.malloc.hugetlb=1"
+#: ``handprop`` sub-commands whose process trains on XLA:CPU (the only ones that re-execute)
+PAYING_COMMANDS = ("train", "demo")
+# accelerator backends: (their JAX plugin packages, a device file that exists when the hardware does)
+_ACCELERATORS = ((("jax_cuda12_plugin", "jax_cuda13_plugin"), ("/dev/nvidiactl",)),
+                 (("jax_rocm60_plugin", "jax_rocm7_plugin"), ("/dev/kfd",)),
+                 (("libtpu",), ("/dev/accel0", "/dev/vfio")))
 ORIGINAL = "HANDPROP_ORIGINAL_GLIBC_TUNABLES"  # what GLIBC_TUNABLES was before the re-execution
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -51,6 +64,31 @@ def _thp_enabled(setting_file: Path = THP_SETTING) -> bool:
     return "[never]" not in text and "[" in text
 
 
+def accelerator_requested(environ: dict[str, str] | None = None,
+                          installed: Callable[[str], bool] | None = None,
+                          exists: Callable[[str], bool] | None = None) -> bool:
+    """Whether JAX will run on a GPU/TPU rather than the CPU, decided without importing JAX.
+
+    ``JAX_PLATFORMS`` (or the older ``JAX_PLATFORM_NAME``), when set, decides by its first entry;
+    otherwise an accelerator counts when its plugin package is installed and its device node exists
+    (``installed``/``exists`` are for tests)."""
+    environ = os.environ if environ is None else environ
+    platforms = environ.get("JAX_PLATFORMS") or environ.get("JAX_PLATFORM_NAME") or ""
+    first = platforms.split(",")[0].strip().lower()
+    if first:
+        return first != "cpu"
+    installed = installed or (lambda name: importlib.util.find_spec(name) is not None)
+    exists = exists or (lambda path: Path(path).exists())
+    return any(any(map(installed, plugins)) and any(map(exists, nodes)) for plugins, nodes in _ACCELERATORS)
+
+
+def command_pays_off(args: list[str]) -> bool:
+    """Whether a ``handprop`` command line (without the program name) is a CPU training process that
+    should run with malloc huge pages (:data:`PAYING_COMMANDS`, no accelerator requested)."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    return command in PAYING_COMMANDS and not accelerator_requested()
+
+
 def hugepage_env(environ: dict[str, str]) -> dict[str, str] | None:
     """The environment to re-execute with, or None when no re-execution is wanted."""
     if environ.get("HANDPROP_HUGEPAGES", "1") == "0":
@@ -66,8 +104,7 @@ def hugepage_env(environ: dict[str, str]) -> dict[str, str] | None:
 
 def original_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment as it was before :func:`reexec_with_hugepages`, for child processes that
-    should not inherit the tunable (the PyTorch reference: its step measured ~15% slower with it,
-    177-181 vs 148-160 img/s at 64 px, batch 64)."""
+    should not inherit the tunable (the PyTorch reference, whose step is slower with it)."""
     env = dict(os.environ if environ is None else environ)
     if ORIGINAL in env:
         original = env.pop(ORIGINAL)
@@ -79,13 +116,14 @@ def original_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def reexec_with_hugepages(execve: Callable[..., None] = os.execve, supported: bool | None = None) -> bool:
-    """Re-execute this process with malloc's huge pages on (see the module docstring).
+    """Re-execute this process with malloc's huge pages on (see the module docstring). Call it only
+    from processes that train on the CPU (:func:`command_pays_off`); it checks the rest itself.
 
     Returns False when nothing was done; otherwise ``execve`` does not return (the parameters are
-    for tests: ``execve(path, argv, env)`` and whether this platform supports the tunable).
+    for tests: ``execve(path, argv, env)`` and whether the tunable is wanted and supported here).
     """
     if supported is None:
-        supported = _glibc_supports_hugetlb() and _thp_enabled()
+        supported = _glibc_supports_hugetlb() and _thp_enabled() and not accelerator_requested()
     env = hugepage_env(dict(os.environ)) if supported else None
     argv = list(getattr(sys, "orig_argv", []) or [])
     if env is None or not argv:

@@ -52,3 +52,48 @@ def test_a_real_process_reexecutes_once_with_the_tunable():
     supported = hostmem._glibc_supports_hugetlb() and hostmem._thp_enabled()
     # printed once (exec replaced the first run before it printed), with the tunable where supported
     assert out.stdout.splitlines() == ["T=glibc.malloc.hugetlb=1" if supported else "T="]
+
+
+def test_accelerator_requested_from_jax_platforms_or_installed_plugins():
+    nothing = dict(installed=lambda name: False, exists=lambda path: False)
+    assert not hostmem.accelerator_requested({"JAX_PLATFORMS": "cpu"})
+    assert hostmem.accelerator_requested({"JAX_PLATFORMS": "cuda,cpu"}, **nothing)
+    assert hostmem.accelerator_requested({"JAX_PLATFORMS": "tpu"}, **nothing)
+    assert not hostmem.accelerator_requested({"JAX_PLATFORMS": "cpu,cuda"},  # the first entry decides
+                                             installed=lambda n: True, exists=lambda p: True)
+    assert hostmem.accelerator_requested({"JAX_PLATFORM_NAME": "gpu"}, **nothing)
+    # unset: a plugin counts only with its device node present
+    assert not hostmem.accelerator_requested({}, **nothing)
+    cuda = lambda name: name == "jax_cuda12_plugin"
+    assert not hostmem.accelerator_requested({}, installed=cuda, exists=lambda p: False)
+    assert hostmem.accelerator_requested({}, installed=cuda, exists=lambda p: p == "/dev/nvidiactl")
+    assert not hostmem.accelerator_requested({}, installed=cuda, exists=lambda p: p == "/dev/accel0")
+    tpu = lambda name: name == "libtpu"
+    assert hostmem.accelerator_requested({}, installed=tpu, exists=lambda p: p == "/dev/accel0")
+
+
+def test_only_cpu_training_commands_pay_off(monkeypatch):
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    for args, want in ((["train", "--config", "tiny"], True), (["demo"], True), (["evaluate", "-h"], False),
+                       (["propagate"], False), (["data", "build", "x"], False), (["visualize"], False),
+                       (["--help"], False), ([], False)):
+        assert hostmem.command_pays_off(args) is want, args
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    assert not hostmem.command_pays_off(["train", "--config", "tiny"])
+
+
+def test_handprop_reexecutes_for_train_only(tmp_path):
+    """The real ``handprop`` program: ``evaluate`` runs in its first process; ``train`` re-executes
+    once with the tunable where the platform supports it (each process prints one line first)."""
+    code = ("import os, sys; sys.argv = ['handprop'] + sys.argv[1:]; from handprop_jax import cli; "
+            "print('T=' + os.environ.get('GLIBC_TUNABLES', ''), flush=True); sys.exit(cli.main())")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "HANDPROP_HUGEPAGES")}
+    env["JAX_PLATFORMS"] = "cpu"
+    run = lambda *args: subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                                       text=True)
+    out = run("evaluate", "--workdir", str(tmp_path / "none"))
+    assert out.stdout.splitlines() == ["T="] and "config.json not found" in out.stderr
+    out = run("train", "--config", "no_such_config", "--workdir", str(tmp_path / "w"))
+    supported = hostmem._glibc_supports_hugetlb() and hostmem._thp_enabled()
+    assert out.stdout.splitlines() == (["T=", "T=glibc.malloc.hugetlb=1"] if supported else ["T="])
+    assert out.returncode == 2 and "no_such_config" in out.stderr

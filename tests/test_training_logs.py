@@ -1,49 +1,55 @@
-"""TensorBoard event files written without TensorFlow: CRC-32C, TFRecord framing, Event protobuf."""
+"""Training logs: JSONL records and TensorBoard event files (tensorboardX) with the same numbers,
+read back by an independent TFRecord reader (tests/tb_events.py)."""
 
-import struct
+import io
+import json
 
 import numpy as np
+import pytest
+from tb_events import crc32c, read_events
 
-from handprop_jax.training import logs
+from handprop_jax.training.logs import RunLogger
 
 
-def test_crc32c_known_vectors():
+def test_reader_crc_known_vectors():
     # RFC 3720 (iSCSI) B.4 test vectors and the classic "123456789" check value
-    assert logs.crc32c(b"123456789") == 0xE3069283
-    assert logs.crc32c(bytes(32)) == 0x8A9136AA
-    assert logs.crc32c(b"\xff" * 32) == 0x62A8AB43
-    assert logs.crc32c(bytes(range(32))) == 0x46DD794E
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c(bytes(32)) == 0x8A9136AA
+    assert crc32c(b"\xff" * 32) == 0x62A8AB43
+    assert crc32c(bytes(range(32))) == 0x46DD794E
 
 
-def test_tfrecord_framing_and_event_fields_by_hand(tmp_path):
-    w = logs.EventWriter(tmp_path)
-    w.scalars(7, {"loss": 0.25, "val/mpjpe": 12.5})
-    w.close()
-    data = w.path.read_bytes()
-    assert w.path.name.startswith("events.out.tfevents.")
-    # record 1: file_version event; record 2: the scalars
-    n1 = struct.unpack("<Q", data[:8])[0]
-    second = data[16 + n1:]
-    n2 = struct.unpack("<Q", second[:8])[0]
-    body = second[12:12 + n2]
-    assert len(second) == 16 + n2
-    # Event: field 1 double wall_time (tag 0x09), field 2 varint step (tag 0x10, value 7)
-    assert body[0] == 0x09 and body[9] == 0x10 and body[10] == 7
-    # Summary (field 5, tag 0x2a) → Value (tag 0x0a) → tag "loss" (0x0a, len 4) + simple_value (0x15, float)
-    i = body.index(b"loss")
-    assert body[i - 2:i] == b"\x0a\x04" and body[i + 4] == 0x15
-    assert struct.unpack("<f", body[i + 5:i + 9])[0] == 0.25
-    events = logs.read_events(w.path)
-    assert events[1]["step"] == 7
-    got = events[1]["scalars"]
-    np.testing.assert_allclose([got["loss"], got["val/mpjpe"]], [0.25, 12.5])
-    # a corrupted byte is detected by the CRC
-    bad = bytearray(data)
+def test_jsonl_and_event_files_hold_the_same_scalars(tmp_path):
+    out = io.StringIO()
+    logger = RunLogger(tmp_path, "stage1", 1, stream=out)
+    logger.log(2, {"loss": 0.25, "mpjpe_mm": 12.5})
+    logger.log(4, {"loss": 0.125, "mpjpe_mm": 10.0})
+    logger.log(4, {"val_mpjpe_mm": 11.0}, echo=False)
+    # flushed at every call: readable before close
+    files = sorted((tmp_path / "logs" / "tb" / "stage1").glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    at_2 = {t: v for e in read_events(files[0]) if e["step"] == 2 for t, v in e["scalars"].items()}
+    assert at_2 == {"loss": 0.25, "mpjpe_mm": 12.5}
+    logger.close()
+    events = read_events(files[0])
+    by_tag = {(e["step"], t): v for e in events for t, v in e["scalars"].items()}
+    records = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 4] and {r["phase"] for r in records} == {"stage1"}
+    for r in records:
+        for tag, value in r.items():
+            if tag not in ("phase", "stage", "step"):
+                np.testing.assert_allclose(by_tag[(r["step"], tag)], value, rtol=1e-7)
+    assert "step 4: loss=0.125 mpjpe_mm=10" in out.getvalue() and "val_mpjpe" not in out.getvalue()
+    # a corrupted byte is caught by the CRC
+    bad = bytearray(files[0].read_bytes())
     bad[-6] ^= 0xFF
     (tmp_path / "bad").write_bytes(bytes(bad))
-    try:
-        logs.read_events(tmp_path / "bad")
-    except ValueError as e:
-        assert "CRC" in str(e)
-    else:
-        raise AssertionError("corruption not detected")
+    with pytest.raises(ValueError, match="CRC"):
+        read_events(tmp_path / "bad")
+
+
+def test_other_processes_write_nothing(tmp_path):
+    logger = RunLogger(tmp_path, "align", 3, is_main=False)
+    logger.log(1, {"loss": 1.0})
+    logger.close()
+    assert not (tmp_path / "logs").exists()

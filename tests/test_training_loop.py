@@ -6,11 +6,12 @@ import json
 import jax
 import numpy as np
 import pytest
+from tb_events import read_events
 from test_training_fakes import FakeSource, TinyEncoder, fake_sources, make_frames, tiny_config
 
 from handprop_jax.model import encoder as encoder_lib
 from handprop_jax.model.api import HandPropModel
-from handprop_jax.training import checkpoint, cli, logs, loop
+from handprop_jax.training import checkpoint, cli, loop
 
 STEPS = dict(stage1_steps=4, stage2_steps=2, stage3_steps=3, log_every=2, eval_every=2, checkpoint_every=2,
              keep_checkpoints=1)
@@ -65,7 +66,7 @@ def test_all_phases_run_and_are_checkpointed(full_run, data):
     records = [json.loads(ln) for ln in (workdir / "logs" / "metrics.jsonl").read_text().splitlines()]
     s1_losses = [r for r in records if r["phase"] == "stage1" and "loss" in r]
     assert [r["step"] for r in s1_losses] == [2, 4] and all(r["stage"] == 1 for r in s1_losses)
-    events = logs.read_events(next((workdir / "logs" / "tb" / "stage1").glob("events.out.tfevents.*")))
+    events = read_events(next((workdir / "logs" / "tb" / "stage1").glob("events.out.tfevents.*")))
     tb = {e["step"]: e["scalars"]["loss"] for e in events if "loss" in e["scalars"]}
     np.testing.assert_allclose([tb[2], tb[4]], [r["loss"] for r in s1_losses], rtol=1e-6)
     # the run reads back into the model facade

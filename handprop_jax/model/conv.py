@@ -38,10 +38,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from handprop_jax.config import CONV_IMPLS
 from handprop_jax.model.conv_cols import conv_bf16_cols
 from handprop_jax.model.conv_geometry import Padding, explicit_padding, output_hw, tap_views
 
-IMPLS = ("xla", "im2col", "taps", "hybrid", "bf16_cols", "auto")
+IMPLS = CONV_IMPLS  # the values model.conv_impl accepts
 
 
 # CPU plan thresholds, from per-pass timings (benchmarks/train_step.py --layers) and from the
