@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/demo
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench bench-gpu install clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,15 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile tests
 
-# Benchmarks compare against PyTorch when it is installed: `pip install torch==2.13.0` (CPU wheel).
+# Benchmarks compare against PyTorch (benchmarks/torch_step.py) when it is installed: `pip install torch`.
 bench: $(STAMP)
 	$(PY) benchmarks/mano_throughput.py
 	$(PY) benchmarks/data_throughput.py
 	$(PY) benchmarks/train_step.py
+
+# On a machine with a GPU (no network needed; docs/benchmarks.md): <= 8 minutes, JSON in $$OUT if set.
+bench-gpu:
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

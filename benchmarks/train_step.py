@@ -19,10 +19,11 @@ median reported with the min-max range, because the machine may be shared):
 - ``eval``: ``features`` + ``regress`` of ``HandPropModel.bind`` (scenario 1, frames/s).
 - ``propagate``: features of (s, u) + ``align`` of the same (scenario 2 / ``handprop propagate``,
   target frames/s, the features of both frames recomputed).
-- ``torch``: ``/work/shared/bench/torch_resnet18_step.py RES BATCH`` (a plain ResNet-18 + 61-wide
-  head Adam step, no MANO) in a subprocess, ``--repeats`` times, median; skipped with a note when
-  torch is not importable. This script, like ``handprop``, re-executes itself with malloc huge
-  pages (:mod:`handprop_jax.hostmem`); the PyTorch subprocess gets the environment as it was.
+- ``torch``: ``benchmarks/torch_step.py RES BATCH`` (our PyTorch ResNet-18 + 61-wide head Adam step,
+  no MANO; on the GPU when JAX runs there) in a subprocess, ``--torch-repeats`` times, median;
+  skipped with a note when torch is not importable. This script, like ``handprop train``,
+  re-executes itself with malloc huge pages on the CPU backend (:mod:`handprop_jax.hostmem`); the
+  PyTorch subprocess gets the environment as it was.
 - compile time (lower + compile) separately; XLA's FLOPs of one step (cost analysis), the FLOP
   rate achieved and its fraction of a large float32 matmul's FLOP rate measured in the same run,
   both per wall second and per CPU-second (the latter is robust to other processes' load), and
@@ -37,9 +38,9 @@ median reported with the min-max range, because the machine may be shared):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -55,8 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from handprop_jax import config as config_lib  # noqa: E402
 
-# The shared PyTorch anchor lives beside the checkout (../shared/bench), as in CI and development.
-TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "bench" / "torch_resnet18_step.py"
+TORCH_SCRIPT = Path(__file__).resolve().parent / "torch_step.py"  # our PyTorch reference
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -227,26 +227,26 @@ def bench_eval(cfg, res: int, batch: int, args) -> list[dict]:
     return out
 
 
-def bench_torch(res: int, batch: int, args) -> dict:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return {"what": "torch ResNet-18 step", "note": "torch not importable: skipped"}
-    if not TORCH_SCRIPT.is_file():
-        return {"what": "torch ResNet-18 step", "note": f"{TORCH_SCRIPT} missing: skipped"}
+def bench_torch(res: int, batch: int, args, dtype: str = "float32") -> dict:
+    """Our PyTorch reference step (``torch_step.py``) in a subprocess, on the device JAX uses."""
+    what = f"torch ResNet-18 step ({dtype})"
+    if importlib.util.find_spec("torch") is None:
+        return {"what": what, "note": "torch not importable: skipped"}
     from handprop_jax import hostmem
 
+    device = "cpu" if jax.default_backend() == "cpu" else "cuda"
     rates = []
     for _ in range(args.torch_repeats):
         # PyTorch runs in the environment it was started with: malloc huge pages slow its step.
-        out = subprocess.run([sys.executable, str(TORCH_SCRIPT), str(res), str(batch)], capture_output=True,
-                             text=True, check=True, env=hostmem.original_environ()).stdout
-        m = re.search(r"([\d.]+) img/s", out)
-        if m is None:
-            raise RuntimeError(f"unexpected output of {TORCH_SCRIPT}: {out!r}")
-        rates.append(float(m.group(1)))
+        out = subprocess.run([sys.executable, str(TORCH_SCRIPT), str(res), str(batch), "--device", device,
+                              "--dtype", dtype, "--repeats", "1", "--steps", str(args.steps)],
+                             capture_output=True, text=True, env=hostmem.original_environ())
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if out.returncode != 0 or line is None:
+            return {"what": what, "note": f"torch_step.py failed: {(out.stderr or out.stdout)[-300:]!r}"}
+        rates.append(json.loads(line[len("RESULT "):])["results"][0]["rate"]["median"])
     rates.sort()
-    return {"what": "torch ResNet-18 step", "images_per_call": batch,
+    return {"what": what, "images_per_call": batch,
             "rate": {"median": float(np.median(rates)), "min": rates[0], "max": rates[-1], "n": len(rates)}}
 
 
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
         rows = [bench_train(phase, cfg, res, batch, args) for phase in args.phases]
         if not args.no_eval:
             rows += bench_eval(cfg, res, batch, args)
-        torch_row = None if args.no_torch else bench_torch(res, batch, args)
+        torch_row = None if args.no_torch else bench_torch(res, batch, args, args.dtype)
         if torch_row is not None:
             rows.append(torch_row)
         for r in rows:
