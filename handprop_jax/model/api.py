@@ -143,10 +143,11 @@ class HandPropModel:
         """The jitted inference callables of ``variables`` (BatchNorm in inference mode); the variables
         and the MANO arrays are arguments of the compiled functions, not constants folded into them.
         ``batch_size`` (default ``eval.batch_size``) is the fixed batch callers pad to."""
+        model, variables = jax.device_put((self, variables))  # once, not at every call
         return BoundModel(
-            features=functools.partial(_features, self, variables),
-            regress=functools.partial(_regress, self, variables["params"]),
-            align=functools.partial(_align, self, variables["params"]),
+            features=functools.partial(_features, model, variables),
+            regress=functools.partial(_regress, model, variables["params"]),
+            align=functools.partial(_align, model, variables["params"]),
             image_size=self.config.data.image_size,
             batch_size=batch_size or self.config.eval.batch_size)
 

@@ -3,9 +3,9 @@
 All formulations compute exactly the same function as
 ``jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))``
 (up to float rounding); they differ only in which XLA operations they lower to, because XLA:CPU's
-native convolution is very slow on some shapes (the backward pass of a 3x3 convolution on a
-2x2x512 map is ~80x slower than the same maths written as a matmul; see
-``/work/shared/bench/xla_cpu_conv_micro.py``).
+native convolution is very slow on some shapes (e.g. the backward pass of a 3x3 convolution on a
+2x2 map, against the same maths written as a matmul; ``benchmarks/train_step.py --layers`` measures
+every formulation per layer, figures in docs/benchmarks.md).
 
 - ``"xla"``: ``lax.conv_general_dilated`` (the natural choice on GPU/TPU: cuDNN and friends).
 - ``"im2col"``: the kernel taps are gathered as shifted, strided slices of the padded input,
@@ -47,7 +47,7 @@ IMPLS = CONV_IMPLS  # the values model.conv_impl accepts
 
 # CPU plan thresholds, from per-pass timings (benchmarks/train_step.py --layers) and from the
 # per-operation profile of the full 64 px stage-1 step (benchmarks/profile_step.py):
-CPU_FWD_XLA_MIN_PIXELS = 16  # native forward conv for k>1 maps of >= 4x4 outputs (2x2: ~100x slower)
+CPU_FWD_XLA_MIN_PIXELS = 16  # native forward conv for k>1 maps of >= 4x4 outputs (2x2 maps: far slower)
 CPU_DX_XLA_MIN_PIXELS = 196  # native input-gradient conv for stride 1 and >= 14x14 outputs
 CPU_S2D_MAX_CIN = 4  # kernel gradient of strided convs over <= 4 channels (RGB stem) via space-to-depth
 
@@ -55,22 +55,22 @@ CPU_S2D_MAX_CIN = 4  # kernel gradient of strided convs over <= 4 channels (RGB 
 def cpu_plan(kernel_hw: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
              in_channels: int | None = None) -> tuple[str, str, str]:
     """Formulation ("xla", "im2col" or "s2d") of the (forward, input-gradient, kernel-gradient)
-    passes of one convolution layer on XLA:CPU, chosen from measured timings:
+    passes of one convolution layer on XLA:CPU, chosen from per-layer timings
+    (``benchmarks/train_step.py --layers``) and the step's profile (``benchmarks/profile_step.py``);
+    the figures behind each rule are in docs/benchmarks.md:
 
     - 1x1 convolutions: im2col everywhere (a strided slice and a matmul; XLA's 1x1/2 kernel
-      gradient was 3-6x slower).
-    - forward: native for outputs of at least 4x4 pixels (Eigen/YNNPACK's convolution, 2-5x faster
-      than a materialised im2col on large maps); im2col on smaller maps (native 2x2 is ~100x
-      slower).
+      gradient was slower).
+    - forward: native for outputs of at least 4x4 pixels (Eigen/YNNPACK's convolution is faster
+      than a materialised im2col on large maps); im2col on smaller maps (native 2x2 is far slower).
     - input gradient: native only for stride 1 and outputs >= 14x14; strided layers' input
-      gradient (an lhs-dilated convolution in XLA, 20-45x slower at 4x4x256 -> 2x2x512: 130-150
-      vs 3-6 ms at batch 64) and small maps use the im2col transpose.
-    - kernel gradient: im2col for every layer. In the profiled 64 px step the native kernel
-      gradient of a 3x3 conv on 16x16x64 maps took 42-50 ms; the im2col columns take 11-18 ms and
-      the 1.2 GFLOP matmul ~10 ms (its rate measured for that shape).
+      gradient (an lhs-dilated convolution in XLA, far slower on small maps) and small maps use the
+      im2col transpose.
+    - kernel gradient: im2col for every layer (the native kernel gradient of the 3x3 layers on
+      large maps cost more than the im2col columns plus one matmul).
       Strided layers over at most ``CPU_S2D_MAX_CIN`` channels (the RGB stem) use the im2col of
       the space-to-depth input ("s2d": 16 taps of 12 channels for the 7x7/2 stem instead of 49
-      slices of 3 channels: ~17 instead of ~105 ms of column copies per 64 px step).
+      slices of 3 channels, a fraction of the column copies).
     """
     pixels = out_hw[0] * out_hw[1]
     if max(kernel_hw) == 1:

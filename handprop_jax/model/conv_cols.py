@@ -1,9 +1,9 @@
 """The ``"bf16_cols"`` CPU convolution: bfloat16 im2col columns built by C++ XLA FFI handlers,
 contracted by XLA with float32 accumulation.
 
-This CPU has AMX / AVX512-BF16: XLA:CPU multiplies bfloat16 matrices into float32 at 3-4x its
-float32 matmul rate (2048x2048: 760-1000 vs 200-245 GFLOP/s, ``benchmarks/train_step.py``), but
-its bfloat16 pads, slices, concatenations and transposes are slow, so the columns are built by
+On a CPU with AMX / AVX512-BF16, XLA:CPU multiplies bfloat16 matrices into float32 at several
+times its float32 matmul rate (``benchmarks/train_step.py`` prints both rates), but its bfloat16
+pads, slices, concatenations and transposes are slow, so the columns are built by
 :mod:`handprop_jax.native` (one pass that gathers and rounds to bfloat16). Every pass of a layer
 is one matmul of bfloat16 operands with a float32 result:
 

@@ -1,9 +1,9 @@
 """Max pooling (NHWC) with a backward pass that XLA:CPU runs fast.
 
 ``jax.grad`` of ``lax.reduce_window(max)`` lowers to a variadic reduce-window over (value, index)
-pairs built from four full-size integer iotas plus a scatter; in the 64 px, batch-64 ResNet-18
-train step on the 2-core CPU that was ~100 ms of op time per step for the single stem max-pool
-(profile of ``benchmarks/train_step.py``'s stage-1 step). :func:`max_pool` computes the same
+pairs built from four full-size integer iotas plus a scatter, which was a large share of the CPU
+train step's operation time for the single stem max-pool (``benchmarks/profile_step.py``; figures
+in docs/benchmarks.md). :func:`max_pool` computes the same
 function with a ``custom_vjp`` whose backward pass is one elementwise pass per window tap: the
 gradient of each output goes to the *first* maximal input of its window in row-major (i, j)
 order, PyTorch's rule (``max_pool2d`` keeps the first index on ties). Ties only matter where

@@ -2,14 +2,27 @@
 
 TensorBoard summaries are written with ``tensorboardX`` (which needs no TensorFlow): one folder per
 phase, ``logs/tb/<phase>/events.out.tfevents.*``, so that ``tensorboard --logdir workdir/logs/tb``
-shows every phase. Scalars only; the same numbers as the JSONL records, flushed at every log call.
+shows every phase. Scalars only, the same numbers as the JSONL records: one event per log call
+with all its scalars, written and flushed synchronously (tensorboardX's ``EventsWriter``; its
+``SummaryWriter`` writes from a background thread, so a killed run could lose the last events).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
+
+
+def _scalars_event(step: int, values: dict[str, float]):
+    """One TensorBoard ``Event`` holding every scalar of a log call (tensorboardX's summaries)."""
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+    from tensorboardX.summary import scalar
+
+    summary = Summary(value=[v for tag, value in values.items() for v in scalar(tag, value).value])
+    return Event(wall_time=time.time(), step=step, summary=summary)
 
 
 class RunLogger:
@@ -22,12 +35,12 @@ class RunLogger:
         self.stream = stream or sys.stdout
         self.write = lambda line: print(line, file=self.stream, flush=True)  # e.g. tqdm.write
         if is_main:
-            from tensorboardX import SummaryWriter
+            from tensorboardX.event_file_writer import EventsWriter
 
             logs = Path(workdir) / "logs"
-            logs.mkdir(parents=True, exist_ok=True)
+            (logs / "tb" / phase).mkdir(parents=True, exist_ok=True)
             self._jsonl = open(logs / "metrics.jsonl", "a")
-            self._tb = SummaryWriter(str(logs / "tb" / phase))
+            self._tb = EventsWriter(str(logs / "tb" / phase / "events"))
 
     def log(self, step: int, metrics: dict[str, float], echo: bool = True) -> None:
         if not self.is_main:
@@ -36,8 +49,7 @@ class RunLogger:
         record = {"phase": self.phase, "stage": self.stage, "step": int(step), **values}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
-        for tag, value in values.items():
-            self._tb.add_scalar(tag, value, int(step))
+        self._tb.write_event(_scalars_event(int(step), values))
         self._tb.flush()
         if echo:
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())

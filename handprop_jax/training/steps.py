@@ -235,7 +235,7 @@ def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None 
     if config.model.dtype == "bfloat16" and jax.default_backend() == "cpu":
         warnings.warn("model.dtype=bfloat16 on CPU is slower than float32: XLA:CPU runs bf16 convolutions "
                       "in float32 and adds conversions (benchmarks/profile_step.py shows where); use it on "
-                      "GPU/TPU", stacklevel=2)
+                      "GPU/TPU, or model.conv_impl=bf16_cols on a CPU", stacklevel=2)
     model = HandPropModel.create(config, mano, module)
     loss_fn = _PHASE_LOSS[phase]
     tx = optimizer(config, phase)
