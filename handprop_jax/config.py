@@ -94,6 +94,8 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation and bookkeeping (owner: handprop_jax.training)."""
 
+    # phases trained by default, in the registry's order (handprop_jax.training.registry)
+    phases: tuple[str, ...] = ("stage1", "baseline", "stage2", "align")
     batch_size: int = field(64, ge=1)  # global batch, frames (stage 1) or pairs (stages 2, 3)
     lr: float = field(5e-5, gt=0)
     stage1_steps: int = field(40_000, ge=0)
@@ -126,6 +128,37 @@ class EvalConfig:
     both_sides: bool = True
 
 
+#: ``propagation.method`` values (handprop_jax.propagation.core): the default, the paper's learned aligner,
+#: and the geometric transfers without any image evidence
+PROPAGATION_METHODS = ("photometric", "paper", "crop", "copy")
+
+
+@dataclasses.dataclass(frozen=True)
+class PropagationConfig:
+    """How labels are propagated to unlabelled frames (owner: handprop_jax.propagation).
+
+    ``method``: "photometric" (crop-aware interpolation refined against the labelled frames by
+    analysis-by-synthesis; needs no training), "paper" (the trained Pose Alignment network), "crop"
+    (crop-aware copy / interpolation), "copy" (plain copy / interpolation). The other fields set the
+    photometric refinement (handprop_jax.propagation.refine)."""
+
+    method: str = field("photometric", choices=PROPAGATION_METHODS)
+    steps: int = field(60, ge=0)  # Adam iterations per frame (split evenly over the blur levels)
+    lr: float = field(0.1, gt=0)
+    blur: tuple[float, ...] = field((2.0, 1.0), ge=0)  # coarse-to-fine Gaussian blur sigmas, pixels
+    pixels: int = field(256, ge=1)  # silhouette pixels drawn per labelled reference frame
+    prior_weight: float = field(0.1, ge=0)  # pull towards the geometric prior (mean of squared steps)
+    box_weight: float = field(10.0, ge=0)  # the hand's projected extent in the crop vs the references'
+    centre_weight: float = field(10.0, ge=0)  # the hand's projected box centre vs the references'
+    depth_step: float = field(0.05, gt=0)  # one unit of the update: root d_f (root_depth_unit m/px)
+    pixel_step: float = field(1.0, gt=0)  # ... root offset in the crop, pixels
+    rotation_step: float = field(0.05, gt=0)  # ... rotation of the hand about the wrist, radians
+    finger_step: float = field(0.02, ge=0)  # ... finger joint axis-angle, radians (0: fingers fixed)
+    visibility_tolerance: float = field(0.02, ge=0)  # relative inverse-depth tolerance of the warp
+    batch_size: int = field(64, ge=1)  # frames refined at once
+    seed: int = 0  # draws of the reference pixels
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"
@@ -133,6 +166,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    propagation: PropagationConfig = PropagationConfig()
 
 
 # ------------------------------------------------------------------------------------ checking

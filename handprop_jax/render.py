@@ -65,6 +65,16 @@ def _screen_coefficients(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarr
     return bary, inv_z, valid
 
 
+def screen_barycentrics(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, face_ids: jnp.ndarray,
+                        pixels: jnp.ndarray) -> jnp.ndarray:
+    """Screen-space barycentrics of ``pixels`` (P, 2) (u, v) in the faces ``face_ids`` (P,) int of the
+    mesh (V, 3) seen through K (3, 3): (P, 3), summing to 1; ``sum_k b_k project(v[face_k]) = pixel``.
+    Differentiable in the vertices (the face ids are integers: pick them with :func:`rasterize`)."""
+    bary, _, _ = _screen_coefficients(vertices, faces, K)
+    q = jnp.concatenate([pixels, jnp.ones_like(pixels[:, :1])], axis=-1)
+    return jnp.einsum("pkc,pc->pk", bary[face_ids], q)
+
+
 def rasterize(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, image_size: tuple[int, int],
               face_chunk: int = 128) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Z-buffer visibility.
@@ -186,6 +196,24 @@ def max_face_extent(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray) -
     return jnp.max(face_extents(vertices, faces, K), axis=-1)
 
 
+#: splat windows :func:`splat_window` chooses from (few sizes: few compiled variants)
+SPLAT_WINDOWS = (4, 6, 8, 12, 16, 24, 32)
+
+
+def splat_window(vertices, faces, K) -> int | None:
+    """The smallest of :data:`SPLAT_WINDOWS` that makes ``rasterize_splat`` exact for every mesh of a
+    batch — vertices (..., V, 3), K (..., 3, 3) — or None (use the dense ``rasterize``) when a face spans
+    more than the largest window or a projection is not finite. Host-side (returns a Python int)."""
+    import numpy as np
+
+    ext = np.asarray(max_face_extent(jnp.asarray(vertices, jnp.float32), jnp.asarray(faces),
+                                     jnp.asarray(K, jnp.float32)), np.float64)
+    if ext.size == 0 or not np.all(np.isfinite(ext)):
+        return None
+    worst = float(ext.max())
+    return next((w for w in SPLAT_WINDOWS if worst <= w), None)
+
+
 def render(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, vertex_colors: jnp.ndarray,
            light_dir: jnp.ndarray, image_size: tuple[int, int], background: jnp.ndarray,
            ambient: float | jnp.ndarray = 0.35, face_chunk: int = 128,
@@ -215,11 +243,10 @@ def render(vertices: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, vertex_col
         face_id, _ = rasterize_splat(vertices, faces, K, image_size, splat_window)
     mask = face_id >= 0
     fid = jnp.maximum(face_id, 0).reshape(-1)
-    bary, _, _ = _screen_coefficients(vertices, faces, K)
     vv, uu = jnp.meshgrid(jnp.arange(H, dtype=vertices.dtype), jnp.arange(W, dtype=vertices.dtype),
                           indexing="ij")
     q = jnp.stack([uu.reshape(-1), vv.reshape(-1), jnp.ones(H * W, vertices.dtype)], axis=-1)  # (P, 3)
-    b = jnp.einsum("pkc,pc->pk", bary[fid], q)  # (P, 3) screen-space barycentrics
+    b = screen_barycentrics(vertices, faces, K, fid, q[:, :2])  # (P, 3) screen-space barycentrics
     tri = faces[fid]  # (P, 3)
     zk = vertices[tri, 2]
     persp = b / zk

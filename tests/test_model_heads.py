@@ -15,7 +15,7 @@ from handprop_jax.hand import default_mano
 from handprop_jax.model import handprop as hp
 from handprop_jax.model import heads
 from handprop_jax.model.api import Features, Frame, HandPropModel
-from handprop_jax.training import steps
+from handprop_jax.training import objectives
 
 
 class RootRecoveryTest(chex.TestCase):
@@ -122,7 +122,7 @@ def test_grads_of_losses_match_finite_differences(tiny_net):
             frame_s = Frame(Features(z.z_r[:2], z.z_theta[:2]), fr["K"][:2])
             frame_u = Frame(Features(z.z_r[2:], z.z_theta[2:]), fr["K"][2:])
             s = {k: fr[k][:2] for k in ("root", "pose", "betas", "joints3d")}
-            loss, _, _, _ = steps.alignment_terms(model, p, frame_s, frame_u, g.take(slice(2, None)), s)
+            loss, _, _, _ = objectives.alignment_terms(model, p, frame_s, frame_u, g.take(slice(2, None)), s)
             return loss
 
         both = jax.jit(lambda p: jnp.stack([l_pred(p), l_align(p)]))  # one compilation for both

@@ -17,16 +17,12 @@ def render_overlays(crops: np.ndarray, verts: np.ndarray, K: np.ndarray, faces, 
 
     crops uint8 (T, S, S, 3), verts (T, 778, 3) metres, K (T, 3, 3) of the crops, color RGB in [0, 1]
     → uint8 (T, S, S, 3)."""
-    from handprop_jax.render import max_face_extent, render_batch
+    from handprop_jax.render import render_batch, splat_window
 
     T, S = crops.shape[0], crops.shape[1]
     color = np.broadcast_to(np.asarray(color, np.float32), verts.shape[1:])
-    # the splat rasteriser is exact when every face spans <= window pixel centres; powers of two
-    # keep the number of compiled variants small; large faces (close-ups) use the dense rasteriser
-    extent = np.asarray(max_face_extent(jnp.asarray(verts, jnp.float32), jnp.asarray(faces),
-                                        jnp.asarray(K, jnp.float32)), np.float64)
-    ext = float(np.max(extent)) if extent.size and np.all(np.isfinite(extent)) else np.inf
-    window = None if not ext <= 32 else max(4, 1 << (max(int(ext), 1) - 1).bit_length())
+    # the splat rasteriser when exact for every face, else (close-ups) the dense one
+    window = splat_window(verts, faces, K) if T else None
 
     def one(v, k, img):
         bg = img.astype(np.float32) / 255.0

@@ -25,7 +25,6 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 VAL_KEY = "val_mpjpe_mm"
-PHASES = ("stage1", "baseline", "stage2", "align")
 
 
 def phase_dir(workdir: str | Path, phase: str) -> Path:
@@ -125,7 +124,8 @@ def load_run(workdir: str | Path, model: str = "align", which: str = "latest") -
 
     Args:
       workdir: the run folder (has ``config.json`` and ``checkpoints/<model>/``).
-      model: the phase: "align" (stage 3, Baseline + Align), "baseline" (control), "stage1" or "stage2".
+      model: the phase whose checkpoint is read (a name of :mod:`handprop_jax.training.registry`, e.g.
+        "align", "baseline", "stage1", "stage2").
       which: "latest" (the last saved step, the end of the phase when it finished) or "best"
         (lowest validation error among the kept checkpoints; falls back to latest).
     Returns:
@@ -134,9 +134,9 @@ def load_run(workdir: str | Path, model: str = "align", which: str = "latest") -
       FileNotFoundError naming the missing file/folder; ValueError for a bad ``model``/``which``.
     """
     from handprop_jax import config as config_lib
+    from handprop_jax.training import registry
 
-    if model not in PHASES:
-        raise ValueError(f"load_run: model {model!r} must be one of {PHASES}")
+    registry.get(model)  # ValueError naming the known phases
     if which not in ("latest", "best"):
         raise ValueError(f"load_run: which {which!r} must be 'latest' or 'best'")
     workdir = Path(workdir)

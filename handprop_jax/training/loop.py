@@ -1,6 +1,7 @@
 """The training loop: phases in order, resumable, data parallel, logged, checkpointed.
 
-``train(config, workdir, stages=None)`` runs the phases (docs/design.md, "Training order")::
+``train(config, workdir, stages=None)`` runs the phases of ``train.phases`` in the order of
+:mod:`handprop_jax.training.registry` (docs/design.md, "Training order"), e.g.::
 
     stage1   (init → L_pred, stage1_steps)
     baseline (from stage1's final state: L_pred for stage2_steps + stage3_steps more steps)
@@ -33,12 +34,10 @@ from handprop_jax import config as config_lib
 from handprop_jax.config import Config
 from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import checkpoint as ckpt_lib
-from handprop_jax.training import parallel, steps
+from handprop_jax.training import parallel, registry, steps
 from handprop_jax.training.logs import RunLogger
 
-STAGE_ALIASES = {"1": ("stage1",), "2": ("stage2",), "3": ("align",), "baseline": ("baseline",),
-                 "stage1": ("stage1",), "stage2": ("stage2",), "align": ("align",),
-                 "stage3": ("align",)}
+STAGE_ALIASES = {"1": "stage1", "2": "stage2", "3": "align", "stage3": "align"}
 
 # A source of batches: (config, phase, split, shard_index, shard_count) → for split "train" an
 # endless iterator of process-local numpy batches in the phase's format with get_state() /
@@ -51,33 +50,24 @@ class NonFiniteLossError(FloatingPointError):
     """A train step produced a NaN/inf loss or gradient; the message names phase, stage and step."""
 
 
-def resolve_phases(stages: Iterable[str | int] | None) -> tuple[str, ...]:
-    """``None`` → every phase; else stage numbers (1, 2, 3) / phase names, in training order."""
+def resolve_phases(stages: Iterable[str | int] | None, config: Config | None = None) -> tuple[str, ...]:
+    """``None`` → the config's ``train.phases`` (every phase without a config); else stage numbers
+    (1, 2, 3) / phase names, in training order."""
     if stages is None:
-        return steps.PHASES
+        return registry.order(config) if config is not None else registry.names()
     chosen = set()
     for s in stages:
         key = str(s).strip().lower()
-        if key not in STAGE_ALIASES:
-            raise ValueError(f"stage {s!r}: expected 1, 2, 3, baseline or one of {steps.PHASES}")
-        chosen.update(STAGE_ALIASES[key])
-    return tuple(p for p in steps.PHASES if p in chosen)
-
-
-def _previous_phase(phase: str) -> str | None:
-    return {"stage1": None, "baseline": "stage1", "stage2": "stage1", "align": "stage2"}[phase]
+        key = STAGE_ALIASES.get(key, key)
+        if key not in registry.names():
+            raise ValueError(f"stage {s!r}: expected 1, 2, 3 or one of {registry.names()}")
+        chosen.add(key)
+    return tuple(p for p in registry.names() if p in chosen)
 
 
 def default_sources(config: Config, phase: str, split: str, shard_index: int, shard_count: int):
-    """Batches from :mod:`handprop_jax.data.pipeline` (process-local share of the global batch)."""
-    from handprop_jax.data import pipeline
-
-    stage = steps.PHASE_STAGE[phase]
-    if split == "train":
-        return pipeline.train_iterator(config, stage, shard_index=shard_index, shard_count=shard_count)
-    # validation: labelled val frames for the predictor; labelled val pairs for stage 2 (aligners)
-    return pipeline.val_batches(config, 2 if phase == "stage2" else 1, shard_index=shard_index,
-                                shard_count=shard_count)
+    """The phase's own batches (``Phase.batches``: process-local share of the global batch)."""
+    return registry.get(phase).batches(config, split, shard_index, shard_count)
 
 
 def _check_config(workdir: Path, config: Config) -> None:
@@ -99,8 +89,8 @@ def _check_config(workdir: Path, config: Config) -> None:
 
 # Fields that may change between an interrupted run and its resumption (bookkeeping, paths,
 # parallelism); the eval section never matters for training.
-_RESUME_FREE = {"train": ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "distributed",
-                          "coordinator_address", "num_processes", "process_id", "val_batches"),
+_RESUME_FREE = {"train": ("phases", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                          "distributed", "coordinator_address", "num_processes", "process_id", "val_batches"),
                 "data": ("data_dir", "num_workers")}
 
 
@@ -146,7 +136,7 @@ def _compiled_step(config: Config, phase: str, mesh):
 
 @functools.lru_cache(maxsize=16)
 def _compiled_eval(config: Config, kind: str):
-    """Jitted validation function: kind "pairs" (stage2: propagation error) or "frames"."""
+    """Jitted validation function: kind "pairs" (the aligner's propagation error) or "frames"."""
     return jax.jit(steps.make_eval_fn(config, "stage2" if kind == "pairs" else "stage1"))
 
 
@@ -154,7 +144,8 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
               progress: bool = True, interrupt_at: int | None = None) -> dict:
     """Train one phase to completion (resuming if possible). Returns its final summary dict."""
     t = config.train
-    stage = steps.PHASE_STAGE[phase]
+    spec = registry.get(phase)
+    stage = spec.stage
     total = steps.phase_steps(config, phase)
     main = jax.process_index() == 0
     parallel.local_batch_size(t.batch_size, mesh)  # clear error before any work when it does not divide
@@ -164,7 +155,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         ck.close()
         return {"phase": phase, "step": latest, "skipped": True}
 
-    prev = _previous_phase(phase)
+    prev = spec.init_from
     if prev is None:
         variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
     else:
@@ -178,10 +169,9 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         train_source.set_state(ckpt_lib.decode_data_state(meta["data_state"]))
     start = int(jax.device_get(state.step))
 
-    # stage1 and baseline run the same step, and all phases but stage2 the same validation:
-    # share the compilations
-    step_fn = _compiled_step(config, "stage1" if phase == "baseline" else phase, mesh)
-    eval_fn = _compiled_eval(config, "pairs" if phase == "stage2" else "frames")
+    # phases with the same step (stage1, baseline) and the same validation share the compilations
+    step_fn = _compiled_step(config, spec.shares_step_with or phase, mesh)
+    eval_fn = _compiled_eval(config, spec.validation)
     base_key = np.asarray(jax.device_get(state.rng))  # the state (and its rng) is donated each step
     logger = RunLogger(workdir, phase, stage, is_main=main)
 
@@ -206,7 +196,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         logger.write = bar.write  # log lines above the bar
     history: list[dict] = []
     t_last, n_last = time.perf_counter(), 0
-    images_per_step = t.batch_size * (1 if stage == 1 else 2)
+    images_per_step = t.batch_size * spec.images_per_sample
     summary: dict = {"phase": phase}
     for step in range(start, total):
         if interrupt_at is not None and step == interrupt_at:
@@ -256,11 +246,11 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
 def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | None = None, *,
           sources: SourceFactory | None = None, progress: bool = True,
           interrupt_at: tuple[str, int] | None = None) -> dict[str, dict]:
-    """Train ``stages`` (None = stage1, baseline, stage2, align) into ``workdir``; resumable.
+    """Train ``stages`` (None = ``train.phases``) into ``workdir``; resumable.
 
     Args:
       config: the resolved config. workdir: run folder (created).
-      stages: phase names or stage numbers (1 → stage1, 2 → stage2, 3 → align, "baseline").
+      stages: phase names or stage numbers (1 → stage1, 2 → stage2, 3 → align).
       sources: batch source factory (default: :func:`default_sources`, the grain pipeline).
       progress: tqdm bar per phase (stdout lines instead when False).
       interrupt_at: (phase, step) — tests only: stop abruptly before that step, as a kill would.
@@ -275,7 +265,7 @@ def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | Non
     mesh = parallel.make_mesh()
     sources = default_sources if sources is None else sources
     out = {}
-    for phase in resolve_phases(stages):
+    for phase in resolve_phases(stages, config):
         cut = interrupt_at[1] if interrupt_at is not None and interrupt_at[0] == phase else None
         out[phase] = run_phase(config, workdir, phase, sources, mesh, progress=progress, interrupt_at=cut)
     return out

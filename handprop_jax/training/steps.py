@@ -1,15 +1,9 @@
 """Train state and the pure, jit-compiled train steps of the three stages (and the baseline).
 
-Phases (each is one orbax checkpoint folder ``checkpoints/<phase>``, see docs/design.md):
-
-=========  =====  ===================================  =============================  ==========
-phase      stage  trainable parameters                 loss                           batch
-=========  =====  ===================================  =============================  ==========
-stage1     1      predictor (encoder, π^r, π^θ)        L_pred on s                    frame
-baseline   1      predictor                            L_pred (control, same steps)   frame
-stage2     2      aligners (φ^r, φ^θ) only             L_align on labelled pairs      {s, u}
-align      3      everything                           L_pred + λ_align L_align       {s, u}
-=========  =====  ===================================  =============================  ==========
+Phases (each is one orbax checkpoint folder ``checkpoints/<phase>``) are
+:class:`~handprop_jax.training.phases.Phase` records of :mod:`handprop_jax.training.registry`: a
+phase gives the loss (the paper's are in :mod:`handprop_jax.training.objectives`), the trainable
+parameter groups and, optionally, extra state with its own update (``aux``).
 
 ``train_step(state, batch, key) -> (state, metrics)`` is a pure function: ``key`` drives the
 augmentation (``handprop_jax.data.augment.augment``, applied inside the step), ``metrics`` is a
@@ -49,16 +43,13 @@ import jax.numpy as jnp
 import optax
 
 import mano_jax
-from handprop_jax import losses
 from handprop_jax.config import Config
 from handprop_jax.gamma import Gamma
 from handprop_jax.model import handprop as hp
-from handprop_jax.model.api import Frame, HandPropModel
-from handprop_jax.training.checkpoint import PHASES
+from handprop_jax.model.api import HandPropModel
+from handprop_jax.training import registry
+from handprop_jax.training.objectives import pair_predictions, per_sample_mpjpe_mm
 
-PHASE_STAGE = {"stage1": 1, "baseline": 1, "stage2": 2, "align": 3}
-PHASE_TRAINABLE = {"stage1": hp.PREDICTOR_KEYS, "baseline": hp.PREDICTOR_KEYS,
-                   "stage2": hp.ALIGNER_KEYS, "align": hp.PREDICTOR_KEYS + hp.ALIGNER_KEYS}
 # a run stops at its first non-finite step; the guard must never give up and apply one
 _NEVER_GIVE_UP = 2 ** 30
 
@@ -69,7 +60,8 @@ class TrainState:
     ``opt_state``: the state of :func:`optimizer` (``apply_if_finite`` around the partitioned Adam);
     ``step``: int32 (), steps done in this phase; ``rng``: uint32 (2,) the phase's base key (step keys
     are ``fold_in(rng, step)``); ``bad_step``: int32 (), first step whose loss/gradient was
-    non-finite, −1 if none."""
+    non-finite, −1 if none; ``aux``: the phase's own extra state (``Phase.init_aux``, e.g. a
+    discriminator and its optimizer state; {} for the paper's phases)."""
 
     step: jnp.ndarray
     params: Any
@@ -77,17 +69,17 @@ class TrainState:
     opt_state: Any
     rng: jnp.ndarray
     bad_step: jnp.ndarray
+    aux: Any = flax.struct.field(default_factory=dict)
 
 
 def phase_steps(config: Config, phase: str) -> int:
-    t = config.train
-    return {"stage1": t.stage1_steps, "baseline": t.stage2_steps + t.stage3_steps,
-            "stage2": t.stage2_steps, "align": t.stage3_steps}[phase]
+    return int(registry.get(phase).steps(config))
 
 
 def param_labels(params: dict, phase: str) -> dict:
     """"train" / "frozen" for each top-level parameter group of ``params`` in ``phase``."""
-    return {k: "train" if k in PHASE_TRAINABLE[phase] else "frozen" for k in params}
+    trainable = registry.get(phase).trainable
+    return {k: "train" if k in trainable else "frozen" for k in params}
 
 
 def optimizer(config: Config, phase: str) -> optax.GradientTransformation:
@@ -101,105 +93,17 @@ def optimizer(config: Config, phase: str) -> optax.GradientTransformation:
 def init_state(config: Config, phase: str, variables: dict, rng: jax.Array) -> TrainState:
     """Phase start: given variables, a fresh optimizer state for the phase."""
     params = variables["params"]
+    spec = registry.get(phase)
+    aux = {} if spec.init_aux is None else spec.init_aux(config, jax.random.fold_in(rng, 7))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}),
                       opt_state=optimizer(config, phase).init(params),
-                      rng=jnp.asarray(rng, jnp.uint32), bad_step=jnp.full((), -1, jnp.int32))
+                      rng=jnp.asarray(rng, jnp.uint32), bad_step=jnp.full((), -1, jnp.int32), aux=aux)
 
 
 def phase_key(config: Config, phase: str) -> jax.Array:
     """Deterministic base key of a phase (raw uint32 (2,))."""
-    return jax.random.fold_in(jax.random.PRNGKey(config.train.seed), PHASES.index(phase) + 1)
-
-
-def per_sample_mpjpe_mm(j_a: jnp.ndarray, j_b: jnp.ndarray) -> jnp.ndarray:
-    """Mean per-joint position error in mm of each sample, (B,)."""
-    return 1000.0 * jnp.mean(jnp.linalg.norm(j_a - j_b, axis=-1), axis=-1)
-
-
-def mpjpe_mm(j_a: jnp.ndarray, j_b: jnp.ndarray) -> jnp.ndarray:
-    """Mean per-joint position error in mm, averaged over (B, 21)."""
-    return jnp.mean(per_sample_mpjpe_mm(j_a, j_b))
-
-
-# ----------------------------------------------------------------------------- losses per phase
-# Which frame feeds which term of the paper's losses is decided here (docs/design.md, "Equations").
-
-
-def _pair(model: HandPropModel, variables: dict, batch: dict, train: bool):
-    """The s and u images of a pair batch through the predictor as ONE batch of 2B images →
-    (Frame s, Frame u, γ^reg_s, γ^reg_u, batch_stats)."""
-    s, u = batch["s"], batch["u"]
-    b = s["image"].shape[0]
-    features, g, stats = model.predict(variables, jnp.concatenate([s["image"], u["image"]]),
-                                       jnp.concatenate([s["K"], u["K"]]), train=train)
-    half = lambda tree, part: jax.tree.map(lambda x: x[:b] if part == 0 else x[b:], tree)
-    frame_s, frame_u = Frame(half(features, 0), s["K"]), Frame(half(features, 1), u["K"])
-    return frame_s, frame_u, half(g, 0), half(g, 1), stats
-
-
-def prediction_loss(model: HandPropModel, g_reg_s: Gamma, j_reg_s: jnp.ndarray, s: dict):
-    """L_pred (Eqs. 5–6) of the predictor's output on the labelled frame s against its ground truth."""
-    t = model.config.train
-    return losses.pred_loss(s["joints3d"], j_reg_s, g_reg_s.pose, g_reg_s.betas, model.mano.hands_mean,
-                            t.lambda_j, t.lambda_theta, t.lambda_beta)
-
-
-def alignment_terms(model: HandPropModel, params: dict, frame_s: Frame, frame_u: Frame, g_reg_u: Gamma,
-                    s: dict, extra: tuple[Gamma, ...] = ()):
-    """L_align (Eqs. 7–8) of a pair (labelled s, partner u): the forward alignment u → s starts from
-    the predictor's γ^reg_u and is compared with s's ground-truth joints; the backward alignment
-    s → u starts from the ground truth γ*_s (the propagation path) and is compared with the
-    predictor's joints on u. The joints of every γ (and of ``extra``) come from one MANO call.
-    Returns (loss, terms, J^align_u, [joints of extra])."""
-    t = model.config.train
-    g_align_s = model.align(params, g_reg_u, frame_s, frame_u)
-    g_align_u = model.align(params, Gamma.of(s), frame_u, frame_s)
-    j_reg_u, j_align_s, j_align_u, *j_extra = model.joints(g_reg_u, g_align_s, g_align_u, *extra)
-    loss, terms = losses.align_loss(s["joints3d"], j_align_s, j_reg_u, j_align_u, g_align_s.pose,
-                                    g_align_u.pose, model.mano.hands_mean, t.lambda_j, t.lambda_theta)
-    return loss, terms, j_align_u, j_extra
-
-
-def _pred_phase_loss(model: HandPropModel, params, batch_stats, batch):
-    """stage1 / baseline: L_pred on labelled frames (predictor in training mode)."""
-    _, g, new_stats = model.predict({"params": params, "batch_stats": batch_stats}, batch["image"],
-                                    batch["K"], train=True)
-    (j_reg,) = model.joints(g)
-    loss, terms = prediction_loss(model, g, j_reg, batch)
-    metrics = {"loss": loss, "l_pred": loss, **{f"pred_{k}": v for k, v in terms.items()},
-               "mpjpe_mm": mpjpe_mm(j_reg, batch["joints3d"])}
-    return loss, (new_stats, metrics)
-
-
-def _stage2_loss(model: HandPropModel, params, batch_stats, batch):
-    """stage2: L_align on labelled pairs; the predictor runs in inference mode and is not
-    differentiated (its outputs are constants of the loss; the optimizer freezes its parameters)."""
-    frame_s, frame_u, _, g_reg_u, _ = jax.lax.stop_gradient(
-        _pair(model, {"params": params, "batch_stats": batch_stats}, batch, train=False))
-    loss, terms, j_align_u, _ = alignment_terms(model, params, frame_s, frame_u, g_reg_u, batch["s"])
-    metrics = {"loss": loss, "l_align": loss, **{f"align_{k}": v for k, v in terms.items()},
-               "prop_mpjpe_mm": mpjpe_mm(j_align_u, batch["u"]["joints3d"])}
-    return loss, (batch_stats, metrics)
-
-
-def _stage3_loss(model: HandPropModel, params, batch_stats, batch):
-    """align (stage 3): L_total = L_pred on s + λ_align L_align on (s, u) (Eq. 9)."""
-    s = batch["s"]
-    frame_s, frame_u, g_reg_s, g_reg_u, new_stats = _pair(
-        model, {"params": params, "batch_stats": batch_stats}, batch, train=True)
-    l_align, a_terms, _, (j_reg_s,) = alignment_terms(model, params, frame_s, frame_u, g_reg_u, s, (g_reg_s,))
-    l_pred, p_terms = prediction_loss(model, g_reg_s, j_reg_s, s)
-    loss = losses.total_loss(l_pred, l_align, model.config.train.lambda_align)
-    metrics = {"loss": loss, "l_pred": l_pred, "l_align": l_align,
-               **{f"pred_{k}": v for k, v in p_terms.items()},
-               **{f"align_{k}": v for k, v in a_terms.items()},
-               "mpjpe_mm": mpjpe_mm(j_reg_s, s["joints3d"])}
-    return loss, (new_stats, metrics)
-
-
-_PHASE_LOSS = {"stage1": _pred_phase_loss, "baseline": _pred_phase_loss, "stage2": _stage2_loss,
-               "align": _stage3_loss}
+    return jax.random.fold_in(jax.random.PRNGKey(config.train.seed), registry.names().index(phase) + 1)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -230,28 +134,34 @@ def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None 
                     module: hp.HandProp | None = None):
     """The pure ``train_step(state, batch, key) -> (state, metrics)`` of ``phase`` (not jitted;
     see :func:`jit_train_step`). ``mano``/``augment``/``module`` default to the config's."""
-    if phase not in PHASES:
-        raise ValueError(f"phase {phase!r}: expected one of {PHASES}")
+    spec = registry.get(phase)
     if config.model.dtype == "bfloat16" and jax.default_backend() == "cpu":
         warnings.warn("model.dtype=bfloat16 on CPU is slower than float32: XLA:CPU runs bf16 convolutions "
                       "in float32 and adds conversions (benchmarks/profile_step.py shows where); use it on "
                       "GPU/TPU, or model.conv_impl=bf16_cols on a CPU", stacklevel=2)
     model = HandPropModel.create(config, mano, module)
-    loss_fn = _PHASE_LOSS[phase]
+    loss_fn = spec.loss
     tx = optimizer(config, phase)
     augment = augment_fn(config) if augment is None else augment
 
     def train_step(state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
         batch = augment(numeric_batch(batch), key)
         (loss, (new_stats, metrics)), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
-            model, state.params, state.batch_stats, batch)
+            model, state.params, state.batch_stats, state.aux, batch)
         # a non-finite loss counts as a non-finite gradient, whatever autodiff made of it
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         ok = opt_state.last_finite
+        params = optax.apply_updates(state.params, updates)
+        aux = state.aux
+        if spec.aux_step is not None:
+            aux, aux_metrics = spec.aux_step(model, params, state.batch_stats, aux, batch,
+                                             jax.random.fold_in(key, 1))
+            aux = jax.tree.map(lambda n, o: jnp.where(ok, n, o), aux, state.aux)
+            metrics = {**metrics, **aux_metrics}
         new_state = state.replace(
             step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
+            params=params, aux=aux,
             batch_stats=jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_stats, state.batch_stats),
             opt_state=opt_state,
             bad_step=jnp.where((state.bad_step < 0) & ~ok, state.step, state.bad_step))
@@ -281,16 +191,17 @@ def make_eval_fn(config: Config, phase: str, mano: mano_jax.ManoModel | None = N
                  module: hp.HandProp | None = None):
     """Pure ``eval_fn(params, batch_stats, batch) -> (sum of per-sample MPJPE mm, count)``.
 
-    For stage2 (the phase that trains only the aligners) on ``{"s", "u"}`` pair batches: the
-    propagation error of γ*_s → u (scenario 2 path); otherwise on frame batches: the predictor's
-    error. ``batch["mask"]`` (B,) bool, when present, excludes padded rows."""
+    For a phase validated on "pairs" (stage2, which trains only the aligners) on ``{"s", "u"}`` pair
+    batches: the propagation error of γ*_s → u (scenario 2 path); otherwise on frame batches: the
+    predictor's error. ``batch["mask"]`` (B,) bool, when present, excludes padded rows."""
     model = HandPropModel.create(config, mano, module)
+    pairs = registry.get(phase).validation == "pairs"
 
     def eval_fn(params, batch_stats, batch):
         batch = numeric_batch(batch)
         variables = {"params": params, "batch_stats": batch_stats}
-        if phase == "stage2":
-            frame_s, frame_u, _, _, _ = _pair(model, variables, batch, train=False)
+        if pairs:
+            frame_s, frame_u, _, _, _ = pair_predictions(model, variables, batch, train=False)
             g, target = model.align(params, Gamma.of(batch["s"]), frame_u, frame_s), batch["u"]
         else:
             _, g, _ = model.predict(variables, batch["image"], batch["K"], train=False)

@@ -1,0 +1,64 @@
+"""What a training phase is: the record every phase — the paper's and the comparison methods' — fills in.
+
+A phase trains from the final variables of another phase (or from a fresh initialisation) for a number
+of steps, on its own batches, with its own loss and its own trainable parameter groups, and saves its
+checkpoints to ``workdir/checkpoints/<name>/``. The loop (:mod:`handprop_jax.training.loop`) and the
+step (:mod:`handprop_jax.training.steps`) know phases only through this record; the registry of the
+phases that exist is :mod:`handprop_jax.training.registry`.
+
+A new training variant (e.g. a comparison method) is one module that builds a :class:`Phase` and one
+line in the registry; its Table I row is one line in :mod:`handprop_jax.evaluation.rows`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from handprop_jax.config import Config
+
+#: ``loss(model, params, batch_stats, aux, batch) -> (loss, (new batch_stats, metrics dict))``:
+#: ``model`` the :class:`~handprop_jax.model.api.HandPropModel`, ``params`` the HandProp parameters
+#: (differentiated), ``aux`` the phase's own extra state (not differentiated; see ``Phase.aux_step``),
+#: ``batch`` the augmented numeric batch. Metrics are scalar arrays and must include "loss".
+LossFn = Callable[..., tuple[Any, tuple[Any, dict]]]
+#: ``batches(config, split, shard_index, shard_count)``: for split "train" an endless iterator of
+#: process-local numpy batches with ``get_state()``/``set_state()`` (resumable); for "val" a finite
+#: iterable of batches for ``validation`` (or None: no validation).
+BatchFn = Callable[[Config, str, int, int], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One training phase (see the module docstring).
+
+    name: checkpoint folder and log name. stage: the paper's stage number (1, 2 or 3) it belongs to
+    (logs, ``--stage`` aliases). init_from: phase whose final variables start this one (None: a fresh
+    initialisation). trainable: top-level parameter groups given to Adam (the others get zero updates).
+    steps: ``steps(config) -> int``. loss: :data:`LossFn`. batches: :data:`BatchFn`.
+    validation: "frames" (the predictor's MPJPE on labelled val frames) or "pairs" (the aligner's
+    propagation error on labelled val pairs). images_per_sample: images one batch row holds (for the
+    images/s log). shares_step_with: a phase whose compiled step is identical (compiled once).
+    init_aux: ``init_aux(config, key) -> pytree`` extra state of the phase (e.g. a discriminator
+    and its optimizer), default none. aux_step: ``aux_step(model, params, batch_stats, aux, batch, key)
+    -> (aux, metrics)``, run in the same jitted step after the main update (e.g. the discriminator's
+    update), default none.
+    """
+
+    name: str
+    stage: int
+    init_from: str | None
+    trainable: tuple[str, ...]
+    steps: Callable[[Config], int]
+    loss: LossFn
+    batches: BatchFn
+    validation: str = "frames"
+    images_per_sample: int = 1
+    shares_step_with: str | None = None
+    init_aux: Callable[[Config, Any], Any] | None = None
+    aux_step: Callable[..., tuple[Any, dict]] | None = None
+
+    def __post_init__(self):
+        if self.validation not in ("frames", "pairs"):
+            raise ValueError(f"phase {self.name!r}: validation must be 'frames' or 'pairs'")

@@ -1,0 +1,89 @@
+"""The training phases that exist, in training order (:class:`~handprop_jax.training.phases.Phase`).
+
+=========  =====  ==========  ===================================  ====================================
+phase      stage  starts from trainable                            loss / batches
+=========  =====  ==========  ===================================  ====================================
+stage1     1      fresh init  predictor (encoder, π^r, π^θ)        L_pred on labelled frames
+baseline   1      stage1      predictor                            L_pred, control: as many steps as
+                                                                   stage2 + stage3
+stage2     2      stage1      aligners (φ^r, φ^θ) only             L_align on labelled pairs (paper)
+align      3      stage2      everything                           L_pred + λ_align L_align (paper)
+=========  =====  ==========  ===================================  ====================================
+
+Which phases a run trains is ``train.phases`` (default: all of them, in this order). A phase module
+(e.g. a comparison method) adds itself here with one entry in :data:`_MODULES`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+from handprop_jax.config import Config
+from handprop_jax.model import handprop as hp
+from handprop_jax.training import objectives
+from handprop_jax.training.phases import Phase
+
+
+def _pipeline_batches(stage: int, val_stage: int | None):
+    """Batches of :mod:`handprop_jax.data.pipeline` for a paper stage (train) and validation."""
+
+    def batches(config: Config, split: str, shard_index: int, shard_count: int):
+        from handprop_jax.data import pipeline
+
+        if split == "train":
+            return pipeline.train_iterator(config, stage, shard_index=shard_index, shard_count=shard_count)
+        if val_stage is None:
+            return None
+        return pipeline.val_batches(config, val_stage, shard_index=shard_index, shard_count=shard_count)
+
+    return batches
+
+
+def _core() -> tuple[Phase, ...]:
+    t = lambda name: (lambda c: getattr(c.train, name))  # noqa: E731
+    return (
+        Phase("stage1", 1, None, hp.PREDICTOR_KEYS, t("stage1_steps"), objectives.pred_phase_loss,
+              _pipeline_batches(1, 1)),
+        Phase("baseline", 1, "stage1", hp.PREDICTOR_KEYS,
+              lambda c: c.train.stage2_steps + c.train.stage3_steps, objectives.pred_phase_loss,
+              _pipeline_batches(1, 1), shares_step_with="stage1"),
+        Phase("stage2", 2, "stage1", hp.ALIGNER_KEYS, t("stage2_steps"), objectives.stage2_loss,
+              _pipeline_batches(2, 2), validation="pairs", images_per_sample=2),
+        Phase("align", 3, "stage2", hp.PREDICTOR_KEYS + hp.ALIGNER_KEYS, t("stage3_steps"),
+              objectives.stage3_loss, _pipeline_batches(3, 1), images_per_sample=2),
+    )
+
+
+#: Modules that define more phases: each has a module-level ``PHASE`` (a Phase), added in this order.
+_MODULES: tuple[str, ...] = ()
+
+
+@functools.cache
+def phases() -> dict[str, Phase]:
+    """{name: Phase} of every known phase, in training order."""
+    out = {p.name: p for p in _core()}
+    for name in _MODULES:
+        phase = importlib.import_module(name).PHASE
+        out[phase.name] = phase
+    return out
+
+
+def names() -> tuple[str, ...]:
+    return tuple(phases())
+
+
+def get(name: str) -> Phase:
+    """The phase ``name``; ValueError naming the known phases otherwise."""
+    known = phases()
+    if name not in known:
+        raise ValueError(f"phase {name!r}: expected one of {tuple(known)}")
+    return known[name]
+
+
+def order(config: Config) -> tuple[str, ...]:
+    """The phases a run trains (``train.phases``; empty = all), in training order."""
+    chosen = tuple(config.train.phases) or names()
+    for name in chosen:
+        get(name)
+    return tuple(n for n in names() if n in chosen)
