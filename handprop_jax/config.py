@@ -124,8 +124,9 @@ class EvalConfig:
     batch_size: int = field(64, ge=1)
     splits: tuple[str, ...] = ("train", "test")
     max_frames: int | None = field(None, ge=1)  # cap per split (quick looks); None = every unlabelled frame
-    # also report the "Propagation (both sides)" row: both neighbouring labelled frames, slerp-blended
+    # also report the both-sides rows: both neighbouring labelled frames, blended by temporal distance
     both_sides: bool = True
+    rows: tuple[str, ...] = ()  # Table I rows to compute (handprop_jax.evaluation.rows); () = every row
 
 
 #: ``propagation.method`` values (handprop_jax.propagation.core): the default, the paper's learned aligner,

@@ -4,10 +4,11 @@
 
 - overlays.png: a grid, one row per unlabelled frame of the chosen split (by default the frame with
   the largest gap |u − N(u)| in each of the first videos), columns: the input crop, the ground-truth
-  mesh, Baseline (scenario 1), Baseline + Align (scenario 1) and Propagation (scenario 2, from the
-  ground truth of N(u)), each rendered over the image with the project renderer
-  (``handprop_jax.render``); each prediction cell is titled with its MPJPE in mm.
-- curves.png: the training curves of each phase (stage1, baseline, stage2, align) from
+  mesh, Baseline (scenario 1), Baseline + Align (scenario 1) and Propagation (both sides) (scenario 2,
+  the default propagation from the ground truth of both labelled neighbours), each rendered over the
+  image with the project renderer (``handprop_jax.render``); each prediction cell is titled with
+  its MPJPE in mm.
+- curves.png: the training curves of each phase from
   ``workdir/logs/metrics.jsonl``, every logged quantity against the step, log scale where positive.
 """
 
@@ -24,9 +25,11 @@ from handprop_jax.gamma import concatenate
 
 HELP = "overlay grids and training curves for a run"
 
-COLUMNS = ("Input", "Ground truth", "Baseline", "Baseline + Align", "Propagation")
+#: the Table I rows drawn as columns (handprop_jax.evaluation.rows)
+COLUMN_ROWS = ("Baseline", "Baseline + Align", "Propagation (both sides)")
+COLUMNS = ("Input", "Ground truth", *COLUMN_ROWS)
 COLORS = {"Ground truth": (0.35, 0.85, 0.4), "Baseline": (0.9, 0.45, 0.35),
-          "Baseline + Align": (0.95, 0.75, 0.3), "Propagation": (0.35, 0.6, 0.95)}
+          "Baseline + Align": (0.95, 0.75, 0.3), "Propagation (both sides)": (0.35, 0.6, 0.95)}
 DISPLAY = 192  # rendered cell size, pixels (crops are upsampled so the mesh is legible)
 
 
@@ -55,19 +58,22 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
     return picks
 
 
-def frame_predictions(picks, stride: int, baseline, align) -> dict:
+def frame_predictions(picks, stride: int, models: dict, propagators: dict | None = None) -> dict:
     """γ of every column for the picked frames: {column: Gamma (N, ...)}, plus "K" (N,3,3) and
     "image" (N,S,S,3).
 
     The prediction columns are the evaluation's rows (``evaluation.runner.video_predictions``, run
     once per picked video), so the grid shows exactly what Table I scores."""
+    from handprop_jax.evaluation import rows as rows_lib
     from handprop_jax.evaluation import runner
 
+    wanted = rows_lib.by_name(COLUMN_ROWS)
     rows_of = {}  # id(video) -> video_predictions
     cells = []
     for video, u in picks:
         if id(video) not in rows_of:
-            rows_of[id(video)] = runner.video_predictions(video, stride, baseline, align, both_sides=False)
+            rows_of[id(video)] = runner.video_predictions(video, stride, models, propagators=propagators,
+                                                          table_rows=wanted)
         pred = rows_of[id(video)]
         cells.append((pred, int(np.searchsorted(pred["frames"], u))))
 
@@ -77,7 +83,7 @@ def frame_predictions(picks, stride: int, baseline, align) -> dict:
     out = {"image": np.stack([np.asarray(v["image"])[u] for (v, u) in picks]),
            "K": np.stack([np.asarray(v["K"], np.float32)[u] for (v, u) in picks]),
            "Ground truth": column(lambda p: p["gt"])}
-    for name in (runner.BASELINE, runner.ALIGN, runner.PROPAGATION):
+    for name in COLUMN_ROWS:
         if name in cells[0][0]["rows"]:
             out[name] = column(lambda p, name=name: p["rows"][name])
     return out
@@ -195,7 +201,7 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
               display: int = DISPLAY, predictors: dict | None = None, videos=None) -> dict[str, Path]:
     """Write report/overlays.png and report/curves.png for a run; returns their paths.
 
-    ``predictors`` ({"baseline", "align"} → BoundModel) and ``videos`` (an iterable of whole-video dicts)
+    ``predictors`` ({phase: BoundModel}) and ``videos`` (an iterable of whole-video dicts)
     replace the checkpoints and the dataset (tests)."""
     from handprop_jax.config import load_json
     from handprop_jax.evaluation.data import iter_videos
@@ -217,8 +223,10 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
     videos = iter_videos(config, split) if videos is None else videos
     picks = pick_frames(videos, config.data.label_stride, num_frames)
     if picks:
-        preds = frame_predictions(picks, config.data.label_stride, predictors.get("baseline"),
-                                  predictors.get("align"))
+        from handprop_jax.propagation.core import Propagator
+
+        preds = frame_predictions(picks, config.data.label_stride, predictors,
+                                  {"photometric": Propagator.from_config(config, "photometric")})
         paths["overlays"] = out / "overlays.png"
         overlay_grid(preds, default_mano(config), paths["overlays"],
                      title=f"{config.name}: unlabelled {split} frames (largest gap per video), K = "

@@ -11,6 +11,7 @@ from scipy.spatial.transform import Rotation
 from handprop_jax import config as config_lib
 from handprop_jax import metrics
 from handprop_jax.evaluation import gap as gap_lib
+from handprop_jax.evaluation import rows as R
 from handprop_jax.evaluation import runner
 from handprop_jax.evaluation import table as table_lib
 from handprop_jax.gamma import Gamma
@@ -21,10 +22,14 @@ from handprop_jax.propagation.core import hand_mesh
 S = 16
 
 
+#: every row but the photometric propagation (its own tests: test_propagation_photometric.py)
+NO_PHOTOMETRIC = tuple(r.name for r in R.ROWS if r.method != "photometric")
+
+
 @pytest.fixture(scope="module")
 def config():
     return config_lib.override(config_lib.load("tiny"), [f"data.image_size={S}", "data.label_stride=4",
-                                                        "eval.batch_size=4"])
+                                                        "eval.batch_size=4", f"eval.rows={NO_PHOTOMETRIC}"])
 
 
 def _predictor(root_offset=0.0):
@@ -86,28 +91,33 @@ def test_mean_gamma_is_rotation_mean():
 def test_rows_of_one_video(config, videos):
     video = videos["train"][0]  # T = 9, K = 4: labelled 0, 4, 8
     mean = runner.mean_gamma(Gamma.of(video))
-    pred = runner.video_predictions(video, 4, _predictor(), _predictor(), mean)
+    pred = runner.video_predictions(video, 4, {"baseline": _predictor(), "align": _predictor()}, mean)
     np.testing.assert_array_equal(pred["frames"], [1, 2, 3, 5, 6, 7])
     np.testing.assert_array_equal(pred["gap"], [1, 2, 1, 1, 2, 1])
     rows = pred["rows"]
-    assert list(rows) == [runner.BASELINE, runner.ALIGN, runner.PROPAGATION, runner.BOTH_SIDES, runner.COPY,
-                          runner.MEAN_POSE]
+    # every row but the photometric ones (no propagator given for them)
+    assert list(rows) == list(NO_PHOTOMETRIC)
     nearest = np.array([0, 0, 4, 4, 4, 8])  # the tie at frame 2 and 6 goes to the earlier frame
-    for copy, prop, truth in zip(rows[runner.COPY], rows[runner.PROPAGATION], Gamma.of(video), strict=True):
+    for copy, prop, crop, truth in zip(rows[R.COPY], rows[R.PAPER], rows[R.COPY_CROP], Gamma.of(video),
+                                       strict=True):
         np.testing.assert_array_equal(copy, truth[nearest])
         # a zero aligner propagates exactly the copy
         np.testing.assert_array_equal(prop, copy)
+        # every crop has the same K: crop-aware copy is copy (to the rounding of the root round trip)
+        np.testing.assert_allclose(crop, copy, atol=1e-6)
     frames = runner.score(default_mano(config), pred)
     # the hand moves along a geodesic: both-sides blending of copies is exact, copying is not
-    assert frames[runner.BOTH_SIDES]["MPJPE"].max() < 0.05
-    assert frames[runner.COPY]["MPJPE"].min() > 1.0
+    for name in (R.PAPER_BOTH, R.INTERPOLATION, R.INTERPOLATION_CROP):
+        assert frames[name]["MPJPE"].max() < 0.05
+    assert frames[R.COPY]["MPJPE"].min() > 1.0
     # a moved aligner gives exactly that root displacement on MPJPE... of the same frames
-    moved = runner.video_predictions(video, 4, None, _predictor(np.array([0.004, 0.003, 0.0])), None,
+    moved = runner.video_predictions(video, 4, {"align": _predictor(np.array([0.004, 0.003, 0.0]))}, None,
                                      both_sides=False)
+    assert set(moved["rows"]) == {R.ALIGN, R.PAPER, R.COPY, R.COPY_CROP}
     mf = runner.score(default_mano(config), moved)
-    cf = runner.score(default_mano(config), {**pred, "rows": {runner.COPY: rows[runner.COPY]}})
-    np.testing.assert_allclose(mf[runner.PROPAGATION]["MPJPE (T)"], cf[runner.COPY]["MPJPE (T)"], atol=1e-3)
-    np.testing.assert_allclose(mf[runner.PROPAGATION]["MPJPE (P)"], cf[runner.COPY]["MPJPE (P)"], atol=1e-3)
+    cf = runner.score(default_mano(config), {**pred, "rows": {R.COPY: rows[R.COPY]}})
+    np.testing.assert_allclose(mf[R.PAPER]["MPJPE (T)"], cf[R.COPY]["MPJPE (T)"], atol=1e-3)
+    np.testing.assert_allclose(mf[R.PAPER]["MPJPE (P)"], cf[R.COPY]["MPJPE (P)"], atol=1e-3)
 
 
 def test_evaluate_writes_table_and_gap(tmp_path, config, videos):
@@ -117,8 +127,8 @@ def test_evaluate_writes_table_and_gap(tmp_path, config, videos):
                            labelled_train=train_lab, progress=False)
     # train: 9 frames → 6 unlabelled, 6 frames (labelled 0, 4, 5) → 3; test: 10 (0, 4, 8, 9) → 6
     counts = {(r["split"], r["model"]): r["frames"] for r in rows}
-    assert counts[("train", runner.BASELINE)] == 9 and counts[("test", runner.PROPAGATION)] == 6
-    assert [r["model"] for r in rows if r["split"] == "test"] == list(runner.MODEL_ROWS)
+    assert counts[("train", runner.BASELINE)] == 9 and counts[("test", R.PAPER)] == 6
+    assert [r["model"] for r in rows if r["split"] == "test"] == list(NO_PHOTOMETRIC)
     out = tmp_path / "eval"
     doc = json.loads((out / "table1.json").read_text())
     assert doc == json.loads(json.dumps(rows))

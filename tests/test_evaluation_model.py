@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from handprop_jax import config as config_lib
+from handprop_jax.evaluation import rows as R
 from handprop_jax.evaluation import runner
 from handprop_jax.gamma import Gamma
 from handprop_jax.model.api import HandPropModel
@@ -46,13 +47,13 @@ def test_zero_initialised_aligner_is_copy_propagation(setup):
     config, variables = setup
     pred = predictor_from_variables(config, variables)
     video = _video(9, 0)
-    out = runner.video_predictions(video, 4, pred, pred, None)
+    out = runner.video_predictions(video, 4, {"baseline": pred, "align": pred}, None)
     rows = out["rows"]
-    for prop, copy, base, truth in zip(rows[runner.PROPAGATION], rows[runner.COPY], rows[runner.BASELINE],
+    for prop, copy, base, truth in zip(rows[R.PAPER], rows[R.COPY], rows[R.BASELINE],
                                        Gamma.of(video), strict=True):
         np.testing.assert_array_equal(prop, copy)
         assert base.shape == (6,) + truth.shape[1:]
-    assert np.all(np.isfinite(rows[runner.BASELINE].root))
+    assert np.all(np.isfinite(rows[R.BASELINE].root))
 
 
 def test_trained_like_aligner_moves_only_unlabelled_frames(setup):
@@ -90,11 +91,11 @@ def test_propagate_tool_reproduces_evaluation_rows(setup, tmp_path, both_sides):
     arrays = propagate_files("unused", files["frames"], files["labels"], tmp_path / "out",
                              intrinsics=str(files["intrinsics"]), both_sides=both_sides,
                              bound=(config, pred))
-    table = runner.video_predictions(video, 4, None, pred, None, both_sides=both_sides)
+    table = runner.video_predictions(video, 4, {"align": pred}, None, both_sides=both_sides)
     unl = table["frames"]
     np.testing.assert_array_equal(unl, np.nonzero(~arrays["labelled"])[0])
-    row = table["rows"][runner.BOTH_SIDES if both_sides else runner.PROPAGATION]
-    copy = table["rows"][runner.COPY]
+    row = table["rows"][R.PAPER_BOTH if both_sides else R.PAPER]
+    copy = table["rows"][R.COPY]
     for k, v in row.as_dict().items():
         np.testing.assert_allclose(arrays[k][unl], v, rtol=1e-6, atol=1e-6, err_msg=k)
     # the aligner really moved the annotations (the comparison is not copy against copy)

@@ -25,27 +25,36 @@ def test_pick_frames_largest_gap_round_robin():
     assert [(id(v), u) for v, u in picks] == [(id(vids[0]), 2), (id(vids[1]), 2), (id(vids[0]), 6)]
 
 
-def test_columns_are_the_evaluation_rows(config):
-    """Each picked frame's cells: ground truth γ_u, Baseline = the regressor's hand, Propagation =
-    γ*_N(u) moved by the aligner (a fixed root offset here): hand-computed from the stand-ins."""
-    from handprop_jax.data.sparse import nearest_labelled
-    from handprop_jax.evaluation import runner
+def _still_photometric(config):
+    """The photometric propagation with no refinement step: crop-aware interpolation itself."""
+    import dataclasses
 
-    assert set(V.COLUMNS[2:]) == {runner.BASELINE, runner.ALIGN, runner.PROPAGATION}
+    from handprop_jax.propagation.core import Propagator
+
+    cfg = dataclasses.replace(config, propagation=dataclasses.replace(config.propagation, steps=0))
+    return {"photometric": Propagator.from_config(cfg, "photometric")}
+
+
+def test_columns_are_the_evaluation_rows(config):
+    """Each picked frame's cells: ground truth γ_u, Baseline = the regressor's hand, Propagation (both
+    sides) = the labelled neighbours blended — exactly γ_u for the stand-in video, whose hand moves
+    along a geodesic at constant speed (and every crop has the same K)."""
+    from handprop_jax.evaluation import rows as R
+
+    assert V.COLUMNS[2:] == (R.BASELINE, R.ALIGN, R.BOTH_SIDES)
     vids = [_video(config, 9, 0), _video(config, 6, 1)]
     picks = V.pick_frames(vids, 4, 3)
-    offset = np.array([0.01, -0.02, 0.005], np.float32)
-    preds = V.frame_predictions(picks, 4, _predictor(), _predictor(offset))
+    preds = V.frame_predictions(picks, 4, {"baseline": _predictor(), "align": _predictor()},
+                                _still_photometric(config))
     for i, (video, u) in enumerate(picks):
-        s = int(nearest_labelled(video["image"].shape[0], 4)[u])
         np.testing.assert_array_equal(preds["image"][i], video["image"][u])
         np.testing.assert_allclose(preds["K"][i], video["K"][u])
         np.testing.assert_allclose(preds["Ground truth"].pose[i], video["pose"][u])
         np.testing.assert_allclose(preds["Baseline"].root[i], [0.0, 0.0, 0.5])
-        np.testing.assert_allclose(preds["Propagation"].root[i], video["root"][s] + offset, atol=1e-7)
-        np.testing.assert_allclose(preds["Propagation"].pose[i], video["pose"][s])
-    only_align = V.frame_predictions(picks, 4, None, _predictor())
-    assert set(only_align) == {"image", "K", "Ground truth", "Baseline + Align", "Propagation"}
+        np.testing.assert_allclose(preds[R.BOTH_SIDES].root[i], video["root"][u], atol=1e-6)
+        np.testing.assert_allclose(preds[R.BOTH_SIDES].pose[i], video["pose"][u], atol=1e-4)
+    only_align = V.frame_predictions(picks, 4, {"align": _predictor()})
+    assert set(only_align) == {"image", "K", "Ground truth", R.ALIGN}
 
 
 def test_overlays_and_curves(tmp_path, config):

@@ -1,27 +1,21 @@
-"""Scenario 1 and scenario 2 of the paper (section V-C, Table I) on the unlabelled frames of a run.
+"""Table I of a run (paper section V-C) on the unlabelled frames of each split, one row per
+:class:`~handprop_jax.evaluation.rows.Row` (:data:`~handprop_jax.evaluation.rows.ROWS`).
 
 For every video of a split, with its labelled frames S_V = every K-th frame, first and last included
-(``handprop_jax.data.sparse``), and every unlabelled frame u, the rows of Table I are:
-
-- ``Baseline`` (scenario 1): the ``baseline`` checkpoint's predictor on u.
-- ``Baseline + Align`` (scenario 1): the ``align`` checkpoint's predictor on u.
-- ``Propagation`` (scenario 2): γ̃_u = φ(γ*_s, z_u - z_s) + γ*_s with s = N(u) (ties to the earlier
-  frame), the ``align`` checkpoint's aligner and features, ground truth γ*_s.
-- ``Propagation (both sides)`` (scenario 2, ``config.eval.both_sides``): both labelled neighbours
-  propagated to u and blended by temporal distance (``handprop_jax.gamma.blend``).
-- ``Copy propagation`` (reference): γ̃_u = γ*_{N(u)} unchanged — what any propagation must beat.
-- ``Mean pose`` (reference): one constant annotation for every frame, the mean over the labelled
-  frames of the **train** split of root (arithmetic mean, metres), betas (arithmetic mean) and each of
-  the 16 joint rotations of the pose (chordal L2 mean, ``mano_jax.chordal_mean_axis_angle``: the
-  arithmetic mean of the rotation matrices projected back onto SO(3) by SVD, so rotations are averaged
-  as rotations, not as axis-angle vectors).
+(``handprop_jax.data.sparse``), and every unlabelled frame u, each row gives an annotation γ̃_u:
+a phase's single-frame predictor (scenario 1), a propagation method moving the labelled frames'
+ground truth to u from the nearest labelled frame or from both neighbours
+(:func:`handprop_jax.propagation.core.propagate_video`; scenario 2, and the trivial references Copy /
+Interpolation, plain and crop-aware), or the mean pose (reference): one constant annotation, the mean
+over the labelled frames of the **train** split of root (arithmetic mean, metres), betas (arithmetic
+mean) and each of the 16 joint rotations of the pose (chordal L2 mean,
+``mano_jax.chordal_mean_axis_angle``).
 
 Each annotation γ becomes joints and vertices with ``handprop_jax.hand.hand_in_camera`` and the run's
 MANO model; the ground truth is the stored ``joints3d`` and the vertices of the stored γ*_u; metrics
 are ``handprop_jax.metrics`` (mm, F-score fractions), averaged over all unlabelled frames of the split.
 Frames are processed one whole video at a time (features of each frame computed once per
-checkpoint), which gives the scenario-1 set (every unlabelled frame) and the scenario-2 pairs
-(u, N(u)) of the pipeline's evaluation batches in one pass.
+checkpoint).
 """
 
 from __future__ import annotations
@@ -34,19 +28,23 @@ import numpy as np
 
 from handprop_jax import metrics
 from handprop_jax.data.sparse import neighbours
+from handprop_jax.evaluation.rows import (
+    ALIGN,
+    BASELINE,
+    BOTH_SIDES,
+    COPY,
+    MEAN_POSE,
+    MODEL_ROWS,
+    PROPAGATION,
+    ROWS,
+    Row,
+)
 from handprop_jax.gamma import Gamma, broadcast
 from handprop_jax.model.api import BoundModel
-from handprop_jax.propagation.core import batched, hand_mesh, propagate_video, rows
+from handprop_jax.propagation.core import Propagator, batched, hand_mesh, propagate_video, rows
 
-BASELINE = "Baseline"
-ALIGN = "Baseline + Align"
-PROPAGATION = "Propagation"
-BOTH_SIDES = "Propagation (both sides)"
-COPY = "Copy propagation"
-MEAN_POSE = "Mean pose"
-#: Table I rows per split, in order: name → scenario (1, 2 or "ref").
-MODEL_ROWS: dict[str, int | str] = {BASELINE: 1, ALIGN: 1, PROPAGATION: 2, BOTH_SIDES: 2, COPY: "ref",
-                                    MEAN_POSE: "ref"}
+__all__ = ["ALIGN", "BASELINE", "BOTH_SIDES", "COPY", "MEAN_POSE", "MODEL_ROWS", "PROPAGATION", "evaluate",
+           "evaluate_video", "mean_gamma", "video_predictions"]
 
 
 def mean_gamma(gammas: Gamma) -> Gamma:
@@ -68,47 +66,77 @@ def mean_gamma(gammas: Gamma) -> Gamma:
                  betas=np.asarray(g.betas, np.float64).mean(0).astype(np.float32))
 
 
-def video_predictions(video: dict, stride: int, baseline: BoundModel | None, align: BoundModel | None,
-                      mean: Gamma | None = None, both_sides: bool = True) -> dict:
+def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], mean: Gamma | None = None,
+                      both_sides: bool = True, propagators: dict[str, Propagator] | None = None,
+                      table_rows: tuple[Row, ...] = ROWS) -> dict:
     """Every Table I row's annotation for the unlabelled frames of one video.
 
     Args:
       video: {image uint8 (T, S, S, 3), K (T, 3, 3), root (T, 3), pose (T, 48), betas (T, 10),
         joints3d (T, 21, 3), ...} for every frame of the video in frame order (all labels present).
       stride: label stride K.
-      baseline, align: the checkpoints' inference functions (None: rows skipped).
+      models: {phase: the checkpoint's inference functions}; rows whose phase is missing are skipped.
       mean: the mean-pose annotation (None: row skipped).
+      both_sides: also the rows that blend both neighbours.
+      propagators: {method: Propagator} for the propagation rows that need no checkpoint ("copy" and
+        "crop" default to plain ones of the video's crop size; rows of a method missing here skipped).
+      table_rows: the rows wanted.
     Returns:
       {"frames" (M,) unlabelled frame indices, "gap" (M,) |u - N(u)|, "gt" γ*_u (M, ...),
        "gt_joints" (M, 21, 3), "rows": {row name: γ (M, ...)}} — empty M when every frame is labelled.
     """
     from handprop_jax.data.sparse import labelled_frames
 
-    T = video["image"].shape[0]
+    T, S = video["image"].shape[:2]
     lab = labelled_frames(T, stride)
     unl = np.setdiff1d(np.arange(T), lab)
     gt_all = Gamma.of(video).numpy()
     out = {"frames": unl, "gt": gt_all.take(unl),
            "gt_joints": np.asarray(video["joints3d"], np.float32)[unl], "rows": {}}
+    nb = neighbours(T, lab)
+    out["gap"] = nb["gap"][unl]
     if len(unl) == 0:
-        out["gap"] = np.zeros(0, np.int64)
         return out
     K = np.asarray(video["K"], np.float32)
-    if baseline is not None:
-        z = batched(baseline.features, video["image"][unl], batch_size=baseline.batch_size)
-        out["rows"][BASELINE] = batched(baseline.regress, z, K[unl], batch_size=baseline.batch_size)
-    if align is not None:
-        z = batched(align.features, video["image"], batch_size=align.batch_size)
-        out["rows"][ALIGN] = batched(align.regress, rows(z, unl), K[unl], batch_size=align.batch_size)
-        prop = propagate_video(align, None, K, lab, gt_all.take(lab), both_sides=both_sides, features=z)
-        out["rows"][PROPAGATION] = (prop.nearest if both_sides else prop.gamma).take(unl)
-        if both_sides:
-            out["rows"][BOTH_SIDES] = prop.gamma.take(unl)
-    nb = neighbours(T, lab)
-    out["rows"][COPY] = gt_all.take(nb["nearest"][unl])
-    if mean is not None:
-        out["rows"][MEAN_POSE] = broadcast(mean, len(unl))
-    out["gap"] = nb["gap"][unl]
+    propagators = {"copy": Propagator("copy", image_size=S), "crop": Propagator("crop", image_size=S),
+                   **(propagators or {})}
+    wanted = [r for r in table_rows if both_sides or not r.both_sides]
+    features = {}  # per phase, every frame's features, computed once
+
+    def feats(phase):
+        if phase not in features:
+            m = models[phase]
+            features[phase] = batched(m.features, video["image"], batch_size=m.batch_size)
+        return features[phase]
+
+    done: dict = {}  # (method, phase) → VideoPropagation with both sides and nearest
+    for row in wanted:
+        if row.phase is not None and row.phase not in models:
+            continue
+        if row.kind == "predict":
+            m = models[row.phase]
+            out["rows"][row.name] = batched(m.regress, rows(feats(row.phase), unl), K[unl],
+                                            batch_size=m.batch_size)
+        elif row.kind == "mean":
+            if mean is not None:
+                out["rows"][row.name] = broadcast(mean, len(unl))
+        else:
+            key = (row.method, row.phase)
+            if row.method == "paper":
+                prop = models[row.phase]
+            elif row.method in propagators:
+                prop = propagators[row.method]
+            else:
+                continue
+            if key not in done:
+                need_both = any(r.both_sides for r in wanted if (r.method, r.phase) == key)
+                need_near = any(not r.both_sides for r in wanted if (r.method, r.phase) == key)
+                done[key] = propagate_video(
+                    prop, video["image"], K, lab, gt_all.take(lab), both_sides=need_both,
+                    features=feats(row.phase) if row.method == "paper" else None, with_nearest=need_near)
+            res = done[key]
+            gamma = res.gamma if row.both_sides or res.nearest is None else res.nearest
+            out["rows"][row.name] = gamma.take(unl)
     return out
 
 
@@ -123,10 +151,11 @@ def score(mano, predictions: dict) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def evaluate_video(mano, video: dict, stride: int, baseline: BoundModel | None, align: BoundModel | None,
-                   mean: Gamma | None = None, both_sides: bool = True) -> tuple[dict, np.ndarray]:
-    """Per-frame metrics of one video: ({row: {column: (M,)}}, gap (M,))."""
-    pred = video_predictions(video, stride, baseline, align, mean, both_sides)
+def evaluate_video(mano, video: dict, stride: int, models: dict[str, BoundModel], mean: Gamma | None = None,
+                   both_sides: bool = True, propagators: dict[str, Propagator] | None = None,
+                   table_rows: tuple[Row, ...] = ROWS) -> tuple[dict, np.ndarray]:
+    """Per-frame metrics of one video: ({row: {column: (M,)}}, gap (M,)) (see :func:`video_predictions`)."""
+    pred = video_predictions(video, stride, models, mean, both_sides, propagators, table_rows)
     if len(pred["frames"]) == 0:
         return {}, pred["gap"]
     return score(mano, pred), pred["gap"]
@@ -144,9 +173,9 @@ def _truncate(video: dict, budget: int, stride: int) -> dict:
             for k, v in video.items()}
 
 
-def evaluate_split(config, split: str, videos: Iterable[dict], mano, baseline, align, mean,
-                   progress: bool = True, total: int | None = None
-                   ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+def evaluate_split(config, split: str, videos: Iterable[dict], mano, models: dict[str, BoundModel], mean,
+                   progress: bool = True, total: int | None = None, propagators: dict | None = None,
+                   table_rows: tuple[Row, ...] = ROWS) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Per-frame metrics of every row over a split: ({row: {column: (N,)}}, gap (N,)).
     ``total``: unlabelled frames expected (progress bar length)."""
     from tqdm import tqdm
@@ -168,7 +197,8 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, baseline, a
         n_unl = int((~labelled_mask(T, stride)).sum())
         if cap is not None and seen + n_unl > cap:
             video = _truncate(video, cap - seen, stride)
-        frames, gap = evaluate_video(mano, video, stride, baseline, align, mean, config.eval.both_sides)
+        frames, gap = evaluate_video(mano, video, stride, models, mean, config.eval.both_sides, propagators,
+                                     table_rows)
         for name, cols in frames.items():
             per_row.setdefault(name, []).append(cols)
         gaps.append(gap)
@@ -203,7 +233,7 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
     Args:
       workdir: run folder (checkpoints under workdir/checkpoints, config in workdir/config.json).
       config: the run's Config (default: workdir/config.json).
-      predictors: {"baseline": BoundModel, "align": BoundModel} instead of the checkpoints (tests).
+      predictors: {phase: BoundModel} instead of the checkpoints (tests).
       videos: split → iterator of whole-video dicts instead of the dataset (tests).
       labelled_train: γ* of the train split's labelled frames for the mean-pose row (default: read).
     """
@@ -217,15 +247,17 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
     workdir = Path(workdir)
     if config is None:
         config = load_json(workdir / "config.json")
+    from handprop_jax.evaluation.rows import by_name, phases_needed
+
+    wanted = by_name(config.eval.rows)
     if predictors is None:
         predictors = {}
-        for model in ("baseline", "align"):
+        for phase in phases_needed(wanted):
             try:
-                _, predictors[model] = bound_from_run(workdir, model, config.eval.batch_size)
+                _, predictors[phase] = bound_from_run(workdir, phase, config.eval.batch_size)
             except FileNotFoundError as e:  # e.g. only some phases trained: leave those rows out
-                print(f"evaluate: no {model!r} checkpoint, its rows are left out ({e})", file=sys.stderr)
-        if not predictors:
-            raise FileNotFoundError(f"evaluate: {workdir} has neither a 'baseline' nor an 'align' checkpoint")
+                print(f"evaluate: no {phase!r} checkpoint, its rows are left out ({e})", file=sys.stderr)
+    propagators = {m: Propagator.from_config(config, method=m) for m in ("photometric", "crop", "copy")}
     totals = {}
     if videos is None:
         videos = lambda split: eval_data.iter_videos(config, split)  # noqa: E731
@@ -236,8 +268,8 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
     mano = default_mano(config)
     results = {}
     for split in config.eval.splits:
-        results[split] = evaluate_split(config, split, videos(split), mano, predictors.get("baseline"),
-                                        predictors.get("align"), mean, progress, totals.get(split))
+        results[split] = evaluate_split(config, split, videos(split), mano, predictors, mean, progress,
+                                        totals.get(split), propagators, wanted)
     rows = table_rows(results)
     if write:
         out = workdir / "eval"
