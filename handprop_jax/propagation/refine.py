@@ -69,16 +69,18 @@ def update_scales(settings: PropagationConfig) -> jnp.ndarray:
 
 
 def apply_update(prior: Gamma, x: jnp.ndarray, K: jnp.ndarray, scales: jnp.ndarray, image_size: int,
-                 z_off: float, depth_unit: float) -> Gamma:
+                 z_off: float, depth_unit: float, exact: bool = True) -> Gamma:
     """γ⁰ ⊕ x for one frame: prior root (3,), pose (48,), betas (10,); x (51,); K (3, 3) of u's crop.
-    x = 0 gives the prior exactly."""
+    With ``exact``, x = 0 gives the prior bit for bit (the rotation round trip through matrices is
+    otherwise only exact to rounding); the optimisation uses ``exact=False``, whose gradient in the
+    rotation is also right at x = 0."""
     d = x * scales
     raw = root_to_raw(prior.root[None], K[None], image_size, z_off, depth_unit)[0]
     moved = recover_root((raw + d[:3])[None], K[None], image_size, z_off, depth_unit)[0]
     base = recover_root(raw[None], K[None], image_size, z_off, depth_unit)[0]
     root = prior.root + (moved - base)  # exactly the prior's root when d[:3] = 0
     turned = mano_jax.matrix_to_axis_angle(mano_jax.rodrigues(d[3:6]) @ mano_jax.rodrigues(prior.pose[:3]))
-    glob = jnp.where(jnp.all(d[3:6] == 0), prior.pose[:3], turned)
+    glob = jnp.where(jnp.all(d[3:6] == 0), prior.pose[:3], turned) if exact else turned
     return Gamma(root=root, pose=jnp.concatenate([glob, prior.pose[3:] + d[6:]]), betas=prior.betas)
 
 
@@ -126,7 +128,7 @@ def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_si
     centre_ref = jnp.sum(w[:, None] * centres, 0)
 
     def energy(x, level):
-        g = apply_update(prior, x, K_u, scales, image_size, z_off, depth_unit)
+        g = apply_update(prior, x, K_u, scales, image_size, z_off, depth_unit, exact=False)
         verts = _verts(mano, g)
         errs = jax.vmap(lambda ref, m: photometric.error(
             ref, levels_u[level], photometric.warp(ref, verts, K_u), m, level)[0])(refs, masks)
