@@ -95,7 +95,7 @@ class TrainConfig:
     """Optimisation and bookkeeping (owner: handprop_jax.training)."""
 
     # phases trained by default, in the registry's order (handprop_jax.training.registry)
-    phases: tuple[str, ...] = ("stage1", "baseline", "stage2", "align")
+    phases: tuple[str, ...] = ("stage1", "baseline", "stage2", "align", "pseudo")
     batch_size: int = field(64, ge=1)  # global batch, frames (stage 1) or pairs (stages 2, 3)
     lr: float = field(5e-5, gt=0)
     stage1_steps: int = field(40_000, ge=0)
@@ -105,6 +105,8 @@ class TrainConfig:
     lambda_theta: float = field(5e-6, ge=0)
     lambda_beta: float = field(5e-7, ge=0)
     lambda_align: float = field(0.1, ge=0)
+    # phase "pseudo": share of examples that are unlabelled frames with propagated labels
+    pseudo_fraction: float = field(0.5, ge=0, le=1)
     log_every: int = field(50, ge=1)
     eval_every: int = field(1000, ge=1)
     checkpoint_every: int = field(1000, ge=1)

@@ -215,7 +215,9 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
     paths = {}
     if predictors is None:
         predictors = {}
-        for m in ("baseline", "align"):
+        from handprop_jax.evaluation import rows as rows_lib
+
+        for m in rows_lib.phases_needed(rows_lib.by_name(COLUMN_ROWS)):
             try:
                 predictors[m] = bound_from_run(workdir, m, config.eval.batch_size)[1]
             except FileNotFoundError as e:

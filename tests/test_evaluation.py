@@ -91,7 +91,8 @@ def test_mean_gamma_is_rotation_mean():
 def test_rows_of_one_video(config, videos):
     video = videos["train"][0]  # T = 9, K = 4: labelled 0, 4, 8
     mean = runner.mean_gamma(Gamma.of(video))
-    pred = runner.video_predictions(video, 4, {"baseline": _predictor(), "align": _predictor()}, mean)
+    models = {"baseline": _predictor(), "pseudo": _predictor(), "align": _predictor()}
+    pred = runner.video_predictions(video, 4, models, mean)
     np.testing.assert_array_equal(pred["frames"], [1, 2, 3, 5, 6, 7])
     np.testing.assert_array_equal(pred["gap"], [1, 2, 1, 1, 2, 1])
     rows = pred["rows"]
@@ -113,7 +114,7 @@ def test_rows_of_one_video(config, videos):
     # a moved aligner gives exactly that root displacement on MPJPE... of the same frames
     moved = runner.video_predictions(video, 4, {"align": _predictor(np.array([0.004, 0.003, 0.0]))}, None,
                                      both_sides=False)
-    assert set(moved["rows"]) == {R.ALIGN, R.PAPER, R.COPY, R.COPY_CROP}
+    assert set(moved["rows"]) == {R.ALIGN_PAPER, R.PAPER, R.COPY, R.COPY_CROP}
     mf = runner.score(default_mano(config), moved)
     cf = runner.score(default_mano(config), {**pred, "rows": {R.COPY: rows[R.COPY]}})
     np.testing.assert_allclose(mf[R.PAPER]["MPJPE (T)"], cf[R.COPY]["MPJPE (T)"], atol=1e-3)
@@ -121,7 +122,7 @@ def test_rows_of_one_video(config, videos):
 
 
 def test_evaluate_writes_table_and_gap(tmp_path, config, videos):
-    preds = {"baseline": _predictor(), "align": _predictor()}
+    preds = {"baseline": _predictor(), "pseudo": _predictor(), "align": _predictor()}
     train_lab = Gamma.of(videos["train"][0]).take([0, 4, 8])
     rows = runner.evaluate(tmp_path, config, predictors=preds, videos=lambda s: iter(videos[s]),
                            labelled_train=train_lab, progress=False)

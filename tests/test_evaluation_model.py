@@ -90,7 +90,7 @@ def test_propagate_tool_reproduces_evaluation_rows(setup, tmp_path, both_sides):
     files = write_example(video, tmp_path / "example", stride=4)
     arrays = propagate_files("unused", files["frames"], files["labels"], tmp_path / "out",
                              intrinsics=str(files["intrinsics"]), both_sides=both_sides,
-                             bound=(config, pred))
+                             bound=(config, pred), method="paper")
     table = runner.video_predictions(video, 4, {"align": pred}, None, both_sides=both_sides)
     unl = table["frames"]
     np.testing.assert_array_equal(unl, np.nonzero(~arrays["labelled"])[0])

@@ -65,7 +65,7 @@ class FakeSource:
         n = len(self.frames["image"])
         rng = np.random.default_rng([self.seed, counter])
         s = rng.integers(0, n, self.batch_size)
-        if self.phase in ("stage1", "baseline"):
+        if self.phase in ("stage1", "baseline", "pseudo"):  # pseudo: frames, labels real or propagated
             return self._rows(s)
         u = np.clip(s + rng.integers(-1, 2, self.batch_size), 0, n - 1)
         if self.phase == "stage2":

@@ -115,11 +115,14 @@ def local_batch_size(global_batch: int, shard_count: int) -> int:
 def make_loader(data_config: DataConfig, split: str, stage: int, batch_size: int, *, seed: int,
                 shuffle: bool = True, num_epochs: int | None = None, shard_index: int = 0,
                 shard_count: int = 1, worker_count: int | None = None,
-                split_data: Split | None = None) -> grain.DataLoader:
+                split_data: Split | None = None,
+                example: grain.RandomMapTransform | None = None) -> grain.DataLoader:
     """grain DataLoader of ``stage`` batches of ``batch_size`` (process-local) examples.
 
     Anchors = labelled frames of ``split``, sharded (``ShardOptions(shard_index, shard_count)``,
-    remainder dropped) and shuffled per epoch with ``seed``; ``num_epochs=None`` repeats forever."""
+    remainder dropped) and shuffled per epoch with ``seed``; ``num_epochs=None`` repeats forever.
+    ``example`` (anchor position -> example) replaces the stage's own (e.g. the pseudo-label phase,
+    :mod:`handprop_jax.training.pseudo`)."""
     sp = split_data or open_split(data_config, split)
     if len(sp.labelled_positions) == 0:
         raise ValueError(f"split {split!r} of {data_config.name!r} has no labelled frame")
@@ -136,7 +139,7 @@ def make_loader(data_config: DataConfig, split: str, stage: int, batch_size: int
             flags.FLAGS.mark_as_parsed()
     return grain.DataLoader(
         data_source=_Anchors(sp.labelled_positions), sampler=sampler,
-        operations=[_MakeExample(sp, stage), grain.Batch(batch_size, drop_remainder=True)],
+        operations=[example or _MakeExample(sp, stage), grain.Batch(batch_size, drop_remainder=True)],
         worker_count=workers, read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=64))
 
 

@@ -1,15 +1,31 @@
-"""Propagate sparse 3D hand annotations to every frame of a video with a trained Pose Alignment run.
+"""Propagate sparse 3D hand annotations to every frame of a video.
 
-    handprop propagate --checkpoint RUN_DIR --frames FRAMES_DIR_OR_VIDEO --labels LABELS.json \\
-        --intrinsics fx,fy,cx,cy --out OUT/ [--both-sides] [--overlays]
+    handprop propagate --frames FRAMES_DIR_OR_VIDEO --labels LABELS.json --intrinsics fx,fy,cx,cy \\
+        --out OUT/ [--method photometric|interpolate|crop|copy|paper] [--checkpoint RUN_DIR] \\
+        [--nearest-only] [--overlays]
 
-Each unlabelled frame u gets ``γ̃_u = φ(γ*_s, z_u - z_s) + γ*_s`` from its nearest labelled frame
-s = N(u) (ties go to the earlier frame), with the aligner φ of the run's ``align`` checkpoint
-(``--model`` picks another). With ``--both-sides`` the two labelled frames l < u < r around u are
-both propagated to u and blended by temporal distance, weight (u - l) / (r - l) on r: root and betas
-linearly, every joint rotation of the 48-d pose by spherical linear interpolation (geodesic on
-SO(3), not an average of axis-angle vectors). Frames before the first / after the last label use
-their only neighbour.
+Every unlabelled frame u gets an annotation from the labelled frames around it. By default the two
+labelled frames l < u < r are both propagated to u and blended by temporal distance, weight
+(u - l) / (r - l) on r (root and betas linearly, every joint rotation of the 48-d pose by spherical
+linear interpolation on SO(3)); ``--nearest-only`` uses the nearest labelled frame s = N(u) alone
+(ties go to the earlier frame). Frames before the first / after the last label use their only
+neighbour. How a label moves to u (``--method``):
+
+- ``photometric`` (default, the best on our benchmark, README): the crop-aware transfer below,
+  refined by analysis-by-synthesis so that the hand mesh, textured from the labelled frame(s),
+  explains frame u's pixels (``handprop_jax.propagation.refine``). Needs no trained network; the
+  ``propagation`` config section holds its settings (``--set propagation.steps=120``).
+- ``interpolate``: crop-aware interpolation (the same as ``crop`` with both sides) — the strongest
+  trivial reference.
+- ``crop``: the label carried over with its root kept at the same place in the crop (the root's
+  pixel position and crop-relative depth move with the crop's intrinsics); no image evidence.
+- ``copy``: the label copied unchanged (both sides: slerp interpolation of the two labels).
+- ``paper``: the paper's Pose Alignment network, ``γ̃_u = φ(γ*_s, z_u - z_s) + γ*_s``, of a trained
+  run (``--checkpoint``, the ``align`` checkpoint; ``--model`` picks another).
+
+The crop size, MANO model and settings come from the run's config with ``--checkpoint``, otherwise
+from ``--config`` (default: ``synthetic``) with ``--set`` overrides (e.g.
+``--set model.mano_model=MANO_RIGHT.pkl --set data.image_size=128``).
 
 (The propagation itself is :func:`handprop_jax.propagation.core.propagate_video`; the readers of the
 inputs below are :mod:`handprop_jax.propagation.inputs`.)
@@ -64,8 +80,9 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from handprop_jax import config as config_lib
 from handprop_jax.model.api import BoundModel
-from handprop_jax.propagation.core import bound_from_run, hand_mesh, propagate_video
+from handprop_jax.propagation.core import Propagator, bound_from_run, hand_mesh, propagate_video
 from handprop_jax.propagation.inputs import (
     PropagationInputError,
     check_intrinsics,
@@ -76,15 +93,20 @@ from handprop_jax.propagation.inputs import (
 )
 
 HELP = "propagate sparse labels to every frame of a video"
+CLI_METHODS = ("photometric", "interpolate", "crop", "copy", "paper")
 
 
 def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Path, out: str | Path,
-                    intrinsics: str | np.ndarray | None = None, both_sides: bool = False,
+                    intrinsics: str | np.ndarray | None = None, both_sides: bool = True,
                     overlays: bool = False, model: str = "align", crop: Sequence[float] | None = None,
-                    bound: tuple[Any, BoundModel] | None = None) -> dict[str, np.ndarray]:
+                    bound: tuple[Any, BoundModel] | None = None, method: str = "photometric",
+                    config: Any = None) -> dict[str, np.ndarray]:
     """Everything ``handprop propagate`` does; returns the arrays written to annotations.npz.
 
-    ``bound`` = (config, BoundModel) replaces loading ``checkpoint`` (tests)."""
+    ``method``: one of :data:`CLI_METHODS` (module docstring). ``checkpoint``: a run folder (needed by
+    ``paper``; for the other methods it only supplies the config) or None. ``config``: the Config used
+    without a checkpoint (default: ``synthetic``). ``bound`` = (config, BoundModel) replaces loading
+    ``checkpoint`` (tests)."""
     from handprop_jax.camera import project
     from handprop_jax.data.crop import Box, crop_intrinsics
     from handprop_jax.hand import default_mano
@@ -101,16 +123,30 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
     K = (parse_intrinsics(intrinsics) if isinstance(intrinsics, str)
          else check_intrinsics(intrinsics, "intrinsics") if intrinsics is not None else K_labels)
     K = np.broadcast_to(check_intrinsics(K, "intrinsics", len(names)), (len(names), 3, 3))
-    if bound is None:
+    if method not in CLI_METHODS:
+        raise PropagationInputError(f"--method {method!r}: expected one of {CLI_METHODS}")
+    if method == "interpolate":
+        method, both_sides = "crop", True
+    net = None
+    if bound is not None:
+        config, net = bound
+    elif checkpoint is not None:
         if not Path(checkpoint).is_dir():
             raise PropagationInputError(f"--checkpoint {checkpoint}: no such run folder")
-        bound = bound_from_run(checkpoint, model)
-    config, net = bound
-    S = net.image_size
+        if method == "paper":
+            config, net = bound_from_run(checkpoint, model)
+        else:
+            config = config_lib.load_json(Path(checkpoint) / "config.json")
+    elif method == "paper":
+        raise PropagationInputError("--method paper needs --checkpoint RUN_DIR (a trained run)")
+    elif config is None:
+        config = config_lib.load("synthetic")
+    S = config.data.image_size
     names, crops, _, box = load_frames(frames, S, box)
     K_crop = np.stack([crop_intrinsics(k, box, S) for k in K]).astype(np.float32)
 
-    result = propagate_video(net, crops, K_crop, lab, gamma_star, both_sides=both_sides)
+    propagator = Propagator.from_config(config, method, model=net)
+    result = propagate_video(propagator, crops, K_crop, lab, gamma_star, both_sides=both_sides)
     mano = default_mano(config)
     verts, joints = hand_mesh(mano, result.gamma)
     joints2d = np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)))
@@ -133,7 +169,8 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
             **{k: np.round(arrays[k][i].astype(np.float64), 7).tolist()
                for k in ("root", "pose", "betas", "joints3d", "joints2d")},
         })
-    meta = {"checkpoint": str(checkpoint), "model": model, "frames": str(frames), "labels": str(labels),
+    meta = {"checkpoint": None if checkpoint is None else str(checkpoint), "method": method,
+            "model": model if method == "paper" else None, "frames": str(frames), "labels": str(labels),
             "both_sides": both_sides, "crop_box": dataclasses.asdict(box),
             "image_size": S, "num_frames": T, "num_labelled": int(len(lab)),
             "units": {"root": "m", "joints3d": "m (camera frame, OpenCV)", "pose": "rad, axis-angle",
@@ -147,17 +184,28 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="run folder (workdir) of a trained run")
-    parser.add_argument("--model", default="align", choices=("align", "stage2", "baseline", "stage1"),
-                        help="checkpoint whose aligner is used (default: align)")
+    parser.add_argument("--method", default="photometric", choices=CLI_METHODS,
+                        help="how labels move to the other frames (default: photometric; see above)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="run folder (workdir) of a trained run: needed by --method paper; for the "
+                             "other methods it supplies the config")
+    parser.add_argument("--model", default="align", choices=("align", "stage2"),
+                        help="--method paper: the checkpoint whose aligner is used (default: align)")
+    parser.add_argument("--config", default=None,
+                        help="config name or file when there is no --checkpoint (default: synthetic)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field (repeatable), e.g. propagation.steps=120")
     parser.add_argument("--frames", required=True, help="folder of frame images, or a video file")
     parser.add_argument("--labels", required=True, help="sparse labels, .json or .npz (schema above)")
     parser.add_argument("--intrinsics", default=None,
                         help="fx,fy,cx,cy in pixels of the original frames, or a .json/.npy/.txt 3x3 file "
                              "(else 'K' in the labels file)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--both-sides", action="store_true",
-                        help="blend propagations from the labelled frames on both sides")
+    sides = parser.add_mutually_exclusive_group()
+    sides.add_argument("--both-sides", dest="both_sides", action="store_true", default=True,
+                       help="blend the propagations from the labelled frames on both sides (default)")
+    sides.add_argument("--nearest-only", dest="both_sides", action="store_false",
+                       help="propagate from the nearest labelled frame alone")
     parser.add_argument("--overlays", action="store_true", help="also write overlays/<index>.png")
     parser.add_argument("--crop", type=float, nargs=3, metavar=("CX", "CY", "SIDE"), default=None,
                         help="square crop box (pixels of the original frames) applied to every frame; "
@@ -165,10 +213,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None and (args.config is not None or args.overrides):
+        print("handprop propagate: error: --config/--set apply without --checkpoint only (a run's config "
+              "is the one it was trained with)", file=sys.stderr)
+        return 2
+    try:
+        config = (config_lib.load(args.config or "synthetic", args.overrides)
+                  if args.checkpoint is None else None)
+    except FileNotFoundError as e:
+        print(f"handprop propagate: error: {e}", file=sys.stderr)
+        return 2
     try:
         arrays = propagate_files(args.checkpoint, args.frames, args.labels, args.out, args.intrinsics,
                                  both_sides=args.both_sides, overlays=args.overlays, model=args.model,
-                                 crop=args.crop)
+                                 crop=args.crop, method=args.method, config=config)
     except PropagationInputError as e:
         print(f"handprop propagate: error: {e}", file=sys.stderr)
         return 2

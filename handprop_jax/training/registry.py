@@ -8,6 +8,10 @@ baseline   1      stage1      predictor                            L_pred, contr
                                                                    stage2 + stage3
 stage2     2      stage1      aligners (φ^r, φ^θ) only             L_align on labelled pairs (paper)
 align      3      stage2      everything                           L_pred + λ_align L_align (paper)
+pseudo     3      stage1      predictor                            L_pred on labelled frames and on
+                                                                   propagated labels (default "Baseline
+                                                                   + Align"; :mod:`.pseudo`), steps as
+                                                                   baseline
 =========  =====  ==========  ===================================  ====================================
 
 Which phases a run trains is ``train.phases`` (default: all of them, in this order). A phase module
@@ -56,7 +60,8 @@ def _core() -> tuple[Phase, ...]:
 
 
 #: Modules that define more phases: each has a module-level ``PHASE`` (a Phase), added in this order.
-_MODULES: tuple[str, ...] = ()
+#: They may use the propagation and evaluation layers (loaded by name, so the layering stays acyclic).
+_MODULES: tuple[str, ...] = ("handprop_jax.training.pseudo",)
 
 
 @functools.cache
