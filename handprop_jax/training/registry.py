@@ -8,6 +8,9 @@ baseline   1      stage1      predictor                            L_pred, contr
                                                                    stage2 + stage3
 stage2     2      stage1      aligners (φ^r, φ^θ) only             L_align on labelled pairs (paper)
 align      3      stage2      everything                           L_pred + λ_align L_align (paper)
+photometr. 3      stage1      predictor                            L_pred + Hasson's photometric
+                                                                   consistency on (u, N(u)); as many
+                                                                   steps as baseline (training/hasson)
 =========  =====  ==========  ===================================  ====================================
 
 Which phases a run trains is ``train.phases`` (default: all of them, in this order). A phase module
@@ -56,7 +59,7 @@ def _core() -> tuple[Phase, ...]:
 
 
 #: Modules that define more phases: each has a module-level ``PHASE`` (a Phase), added in this order.
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = ("handprop_jax.training.hasson",)
 
 
 @functools.cache
