@@ -19,6 +19,8 @@ metres in the camera frame, K (3, 3) pixels of the crop. Pixel centres at intege
 
 - :func:`sample_reference` — rasterise V_r and draw silhouette pixels → :class:`Reference`;
 - :func:`warp` — q(p) for a candidate V_u;
+- :func:`flow_warp` — q(p) = p + the per-vertex flow π(V_u) − π(V_r) interpolated with p's
+  perspective-correct barycentrics (Hasson et al.'s rendered flow; gradient only through the flow);
 - :func:`visible` — which reference points are in front in u (z-buffer of V_u);
 - :func:`error` — masked mean L1 between ``I_u(q)`` and the reference colours;
 - :func:`cycle_check` — Hasson's forward–backward test: p → q under V_u → back to r under V_r's flow
@@ -142,6 +144,18 @@ def warp(ref: Reference, verts_u: jnp.ndarray, K_u: jnp.ndarray) -> jnp.ndarray:
     """Where the reference pixels land in frame u under the mesh ``verts_u`` (V, 3): (N, 2) pixels."""
     uv = project(verts_u, K_u)
     return jnp.einsum("nk,nkc->nc", ref.bary, uv[ref.tri])
+
+
+def flow_warp(ref: Reference, verts_u: jnp.ndarray, K_u: jnp.ndarray, verts_r: jnp.ndarray,
+              K_r: jnp.ndarray) -> jnp.ndarray:
+    """Where the reference pixels land in frame u under Hasson et al.'s rendered flow: (N, 2) pixels,
+    ``p + Σ_k w_k (π(V_u,k, K_u) − π(V_r,k, K_r))`` over the vertices k of p's face in the reference
+    mesh ``verts_r`` (stop-gradient), w = p's perspective-correct barycentrics (``ref.persp``, as a
+    renderer interpolates a vertex attribute). V_u = V_r (same K) gives p exactly; on a face at
+    constant depth it equals :func:`warp`."""
+    verts_r = jax.lax.stop_gradient(verts_r)
+    flow = project(verts_u, K_u) - project(verts_r, K_r)
+    return ref.pixel + jnp.einsum("nk,nkc->nc", ref.persp, flow[ref.tri])
 
 
 def visible(ref: Reference, verts_u: jnp.ndarray, K_u: jnp.ndarray, faces: jnp.ndarray,

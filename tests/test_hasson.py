@@ -91,6 +91,30 @@ def test_dense_reference_is_every_silhouette_pixel_in_raster_order():
     np.testing.assert_array_equal(np.asarray(ref.pixel)[:3], [[0, 0], [1, 0], [2, 0]])
 
 
+def test_flow_warp_interpolates_the_flow_perspective_correctly():
+    """q(p) = p + Σ w_k flow_k with w the barycentrics of the 3D point seen at p (found here by
+    intersecting p's ray with a tilted quad's plane, independently of the rasteriser)."""
+    tilted = QUAD + np.array([[0, 0, -0.4], [0, 0, -0.4], [0, 0, 0.4], [0, 0, 0.4]], np.float32)
+    ref = _quad_reference(tilted)
+    same = np.asarray(P.flow_warp(ref, jnp.asarray(tilted), jnp.asarray(K), jnp.asarray(tilted), jnp.asarray(K)))
+    np.testing.assert_array_equal(same, np.asarray(ref.pixel))  # no motion: q = p exactly
+    moved = tilted + np.random.default_rng(0).normal(0, 0.05, tilted.shape).astype(np.float32)
+    q = np.asarray(P.flow_warp(ref, jnp.asarray(moved), jnp.asarray(K), jnp.asarray(tilted), jnp.asarray(K)))
+    proj = lambda v: (v[:, :2] / v[:, 2:]) * F + C  # noqa: E731
+    flow = proj(moved.astype(np.float64)) - proj(tilted.astype(np.float64))
+    valid, pix, tri = np.asarray(ref.valid), np.asarray(ref.pixel), np.asarray(ref.tri)
+    for i in np.flatnonzero(valid):
+        a, b, c = tilted[tri[i]].astype(np.float64)
+        ray = np.array([(pix[i, 0] - C) / F, (pix[i, 1] - C) / F, 1.0])
+        n = np.cross(b - a, c - a)
+        x = ray * (n @ a) / (n @ ray)  # the surface point seen at p
+        w = np.linalg.solve(np.stack([b - a, c - a, n], 1), x - a)[:2]
+        w = np.array([1 - w.sum(), *w])
+        np.testing.assert_allclose(q[i], pix[i] + w @ flow[tri[i]], atol=1e-3)
+    # the perspective correction matters on this tilted face (screen barycentrics differ)
+    assert np.abs(q - np.asarray(P.warp(ref, jnp.asarray(moved), jnp.asarray(K))))[valid].max() > 0.05
+
+
 def test_cycle_check_passes_a_moved_surface_and_rejects_occluded_points():
     ref = _quad_reference()
     valid = np.asarray(ref.valid)

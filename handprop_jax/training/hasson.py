@@ -14,9 +14,9 @@ Eq. 6 of the paper (:func:`handprop_jax.training.objectives.prediction_loss`; Ha
 the same weights), L_reg(u) = λ_θ L_θ + λ_β L_β of the prediction on u.
 
 **L_photo** (Hasson's Eq. 1, forward direction only as the official recipe): for every pixel p of the
-silhouette of s's ground-truth mesh V*_s (rasterised under stop-gradient: face ids and barycentrics),
-the per-vertex flow ``π(V̂_u, K_u) − π(V*_s, K_s)`` interpolated over V*_s's visible faces moves p to
-q(p) in frame u (:func:`handprop_jax.photometric.warp`); ``|I_u(q(p)) − I_s(p)|`` (bilinear, RGB in
+silhouette of s's ground-truth mesh V*_s (rasterised under stop-gradient: face ids and
+perspective-correct barycentrics), the per-vertex flow ``π(V̂_u, K_u) − π(V*_s, K_s)`` interpolated
+over V*_s's visible faces moves p to q(p) in frame u (:func:`handprop_jax.photometric.flow_warp`); ``|I_u(q(p)) − I_s(p)|`` (bilinear, RGB in
 [0, 1], mean over RGB) is averaged over the masked pixels of each pair, then over the pairs (a pair with
 no pixel left counts 0, as the official ``batch_masked_mean_loss``). The mask keeps p when
 
@@ -35,9 +35,8 @@ BatchNorm and the optimizer are those of the baseline control (BatchNorm in trai
 The labelled frames and the u frames go through the encoder as one batch of 2B images; s is not
 encoded (its ground truth is the reference).
 
-Deviations from the official code (docs/comparison.md): the flow is interpolated with screen-space
-barycentrics (Neural Renderer interpolates perspective-correctly; within a face of a 64 px hand the two
-differ by a fraction of a pixel); L_reg is applied to u's prediction only (the official code also
+Deviations from the official code (docs/comparison.md): the flow is interpolated by our rasteriser's
+barycentrics instead of Neural Renderer's soft rendering (the same gradient path); L_reg is applied to u's prediction only (the official code also
 regularises the prediction on the reference frame); no object branch.
 
 :func:`diagnostics` (logged at the phase's first and last step) is the loss of the ground-truth mesh of
@@ -100,7 +99,7 @@ def pair_loss(verts_u, verts_s, K_u, K_s, image_u, image_s, inside_u, inside_s, 
     H, W = image_s.shape[:2]
     ref = P.sample_reference(verts_s, faces, K_s, image_s, H * W, jax.random.PRNGKey(0), (0.0,), window,
                              exclude_faces=cap)
-    q = P.warp(ref, verts_u, K_u)
+    q = P.flow_warp(ref, verts_u, K_u, verts_s, K_s)
     ok = P.cycle_check(ref, q, verts_u, K_u, verts_s, K_s, faces, (H, W), window, threshold, cap)
     pix = ref.pixel.astype(jnp.int32)
     ok = ok & inside_s[pix[:, 1], pix[:, 0]]
