@@ -314,7 +314,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["64x64", "224x16"],
                    help="RESxBATCH pairs (image side in pixels x batch)")
-    p.add_argument("--phases", nargs="+", default=["stage1", "align"], choices=["stage1", "align", "photometric"])
+    p.add_argument("--phases", nargs="+", default=["stage1", "align"],
+                   choices=["stage1", "align", "photometric"])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="calls per timing")
     p.add_argument("--torch-repeats", type=int, default=3)

@@ -96,7 +96,8 @@ def test_flow_warp_interpolates_the_flow_perspective_correctly():
     intersecting p's ray with a tilted quad's plane, independently of the rasteriser)."""
     tilted = QUAD + np.array([[0, 0, -0.4], [0, 0, -0.4], [0, 0, 0.4], [0, 0, 0.4]], np.float32)
     ref = _quad_reference(tilted)
-    same = np.asarray(P.flow_warp(ref, jnp.asarray(tilted), jnp.asarray(K), jnp.asarray(tilted), jnp.asarray(K)))
+    k = jnp.asarray(K)
+    same = np.asarray(P.flow_warp(ref, jnp.asarray(tilted), k, jnp.asarray(tilted), k))
     np.testing.assert_array_equal(same, np.asarray(ref.pixel))  # no motion: q = p exactly
     moved = tilted + np.random.default_rng(0).normal(0, 0.05, tilted.shape).astype(np.float32)
     q = np.asarray(P.flow_warp(ref, jnp.asarray(moved), jnp.asarray(K), jnp.asarray(tilted), jnp.asarray(K)))

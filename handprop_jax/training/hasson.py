@@ -16,9 +16,10 @@ the same weights), L_reg(u) = λ_θ L_θ + λ_β L_β of the prediction on u.
 **L_photo** (Hasson's Eq. 1, forward direction only as the official recipe): for every pixel p of the
 silhouette of s's ground-truth mesh V*_s (rasterised under stop-gradient: face ids and
 perspective-correct barycentrics), the per-vertex flow ``π(V̂_u, K_u) − π(V*_s, K_s)`` interpolated
-over V*_s's visible faces moves p to q(p) in frame u (:func:`handprop_jax.photometric.flow_warp`); ``|I_u(q(p)) − I_s(p)|`` (bilinear, RGB in
-[0, 1], mean over RGB) is averaged over the masked pixels of each pair, then over the pairs (a pair with
-no pixel left counts 0, as the official ``batch_masked_mean_loss``). The mask keeps p when
+over V*_s's visible faces moves p to q(p) in frame u (:func:`handprop_jax.photometric.flow_warp`);
+``|I_u(q(p)) − I_s(p)|`` (bilinear, RGB in [0, 1], mean over RGB) is averaged over the masked pixels
+of each pair, then over the pairs (a pair with no pixel left counts 0, as the official
+``batch_masked_mean_loss``). The mask keeps p when
 
 - p is in the silhouette and not on the wrist cap (:func:`handprop_jax.photometric.wrist_cap`);
 - q(p) is in the image, and neither p nor the four pixels around q(p) come from the augmentation's
@@ -36,8 +37,9 @@ The labelled frames and the u frames go through the encoder as one batch of 2B i
 encoded (its ground truth is the reference).
 
 Deviations from the official code (docs/comparison.md): the flow is interpolated by our rasteriser's
-barycentrics instead of Neural Renderer's soft rendering (the same gradient path); L_reg is applied to u's prediction only (the official code also
-regularises the prediction on the reference frame); no object branch.
+barycentrics instead of Neural Renderer's soft rendering (the same gradient path); L_reg is applied
+to u's prediction only (the official code also regularises the prediction on the reference frame);
+no object branch.
 
 :func:`diagnostics` (logged at the phase's first and last step) is the loss of the ground-truth mesh of
 u, of the copied mesh V*_s and of the current prediction on validation pairs: a check that the loss
