@@ -163,6 +163,22 @@ class PropagationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HassonConfig:
+    """Hasson et al.'s photometric-consistency phase ``photometric`` (owner:
+    handprop_jax.training.hasson). The defaults are the official code's (hassony2/handobjectconsist):
+    L = λ_d (L_pred + L_reg(u)) + λ_c L_photo with λ_c = lambda_consist · min(t / ramp_steps, 1) at the
+    phase's step t and λ_d = lambda_data − λ_c."""
+
+    lambda_consist: float = field(1e-3, ge=0)  # λ_c once ramped up
+    lambda_data: float = field(0.999, ge=0)  # λ_d + λ_c
+    ramp_steps: int = field(1000, ge=0)  # steps over which λ_c rises linearly from 0 (0: no ramp)
+    cycle_threshold: float = field(2.0, gt=0)  # pixels: forward-backward check of the warp (App. C)
+    # rasteriser window (handprop_jax.render.rasterize_splat): None = the smallest splat window >=
+    # image_size / 4 (the dense rasteriser when that exceeds render.SPLAT_WINDOWS), 0 = dense
+    splat_window: int | None = field(None, ge=0)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"
     data: DataConfig = DataConfig()
@@ -170,6 +186,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     propagation: PropagationConfig = PropagationConfig()
+    hasson: HassonConfig = HassonConfig()
 
 
 # ------------------------------------------------------------------------------------ checking

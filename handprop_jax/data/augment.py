@@ -15,7 +15,11 @@ In-plane rotation = a rotation R_z(a) of the camera frame about the optical axis
 - colour: brightness, contrast (about the image mean) and saturation factors in [1-c, 1+c],
   c = ``data_config.color_jitter``; the image keeps its dtype (uint8 stays uint8).
 Keys other than image/root/pose/joints3d/joints2d pass through unchanged (frames without labels
-simply have fewer keys).
+simply have fewer keys). In a pair dict, any other entry that is itself a frame dict (has an
+``image``; e.g. the labelled batch that a comparison phase carries beside its pairs) gets its own
+draw. With ``padding_masks=True`` every augmented frame also gets ``inside`` (B, S, S) bool: the
+pixels whose content comes from inside the original image, not from the reflected border (the
+augmentation's padding).
 """
 
 from __future__ import annotations
@@ -64,6 +68,18 @@ def rotate_image(image: jnp.ndarray, K: jnp.ndarray, angle: jnp.ndarray) -> jnp.
     return _bilinear_reflect(image, src[..., 0] / src[..., 2], src[..., 1] / src[..., 2])
 
 
+def rotation_inside(K: jnp.ndarray, angle: jnp.ndarray, image_size: tuple[int, int]) -> jnp.ndarray:
+    """(H, W) bool: the pixels of :func:`rotate_image`'s output sampled inside the original image (the
+    others are reflected border content)."""
+    H, W = image_size
+    A_inv = K @ rotation_z(-angle) @ jnp.linalg.inv(K)
+    vv, uu = jnp.meshgrid(jnp.arange(H, dtype=K.dtype), jnp.arange(W, dtype=K.dtype), indexing="ij")
+    src = jnp.einsum("ij,hwj->hwi", A_inv, jnp.stack([uu, vv, jnp.ones_like(uu)], -1))
+    u, v = src[..., 0] / src[..., 2], src[..., 1] / src[..., 2]
+    eps = 1e-3  # the identity rotation's own pixel centres count as inside
+    return (u >= -eps) & (u <= W - 1 + eps) & (v >= -eps) & (v <= H - 1 + eps)
+
+
 def _color(image: jnp.ndarray, factors: jnp.ndarray) -> jnp.ndarray:
     """image (H, W, 3) float 0..255; factors (3,) = brightness, contrast, saturation."""
     luma = jnp.array([0.299, 0.587, 0.114], image.dtype)
@@ -74,12 +90,17 @@ def _color(image: jnp.ndarray, factors: jnp.ndarray) -> jnp.ndarray:
     return gray + (image - gray) * factors[2]
 
 
-def augment_frame(frame: dict, angle: jnp.ndarray, color: jnp.ndarray | None) -> dict:
-    """Apply per-sample rotation angles (B,) and colour factors (B, 3) (or None) to a frame dict."""
+def augment_frame(frame: dict, angle: jnp.ndarray, color: jnp.ndarray | None, padding_masks: bool = False
+                  ) -> dict:
+    """Apply per-sample rotation angles (B,) and colour factors (B, 3) (or None) to a frame dict
+    (with ``padding_masks``, also ``inside`` (B, S, S) bool: see the module docstring)."""
     out = dict(frame)
     K = frame["K"].astype(jnp.float32)
     R = rotation_z(angle.astype(jnp.float32))  # (B, 3, 3)
     image = frame["image"]
+    if padding_masks:
+        out["inside"] = jax.vmap(lambda k, a: rotation_inside(k, a, image.shape[1:3]))(
+            K, angle.astype(jnp.float32))
     img = image.astype(jnp.float32)
     img = jax.vmap(rotate_image)(img, K, angle.astype(jnp.float32))
     if color is not None:
@@ -115,24 +136,32 @@ def sample_params(key: jax.Array, batch_size: int, rotation_range: float, color_
     return angle, color
 
 
-def augment(batch: dict, key: jax.Array, data_config) -> dict:
+def augment(batch: dict, key: jax.Array, data_config, padding_masks: bool = False) -> dict:
     """Augment a frame batch or a pair batch (see the module doc). Pure; jit-able (config static).
 
     Args:
       batch: frame dict (``image`` (B, S, S, 3), ``K`` (B, 3, 3), optional labels) or a pair dict
-        {"s": frame, "u": frame, other keys passed through}.
+        {"s": frame, "u": frame, other frame dicts (own draw), other keys passed through}.
       key: a ``jax.random`` key.
       data_config: ``handprop_jax.config.DataConfig`` (rotation_range radians, color_jitter).
+      padding_masks: also return each frame's ``inside`` mask (static).
     Returns:
-      the batch with the same keys, shapes and dtypes.
+      the batch with the same keys, shapes and dtypes (plus ``inside`` per frame with ``padding_masks``).
     """
     pair = "s" in batch and "u" in batch
     first = batch["s"] if pair else batch
-    angle, color = sample_params(key, first["image"].shape[0], float(data_config.rotation_range),
-                                 float(data_config.color_jitter))
+
+    def draw(k):
+        return sample_params(k, first["image"].shape[0], float(data_config.rotation_range),
+                             float(data_config.color_jitter))
+
+    angle, color = draw(key)
     if not pair:
-        return augment_frame(batch, angle, color)
+        return augment_frame(batch, angle, color, padding_masks)
     out = dict(batch)
-    out["s"] = augment_frame(batch["s"], angle, color)
-    out["u"] = augment_frame(batch["u"], angle, color)
+    out["s"] = augment_frame(batch["s"], angle, color, padding_masks)
+    out["u"] = augment_frame(batch["u"], angle, color, padding_masks)
+    others = [k for k, v in batch.items() if k not in ("s", "u") and isinstance(v, dict) and "image" in v]
+    for i, name in enumerate(others):
+        out[name] = augment_frame(batch[name], *draw(jax.random.fold_in(key, i + 1)), padding_masks)
     return out

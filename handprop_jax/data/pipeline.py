@@ -10,6 +10,10 @@ Batch formats are those of docs/design.md ("Batches"). Entry points:
   the same config (same ``data.num_workers``) and ``it.set_state(state)`` yields exactly batch n+1,
   n+2, ... (the order depends only on the seed and the record index). The state is small JSON text
   (grain's), e.g. for ``handprop_jax.training.checkpoint.encode_data_state``.
+- ``neighbour_pairs(config, ...)``: endless (u, s = N(u)) pair batches anchored on EVERY frame of the
+  split (u without label keys, labelled or not; s its nearest labelled frame, with labels) — Hasson
+  et al.'s consistency pairs; ``labelled_and_pairs(config, ...)`` zips them with the stage-1 batches
+  into ``{"labelled": frame batch, "s", "u"}`` (one state for both, resumable like the others).
 - ``val_batches(config, stage, ...)``: one deterministic pass over the val split's labelled anchors in
   the stage's format (anchors repeated cyclically to fill the last batch).
 - ``eval_batches(data_config, split, scenario, batch_size, ...)``: scenario 1 (every unlabelled
@@ -95,6 +99,19 @@ class _MakeExample(grain.RandomMapTransform):
         return {"s": sp.example(rs, True), "u": sp.example(ru, False), "u_labelled": np.bool_(u_lab)}
 
 
+class _MakeNeighbourPair(grain.MapTransform):
+    """Any frame position u -> {"s": N(u) with labels, "u": u without label keys} (N(u) = u when u is
+    labelled)."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def map(self, position: int) -> dict:
+        sp = self.split
+        rs, ru = sp.read([int(sp.nearest[position]), position])
+        return {"s": sp.example(rs, True), "u": sp.example(ru, False)}
+
+
 def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
     if shard_index is None or shard_count is None:
         import jax
@@ -112,22 +129,27 @@ def local_batch_size(global_batch: int, shard_count: int) -> int:
     return global_batch // shard_count
 
 
-def make_loader(data_config: DataConfig, split: str, stage: int, batch_size: int, *, seed: int,
+def make_loader(data_config: DataConfig, split: str, stage: int | str, batch_size: int, *, seed: int,
                 shuffle: bool = True, num_epochs: int | None = None, shard_index: int = 0,
                 shard_count: int = 1, worker_count: int | None = None,
                 split_data: Split | None = None,
                 example: grain.RandomMapTransform | None = None) -> grain.DataLoader:
     """grain DataLoader of ``stage`` batches of ``batch_size`` (process-local) examples.
 
-    Anchors = labelled frames of ``split``, sharded (``ShardOptions(shard_index, shard_count)``,
-    remainder dropped) and shuffled per epoch with ``seed``; ``num_epochs=None`` repeats forever.
+    Anchors = labelled frames of ``split`` (stage 1, 2, 3) or every frame (stage "neighbours":
+    :class:`_MakeNeighbourPair`), sharded (``ShardOptions(shard_index, shard_count)``, remainder
+    dropped) and shuffled per epoch with ``seed``; ``num_epochs=None`` repeats forever.
     ``example`` (anchor position -> example) replaces the stage's own (e.g. the pseudo-label phase,
     :mod:`handprop_jax.training.pseudo`)."""
     sp = split_data or open_split(data_config, split)
     if len(sp.labelled_positions) == 0:
         raise ValueError(f"split {split!r} of {data_config.name!r} has no labelled frame")
+    if stage == "neighbours":
+        anchors, make = np.arange(len(sp), dtype=np.int64), _MakeNeighbourPair(sp)
+    else:
+        anchors, make = sp.labelled_positions, example or _MakeExample(sp, stage)
     sampler = grain.IndexSampler(
-        num_records=len(sp.labelled_positions),
+        num_records=len(anchors),
         shard_options=grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
                                          drop_remainder=True),
         shuffle=shuffle, num_epochs=num_epochs, seed=seed)
@@ -138,8 +160,8 @@ def make_loader(data_config: DataConfig, split: str, stage: int, batch_size: int
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
     return grain.DataLoader(
-        data_source=_Anchors(sp.labelled_positions), sampler=sampler,
-        operations=[example or _MakeExample(sp, stage), grain.Batch(batch_size, drop_remainder=True)],
+        data_source=_Anchors(anchors), sampler=sampler,
+        operations=[make, grain.Batch(batch_size, drop_remainder=True)],
         worker_count=workers, read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=64))
 
 
@@ -214,6 +236,56 @@ def train_iterator(config: Config, stage: int, shard_index: int | None = None, s
                          seed=config.data.seed + 1000 * int(stage), shard_index=index, shard_count=count,
                          worker_count=worker_count)
     return TrainIterator(loader, prefetch=prefetch)
+
+
+def neighbour_pairs(config: Config, shard_index: int | None = None, shard_count: int | None = None,
+                    split: str = "train", worker_count: int | None = None, prefetch: int = 2) -> TrainIterator:
+    """Endless (u, s = N(u)) pair batches over every frame u of ``split`` (module doc), process-local
+    share of ``train.batch_size`` pairs."""
+    index, count = _shard(shard_index, shard_count)
+    loader = make_loader(config.data, split, "neighbours", local_batch_size(config.train.batch_size, count),
+                         seed=config.data.seed + 4000, shard_index=index, shard_count=count,
+                         worker_count=worker_count)
+    return TrainIterator(loader, prefetch=prefetch)
+
+
+class ZipIterator:
+    """Several training iterators as one: each batch holds every iterator's batch under its name, or,
+    for the names in ``merged`` (dict batches), its keys; ``get_state``/``set_state`` carry every
+    iterator's state (a JSON-able dict {name: latin-1 text})."""
+
+    def __init__(self, iterators: dict, merged: Sequence[str] = ()):
+        self._its = dict(iterators)
+        self._merged = frozenset(merged)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        out: dict = {}
+        for name, it in self._its.items():
+            batch = next(it)
+            if name in self._merged:
+                out.update(batch)
+            else:
+                out[name] = batch
+        return out
+
+    def get_state(self) -> dict:
+        return {name: it.get_state().decode("latin-1") for name, it in self._its.items()}
+
+    def set_state(self, state: dict) -> None:
+        for name, it in self._its.items():
+            it.set_state(state[name].encode("latin-1"))
+
+
+def labelled_and_pairs(config: Config, shard_index: int | None = None, shard_count: int | None = None,
+                       split: str = "train", worker_count: int | None = None) -> ZipIterator:
+    """``{"labelled": stage-1 batch, "s": N(u) with labels, "u": any frame without labels}`` per step:
+    the batches of a consistency phase (Hasson et al.: one labelled batch plus one pair batch)."""
+    return ZipIterator({"labelled": train_iterator(config, 1, shard_index, shard_count, split, worker_count),
+                        "pairs": neighbour_pairs(config, shard_index, shard_count, split, worker_count)},
+                       merged=("pairs",))
 
 
 def val_batches(config: Config, stage: int, shard_index: int | None = None, shard_count: int | None = None,

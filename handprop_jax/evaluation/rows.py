@@ -43,12 +43,14 @@ COPY_CROP = "Copy (crop-aware)"
 INTERPOLATION = "Interpolation"
 INTERPOLATION_CROP = "Interpolation (crop-aware)"
 MEAN_POSE = "Mean pose"
+HASSON = "Photometric consistency (Hasson)"
 
 #: Table I rows per split, in order.
 ROWS: tuple[Row, ...] = (
     Row(BASELINE, 1, "predict", phase="baseline"),
     Row(ALIGN, 1, "predict", phase="pseudo"),
     Row(ALIGN_PAPER, 1, "predict", phase="align"),
+    Row(HASSON, 1, "predict", phase="photometric"),
     Row(PROPAGATION, 2, "propagate", method="photometric"),
     Row(BOTH_SIDES, 2, "propagate", method="photometric", both_sides=True),
     Row(PAPER, 2, "propagate", phase="align", method="paper"),

@@ -51,10 +51,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def resolve_phases(stages: Iterable[str | int] | None, config: Config | None = None) -> tuple[str, ...]:
-    """``None`` → the config's ``train.phases`` (every phase without a config); else stage numbers
-    (1, 2, 3) / phase names, in training order."""
+    """``None`` → the config's ``train.phases`` (without a config: the default ``train.phases``, the
+    paper's phases); else stage numbers (1, 2, 3) / phase names, in training order."""
     if stages is None:
-        return registry.order(config) if config is not None else registry.names()
+        return registry.order(config if config is not None else Config())
     chosen = set()
     for s in stages:
         key = str(s).strip().lower()
@@ -75,10 +75,13 @@ def _check_config(workdir: Path, config: Config) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         new = json.loads(json.dumps(config_lib.to_dict(config)))
-        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) and sec != "eval"
+        # a section the recorded config lacks was added to the code after the run started (e.g. a
+        # comparison method's): it cannot have shaped the phases trained so far
+        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) and sec != "eval" and sec in old
                  for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k]
                  and k not in _RESUME_FREE.get(sec, ())]
-        diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]]
+        diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]
+                  and k not in _RESUME_FREE_TOP]
         if diffs:
             raise ValueError(f"{path} records a different config ({', '.join(diffs)}); use a new "
                              "--workdir or the same config to resume")
@@ -92,6 +95,8 @@ def _check_config(workdir: Path, config: Config) -> None:
 _RESUME_FREE = {"train": ("phases", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                           "distributed", "coordinator_address", "num_processes", "process_id", "val_batches"),
                 "data": ("data_dir", "num_workers")}
+# the config's name (e.g. synthetic_compare resuming a synthetic run to add the comparison phases)
+_RESUME_FREE_TOP = ("name",)
 
 
 def _load_final_variables(workdir: Path, phase: str, config: Config) -> dict:
@@ -111,6 +116,23 @@ def _load_final_variables(workdir: Path, phase: str, config: Config) -> dict:
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
     fetched = jax.device_get(history)
     return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+def _local_variables(state) -> dict:
+    """This process's copy of the (replicated) variables of a train state, as numpy."""
+    local = lambda x: np.asarray(x.addressable_shards[0].data) if hasattr(x, "addressable_shards") \
+        else np.asarray(x)  # noqa: E731
+    return jax.tree.map(local, {"params": state.params, "batch_stats": state.batch_stats})
+
+
+def _diagnostics(spec, config: Config, state, logger, step: int, summary: dict, main: bool) -> None:
+    """The phase's ``diagnostics`` numbers (Phase record) for the current variables, logged at ``step``."""
+    if spec.diagnostics is None or not main:
+        return
+    values = spec.diagnostics(config, HandPropModel.create(config), _local_variables(state))
+    if values:
+        logger.log(step, values)
+        summary.update(values)
 
 
 def _validate(eval_fn, state, source, mesh, max_batches: int) -> float | None:
@@ -195,9 +217,11 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
                    dynamic_ncols=True, leave=True)
         logger.write = bar.write  # log lines above the bar
     history: list[dict] = []
-    t_last, n_last = time.perf_counter(), 0
     images_per_step = t.batch_size * spec.images_per_sample
     summary: dict = {"phase": phase}
+    if start == 0 and start < total:
+        _diagnostics(spec, config, state, logger, 0, summary, main)
+    t_last, n_last = time.perf_counter(), 0
     for step in range(start, total):
         if interrupt_at is not None and step == interrupt_at:
             ck.wait()
@@ -235,6 +259,8 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
                     "config_name": config.name,
                     "data_state": ckpt_lib.encode_data_state(train_source.get_state())}
             ck.save(done, state, meta, val)
+        if is_last:
+            _diagnostics(spec, config, state, logger, done, summary, main)
     if bar is not None:
         bar.close()
     ck.close()

@@ -43,7 +43,11 @@ class Phase:
     init_aux: ``init_aux(config, key) -> pytree`` extra state of the phase (e.g. a discriminator
     and its optimizer), default none. aux_step: ``aux_step(model, params, batch_stats, aux, batch, key)
     -> (aux, metrics)``, run in the same jitted step after the main update (e.g. the discriminator's
-    update), default none.
+    update), default none. padding_masks: the in-step augmentation also gives every frame its
+    ``inside`` mask (pixels not from the augmentation's reflected border; ``data.augment``).
+    diagnostics: ``diagnostics(config, model, variables) -> {name: float}``, numbers computed at the
+    phase's first and last step and logged (e.g. a check of the phase's loss on validation data),
+    default none.
     """
 
     name: str
@@ -58,6 +62,8 @@ class Phase:
     shares_step_with: str | None = None
     init_aux: Callable[[Config, Any], Any] | None = None
     aux_step: Callable[..., tuple[Any, dict]] | None = None
+    padding_masks: bool = False
+    diagnostics: Callable[..., dict] | None = None
 
     def __post_init__(self):
         if self.validation not in ("frames", "pairs"):

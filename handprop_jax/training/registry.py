@@ -12,6 +12,9 @@ pseudo     3      stage1      predictor                            L_pred on lab
                                                                    propagated labels (default "Baseline
                                                                    + Align"; :mod:`.pseudo`), steps as
                                                                    baseline
+photometr. 3      stage1      predictor                            L_pred + Hasson's photometric
+                                                                   consistency on (u, N(u)); as many
+                                                                   steps as baseline (training/hasson)
 =========  =====  ==========  ===================================  ====================================
 
 Which phases a run trains is ``train.phases`` (default: all of them, in this order). A phase module
@@ -61,7 +64,7 @@ def _core() -> tuple[Phase, ...]:
 
 #: Modules that define more phases: each has a module-level ``PHASE`` (a Phase), added in this order.
 #: They may use the propagation and evaluation layers (loaded by name, so the layering stays acyclic).
-_MODULES: tuple[str, ...] = ("handprop_jax.training.pseudo",)
+_MODULES: tuple[str, ...] = ("handprop_jax.training.pseudo", "handprop_jax.training.hasson")
 
 
 @functools.cache

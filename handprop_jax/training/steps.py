@@ -120,13 +120,14 @@ def numeric_batch(batch: dict) -> dict:
     return out
 
 
-def augment_fn(config: Config) -> Callable[[dict, jax.Array], dict]:
-    """The batch augmentation applied inside the step (identity when ``data.augment`` is False)."""
+def augment_fn(config: Config, padding_masks: bool = False) -> Callable[[dict, jax.Array], dict]:
+    """The batch augmentation applied inside the step (identity when ``data.augment`` is False; frames
+    then have no padding, and no ``inside`` mask)."""
     if not config.data.augment:
         return lambda batch, key: batch
     from handprop_jax.data.augment import augment
 
-    return lambda batch, key: augment(batch, key, config.data)
+    return lambda batch, key: augment(batch, key, config.data, padding_masks=padding_masks)
 
 
 def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None = None,
@@ -142,7 +143,7 @@ def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None 
     model = HandPropModel.create(config, mano, module)
     loss_fn = spec.loss
     tx = optimizer(config, phase)
-    augment = augment_fn(config) if augment is None else augment
+    augment = augment_fn(config, spec.padding_masks) if augment is None else augment
 
     def train_step(state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
         batch = augment(numeric_batch(batch), key)
