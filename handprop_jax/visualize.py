@@ -37,14 +37,16 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
     """(video, u) pairs: in each video the unlabelled frame farthest from its labelled frames, taken
     from successive videos (then the next-farthest frames again from the first videos) until
     ``count``."""
-    from handprop_jax.data.sparse import labelled_frames, neighbours
+    from handprop_jax.data.sparse import label_sets, neighbours
 
     per_video = []
     for video in videos:
         T = video["image"].shape[0]
-        lab = labelled_frames(T, stride)
+        lab, scored = label_sets(T, stride, video.get("has_label"))
+        if not len(lab):
+            continue
         gap = neighbours(T, lab)["gap"]
-        order = [int(u) for u in np.argsort(-gap, kind="stable") if gap[u] > 0]
+        order = [int(u) for u in np.argsort(-gap, kind="stable") if gap[u] > 0 and u in scored]
         if order:
             per_video.append((video, order))
         if len(per_video) >= count:

@@ -210,7 +210,7 @@ def test_output_schema_and_values(tmp_path, video, config):
     npz = dict(np.load(out / "annotations.npz"))
     shapes = {"frame_index": (12,), "labelled": (12,), "source": (12, 2), "weight": (12, 2), "root": (12, 3),
               "pose": (12, 48), "betas": (12, 10), "joints3d": (12, 21, 3), "joints2d": (12, 21, 2),
-              "K": (12, 3, 3)}
+              "K": (12, 3, 3), "box": (12, 3)}
     assert {k: v.shape for k, v in npz.items()} == shapes
     # labelled frames keep their labels; 10 < 11 sorted numerically, frame order by number
     for i, f in enumerate([0, 5, 11]):

@@ -83,11 +83,12 @@ class _MakeExample(grain.RandomMapTransform):
             return sp.example(sp.read([position])[0], with_labels=True)
         v, f = int(table.video[position]), int(table.frame[position])
         length = int(table.lengths[v])
+        lab = sp.video_labelled[v]
         if self.stage == 2:
-            u, u_lab = sparse.sample_labelled_partner(rng, f, length, sp.stride, self.nearest), True
+            u, u_lab = sparse.sample_labelled_partner(rng, f, length, sp.stride, self.nearest, lab), True
         else:
             u, u_lab = sparse.sample_stage3_partner(rng, f, length, sp.stride, self.max_gap, self.nearest,
-                                                    self.fraction)
+                                                    self.fraction, lab)
         pu = int(table.position(v, u))
         rs, ru = sp.read([position, pu])
         if self.stage == 2:
@@ -231,8 +232,9 @@ def val_batches(config: Config, stage: int, shard_index: int | None = None, shar
 
 def eval_items(sp: Split, scenario: int, max_items: int | None = None) -> dict[str, np.ndarray]:
     """Positions evaluated in a scenario, in video/frame order: {"u": (M,)} (scenario 1) or
-    {"u", "s", "gap"} (scenario 2). ``max_items`` keeps an evenly spaced subset."""
-    u = np.nonzero(~sp.labelled)[0]
+    {"u", "s", "gap"} (scenario 2). ``max_items`` keeps an evenly spaced subset. u = every frame
+    with a label outside S_V (``Split.evaluated``: every unlabelled frame of the dense data sets)."""
+    u = np.nonzero(sp.evaluated)[0]
     if max_items is not None and len(u) > max_items:
         u = u[np.linspace(0, len(u) - 1, max_items).round().astype(int)]
     if scenario == 1:
