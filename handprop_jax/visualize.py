@@ -3,7 +3,8 @@
     handprop visualize --workdir RUN_DIR [--frames 6] [--split test]
 
 - overlays.png: a grid, one row per unlabelled frame of the chosen split (by default the frame with
-  the largest gap |u − N(u)| in each of the first videos), columns: the input crop, the ground-truth
+  the largest gap |u − N(u)| in each of the first videos; with partial labels, ``hand_videos``, a
+  held-back labelled frame), columns: the input crop, the ground-truth
   mesh, Baseline (scenario 1), Baseline + Align (scenario 1) and Propagation (both sides) (scenario 2,
   the default propagation from the ground truth of both labelled neighbours), each rendered over the
   image with the project renderer (``handprop_jax.render``); each prediction cell is titled with

@@ -17,7 +17,10 @@ Batch formats are those of docs/design.md ("Batches"). Entry points:
   padded (``mask`` False on padded rows).
 
 Labels of unlabelled frames never enter a training batch: stage 1 reads only labelled frames, stage 2
-only labelled pairs, and stage 3's partner ``u`` is read without its label keys.
+only labelled pairs, and stage 3's partner ``u`` is read without its label keys. Where only some
+frames carry a label (the ``has_label`` feature of ``hand_videos``), the labelled frames S_V are
+``sparse.select_labelled`` of those (``Split.video_labelled``), the samplers get S_V explicitly, and
+the evaluation batches hold the frames with a label outside S_V (``Split.evaluated``).
 
 Sampling (``handprop_jax.data.sparse``): one epoch = every labelled frame of the split once as the
 anchor s (shuffled); stage 2 partner: uniformly among the ``data.nearest_labelled`` nearest labelled
