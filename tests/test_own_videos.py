@@ -113,7 +113,7 @@ def test_evaluation_scores_the_held_back_labels(walkthrough):
     # 17 frames, a label every 8 (0, 8, 16), K = 16 keeps 0 and 16: frame 8 of each video is held back
     frames = {(r["split"], r["model"]): r["frames"] for r in rows}
     assert frames[("train", "Propagation")] == 2 and frames[("test", "Propagation")] == 1
-    assert frames[("test", "Copy propagation")] == 1
+    assert frames[("test", "Copy")] == 1
     assert (work / "example" / "run" / "report" / "overlays.png").is_file()
 
 
