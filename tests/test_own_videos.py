@@ -27,7 +27,9 @@ TRAIN = ["--set", "data.image_size=32", "--set", "model.encoder_width=4", "--set
          "--set", "model.z_r_stage=2", "--set", "data.augment=False", "--set", "train.batch_size=4",
          "--set", "train.stage1_steps=1", "--set", "train.stage2_steps=1", "--set", "train.stage3_steps=1",
          "--set", "train.eval_every=50", "--set", "train.checkpoint_every=50", "--set", "train.val_batches=1",
-         "--set", "train.log_every=1", "--set", "eval.batch_size=4", "--set", "data.max_gap=8"]
+         "--set", "train.log_every=1", "--set", "eval.batch_size=4", "--set", "data.max_gap=8",
+         "--set", "propagation.steps=2", "--set", "propagation.pixels=16",
+         "--set", "propagation.batch_size=4"]
 
 
 def walkthrough_commands(text: str) -> list[list[str]]:
