@@ -210,7 +210,7 @@ def test_output_schema_and_values(tmp_path, video, config):
     npz = dict(np.load(out / "annotations.npz"))
     shapes = {"frame_index": (12,), "labelled": (12,), "source": (12, 2), "weight": (12, 2), "root": (12, 3),
               "pose": (12, 48), "betas": (12, 10), "joints3d": (12, 21, 3), "joints2d": (12, 21, 2),
-              "K": (12, 3, 3)}
+              "K": (12, 3, 3), "box": (12, 3)}
     assert {k: v.shape for k, v in npz.items()} == shapes
     # labelled frames keep their labels; 10 < 11 sorted numerically, frame order by number
     for i, f in enumerate([0, 5, 11]):
@@ -353,7 +353,7 @@ def test_cli_methods_without_checkpoint(tmp_path, video, capsys):
 
     frames, labels, g = video  # labels at 0, 5, 11 of 12 frames (24 x 20 px), fx = fy = 30
     base = ["propagate", "--frames", str(frames), "--labels", str(labels), "--intrinsics", "30,30,12,10",
-            "--set", f"data.image_size={S}"]
+            "--crop", "12", "10", "20", "--set", f"data.image_size={S}"]
     assert main([*base, "--method", "copy", "--nearest-only", "--out", str(tmp_path / "c")]) == 0
     copy = np.load(tmp_path / "c" / "annotations.npz")
     for u, s in [(1, 0), (3, 5), (8, 5), (9, 11)]:  # ties (none here) would go to the earlier label

@@ -21,7 +21,10 @@ Batch formats are those of docs/design.md ("Batches"). Entry points:
   padded (``mask`` False on padded rows).
 
 Labels of unlabelled frames never enter a training batch: stage 1 reads only labelled frames, stage 2
-only labelled pairs, and stage 3's partner ``u`` is read without its label keys.
+only labelled pairs, and stage 3's partner ``u`` is read without its label keys. Where only some
+frames carry a label (the ``has_label`` feature of ``hand_videos``), the labelled frames S_V are
+``sparse.select_labelled`` of those (``Split.video_labelled``), the samplers get S_V explicitly, and
+the evaluation batches hold the frames with a label outside S_V (``Split.evaluated``).
 
 Sampling (``handprop_jax.data.sparse``): one epoch = every labelled frame of the split once as the
 anchor s (shuffled); stage 2 partner: uniformly among the ``data.nearest_labelled`` nearest labelled
@@ -87,11 +90,12 @@ class _MakeExample(grain.RandomMapTransform):
             return sp.example(sp.read([position])[0], with_labels=True)
         v, f = int(table.video[position]), int(table.frame[position])
         length = int(table.lengths[v])
+        lab = sp.video_labelled[v]
         if self.stage == 2:
-            u, u_lab = sparse.sample_labelled_partner(rng, f, length, sp.stride, self.nearest), True
+            u, u_lab = sparse.sample_labelled_partner(rng, f, length, sp.stride, self.nearest, lab), True
         else:
             u, u_lab = sparse.sample_stage3_partner(rng, f, length, sp.stride, self.max_gap, self.nearest,
-                                                    self.fraction)
+                                                    self.fraction, lab)
         pu = int(table.position(v, u))
         rs, ru = sp.read([position, pu])
         if self.stage == 2:
@@ -306,8 +310,9 @@ def val_batches(config: Config, stage: int, shard_index: int | None = None, shar
 
 def eval_items(sp: Split, scenario: int, max_items: int | None = None) -> dict[str, np.ndarray]:
     """Positions evaluated in a scenario, in video/frame order: {"u": (M,)} (scenario 1) or
-    {"u", "s", "gap"} (scenario 2). ``max_items`` keeps an evenly spaced subset."""
-    u = np.nonzero(~sp.labelled)[0]
+    {"u", "s", "gap"} (scenario 2). ``max_items`` keeps an evenly spaced subset. u = every frame
+    with a label outside S_V (``Split.evaluated``: every unlabelled frame of the dense data sets)."""
+    u = np.nonzero(sp.evaluated)[0]
     if max_items is not None and len(u) > max_items:
         u = u[np.linspace(0, len(u) - 1, max_items).round().astype(int)]
     if scenario == 1:

@@ -3,7 +3,12 @@
 All functions work on frame indices *within one video* (0-based, ``0 <= f < length``) and are
 vectorised numpy. The pipeline (``handprop_jax.data.pipeline``) maps them to record indices.
 
-- Labelled frames S_V: every K-th frame, the first and the last frame included.
+- Labelled frames S_V: every K-th frame, the first and the last frame included. When only some
+  frames carry a label (``has_label``, the ``hand_videos`` builder: a user's own sparse labels),
+  :func:`select_labelled` generalises the rule: keep the first labelled frame, then each labelled
+  frame at least K frames after the last kept one, and the last labelled frame (with every frame
+  labelled this is exactly the every-K-th rule; with K = 1 it keeps every label). The labelled
+  frames it does not keep are *held back*: never in a training batch with their label, evaluated.
 - Nearest labelled frame N(u) = argmin_{s in S_V} |s - u| (ties go to the earlier frame).
 - Stage 2 partner of a labelled s: uniformly one of the n nearest labelled frames (s itself included).
 - Stage 3 partner of a labelled s: with probability ``unlabelled_fraction`` an unlabelled frame u with
@@ -30,6 +35,42 @@ def labelled_frames(length: int, stride: int) -> np.ndarray:
     if idx[-1] != length - 1:
         idx = np.append(idx, length - 1)
     return idx
+
+
+def select_labelled(has_label: np.ndarray, stride: int) -> np.ndarray:
+    """S_V of a video whose frames ``has_label`` (T,) bool carry a label: the first labelled frame,
+    then each labelled frame >= ``stride`` frames after the last kept one, and the last labelled frame.
+    Returns (L,) int64 sorted (empty when no frame has a label). Equals ``labelled_frames(T, stride)``
+    when every frame has a label."""
+    has_label = np.asarray(has_label, bool)
+    _check(max(len(has_label), 1), stride)
+    if len(has_label) and has_label.all():
+        return labelled_frames(len(has_label), stride)
+    cand = np.nonzero(has_label)[0].astype(np.int64)
+    if len(cand) == 0 or stride == 1:
+        return cand
+    kept = [int(cand[0])]
+    for f in cand[1:]:
+        if f - kept[-1] >= stride:
+            kept.append(int(f))
+    if kept[-1] != cand[-1]:
+        kept.append(int(cand[-1]))
+    return np.asarray(kept, np.int64)
+
+
+def label_sets(length: int, stride: int, has_label: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(S_V (L,), evaluated (M,)) of a video: the labelled frames and the frames scored by the
+    evaluation (frames with a label outside S_V). ``has_label=None``: every frame has one (the data
+    sets with dense ground truth), so the evaluated frames are all the unlabelled ones."""
+    if has_label is None:
+        lab = labelled_frames(length, stride)
+        return lab, np.setdiff1d(np.arange(length), lab)
+    has_label = np.asarray(has_label, bool)
+    if has_label.shape != (length,):
+        raise ValueError(f"has_label has shape {has_label.shape}, expected ({length},)")
+    lab = select_labelled(has_label, stride)
+    return lab, np.setdiff1d(np.nonzero(has_label)[0], lab)
 
 
 def labelled_mask(length: int, stride: int) -> np.ndarray:
@@ -70,13 +111,21 @@ def nearest_labelled(length: int, stride: int) -> np.ndarray:
     return neighbours(length, labelled_frames(length, stride))["nearest"]
 
 
-def n_nearest_labelled(length: int, stride: int, n: int, rows: np.ndarray | None = None) -> np.ndarray:
+def _labelled(length: int, stride: int, labelled: np.ndarray | None) -> np.ndarray:
+    return labelled_frames(length, stride) if labelled is None else np.asarray(labelled, np.int64)
+
+
+def n_nearest_labelled(length: int, stride: int, n: int, rows: np.ndarray | None = None,
+                       labelled: np.ndarray | None = None) -> np.ndarray:
     """For each labelled frame (in ``labelled_frames`` order; only ``rows`` of that order if given)
     its ``n`` nearest labelled frames, itself first, then by distance (ties -> earlier).
 
+    ``labelled``: S_V (sorted frame indices) when it is not every ``stride``-th frame (here and in
+    the samplers below; e.g. from :func:`select_labelled`).
+
     Returns (L or len(rows), min(n, L)) int64 frame indices. O(rows * n): the n nearest of the
     labelled frame of rank r have ranks in [r - n + 1, r + n - 1]."""
-    lab = labelled_frames(length, stride)
+    lab = _labelled(length, stride, labelled)
     n = min(n, len(lab))
     rows = np.arange(len(lab)) if rows is None else np.asarray(rows, np.int64)
     cand = rows[:, None] + np.arange(-(n - 1), n)[None, :]  # (R, 2n - 1) candidate ranks
@@ -87,33 +136,35 @@ def n_nearest_labelled(length: int, stride: int, n: int, rows: np.ndarray | None
     return np.take_along_axis(frames, order, axis=1)
 
 
-def unlabelled_window(frame: int, length: int, stride: int, max_gap: int) -> np.ndarray:
+def unlabelled_window(frame: int, length: int, stride: int, max_gap: int,
+                      labelled: np.ndarray | None = None) -> np.ndarray:
     """Unlabelled frames u of a video with |u - frame| < max_gap. Returns (M,) int64 (may be empty)."""
     lo, hi = max(0, frame - max_gap + 1), min(length, frame + max_gap)
     cand = np.arange(lo, hi)
-    return cand[~labelled_mask(length, stride)[cand]]
+    return cand[~np.isin(cand, _labelled(length, stride, labelled))]
 
 
 def sample_stage3_partner(rng: np.random.Generator, frame: int, length: int, stride: int, max_gap: int,
-                          nearest: int, unlabelled_fraction: float) -> tuple[int, bool]:
+                          nearest: int, unlabelled_fraction: float, labelled: np.ndarray | None = None
+                          ) -> tuple[int, bool]:
     """Partner u of the labelled frame ``frame`` for stage 3. Returns (u, u_is_labelled).
 
     Falls back to a labelled partner when the window holds no unlabelled frame (e.g. K = 1)."""
     if rng.random() < unlabelled_fraction:
-        cand = unlabelled_window(frame, length, stride, max_gap)
+        cand = unlabelled_window(frame, length, stride, max_gap, labelled)
         if len(cand):
             return int(cand[rng.integers(len(cand))]), False
-    return sample_labelled_partner(rng, frame, length, stride, nearest), True
+    return sample_labelled_partner(rng, frame, length, stride, nearest, labelled), True
 
 
 def sample_labelled_partner(rng: np.random.Generator, frame: int, length: int, stride: int,
-                            nearest: int) -> int:
+                            nearest: int, labelled: np.ndarray | None = None) -> int:
     """Stage 2: uniformly one of the ``nearest`` nearest labelled frames of the labelled ``frame``."""
-    lab = labelled_frames(length, stride)
+    lab = _labelled(length, stride, labelled)
     row = int(np.searchsorted(lab, frame))
     if row >= len(lab) or lab[row] != frame:
         raise ValueError(f"frame {frame} is not labelled (length {length}, K {stride})")
-    choices = n_nearest_labelled(length, stride, nearest, rows=np.array([row]))[0]
+    choices = n_nearest_labelled(length, stride, nearest, rows=np.array([row]), labelled=lab)[0]
     return int(choices[rng.integers(len(choices))])
 
 

@@ -1,5 +1,6 @@
 """The video table of a split: where each frame of each video is stored (records of a split are grouped
-by video, in frame order; docs/design.md, "Stored dataset features")."""
+by video, in frame order; docs/design.md, "Stored dataset features"), and which frames carry a label
+(the optional ``has_label`` feature; every frame when a data set does not store it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from handprop_jax.data import sparse
+from handprop_jax.data.features import HAS_LABEL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +28,7 @@ class VideoTable:
     record: np.ndarray  # (N,) data-source index of each position
     video: np.ndarray  # (N,) table row of each position
     frame: np.ndarray  # (N,) frame index of each position
+    has_label: np.ndarray | None = None  # (N,) bool: the frame carries a label; None = every frame
 
     @property
     def num_videos(self) -> int:
@@ -39,17 +42,51 @@ class VideoTable:
         """Position of (table row, frame index); vectorised."""
         return self.starts[video] + frame
 
+    @property
+    def partial_labels(self) -> bool:
+        """Whether some frames carry no label (``has_label`` stored and not all True)."""
+        return self.has_label is not None and not bool(np.all(self.has_label))
+
+    def video_has_label(self, video: int) -> np.ndarray | None:
+        """(T,) bool of one video (table row), or None when every frame has a label."""
+        if not self.partial_labels:
+            return None
+        s = int(self.starts[video])
+        return self.has_label[s:s + int(self.lengths[video])]
+
+    def video_labelled(self, video: int, stride: int) -> np.ndarray:
+        """S_V of one video (table row): (L,) sorted frame indices (``sparse.label_sets``)."""
+        return sparse.label_sets(int(self.lengths[video]), stride, self.video_has_label(video))[0]
+
     def labelled_mask(self, stride: int) -> np.ndarray:
-        """(N,) bool: labelled positions (every ``stride``-th frame of each video, first and last)."""
-        return np.concatenate([sparse.labelled_mask(int(n), stride) for n in self.lengths]) \
-            if self.num_videos else np.zeros(0, bool)
+        """(N,) bool: labelled positions (every ``stride``-th frame of each video, first and last;
+        with partial labels the ``sparse.select_labelled`` rule over the frames that have one)."""
+        if not self.partial_labels:
+            return np.concatenate([sparse.labelled_mask(int(n), stride) for n in self.lengths]) \
+                if self.num_videos else np.zeros(0, bool)
+        mask = np.zeros(self.num_frames, bool)
+        for v in range(self.num_videos):
+            mask[self.starts[v] + self.video_labelled(v, stride)] = True
+        return mask
+
+    def evaluated_mask(self, stride: int) -> np.ndarray:
+        """(N,) bool: the positions the evaluation scores (a label, not in S_V)."""
+        held = ~self.labelled_mask(stride)
+        return held if self.has_label is None else held & self.has_label
 
     def nearest_labelled(self, stride: int) -> np.ndarray:
-        """(N,) position of N(u) for every position u."""
+        """(N,) position of N(u) for every position u (-1 in a video without any labelled frame)."""
         if not self.num_videos:
             return np.zeros(0, np.int64)
-        return np.concatenate([s + sparse.nearest_labelled(int(n), stride)
-                               for s, n in zip(self.starts, self.lengths, strict=True)])
+        if not self.partial_labels:
+            return np.concatenate([s + sparse.nearest_labelled(int(n), stride)
+                                   for s, n in zip(self.starts, self.lengths, strict=True)])
+        out = []
+        for v, (s, n) in enumerate(zip(self.starts, self.lengths, strict=True)):
+            lab = self.video_labelled(v, stride)
+            out.append(s + sparse.neighbours(int(n), lab)["nearest"] if len(lab)
+                       else np.full(int(n), -1, np.int64))
+        return np.concatenate(out)
 
 
 def video_table(source: Sequence[dict], where: str = "data source", chunk: int = 1024) -> VideoTable:
@@ -60,12 +97,16 @@ def video_table(source: Sequence[dict], where: str = "data source", chunk: int =
     vid = np.empty(n, np.int64)
     fr = np.empty(n, np.int64)
     length = np.empty(n, np.int64)
+    has_label = np.ones(n, bool)
+    stored_flag = False
     names: dict[int, str] = {}
     for start in range(0, n, chunk):
         idx = list(range(start, min(n, start + chunk)))
         recs = source.__getitems__(idx) if hasattr(source, "__getitems__") else [source[i] for i in idx]
         for i, r in zip(idx, recs, strict=True):
             vid[i], fr[i], length[i] = int(r["video_id"]), int(r["frame_index"]), int(r["video_length"])
+            if HAS_LABEL in r:
+                has_label[i], stored_flag = bool(r[HAS_LABEL]), True
             if vid[i] not in names:
                 name = r.get("video_name", str(vid[i]))
                 names[int(vid[i])] = name.decode() if isinstance(name, bytes) else str(name)
@@ -81,4 +122,5 @@ def video_table(source: Sequence[dict], where: str = "data source", chunk: int =
                              f"0..video_length-1 exactly once each")
     video = np.repeat(np.arange(len(ids)), lengths)
     return VideoTable(video_ids=ids, names=tuple(names[int(v)] for v in ids), lengths=lengths,
-                      starts=starts, record=order, video=video, frame=fr_s)
+                      starts=starts, record=order, video=video, frame=fr_s,
+                      has_label=has_label[order] if stored_flag else None)

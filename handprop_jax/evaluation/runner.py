@@ -10,6 +10,9 @@ Interpolation, plain and crop-aware), or the mean pose (reference): one constant
 over the labelled frames of the **train** split of root (arithmetic mean, metres), betas (arithmetic
 mean) and each of the 16 joint rotations of the pose (chordal L2 mean,
 ``mano_jax.chordal_mean_axis_angle``).
+A video whose ``has_label`` (T,) marks only some frames as labelled (the ``hand_videos`` builder's own
+videos) takes S_V from those frames (``sparse.select_labelled``) and scores only the frames u that
+have a label outside S_V, the held-back labels (``sparse.label_sets``).
 
 Each annotation γ becomes joints and vertices with ``handprop_jax.hand.hand_in_camera`` and the run's
 MANO model; the ground truth is the stored ``joints3d`` and the vertices of the stored γ*_u; metrics
@@ -85,11 +88,10 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
       {"frames" (M,) unlabelled frame indices, "gap" (M,) |u - N(u)|, "gt" γ*_u (M, ...),
        "gt_joints" (M, 21, 3), "rows": {row name: γ (M, ...)}} — empty M when every frame is labelled.
     """
-    from handprop_jax.data.sparse import labelled_frames
+    from handprop_jax.data.sparse import label_sets
 
     T, S = video["image"].shape[:2]
-    lab = labelled_frames(T, stride)
-    unl = np.setdiff1d(np.arange(T), lab)
+    lab, unl = label_sets(T, stride, video.get("has_label"))
     gt_all = Gamma.of(video).numpy()
     out = {"frames": unl, "gt": gt_all.take(unl),
            "gt_joints": np.asarray(video["joints3d"], np.float32)[unl], "rows": {}}
@@ -164,10 +166,10 @@ def evaluate_video(mano, video: dict, stride: int, models: dict[str, BoundModel]
 def _truncate(video: dict, budget: int, stride: int) -> dict:
     """Cut a video so that it has at most ``budget`` unlabelled frames (its last frame is then
     labelled, as in a shorter video)."""
-    from handprop_jax.data.sparse import labelled_mask
+    from handprop_jax.data.sparse import label_sets
 
     T = video["image"].shape[0]
-    unl_cum = np.cumsum(~labelled_mask(T, stride))
+    unl_cum = np.cumsum(np.isin(np.arange(T), label_sets(T, stride, video.get("has_label"))[1]))
     cut = int(np.searchsorted(unl_cum, budget, side="left")) + 2  # keep one more frame, labelled
     return {k: (v[:cut] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == T else v)
             for k, v in video.items()}
@@ -180,7 +182,7 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, models: dic
     ``total``: unlabelled frames expected (progress bar length)."""
     from tqdm import tqdm
 
-    from handprop_jax.data.sparse import labelled_mask
+    from handprop_jax.data.sparse import label_sets
 
     stride = config.data.label_stride
     cap = config.eval.max_frames
@@ -194,7 +196,7 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, models: dic
         if cap is not None and seen >= cap:
             break
         T = video["image"].shape[0]
-        n_unl = int((~labelled_mask(T, stride)).sum())
+        n_unl = len(label_sets(T, stride, video.get("has_label"))[1])
         if cap is not None and seen + n_unl > cap:
             video = _truncate(video, cap - seen, stride)
         frames, gap = evaluate_video(mano, video, stride, models, mean, config.eval.both_sides, propagators,
