@@ -182,8 +182,9 @@ class HassonConfig:
 class AdversarialConfig:
     """Spurr et al.'s adversarial motion prior, phases ``adversarial_motion`` (unpaired motion) and
     ``adversarial_motion_labels`` (labels only) (owner: handprop_jax.training.adversarial_motion).
-    The paper leaves λ_MM, D's width and optimiser open: the values here were chosen on the val split
-    (docs/comparison.md)."""
+    The paper leaves λ_MM, D's width and optimiser open: the defaults are the spec's choices
+    (papers/comparison-methods.md, section 2); a val-split sweep of λ_MM ∈ {1e-4, 1e-3, 1e-2} is still
+    to be run."""
 
     clip_length: int = field(16, ge=2)  # frames per motion sequence (the paper's best length)
     clips: int = field(2, ge=1)  # unlabelled clips, and real motions, per step (global)

@@ -29,7 +29,7 @@ weights is L_pred on the clips' labelled frames (seen with their temporal input)
 two directions to agree. How much the input is used is measured and logged: ``fwd_rev_mm`` (mean
 joint distance between the two passes), ``stem_rms`` (RMS of the temporal channels' conv1 response)
 and, at evaluation, the rows "Temporal consistency (Chen)" (recurrent) against "…, no temporal
-input" (the same network on single frames) — docs/comparison.md.
+input" (the same network on single frames).
 
 Changes from the paper (and why): MANO (joints p and vertices m from γ) replaces the GCN mesh and
 pose estimators (our predictor); the motion cue is the frame difference, not FlowNet2 (no flow
