@@ -25,7 +25,7 @@ S = 16
 #: every row but the photometric propagation (its own tests: test_propagation_photometric.py) and the
 #: comparison methods' rows (their own tests: test_comparison_methods.py)
 NO_PHOTOMETRIC = tuple(r.name for r in R.ROWS if r.method != "photometric"
-                       and r.phase in (None, "baseline", "align"))
+                       and r.phase in (None, "baseline", "pseudo", "align"))
 
 
 @pytest.fixture(scope="module")
