@@ -15,6 +15,12 @@ pseudo     3      stage1      predictor                            L_pred on lab
 photometr. 3      stage1      predictor                            L_pred + Hasson's photometric
                                                                    consistency on (u, N(u)); as many
                                                                    steps as baseline (training/hasson)
+adversar.  3      stage1      predictor (+ its discriminator D)    adversarial_motion(_labels): L_pred +
+                                                                   λ_MM L_MM, D's LSGAN step (Spurr);
+                                                                   steps as baseline
+temporal_  3      stage1      predictor + temporal input           temporal_consistency: L_pred + Chen's
+                                                                   forward/reversed consistency;
+                                                                   steps as baseline
 =========  =====  ==========  ===================================  ====================================
 
 Which phases a run trains is ``train.phases`` (default: all of them, in this order). A phase module
