@@ -179,6 +179,38 @@ class HassonConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AdversarialConfig:
+    """Spurr et al.'s adversarial motion prior, phases ``adversarial_motion`` (unpaired motion) and
+    ``adversarial_motion_labels`` (labels only) (owner: handprop_jax.training.adversarial_motion).
+    The paper leaves λ_MM, D's width and optimiser open: the defaults are the spec's choices
+    (papers/comparison-methods.md, section 2); a val-split sweep of λ_MM ∈ {1e-4, 1e-3, 1e-2} is still
+    to be run."""
+
+    clip_length: int = field(16, ge=2)  # frames per motion sequence (the paper's best length)
+    clips: int = field(2, ge=1)  # unlabelled clips, and real motions, per step (global)
+    lambda_mm: float = field(1e-3, ge=0)  # λ_MM, weight of the adversarial term L_MM (Eq. 6)
+    d_width: int = field(256, ge=1)  # channels of the discriminator's temporal convolutions
+    d_blocks: int = field(2, ge=0)  # residual blocks of the discriminator (the paper's best: 2)
+    d_lr: float = field(1e-4, gt=0)  # Adam learning rate of the discriminator
+    d_rotation: float = field(3.141592653589793, ge=0)  # D augmentation: rotation angle ~ U[-r, r], rad
+    motion_videos: int = field(40, ge=1)  # (a) unpaired motion: synthetic motion videos, never rendered
+    motion_seed: int = 1_000_003  # (a): added to data.synth_seed, so no motion is one of a data split's
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporalConfig:
+    """Chen et al.'s temporal-aware self-supervision (TASSN) adapted to MANO, phase
+    ``temporal_consistency`` (owner: handprop_jax.training.temporal_consistency and
+    handprop_jax.model.temporal)."""
+
+    clip_length: int = field(16, ge=2)  # n: frames per clip, run forward and reversed
+    clips: int = field(1, ge=1)  # clips per step (global)
+    lambda_pose: float = field(10.0, ge=0)  # λ_c^p (Eq. 3 weight; the paper's 10)
+    lambda_mesh: float = field(10.0, ge=0)  # λ_c^m (Eq. 4 weight; the paper's 10)
+    heatmap_sigma: float = field(2.0, gt=0)  # pixels: Gaussian heat maps of the previous prediction
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"
     data: DataConfig = DataConfig()
@@ -187,6 +219,8 @@ class Config:
     eval: EvalConfig = EvalConfig()
     propagation: PropagationConfig = PropagationConfig()
     hasson: HassonConfig = HassonConfig()
+    adversarial: AdversarialConfig = AdversarialConfig()
+    temporal: TemporalConfig = TemporalConfig()
 
 
 # ------------------------------------------------------------------------------------ checking

@@ -22,8 +22,10 @@ from handprop_jax.propagation.core import hand_mesh
 S = 16
 
 
-#: every row but the photometric propagation (its own tests: test_propagation_photometric.py)
-NO_PHOTOMETRIC = tuple(r.name for r in R.ROWS if r.method != "photometric")
+#: every row but the photometric propagation (its own tests: test_propagation_photometric.py) and the
+#: comparison methods' rows (their own tests: test_comparison_methods.py)
+NO_PHOTOMETRIC = tuple(r.name for r in R.ROWS if r.method != "photometric"
+                       and r.phase in (None, "baseline", "pseudo", "align"))
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +183,28 @@ def test_cli_without_run_folder(tmp_path):
 
     with pytest.raises(SystemExit, match="config.json not found"):
         main(["evaluate", "--workdir", str(tmp_path / "nothing")])
+
+
+def test_recurrent_row_takes_the_whole_video_prediction(config, videos):
+    """A phase with a temporal input: its recurrent row is ``BoundModel.sequence`` over the whole video
+    (every frame, in order) restricted to the unlabelled frames; its single-frame row is ``regress``."""
+    import dataclasses
+
+    video = videos["train"][0]  # T = 9, K = 4
+    truth = Gamma.of(video)
+    calls = []
+
+    def sequence(images, K):
+        calls.append(images.shape[0])
+        return Gamma(*(np.asarray(x) + 0.001 for x in truth))
+
+    model = dataclasses.replace(_predictor(), sequence=sequence)
+    pred = runner.video_predictions(video, 4, {"temporal_consistency": model}, None,
+                                    table_rows=R.by_name([R.TEMPORAL, R.TEMPORAL_SINGLE]))
+    assert calls == [9] and list(pred["rows"]) == [R.TEMPORAL, R.TEMPORAL_SINGLE]
+    np.testing.assert_allclose(pred["rows"][R.TEMPORAL].root, truth.root[[1, 2, 3, 5, 6, 7]] + 0.001)
+    np.testing.assert_allclose(pred["rows"][R.TEMPORAL_SINGLE].root, np.tile([[0.0, 0.0, 0.5]], (6, 1)))
+    # a single-frame model has no recurrent row
+    plain = runner.video_predictions(video, 4, {"temporal_consistency": _predictor()}, None,
+                                     table_rows=R.by_name([R.TEMPORAL]))
+    assert plain["rows"] == {}

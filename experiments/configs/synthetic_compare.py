@@ -9,8 +9,10 @@ import dataclasses
 
 from handprop_jax import config as config_lib
 
-#: comparison phases, trained after the paper's: Hasson et al.'s photometric consistency, ...
-COMPARISON_PHASES = ("photometric",)
+#: comparison phases, trained after the paper's: Hasson et al.'s photometric consistency; Spurr et
+#: al.'s adversarial motion prior with (a) unpaired motion and (b) the labels only; Chen et al.'s
+#: temporal consistency (TASSN adapted to MANO)
+COMPARISON_PHASES = ("photometric", "adversarial_motion", "adversarial_motion_labels", "temporal_consistency")
 
 
 def get_config() -> config_lib.Config:

@@ -19,7 +19,9 @@ simply have fewer keys). In a pair dict, any other entry that is itself a frame 
 ``image``; e.g. the labelled batch that a comparison phase carries beside its pairs) gets its own
 draw. With ``padding_masks=True`` every augmented frame also gets ``inside`` (B, S, S) bool: the
 pixels whose content comes from inside the original image, not from the reflected border (the
-augmentation's padding).
+augmentation's padding). Clips (``image`` (B, n, S, S, 3)) get one rotation and one colour
+change per clip (``augment_clip``); a batch of named parts ({"frames": ..., "clips": ...}) is
+augmented part by part.
 """
 
 from __future__ import annotations
@@ -136,12 +138,27 @@ def sample_params(key: jax.Array, batch_size: int, rotation_range: float, color_
     return angle, color
 
 
+def augment_clip(clip: dict, angle: jnp.ndarray, color: jnp.ndarray | None) -> dict:
+    """Apply per-clip rotation angles (B,) and colour factors (B, 3) (or None) to every frame of a
+    clip dict (``image`` (B, n, S, S, 3), ``K`` (B, n, 3, 3), optional per-frame labels (B, n, ...)):
+    one camera roll and one colour change per clip, so its motion is unchanged. Entries without the
+    (B, n) leading axes (e.g. ``angle`` (B,)) pass through."""
+    b, n = clip["image"].shape[:2]
+    per_frame = {k: v for k, v in clip.items() if getattr(v, "ndim", 0) >= 2 and v.shape[:2] == (b, n)}
+    flat = {k: v.reshape((b * n,) + v.shape[2:]) for k, v in per_frame.items()}
+    out = augment_frame(flat, jnp.repeat(angle, n), None if color is None else jnp.repeat(color, n, axis=0))
+    return {**clip, **{k: out[k].reshape(per_frame[k].shape) for k in per_frame}}
+
+
 def augment(batch: dict, key: jax.Array, data_config, padding_masks: bool = False) -> dict:
     """Augment a frame batch or a pair batch (see the module doc). Pure; jit-able (config static).
 
     Args:
-      batch: frame dict (``image`` (B, S, S, 3), ``K`` (B, 3, 3), optional labels) or a pair dict
-        {"s": frame, "u": frame, other frame dicts (own draw), other keys passed through}.
+      batch: frame dict (``image`` (B, S, S, 3), ``K`` (B, 3, 3), optional labels), a pair dict
+        {"s": frame, "u": frame, other frame dicts (own draw), other keys passed through}, or a dict of
+        named parts (e.g. {"frames": frame dict, "clips": clip dict}, the comparison methods' batches):
+        every part holding an ``image`` is augmented on its own draws (frames (B, S, S, 3) per sample,
+        clips (B, n, S, S, 3) per clip, :func:`augment_clip`), the other parts pass through.
       key: a ``jax.random`` key.
       data_config: ``handprop_jax.config.DataConfig`` (rotation_range radians, color_jitter).
       padding_masks: also return each frame's ``inside`` mask (static).
@@ -149,6 +166,13 @@ def augment(batch: dict, key: jax.Array, data_config, padding_masks: bool = Fals
       the batch with the same keys, shapes and dtypes (plus ``inside`` per frame with ``padding_masks``).
     """
     pair = "s" in batch and "u" in batch
+    if not pair and "image" not in batch:
+        out = dict(batch)
+        for i, name in enumerate(sorted(batch)):
+            part = batch[name]
+            if isinstance(part, dict) and "image" in part:
+                out[name] = augment(part, jax.random.fold_in(key, i), data_config)
+        return out
     first = batch["s"] if pair else batch
 
     def draw(k):
@@ -157,6 +181,8 @@ def augment(batch: dict, key: jax.Array, data_config, padding_masks: bool = Fals
 
     angle, color = draw(key)
     if not pair:
+        if batch["image"].ndim == 5:  # a clip: one draw per clip
+            return augment_clip(batch, angle, color)
         return augment_frame(batch, angle, color, padding_masks)
     out = dict(batch)
     out["s"] = augment_frame(batch["s"], angle, color, padding_masks)

@@ -3,7 +3,8 @@
 
 For every video of a split, with its labelled frames S_V = every K-th frame, first and last included
 (``handprop_jax.data.sparse``), and every unlabelled frame u, each row gives an annotation γ̃_u:
-a phase's single-frame predictor (scenario 1), a propagation method moving the labelled frames'
+a phase's single-frame predictor (scenario 1; or, for a predictor with a temporal input, its
+recurrent prediction over the whole video from frame 0), a propagation method moving the labelled frames'
 ground truth to u from the nearest labelled frame or from both neighbours
 (:func:`handprop_jax.propagation.core.propagate_video`; scenario 2, and the trivial references Copy /
 Interpolation, plain and crop-aware), or the mean pose (reference): one constant annotation, the mean
@@ -119,6 +120,10 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
             m = models[row.phase]
             out["rows"][row.name] = batched(m.regress, rows(feats(row.phase), unl), K[unl],
                                             batch_size=m.batch_size)
+        elif row.kind == "recurrent":
+            m = models[row.phase]
+            if m.sequence is not None:
+                out["rows"][row.name] = Gamma.of(m.sequence(video["image"], K)).numpy().take(unl)
         elif row.kind == "mean":
             if mean is not None:
                 out["rows"][row.name] = broadcast(mean, len(unl))

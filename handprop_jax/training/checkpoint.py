@@ -26,6 +26,8 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 VAL_KEY = "val_mpjpe_mm"
+#: the TrainState fields a checkpoint holds (``aux``: the phase's extra state, see ``Phase.init_aux``)
+STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng", "bad_step", "aux")
 
 
 def phase_dir(workdir: str | Path, phase: str) -> Path:

@@ -182,7 +182,10 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
     else:
         variables = _load_final_variables(workdir, prev, config)
-    state = steps.init_state(config, phase, variables, steps.phase_key(config, phase))
+    key = steps.phase_key(config, phase)
+    if spec.extend_params is not None:  # parameter groups the phase adds to the ones it starts from
+        variables = spec.extend_params(config, variables, jax.random.fold_in(key, 11))
+    state = steps.init_state(config, phase, variables, key)
     state = parallel.replicate(state, mesh)
     train_source = sources(config, phase, "train", jax.process_index(), jax.process_count())
     if latest is not None:
