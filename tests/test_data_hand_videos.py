@@ -257,7 +257,8 @@ def test_propagate_crops_as_the_builder(built, source, tmp_path):
     lab = np.nonzero(video["has_label"])[0]
     ref = propagate_video(net, video["image"], video["K"], lab, Gamma.of(video).take(lab))
     out = cli.propagate_files("unused", source / "good2" / "clip.gif", source / "good2" / "labels.json",
-                              tmp_path / "o", bound=(run, net), boxes=source / "good2" / "boxes.json")
+                              tmp_path / "o", bound=(run, net), boxes=source / "good2" / "boxes.json",
+                              method="paper", both_sides=False)
     assert out["labelled"].sum() == 3
     for k, v in ref.gamma.as_dict().items():
         np.testing.assert_allclose(out[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
