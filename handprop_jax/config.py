@@ -65,6 +65,18 @@ class DataConfig:
     synth_videos: tuple[int, int, int] = field((40, 6, 10), ge=0)  # train, val, test videos
     synth_frames: int = field(128, ge=1)  # frames per video
     synth_seed: int = 0  # generation seed of the synthetic videos (data.seed seeds the samplers)
+    # real-data builders (handprop data build ho3d / interhand26m; None = the builder's default, which
+    # follows the paper). Stored in the built data set's metadata: a data set built with other values
+    # is refused (rebuilt by `handprop data build`).
+    on_bad_input: str = field("skip", choices=("skip", "raise"))  # a bad frame: skip and count, or stop
+    crop_scale: float | None = field(None, gt=0)  # crop side / extent of the projected joints (1.5)
+    min_visible: float | None = field(None, ge=0, le=1)  # joints that must project inside the frame (0.5)
+    ho3d_val_sequences: tuple[str, ...] | None = None  # Mini-HO-3D val sequences (ABF11, BB12, GPMF13, GSF14)
+    ho3d_test_sequences: tuple[str, ...] | None = None  # Mini-HO-3D test sequences (12 named)
+    interhand_min_length: int | None = field(None, ge=1)  # Mini-InterHand: frames a video needs (1000)
+    interhand_num_val: int | None = field(None, ge=1)  # last filtered official-val videos forming val (25)
+    interhand_num_test: int | None = field(None, ge=1)  # filtered official-test videos drawn for test (100)
+    interhand_test_seed: int | None = None  # seed of that draw (0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,8 +42,8 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
     per_video = []
     for video in videos:
         T = video["image"].shape[0]
-        lab = labelled_frames(T, stride)
-        gap = neighbours(T, lab)["gap"]
+        times = video.get("frame_time")
+        gap = neighbours(T, labelled_frames(T, stride, times), times)["gap"]
         order = [int(u) for u in np.argsort(-gap, kind="stable") if gap[u] > 0]
         if order:
             per_video.append((video, order))

@@ -132,12 +132,13 @@ def test_skip_report_written_and_missing_named_sequences_counted(built):
     assert report["counts"]["test"] == {"missing sequence": 11}  # ABF10 is the only one present
     assert report["counts"]["val"] == {"missing sequence": 2}
     assert "train" not in report["counts"]
-    assert os.path.isfile(os.path.join(out, "ho3d", "v2", "1.0.0", "skipped.json"))
+    assert os.path.isfile(os.path.join(out, "ho3d", "v2", "1.1.0", "skipped.json"))
 
 
 def test_v3_layout_reads_jpg_without_train_txt(tmp_path):
     raw = str(tmp_path / "raw")
-    truth = ho3d_layout.write_ho3d(raw, "v3", {"SM2": 2, "ABF10": 1}, seed=3, write_lists=False)
+    truth = ho3d_layout.write_ho3d(raw, "v3", {"SM2": 2, "ABF11": 1, "ABF10": 1}, seed=3,
+                                   write_lists=False)
     builder = hb.Builder(data_dir=str(tmp_path / "out"), config="v3", image_size=SIZE)
     assert builder.builder_config.name == "v3" and builder.builder_config.options.image_size == SIZE
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw))
@@ -180,7 +181,7 @@ BAD = ["missing image", "corrupt image", "missing annotation", "corrupt annotati
 
 def test_bad_frames_are_skipped_and_counted(tmp_path):
     raw = str(tmp_path / "raw")
-    ho3d_layout.write_ho3d(raw, "v2", {"MC2": len(BAD) + 2, "ABF10": 1}, seed=5)
+    ho3d_layout.write_ho3d(raw, "v2", {"MC2": len(BAD) + 2, "ABF11": 1, "ABF10": 1}, seed=5)
     for i, what in enumerate(BAD):
         _corrupt(raw, "MC2", f"{i + 1:04d}", what)
     builder = build(raw, str(tmp_path / "out"))
@@ -196,7 +197,7 @@ def test_bad_frames_are_skipped_and_counted(tmp_path):
                                        ("non-finite values", "meta/0001.pkl")])
 def test_bad_frames_raise_naming_the_file(tmp_path, what, name):
     raw = str(tmp_path / "raw")
-    ho3d_layout.write_ho3d(raw, "v2", {"MC2": 2}, seed=6)
+    ho3d_layout.write_ho3d(raw, "v2", {"MC2": 2, "ABF11": 1, "ABF10": 1}, seed=6)
     _corrupt(raw, "MC2", "0001", what)
     with pytest.raises(ValueError, match=f"MC2/{name}: {what}"):
         build(raw, str(tmp_path / "out"), on_bad_input="raise")

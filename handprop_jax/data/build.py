@@ -14,7 +14,10 @@ Hooks a builder may define (all optional):
 - ``Builder.stale_reason(self) -> str | None``: why prepared files in ``data_dir`` do not match the
   requested config (they are then deleted and rebuilt);
 - ``__init__(mano_model=...)``: receives the MANO model path of the run config;
-- skipped items: ``<dataset dir>/skipped.json`` = {"counts": {split: {reason: n}}, ...}.
+- ``__init__(on_bad_input=...)``: receives ``data.on_bad_input`` ("skip" or "raise");
+- skipped items: ``<dataset dir>/skipped.json`` = {"counts": {split: {reason: n}}, "examples": {split:
+  [messages]}, "info": {split: {what: n}}}; keys other than the output splits (e.g. "official val")
+  count what was skipped before an output split was known.
 """
 
 from __future__ import annotations
@@ -92,17 +95,19 @@ def build(name: str, data_dir: str | Path, manual_dir: str | Path | None = None,
     Returns {"name", "config", "data_dir", "path", "label_stride", "splits": {split: {"videos",
     "frames", "labelled", "skipped": {reason: n}}}}; prints it as a table when ``verbose``."""
     data_config = data_config or DataConfig(name=name)
-    builder = make_builder(name, data_dir, builder_config, data_config, mano_model=mano_model)
+    kwargs = {"mano_model": mano_model, "on_bad_input": data_config.on_bad_input}
+    builder = make_builder(name, data_dir, builder_config, data_config, **kwargs)
     stale = builder.stale_reason() if hasattr(builder, "stale_reason") else None
     if stale:
         if verbose:
             print(f"{name}: existing files in {builder.data_path} are stale ({stale}); rebuilding")
         shutil.rmtree(str(builder.data_path))
-        builder = make_builder(name, data_dir, builder_config, data_config, mano_model=mano_model)
+        builder = make_builder(name, data_dir, builder_config, data_config, **kwargs)
     download_config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
     builder.download_and_prepare(download_config=download_config)
 
     skipped = read_skipped(builder)
+    report = Path(str(builder.data_path)) / "skipped.json"
     splits = {}
     for split in builder.info.splits:
         source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
@@ -112,7 +117,9 @@ def build(name: str, data_dir: str | Path, manual_dir: str | Path | None = None,
                          "skipped": dict(skipped.get(split, {}))}
     summary = {"name": name, "config": builder.builder_config.name if builder.builder_config else None,
                "data_dir": str(data_dir), "path": str(builder.data_path),
-               "label_stride": data_config.label_stride, "splits": splits}
+               "label_stride": data_config.label_stride, "splits": splits,
+               "skipped_elsewhere": {k: dict(v) for k, v in skipped.items() if k not in splits},
+               "skip_report": str(report) if report.is_file() else None}
     if verbose:
         print(format_summary(summary))
     return summary
@@ -126,4 +133,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     for split, s in summary["splits"].items():
         skipped = ", ".join(f"{reason}: {n}" for reason, n in s["skipped"].items()) or "none"
         lines.append(f"{split:<8}{s['videos']:>8}{s['frames']:>10}{s['labelled']:>18}  {skipped}")
+    for where, counts in summary.get("skipped_elsewhere", {}).items():
+        lines.append(f"{where}: skipped " + ", ".join(f"{reason}: {n}" for reason, n in counts.items()))
+    if summary.get("skip_report") and (any(s["skipped"] for s in summary["splits"].values())
+                                        or summary.get("skipped_elsewhere")):
+        lines.append(f"what was skipped and why (files, frames): {summary['skip_report']}")
     return "\n".join(lines)

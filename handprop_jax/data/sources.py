@@ -85,9 +85,12 @@ class Split:
         return self.example(self.read([int(self.table.position(video, frame))])[0], with_labels)
 
     def video(self, video: int, with_labels: bool = True) -> dict[str, np.ndarray]:
-        """All frames of one video (table row) in frame order, as a frame batch."""
+        """All frames of one video (table row) in frame order, as a frame batch, plus ``frame_time``
+        (T,): the frames' source times (``handprop_jax.data.sparse``)."""
         s, n = int(self.table.starts[video]), int(self.table.lengths[video])
-        return self.frames(range(s, s + n), with_labels)
+        out = self.frames(range(s, s + n), with_labels)
+        out["frame_time"] = self.table.times(video).astype(np.int32)
+        return out
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,5 +1,5 @@
-"""The video table of a split: where each frame of each video is stored (records of a split are grouped
-by video, in frame order; docs/design.md, "Stored dataset features")."""
+"""The video table of a split: where each frame of each video is stored and at which source time
+(records of a split are grouped by video, in frame order; docs/design.md, "Stored dataset features")."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ class VideoTable:
     starts: np.ndarray  # (V,) first position of each video
     record: np.ndarray  # (N,) data-source index of each position
     video: np.ndarray  # (N,) table row of each position
-    frame: np.ndarray  # (N,) frame index of each position
+    frame: np.ndarray  # (N,) frame index of each position (0..length-1 within its video)
+    time: np.ndarray  # (N,) source frame number (``frame_time``) of each position, increasing per video
 
     @property
     def num_videos(self) -> int:
@@ -39,38 +40,48 @@ class VideoTable:
         """Position of (table row, frame index); vectorised."""
         return self.starts[video] + frame
 
+    def times(self, video: int) -> np.ndarray:
+        """(length,) source times of the frames of table row ``video``."""
+        s = int(self.starts[video])
+        return self.time[s:s + int(self.lengths[video])]
+
     def labelled_mask(self, stride: int) -> np.ndarray:
-        """(N,) bool: labelled positions (every ``stride``-th frame of each video, first and last)."""
-        return np.concatenate([sparse.labelled_mask(int(n), stride) for n in self.lengths]) \
+        """(N,) bool: labelled positions (every ``stride``-th frame of each video in source time,
+        first and last; ``handprop_jax.data.sparse``)."""
+        return np.concatenate([sparse.labelled_mask(int(n), stride, self.times(v))
+                               for v, n in enumerate(self.lengths)]) \
             if self.num_videos else np.zeros(0, bool)
 
     def nearest_labelled(self, stride: int) -> np.ndarray:
-        """(N,) position of N(u) for every position u."""
+        """(N,) position of N(u) (nearest in source time) for every position u."""
         if not self.num_videos:
             return np.zeros(0, np.int64)
-        return np.concatenate([s + sparse.nearest_labelled(int(n), stride)
-                               for s, n in zip(self.starts, self.lengths, strict=True)])
+        return np.concatenate([s + sparse.nearest_labelled(int(n), stride, self.times(v))
+                               for v, (s, n) in enumerate(zip(self.starts, self.lengths, strict=True))])
 
 
 def video_table(source: Sequence[dict], where: str = "data source", chunk: int = 1024) -> VideoTable:
-    """Scan ``video_id``/``frame_index``/``video_length``/``video_name`` of every record and build
-    the table (records need not be sorted). Raises ValueError naming the video when its frames are
-    not exactly 0..video_length-1."""
+    """Scan ``video_id``/``frame_index``/``frame_time``/``video_length``/``video_name`` of every record
+    and build the table (records need not be sorted). Data sets built before ``frame_time`` existed
+    read as ``frame_time = frame_index``. Raises ValueError naming the video when its frames are not
+    exactly 0..video_length-1 or their times do not increase with the frame index."""
     n = len(source)
     vid = np.empty(n, np.int64)
     fr = np.empty(n, np.int64)
     length = np.empty(n, np.int64)
+    tm = np.empty(n, np.int64)
     names: dict[int, str] = {}
     for start in range(0, n, chunk):
         idx = list(range(start, min(n, start + chunk)))
         recs = source.__getitems__(idx) if hasattr(source, "__getitems__") else [source[i] for i in idx]
         for i, r in zip(idx, recs, strict=True):
             vid[i], fr[i], length[i] = int(r["video_id"]), int(r["frame_index"]), int(r["video_length"])
+            tm[i] = int(r["frame_time"]) if "frame_time" in r else fr[i]
             if vid[i] not in names:
                 name = r.get("video_name", str(vid[i]))
                 names[int(vid[i])] = name.decode() if isinstance(name, bytes) else str(name)
     order = np.lexsort((fr, vid))
-    vid_s, fr_s = vid[order], fr[order]
+    vid_s, fr_s, tm_s = vid[order], fr[order], tm[order]
     ids, starts, lengths = np.unique(vid_s, return_index=True, return_counts=True)
     for v, s, L in zip(ids, starts, lengths, strict=True):
         frames = fr_s[s:s + L]
@@ -79,6 +90,9 @@ def video_table(source: Sequence[dict], where: str = "data source", chunk: int =
             raise ValueError(f"{where}: video_id {v} ({names[int(v)]!r}) has frame indices "
                              f"{frames[:6].tolist()}... ({L} records, video_length {stored}); expected "
                              f"0..video_length-1 exactly once each")
+        if L > 1 and np.any(np.diff(tm_s[s:s + L]) <= 0):
+            raise ValueError(f"{where}: video_id {v} ({names[int(v)]!r}) has frame times "
+                             f"{tm_s[s:s + 6].tolist()}... that do not increase with the frame index")
     video = np.repeat(np.arange(len(ids)), lengths)
     return VideoTable(video_ids=ids, names=tuple(names[int(v)] for v in ids), lengths=lengths,
-                      starts=starts, record=order, video=video, frame=fr_s)
+                      starts=starts, record=order, video=video, frame=fr_s, time=tm_s)

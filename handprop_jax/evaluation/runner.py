@@ -73,7 +73,8 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
 
     Args:
       video: {image uint8 (T, S, S, 3), K (T, 3, 3), root (T, 3), pose (T, 48), betas (T, 10),
-        joints3d (T, 21, 3), ...} for every frame of the video in frame order (all labels present).
+        joints3d (T, 21, 3), optional frame_time (T,) source times, ...} for every frame of the video
+        in frame order (all labels present).
       stride: label stride K.
       models: {phase: the checkpoint's inference functions}; rows whose phase is missing are skipped.
       mean: the mean-pose annotation (None: row skipped).
@@ -82,18 +83,19 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
         "crop" default to plain ones of the video's crop size; rows of a method missing here skipped).
       table_rows: the rows wanted.
     Returns:
-      {"frames" (M,) unlabelled frame indices, "gap" (M,) |u - N(u)|, "gt" γ*_u (M, ...),
+      {"frames" (M,) unlabelled frame indices, "gap" (M,) |t_u - t_N(u)| in source frames, "gt" γ*_u (M, ...),
        "gt_joints" (M, 21, 3), "rows": {row name: γ (M, ...)}} — empty M when every frame is labelled.
     """
     from handprop_jax.data.sparse import labelled_frames
 
     T, S = video["image"].shape[:2]
-    lab = labelled_frames(T, stride)
+    times = video.get("frame_time")  # source times: holes in a video shift nothing (data.sparse)
+    lab = labelled_frames(T, stride, times)
     unl = np.setdiff1d(np.arange(T), lab)
     gt_all = Gamma.of(video).numpy()
     out = {"frames": unl, "gt": gt_all.take(unl),
            "gt_joints": np.asarray(video["joints3d"], np.float32)[unl], "rows": {}}
-    nb = neighbours(T, lab)
+    nb = neighbours(T, lab, times)
     out["gap"] = nb["gap"][unl]
     if len(unl) == 0:
         return out
@@ -133,7 +135,8 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
                 need_near = any(not r.both_sides for r in wanted if (r.method, r.phase) == key)
                 done[key] = propagate_video(
                     prop, video["image"], K, lab, gt_all.take(lab), both_sides=need_both,
-                    features=feats(row.phase) if row.method == "paper" else None, with_nearest=need_near)
+                    features=feats(row.phase) if row.method == "paper" else None, with_nearest=need_near,
+                    times=times)
             res = done[key]
             gamma = res.gamma if row.both_sides or res.nearest is None else res.nearest
             out["rows"][row.name] = gamma.take(unl)
@@ -167,7 +170,7 @@ def _truncate(video: dict, budget: int, stride: int) -> dict:
     from handprop_jax.data.sparse import labelled_mask
 
     T = video["image"].shape[0]
-    unl_cum = np.cumsum(~labelled_mask(T, stride))
+    unl_cum = np.cumsum(~labelled_mask(T, stride, video.get("frame_time")))
     cut = int(np.searchsorted(unl_cum, budget, side="left")) + 2  # keep one more frame, labelled
     return {k: (v[:cut] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == T else v)
             for k, v in video.items()}
@@ -194,7 +197,7 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, models: dic
         if cap is not None and seen >= cap:
             break
         T = video["image"].shape[0]
-        n_unl = int((~labelled_mask(T, stride)).sum())
+        n_unl = int((~labelled_mask(T, stride, video.get("frame_time"))).sum())
         if cap is not None and seen + n_unl > cap:
             video = _truncate(video, cap - seen, stride)
         frames, gap = evaluate_video(mano, video, stride, models, mean, config.eval.both_sides, propagators,
