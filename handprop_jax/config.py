@@ -389,4 +389,16 @@ def save_json(config: Config, path: str | Path) -> None:
 
 
 def load_json(path: str | Path) -> Config:
-    return from_dict(json.loads(Path(path).read_text()))
+    """The Config recorded in a run folder's ``config.json``, checked like a config file; raises
+    ConfigError naming the file when it is not JSON, not a config, or holds a bad value."""
+    try:
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        config = from_dict(data)
+    except (ValueError, TypeError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{path}: not a handprop config ({type(e).__name__}: {e})") from None
+    try:
+        return validate(config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
