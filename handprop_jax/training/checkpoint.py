@@ -70,8 +70,11 @@ class PhaseCheckpoints:
             pp.LatestN(n=max(int(self._keep), 1)),
             pp.BestN(get_metric_fn=_val_metric, n=1, keep_checkpoints_without_metrics=False),
         ])
+        # a writer also removes the temporary folders of writes that a kill cut short (the run folder's
+        # lock, training.runlock, guarantees that no other process is writing them)
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=not self._read_only,
-                                               read_only=self._read_only, enable_async_checkpointing=True)
+                                               read_only=self._read_only, enable_async_checkpointing=True,
+                                               cleanup_tmp_directories=not self._read_only)
         return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def step_dir(self, step: int) -> Path:

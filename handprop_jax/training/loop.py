@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from handprop_jax import config as config_lib
@@ -209,6 +210,21 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         raise DiskFull(_stopped(f"disk full ({full})", phase, where)) from e
 
 
+def _abstract_state(config: Config, phase: str, mesh) -> steps.TrainState:
+    """The phase's TrainState as shapes, dtypes and the replicated sharding only (``jax.eval_shape``:
+    nothing is compiled or computed) — the target a checkpoint is restored into."""
+    model = HandPropModel.create(config)
+    s = config.data.image_size
+
+    def fresh(key):
+        variables = dict(model.module.init(key, jnp.zeros((2, s, s, 3), jnp.uint8), False))
+        return steps.init_state(config, phase, variables, steps.phase_key(config, phase))
+
+    abstract = jax.eval_shape(fresh, jax.random.PRNGKey(config.train.seed))
+    sharding = parallel.replicated(mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+
+
 def _stopped(what: str, phase: str, where: dict) -> str:
     at = f"at step {where['step']}" if where["step"] is not None else "before its first step"
     saved = (f"the last checkpoint is step {where['saved']}" if where["saved"] is not None
@@ -237,26 +253,31 @@ def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory
             ck.close()
             return {"phase": phase, "step": latest, "skipped": True}
 
-    prev = spec.init_from
-    if prev is None:
-        variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
-    else:
-        variables = _load_final_variables(workdir, prev, config)
-    state = steps.init_state(config, phase, variables, steps.phase_key(config, phase))
-    state = parallel.replicate(state, mesh)
-    train_source = sources(config, phase, "train", jax.process_index(), jax.process_count())
-    if latest is not None:
-        latest, restored, meta = ck.restore_latest_good(state)  # a damaged step: the one before
-        where["saved"] = where["step"] = latest
-    if latest is not None:
-        workers = _data_workers(meta)
+    if latest is not None:  # resuming: refuse a changed worker count before any work
+        try:
+            workers = _data_workers(ck.read_meta(latest))
+        except Exception:  # a damaged step: restore_latest_good below names it
+            workers = None
         if workers is not None and workers != config.data.num_workers:
             ck.close()
             raise UserError(f"phase {phase!r} was checkpointed at step {latest} with data.num_workers="
                             f"{workers}; resume it with --set data.num_workers={workers} (the worker count "
                             "decides the batch order; it may change once this phase has finished)")
+        # only the state's structure is needed to restore into: no initialisation to compile and run
+        latest, restored, meta = ck.restore_latest_good(_abstract_state(config, phase, mesh))
+        where["saved"] = where["step"] = latest
+    train_source = sources(config, phase, "train", jax.process_index(), jax.process_count())
+    if latest is not None:
         state = parallel.replicate(restored, mesh)
         train_source.set_state(ckpt_lib.decode_data_state(meta["data_state"]))
+    else:
+        prev = spec.init_from
+        if prev is None:
+            variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
+        else:
+            variables = _load_final_variables(workdir, prev, config)
+        state = steps.init_state(config, phase, variables, steps.phase_key(config, phase))
+        state = parallel.replicate(state, mesh)
     start = int(jax.device_get(state.step))
     where["step"] = start
 
