@@ -221,7 +221,8 @@ def _edit_meta(raw, seq, frame, edit):
 
 
 @pytest.mark.parametrize("edit, detail", [
-    (lambda m: m.update(handJoints3D=m["handJoints3D"].T.copy()), "handJoints3D has shape (3, 21), expected (21, 3)"),
+    (lambda m: m.update(handJoints3D=m["handJoints3D"].T.copy()),
+     "handJoints3D has shape (3, 21), expected (21, 3)"),
     (lambda m: m.update(handBeta=m["handBeta"].reshape(2, 5)), "handBeta has shape (2, 5), expected (10,)"),
     (lambda m: m.update(handPose=[str(x) for x in m["handPose"]]), "handPose holds <U"),
     (lambda m: m.update(camMat=m["camMat"] * [[0], [1], [1]]), "camMat is not a pinhole camera matrix"),
