@@ -21,9 +21,12 @@ it to ``checkpoints/<phase>.damaged/`` and resumes from the previous kept step; 
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +122,7 @@ class PhaseCheckpoints:
         else:
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _as_dict(target))
             state_args = ocp.args.StandardRestore(abstract)
+        error = None
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(state=state_args,
                                                                      meta=ocp.args.JsonRestore()))
@@ -126,11 +130,15 @@ class PhaseCheckpoints:
             if not isinstance(meta, dict) or meta.get("step", step) != step:
                 raise ValueError(f"its meta is {meta!r:.80}, not that of step {step}")
         except Exception as e:  # orbax/tensorstore raise many types for missing or truncated files
+            error = _first_line(e)
+            _quiet_orbax_leftovers()
+        if error is not None:
+            gc.collect()  # the failed restore's abandoned reads are garbage now (reported quietly)
             earlier = [s for s in self.all_steps() if s < step]
             raise DamagedCheckpoint(
-                f"checkpoint {self.step_dir(step)} is incomplete or damaged ({_first_line(e)}); "
+                f"checkpoint {self.step_dir(step)} is incomplete or damaged ({error}); "
                 + (f"the previous kept step is {max(earlier)}" if earlier else "no earlier step is kept"),
-                self.step_dir(step), step) from e
+                self.step_dir(step), step)
         if target is not None:
             state = type(target)(**state)
         return state, meta
@@ -167,6 +175,49 @@ class PhaseCheckpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _from_orbax(exc: BaseException | None) -> bool:
+    """An error raised by an abandoned orbax/tensorstore read (see :func:`_quiet_orbax_leftovers`)."""
+    if exc is None:
+        return False
+    text = "".join(traceback.format_exception(exc))
+    return any(w in text for w in ("orbax", "tensorstore", "TensorStore", "OCDBT", '"zarr" driver')) or (
+        isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc))
+
+
+class _DropOrbaxLeftovers(logging.Filter):
+    """asyncio's "Task/Future exception was never retrieved" for an abandoned orbax read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else record.__dict__.get("exception")
+        if exc is None and isinstance(record.args, dict):
+            exc = record.args.get("exception")
+        return not (_from_orbax(exc) or ("never retrieved" in record.getMessage()
+                                         and _from_orbax(ValueError(record.getMessage()))))
+
+
+_quiet_installed = False
+
+
+def _quiet_orbax_leftovers() -> None:
+    """When one array of a checkpoint cannot be read, orbax raises and abandons the other reads;
+    Python reports each abandoned coroutine, task or future as an "Exception ignored in ..." or
+    "... exception was never retrieved" traceback (dozens for one truncated file) whenever it is
+    collected, up to the end of the process. After the first failed restore those reports are dropped
+    (the DamagedCheckpoint names the failure); every other report goes through as usual."""
+    global _quiet_installed
+    if _quiet_installed:
+        return
+    _quiet_installed = True
+    hook = sys.unraisablehook
+
+    def quiet(unraisable) -> None:
+        if not _from_orbax(unraisable.exc_value):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
+    logging.getLogger("asyncio").addFilter(_DropOrbaxLeftovers())
 
 
 def _as_dict(state: Any) -> dict:
