@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/demo
 
-.PHONY: demo test lint bench bench-gpu install clean
+.PHONY: demo demo-compare test lint bench bench-gpu install clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/handprop demo --workdir $(RUN)
+
+# the demo plus the comparison methods (config synthetic_compare), in the same run folder: after
+# `make demo` only the comparison phases, the evaluation and the report run
+demo-compare: $(STAMP)
+	$(VENV)/bin/handprop demo --compare --workdir $(RUN)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,6 +16,10 @@ median reported with the min-max range, because the machine may be shared):
   encoder + regressor, MANO, L_pred, Adam — jitted with donated state; images/s.
 - ``stage3``: the same for phase ``"align"`` (pairs of images, L_pred + λ L_align, two aligners,
   both images through the encoder as one 2B batch); images/s counts both images of a pair.
+- ``photometric`` (``--phases ... photometric``): Hasson et al.'s phase (a labelled batch plus a
+  pair batch (u, s); the labelled frames and u through the encoder as one 2B batch, L_pred, the
+  rasterised reference mesh of s, the cycle check's raster of u's predicted mesh, the masked L1 of
+  the warp); images/s counts the 2B encoded images.
 - ``eval``: ``features`` + ``regress`` of ``HandPropModel.bind`` (scenario 1, frames/s).
 - ``propagate``: features of (s, u) + ``align`` of the same (scenario 2 / ``handprop propagate``,
   target frames/s, the features of both frames recomputed).
@@ -157,6 +161,9 @@ def fake_frames(res: int, batch: int, seed: int, labelled: bool = True) -> dict:
 def fake_batch(phase: str, res: int, batch: int) -> dict:
     if phase == "stage1":
         return fake_frames(res, batch, 0)
+    if phase == "photometric":  # Hasson et al.: a labelled batch plus pairs (u, s = N(u))
+        return {"labelled": fake_frames(res, batch, 0), "s": fake_frames(res, batch, 1),
+                "u": fake_frames(res, batch, 2, labelled=False)}
     return {"s": fake_frames(res, batch, 1), "u": fake_frames(res, batch, 2, labelled=False),
             "u_labelled": np.zeros(batch, bool)}
 
@@ -307,7 +314,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["64x64", "224x16"],
                    help="RESxBATCH pairs (image side in pixels x batch)")
-    p.add_argument("--phases", nargs="+", default=["stage1", "align"], choices=["stage1", "align"])
+    p.add_argument("--phases", nargs="+", default=["stage1", "align"],
+                   choices=["stage1", "align", "photometric"])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="calls per timing")
     p.add_argument("--torch-repeats", type=int, default=3)

@@ -22,7 +22,8 @@ from handprop_jax.errors import InterruptedRun, UserError, disk_full
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
-    "data": ("handprop_jax.data.cli", "build a dataset (synthetic_hand_video, ho3d, interhand26m)"),
+    "data": ("handprop_jax.data.cli", "build a dataset (synthetic_hand_video, ho3d, interhand26m, "
+                                      "hand_videos) or export one"),
     "train": ("handprop_jax.training.cli", "train the three stages and the baseline control"),
     "evaluate": ("handprop_jax.evaluation.cli", "write Table I (Markdown, CSV, JSON) for a run"),
     "propagate": ("handprop_jax.propagation.cli", "propagate sparse labels to every frame of a video"),

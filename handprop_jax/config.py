@@ -107,7 +107,7 @@ class TrainConfig:
     """Optimisation and bookkeeping (owner: handprop_jax.training)."""
 
     # phases trained by default, in the registry's order (handprop_jax.training.registry)
-    phases: tuple[str, ...] = ("stage1", "baseline", "stage2", "align")
+    phases: tuple[str, ...] = ("stage1", "baseline", "stage2", "align", "pseudo")
     batch_size: int = field(64, ge=1)  # global batch, frames (stage 1) or pairs (stages 2, 3)
     lr: float = field(5e-5, gt=0)
     stage1_steps: int = field(40_000, ge=0)
@@ -117,6 +117,8 @@ class TrainConfig:
     lambda_theta: float = field(5e-6, ge=0)
     lambda_beta: float = field(5e-7, ge=0)
     lambda_align: float = field(0.1, ge=0)
+    # phase "pseudo": share of examples that are unlabelled frames with propagated labels
+    pseudo_fraction: float = field(0.5, ge=0, le=1)
     log_every: int = field(50, ge=1)
     eval_every: int = field(1000, ge=1)
     checkpoint_every: int = field(1000, ge=1)
@@ -173,6 +175,54 @@ class PropagationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HassonConfig:
+    """Hasson et al.'s photometric-consistency phase ``photometric`` (owner:
+    handprop_jax.training.hasson). The defaults are the official code's (hassony2/handobjectconsist):
+    L = λ_d (L_pred + L_reg(u)) + λ_c L_photo with λ_c = lambda_consist · min(t / ramp_steps, 1) at the
+    phase's step t and λ_d = lambda_data − λ_c."""
+
+    lambda_consist: float = field(1e-3, ge=0)  # λ_c once ramped up
+    lambda_data: float = field(0.999, ge=0)  # λ_d + λ_c
+    ramp_steps: int = field(1000, ge=0)  # steps over which λ_c rises linearly from 0 (0: no ramp)
+    cycle_threshold: float = field(2.0, gt=0)  # pixels: forward-backward check of the warp (App. C)
+    # rasteriser window (handprop_jax.render.rasterize_splat): None = the smallest splat window >=
+    # image_size / 4 (the dense rasteriser when that exceeds render.SPLAT_WINDOWS), 0 = dense
+    splat_window: int | None = field(None, ge=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialConfig:
+    """Spurr et al.'s adversarial motion prior, phases ``adversarial_motion`` (unpaired motion) and
+    ``adversarial_motion_labels`` (labels only) (owner: handprop_jax.training.adversarial_motion).
+    The paper leaves λ_MM, D's width and optimiser open: the defaults are the spec's choices
+    (papers/comparison-methods.md, section 2); a val-split sweep of λ_MM ∈ {1e-4, 1e-3, 1e-2} is still
+    to be run."""
+
+    clip_length: int = field(16, ge=2)  # frames per motion sequence (the paper's best length)
+    clips: int = field(2, ge=1)  # unlabelled clips, and real motions, per step (global)
+    lambda_mm: float = field(1e-3, ge=0)  # λ_MM, weight of the adversarial term L_MM (Eq. 6)
+    d_width: int = field(256, ge=1)  # channels of the discriminator's temporal convolutions
+    d_blocks: int = field(2, ge=0)  # residual blocks of the discriminator (the paper's best: 2)
+    d_lr: float = field(1e-4, gt=0)  # Adam learning rate of the discriminator
+    d_rotation: float = field(3.141592653589793, ge=0)  # D augmentation: rotation angle ~ U[-r, r], rad
+    motion_videos: int = field(40, ge=1)  # (a) unpaired motion: synthetic motion videos, never rendered
+    motion_seed: int = 1_000_003  # (a): added to data.synth_seed, so no motion is one of a data split's
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporalConfig:
+    """Chen et al.'s temporal-aware self-supervision (TASSN) adapted to MANO, phase
+    ``temporal_consistency`` (owner: handprop_jax.training.temporal_consistency and
+    handprop_jax.model.temporal)."""
+
+    clip_length: int = field(16, ge=2)  # n: frames per clip, run forward and reversed
+    clips: int = field(1, ge=1)  # clips per step (global)
+    lambda_pose: float = field(10.0, ge=0)  # λ_c^p (Eq. 3 weight; the paper's 10)
+    lambda_mesh: float = field(10.0, ge=0)  # λ_c^m (Eq. 4 weight; the paper's 10)
+    heatmap_sigma: float = field(2.0, gt=0)  # pixels: Gaussian heat maps of the previous prediction
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"
     data: DataConfig = DataConfig()
@@ -180,6 +230,9 @@ class Config:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     propagation: PropagationConfig = PropagationConfig()
+    hasson: HassonConfig = HassonConfig()
+    adversarial: AdversarialConfig = AdversarialConfig()
+    temporal: TemporalConfig = TemporalConfig()
 
 
 # ------------------------------------------------------------------------------------ checking

@@ -5,12 +5,17 @@ stage 2 and stage 3 → evaluate (Table I on the unlabelled frames of the train 
 videos, with the mean-pose and copy-propagation reference rows) → report (overlay grid, training
 curves, error vs frame gap). Prints Table I, the time of each phase, and as its last line the path
 of ``table1.json``.
+
+``--compare`` runs the config ``synthetic_compare`` instead: the same, plus the comparison methods'
+phases (e.g. Hasson et al.'s photometric consistency), into the same run folder — after ``make demo``
+the finished phases are skipped and only the comparison phases, the evaluation and the report run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,8 +24,12 @@ HELP = "build data, train, evaluate and report on the synthetic default"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default="runs/demo", help="run folder (default: runs/demo)")
-    parser.add_argument("--config", default="synthetic",
-                        help="config name in experiments/configs or a path (default: synthetic)")
+    parser.add_argument("--config", default=None,
+                        help="config name in experiments/configs or a path (default: synthetic, or "
+                             "synthetic_compare with --compare)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also train and evaluate the comparison methods (config synthetic_compare; "
+                             "resumes the run folder of a plain demo)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.stage1_steps=200 (repeatable)")
     parser.add_argument("--skip-report", action="store_true", help="skip the plots and overlay grid")
@@ -29,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from handprop_jax import config as config_lib
 
-    config = config_lib.load(args.config, args.overrides)
+    if args.compare and args.config is not None:
+        print("handprop demo: --compare selects the config synthetic_compare; give either --compare or "
+              "--config", file=sys.stderr)
+        return 2
+    name = args.config or ("synthetic_compare" if args.compare else "synthetic")
+    config = config_lib.load(name, args.overrides)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
@@ -45,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
           data_config=config.data)
     times["data"] = time.perf_counter() - t
 
-    t = phase("train: stage 1, baseline control, stage 2, stage 3")
-    from handprop_jax.training import train
+    from handprop_jax.training import registry, train
+
+    t = phase("train: " + ", ".join(registry.order(config)))
 
     train(config, workdir)
     times["train"] = time.perf_counter() - t

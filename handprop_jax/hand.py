@@ -41,6 +41,12 @@ def _load_model(path: str | None, side: str) -> mano_jax.ManoModel:
     return mano_jax.load(path)
 
 
+def load_mano(path: str | None, side: str = "right") -> mano_jax.ManoModel:
+    """The official MANO file at ``path`` (.pkl / .npz), or the synthetic hand (seed 0) for None;
+    cached. ``default_mano`` for a run's config."""
+    return _load_model(path, side)
+
+
 def default_mano(config: Config, side: str = "right") -> mano_jax.ManoModel:
     """The MANO model a run uses: the official file named in ``config.model.mano_model``, or the
     procedural synthetic hand (seed 0) when none is given."""

@@ -19,8 +19,14 @@ metres in the camera frame, K (3, 3) pixels of the crop. Pixel centres at intege
 
 - :func:`sample_reference` — rasterise V_r and draw silhouette pixels → :class:`Reference`;
 - :func:`warp` — q(p) for a candidate V_u;
+- :func:`flow_warp` — q(p) = p + the per-vertex flow π(V_u) − π(V_r) interpolated with p's
+  perspective-correct barycentrics (Hasson et al.'s rendered flow; gradient only through the flow);
 - :func:`visible` — which reference points are in front in u (z-buffer of V_u);
 - :func:`error` — masked mean L1 between ``I_u(q)`` and the reference colours;
+- :func:`cycle_check` — Hasson's forward–backward test: p → q under V_u → back to r under V_r's flow
+  at q's nearest pixel must return within a few pixels (an alternative to :func:`visible`);
+- :func:`wrist_cap` — the mesh with its wrist opening closed and which faces are the cap (their
+  pixels are not the hand's surface: Hasson leaves them out);
 - :func:`raster`, :func:`gaussian_blur`, :func:`bilinear`, :func:`inside` — the helpers they use.
 """
 
@@ -30,6 +36,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from handprop_jax.camera import project
 from handprop_jax.render import rasterize, rasterize_splat, screen_barycentrics
@@ -100,7 +107,8 @@ def sample_reference(verts: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, ima
                      n_pixels: int, key: jax.Array, sigmas: tuple[float, ...], window,
                      exclude_faces: jnp.ndarray | None = None) -> Reference:
     """Rasterise the reference mesh and draw ``n_pixels`` of its silhouette pixels uniformly without
-    replacement (all of them, padded with invalid rows, when there are fewer).
+    replacement (all of them, padded with invalid rows, when there are fewer; with ``n_pixels`` >= H·W
+    every pixel of the image in raster order, ``valid`` marking the silhouette, and ``key`` unused).
 
     Args:
       verts: (V, 3) reference mesh, metres. faces: (F, 3) int32. K: (3, 3) pixels.
@@ -116,8 +124,11 @@ def sample_reference(verts: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, ima
     ok = fid >= 0
     if exclude_faces is not None:
         ok = ok & ~exclude_faces[jnp.maximum(fid, 0)]
-    score = jnp.where(ok, jax.random.uniform(key, ok.shape), -1.0)
-    _, idx = jax.lax.top_k(score, n_pixels)
+    if n_pixels >= H * W:  # every pixel, in raster order (the silhouette = the valid rows)
+        idx = jnp.arange(H * W)
+    else:
+        score = jnp.where(ok, jax.random.uniform(key, ok.shape), -1.0)
+        _, idx = jax.lax.top_k(score, n_pixels)
     valid = ok[idx]
     f = jnp.maximum(fid[idx], 0)
     pixel = jnp.stack([(idx % W).astype(verts.dtype), (idx // W).astype(verts.dtype)], -1)
@@ -133,6 +144,18 @@ def warp(ref: Reference, verts_u: jnp.ndarray, K_u: jnp.ndarray) -> jnp.ndarray:
     """Where the reference pixels land in frame u under the mesh ``verts_u`` (V, 3): (N, 2) pixels."""
     uv = project(verts_u, K_u)
     return jnp.einsum("nk,nkc->nc", ref.bary, uv[ref.tri])
+
+
+def flow_warp(ref: Reference, verts_u: jnp.ndarray, K_u: jnp.ndarray, verts_r: jnp.ndarray,
+              K_r: jnp.ndarray) -> jnp.ndarray:
+    """Where the reference pixels land in frame u under Hasson et al.'s rendered flow: (N, 2) pixels,
+    ``p + Σ_k w_k (π(V_u,k, K_u) − π(V_r,k, K_r))`` over the vertices k of p's face in the reference
+    mesh ``verts_r`` (stop-gradient), w = p's perspective-correct barycentrics (``ref.persp``, as a
+    renderer interpolates a vertex attribute). V_u = V_r (same K) gives p exactly; on a face at
+    constant depth it equals :func:`warp`."""
+    verts_r = jax.lax.stop_gradient(verts_r)
+    flow = project(verts_u, K_u) - project(verts_r, K_r)
+    return ref.pixel + jnp.einsum("nk,nkc->nc", ref.persp, flow[ref.tri])
 
 
 def visible(ref: Reference, verts_u: jnp.ndarray, K_u: jnp.ndarray, faces: jnp.ndarray,
@@ -160,3 +183,85 @@ def error(ref: Reference, image_u: jnp.ndarray, q: jnp.ndarray, mask: jnp.ndarra
     diff = jnp.abs(bilinear(image_u, q) - ref.colour[level]).mean(-1)
     n = use.sum()
     return jnp.sum(jnp.where(use, diff, 0.0)) / jnp.maximum(n, 1), n
+
+
+def cycle_check(ref: Reference, q: jnp.ndarray, verts_u: jnp.ndarray, K_u: jnp.ndarray, verts_r: jnp.ndarray,
+                K_r: jnp.ndarray, faces: jnp.ndarray, image_size: tuple[int, int], window,
+                threshold: float = 2.0, exclude_faces: jnp.ndarray | None = None) -> jnp.ndarray:
+    """(N,) bool: the forward–backward consistency check of Hasson et al. (App. C; stop-gradient).
+
+    Each reference pixel p goes to q = :func:`warp` (ref, V_u) in frame u; at the pixel centre q'
+    nearest to q, the face of V_u in front (rasterised; None there, or a face of ``exclude_faces``,
+    fails) says which surface point u shows there, and the backward flow of that point (its screen
+    barycentrics in that face of V_u applied to the projections of V_r in frame r) brings q' back to
+    p' in frame r. p passes when |p' − p| <= ``threshold`` pixels and q' lies in the image: a point
+    hidden in u (another surface in front), or one whose correspondence is inconsistent, fails.
+
+    Args: ref: the reference pixels (:func:`sample_reference` of V_r). q: (N, 2) their positions in u.
+      verts_u, K_u: the candidate mesh of u (V, 3) and u's intrinsics. verts_r, K_r: the reference
+      mesh and intrinsics. faces: (F, 3). image_size: (H, W) of u. window: splat window of the
+      rasteriser (see :func:`raster`). threshold: pixels. exclude_faces: optional (F,) bool.
+    """
+    verts_u, verts_r, q = (jax.lax.stop_gradient(x) for x in (verts_u, verts_r, q))
+    H, W = image_size
+    fid, _ = raster(verts_u, faces, K_u, image_size, window)
+    qn = jnp.round(q)
+    ok = inside(qn, image_size)
+    qi = jnp.clip(qn, 0, jnp.array([W - 1, H - 1], qn.dtype)).astype(jnp.int32)
+    f = fid[qi[:, 1], qi[:, 0]]
+    ok = ok & (f >= 0)
+    f = jnp.maximum(f, 0)
+    if exclude_faces is not None:
+        ok = ok & ~exclude_faces[f]
+    bary = screen_barycentrics(verts_u, faces, K_u, f, qi.astype(verts_u.dtype))
+    back = jnp.einsum("nk,nkc->nc", bary, project(verts_r, K_r)[faces[f]])
+    return ok & (jnp.linalg.norm(back - ref.pixel, axis=-1) <= threshold)
+
+
+def wrist_cap(v_template, faces, J_regressor) -> tuple[np.ndarray, np.ndarray]:
+    """A hand mesh with its wrist closed, and which faces close it (host-side numpy).
+
+    The flow of a pixel on the wrist cap is not the motion of any visible surface (Hasson et al. close
+    MANO's open wrist with 14 faces and leave their pixels out of the loss). An open mesh (MANO: the
+    wrist is a loop of edges that belong to one face each) is closed here by a fan of faces over each
+    boundary loop, appended after the original faces, which are the cap. A closed mesh (the synthetic
+    hand) is returned as it is; its cap is found in the rest pose: the faces that face along the
+    forearm axis (|cos| > 0.7 between their normal and the direction from the middle finger's first
+    joint to the wrist joint) within 1 cm of the mesh's end on that side.
+
+    Args: v_template (V, 3), faces (F, 3) int, J_regressor (16, V) of a MANO model (MANO joint order:
+      joint 0 the wrist, joint 4 the middle finger's first joint).
+    Returns: (faces (F', 3) int32, cap (F',) bool).
+    """
+    v = np.asarray(v_template, np.float64)
+    f = np.asarray(faces, np.int64)
+    nxt: dict[int, int] = {}
+    counts: dict[tuple[int, int], int] = {}
+    for a, b in np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]):
+        key = (min(a, b), max(a, b))
+        counts[key] = counts.get(key, 0) + 1
+    for a, b in np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]):
+        if counts[(min(a, b), max(a, b))] == 1:
+            nxt[int(b)] = int(a)  # the cap runs the boundary the other way round
+    if nxt:
+        added = []
+        while nxt:
+            start = next(iter(nxt))
+            loop = [start]
+            while nxt.get(loop[-1], start) != start:
+                loop.append(nxt.pop(loop[-1]))
+            nxt.pop(loop[-1], None)
+            added += [(loop[0], loop[i], loop[i + 1]) for i in range(1, len(loop) - 1)]
+        closed = np.concatenate([f, np.asarray(added, np.int64).reshape(-1, 3)])
+        cap = np.arange(len(closed)) >= len(f)
+        return closed.astype(np.int32), cap
+    J = np.asarray(J_regressor, np.float64) @ v
+    axis = J[0] - J[4]
+    axis /= np.linalg.norm(axis)
+    tri = v[f]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
+    used = np.unique(f)
+    end = np.max((v[used] - J[0]) @ axis)
+    near_end = (tri.mean(1) - J[0]) @ axis > end - 0.01
+    return f.astype(np.int32), near_end & (np.abs(normal @ axis) > 0.7)

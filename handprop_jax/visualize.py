@@ -3,7 +3,8 @@
     handprop visualize --workdir RUN_DIR [--frames 6] [--split test]
 
 - overlays.png: a grid, one row per unlabelled frame of the chosen split (by default the frame with
-  the largest gap |u − N(u)| in each of the first videos), columns: the input crop, the ground-truth
+  the largest gap |u − N(u)| in each of the first videos; with partial labels, ``hand_videos``, a
+  held-back labelled frame), columns: the input crop, the ground-truth
   mesh, Baseline (scenario 1), Baseline + Align (scenario 1) and Propagation (both sides) (scenario 2,
   the default propagation from the ground truth of both labelled neighbours), each rendered over the
   image with the project renderer (``handprop_jax.render``); each prediction cell is titled with
@@ -37,14 +38,17 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
     """(video, u) pairs: in each video the unlabelled frame farthest from its labelled frames, taken
     from successive videos (then the next-farthest frames again from the first videos) until
     ``count``."""
-    from handprop_jax.data.sparse import labelled_frames, neighbours
+    from handprop_jax.data.sparse import label_sets, neighbours
 
     per_video = []
     for video in videos:
         T = video["image"].shape[0]
         times = video.get("frame_time")
-        gap = neighbours(T, labelled_frames(T, stride, times), times)["gap"]
-        order = [int(u) for u in np.argsort(-gap, kind="stable") if gap[u] > 0]
+        lab, scored = label_sets(T, stride, video.get("has_label"), times)
+        if not len(lab):
+            continue
+        gap = neighbours(T, lab, times)["gap"]
+        order = [int(u) for u in np.argsort(-gap, kind="stable") if gap[u] > 0 and u in scored]
         if order:
             per_video.append((video, order))
         if len(per_video) >= count:
@@ -215,7 +219,9 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
     paths = {}
     if predictors is None:
         predictors = {}
-        for m in ("baseline", "align"):
+        from handprop_jax.evaluation import rows as rows_lib
+
+        for m in rows_lib.phases_needed(rows_lib.by_name(COLUMN_ROWS)):
             try:
                 predictors[m] = bound_from_run(workdir, m, config.eval.batch_size)[1]
             except FileNotFoundError as e:

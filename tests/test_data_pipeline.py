@@ -1,6 +1,7 @@
 """tfds builder + grain pipeline on a tiny synthetic build: storage order, label hiding, sampling
 rules, determinism, checkpointable state, sharding, evaluation batches, the CLI."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,75 @@ def test_export_example_in_the_tool_formats(cfg, tmp_path):
     np.testing.assert_allclose(P.parse_intrinsics(str(files["intrinsics"])), video["K"], rtol=1e-6)
     with pytest.raises(P.PropagationInputError, match="videos 0..0, not 3"):
         P.export_example(config, "test", 3, tmp_path / "bad")
+
+
+def test_pseudo_labels_interpolate_from_labelled_frames_only(cfg, monkeypatch):
+    """Phase ``pseudo``: the propagated labels of every unlabelled train frame (here plain
+    interpolation, checked by hand against the two labelled neighbours), computed without reading any
+    unlabelled frame's ground truth, cached, and served by the phase's examples."""
+    import jax.numpy as jnp
+
+    from handprop_jax.camera import project
+    from handprop_jax.data.sources import Split
+    from handprop_jax.gamma import Gamma
+    from handprop_jax.hand import default_mano, hand_in_camera
+    from handprop_jax.training import pseudo
+
+    config, _ = cfg
+    config = config_lib.override(config, ["propagation.method='copy'"])
+    sp = open_split(config.data, "train")
+    read_with_labels = []
+    original = Split.example
+
+    def spy(self, record, with_labels):
+        if with_labels:
+            read_with_labels.append((int(record["video_id"]), int(record["frame_index"])))
+        return original(self, record, with_labels)
+
+    monkeypatch.setattr(Split, "example", spy)
+    labels = pseudo.pseudo_labels(config, "train", progress=False, split_data=sp)
+    # only labelled frames' labels were read
+    assert read_with_labels and all(_labelled(f) for _, f in read_with_labels)
+    np.testing.assert_array_equal(labels["positions"], np.nonzero(~sp.labelled)[0])
+    truth = sp.frames(range(len(sp)))
+    for row, p in enumerate(labels["positions"][:9]):  # video 0: frames 1-3, 5-7, 9 between 0,4,8,10
+        f = int(truth["frame_index"][p])
+        left = {1: 0, 2: 0, 3: 0, 5: 4, 6: 4, 7: 4, 9: 8}[f]
+        right = {0: 4, 4: 8, 8: 10}[left]
+        w = (f - left) / (right - left)
+        np.testing.assert_allclose(labels["root"][row],
+                                   (1 - w) * truth["root"][p - f + left] + w * truth["root"][p - f + right],
+                                   atol=1e-6)
+        np.testing.assert_allclose(labels["betas"][row],
+                                   (1 - w) * truth["betas"][p - f + left] + w * truth["betas"][p - f + right],
+                                   atol=1e-6)
+    # joints are the MANO joints of the propagated γ, joints2d their projection
+    _, joints = hand_in_camera(default_mano(config), *Gamma.of(labels))
+    np.testing.assert_allclose(labels["joints3d"], joints, atol=1e-6)
+    uv = project(joints, jnp.asarray(truth["K"][labels["positions"]]))
+    np.testing.assert_allclose(labels["joints2d"], uv, atol=1e-3)
+    # cached: read back without propagating; another propagation setting is another file
+    path = pseudo.cache_path(config)
+    assert path.is_file() and path.parent.parent == Path(config.data.data_dir)
+    monkeypatch.setattr("handprop_jax.propagation.core.propagate_video", None)
+    again = pseudo.pseudo_labels(config, "train", progress=False)
+    np.testing.assert_array_equal(again["pose"], labels["pose"])
+    other = config_lib.override(config, ["propagation.method='crop'"])
+    assert pseudo.cache_path(other) != path
+
+    # examples: fraction 1 = an unlabelled frame of the anchor's video with its pseudo-label;
+    # fraction 0 = the labelled anchor with its own label
+    rng = np.random.default_rng(0)
+    always = pseudo.PseudoExample(sp, labels, 1.0)
+    for anchor in sp.labelled_positions[:6]:
+        ex = always.random_map(int(anchor), rng)
+        p = int(sp.table.position(int(ex["video_id"]), int(ex["frame_index"])))
+        assert not sp.labelled[p] and int(ex["video_id"]) == int(truth["video_id"][anchor])
+        row = int(np.searchsorted(labels["positions"], p))
+        for k in LABEL_KEYS:
+            np.testing.assert_array_equal(ex[k], labels[k][row])
+    never = pseudo.PseudoExample(sp, labels, 0.0)
+    ex = never.random_map(int(sp.labelled_positions[1]), rng)
+    np.testing.assert_array_equal(ex["pose"], truth["pose"][sp.labelled_positions[1]])
+    with pytest.raises(ValueError, match="do not cover"):
+        pseudo.PseudoExample(sp, {k: v[1:] for k, v in labels.items()}, 0.5)

@@ -22,8 +22,10 @@ from handprop_jax.propagation.core import hand_mesh
 S = 16
 
 
-#: every row but the photometric propagation (its own tests: test_propagation_photometric.py)
-NO_PHOTOMETRIC = tuple(r.name for r in R.ROWS if r.method != "photometric")
+#: every row but the photometric propagation (its own tests: test_propagation_photometric.py) and the
+#: comparison methods' rows (their own tests: test_comparison_methods.py)
+NO_PHOTOMETRIC = tuple(r.name for r in R.ROWS if r.method != "photometric"
+                       and r.phase in (None, "baseline", "pseudo", "align"))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,8 @@ def test_mean_gamma_is_rotation_mean():
 def test_rows_of_one_video(config, videos):
     video = videos["train"][0]  # T = 9, K = 4: labelled 0, 4, 8
     mean = runner.mean_gamma(Gamma.of(video))
-    pred = runner.video_predictions(video, 4, {"baseline": _predictor(), "align": _predictor()}, mean)
+    models = {"baseline": _predictor(), "pseudo": _predictor(), "align": _predictor()}
+    pred = runner.video_predictions(video, 4, models, mean)
     np.testing.assert_array_equal(pred["frames"], [1, 2, 3, 5, 6, 7])
     np.testing.assert_array_equal(pred["gap"], [1, 2, 1, 1, 2, 1])
     rows = pred["rows"]
@@ -113,7 +116,7 @@ def test_rows_of_one_video(config, videos):
     # a moved aligner gives exactly that root displacement on MPJPE... of the same frames
     moved = runner.video_predictions(video, 4, {"align": _predictor(np.array([0.004, 0.003, 0.0]))}, None,
                                      both_sides=False)
-    assert set(moved["rows"]) == {R.ALIGN, R.PAPER, R.COPY, R.COPY_CROP}
+    assert set(moved["rows"]) == {R.ALIGN_PAPER, R.PAPER, R.COPY, R.COPY_CROP}
     mf = runner.score(default_mano(config), moved)
     cf = runner.score(default_mano(config), {**pred, "rows": {R.COPY: rows[R.COPY]}})
     np.testing.assert_allclose(mf[R.PAPER]["MPJPE (T)"], cf[R.COPY]["MPJPE (T)"], atol=1e-3)
@@ -144,7 +147,7 @@ def test_rows_measure_neighbours_and_gaps_in_source_time(videos):
 
 
 def test_evaluate_writes_table_and_gap(tmp_path, config, videos):
-    preds = {"baseline": _predictor(), "align": _predictor()}
+    preds = {"baseline": _predictor(), "pseudo": _predictor(), "align": _predictor()}
     train_lab = Gamma.of(videos["train"][0]).take([0, 4, 8])
     rows = runner.evaluate(tmp_path, config, predictors=preds, videos=lambda s: iter(videos[s]),
                            labelled_train=train_lab, progress=False)
@@ -203,3 +206,28 @@ def test_cli_without_run_folder(tmp_path):
 
     with pytest.raises(SystemExit, match="config.json not found"):
         main(["evaluate", "--workdir", str(tmp_path / "nothing")])
+
+
+def test_recurrent_row_takes_the_whole_video_prediction(config, videos):
+    """A phase with a temporal input: its recurrent row is ``BoundModel.sequence`` over the whole video
+    (every frame, in order) restricted to the unlabelled frames; its single-frame row is ``regress``."""
+    import dataclasses
+
+    video = videos["train"][0]  # T = 9, K = 4
+    truth = Gamma.of(video)
+    calls = []
+
+    def sequence(images, K):
+        calls.append(images.shape[0])
+        return Gamma(*(np.asarray(x) + 0.001 for x in truth))
+
+    model = dataclasses.replace(_predictor(), sequence=sequence)
+    pred = runner.video_predictions(video, 4, {"temporal_consistency": model}, None,
+                                    table_rows=R.by_name([R.TEMPORAL, R.TEMPORAL_SINGLE]))
+    assert calls == [9] and list(pred["rows"]) == [R.TEMPORAL, R.TEMPORAL_SINGLE]
+    np.testing.assert_allclose(pred["rows"][R.TEMPORAL].root, truth.root[[1, 2, 3, 5, 6, 7]] + 0.001)
+    np.testing.assert_allclose(pred["rows"][R.TEMPORAL_SINGLE].root, np.tile([[0.0, 0.0, 0.5]], (6, 1)))
+    # a single-frame model has no recurrent row
+    plain = runner.video_predictions(video, 4, {"temporal_consistency": _predictor()}, None,
+                                     table_rows=R.by_name([R.TEMPORAL]))
+    assert plain["rows"] == {}

@@ -78,7 +78,8 @@ def test_trained_like_aligner_moves_only_unlabelled_frames(setup):
 @pytest.mark.parametrize("both_sides", [False, True])
 def test_propagate_tool_reproduces_evaluation_rows(setup, tmp_path, both_sides):
     """`handprop propagate` on a video written to disk in the tool's formats (PNG frames, labels.json,
-    per-frame intrinsics.npy) gives the evaluation's Propagation rows for the unlabelled frames."""
+    per-frame intrinsics.npy, boxes.json: the frames are the crops) gives the evaluation's
+    Propagation rows for the unlabelled frames."""
     config, variables = setup
     params = jax.tree_util.tree_map(lambda x: x, variables["params"])
     for name, scale in (("root_aligner", 0.01), ("pose_aligner", 0.05)):
@@ -90,7 +91,7 @@ def test_propagate_tool_reproduces_evaluation_rows(setup, tmp_path, both_sides):
     files = write_example(video, tmp_path / "example", stride=4)
     arrays = propagate_files("unused", files["frames"], files["labels"], tmp_path / "out",
                              intrinsics=str(files["intrinsics"]), both_sides=both_sides,
-                             bound=(config, pred))
+                             bound=(config, pred), boxes=files["boxes"], method="paper")
     table = runner.video_predictions(video, 4, {"align": pred}, None, both_sides=both_sides)
     unl = table["frames"]
     np.testing.assert_array_equal(unl, np.nonzero(~arrays["labelled"])[0])

@@ -206,11 +206,11 @@ def test_output_schema_and_values(tmp_path, video, config):
     frames, labels, g = video
     out = tmp_path / "out"
     arrays = cli.propagate_files("unused", frames, labels, out, intrinsics="30,30,12,10",
-                                 bound=(config, _fake_model()), both_sides=True)
+                                 bound=(config, _fake_model()), both_sides=True, method="paper")
     npz = dict(np.load(out / "annotations.npz"))
     shapes = {"frame_index": (12,), "labelled": (12,), "source": (12, 2), "weight": (12, 2), "root": (12, 3),
               "pose": (12, 48), "betas": (12, 10), "joints3d": (12, 21, 3), "joints2d": (12, 21, 2),
-              "K": (12, 3, 3)}
+              "K": (12, 3, 3), "box": (12, 3)}
     assert {k: v.shape for k, v in npz.items()} == shapes
     # labelled frames keep their labels; 10 < 11 sorted numerically, frame order by number
     for i, f in enumerate([0, 5, 11]):
@@ -239,7 +239,8 @@ def test_gif_video_and_intrinsics_in_labels(tmp_path, config):
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=40)
     labels = tmp_path / "l.json"
     _write_labels(labels, [2], rng, with_k=True)
-    arrays = cli.propagate_files("unused", gif, labels, tmp_path / "o", bound=(config, _fake_model()))
+    arrays = cli.propagate_files("unused", gif, labels, tmp_path / "o", bound=(config, _fake_model()),
+                                 method="paper", both_sides=False)
     assert arrays["root"].shape == (6, 3) and arrays["labelled"].sum() == 1
     np.testing.assert_array_equal(arrays["source"][:, 0], 2)  # a single label feeds every frame
 
@@ -276,7 +277,7 @@ def test_label_outside_video(tmp_path, video, config):
     _write_labels(labels, [0, 12], np.random.default_rng(0))
     with pytest.raises(I.PropagationInputError, match="frame index 12 is outside the video"):
         cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
-                            bound=(config, _fake_model()))
+                            bound=(config, _fake_model()), method="paper")
 
 
 def test_npz_missing_arrays(tmp_path):
@@ -288,7 +289,8 @@ def test_npz_missing_arrays(tmp_path):
 def test_missing_intrinsics(tmp_path, video, config):
     frames, labels, _ = video
     with pytest.raises(I.PropagationInputError, match="missing intrinsics"):
-        cli.propagate_files("unused", frames, labels, tmp_path / "o", bound=(config, _fake_model()))
+        cli.propagate_files("unused", frames, labels, tmp_path / "o", bound=(config, _fake_model()),
+                            method="paper")
     with pytest.raises(I.PropagationInputError, match="fx,fy,cx,cy"):
         I.parse_intrinsics("30,30,12")
 
@@ -298,7 +300,7 @@ def test_unreadable_frames(tmp_path, video, config):
     (frames / "frame_99.png").write_bytes(b"this is not a png")
     with pytest.raises(I.PropagationInputError, match="frame_99.png: unreadable frame"):
         cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
-                            bound=(config, _fake_model()))
+                            bound=(config, _fake_model()), method="paper")
     with pytest.raises(I.PropagationInputError, match="no frame images"):
         I.list_frames(tmp_path)
     bad = tmp_path / "video.mp4"
@@ -333,11 +335,41 @@ def test_per_frame_intrinsics(tmp_path, video, config):
     K[:, 0, 2] += np.arange(12)  # a principal point that moves with the frame
     np.save(tmp_path / "K.npy", K)
     arrays = cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K.npy"),
-                                 bound=(config, _fake_model()))
+                                 bound=(config, _fake_model()), method="paper")
     j = arrays["joints3d"]
     np.testing.assert_allclose(arrays["joints2d"][..., 0], 30 * j[..., 0] / j[..., 2] + K[:, None, 0, 2],
                                rtol=1e-4, atol=1e-3)
     np.save(tmp_path / "K5.npy", K[:5])
     with pytest.raises(I.PropagationInputError, match="5 per-frame intrinsics for 12 frames"):
         cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K5.npy"),
-                            bound=(config, _fake_model()))
+                            bound=(config, _fake_model()), method="paper")
+
+
+def test_cli_methods_without_checkpoint(tmp_path, video, capsys):
+    """Without a run, ``--method copy`` copies the nearest label unchanged, ``interpolate`` keeps the
+    crop-aware root's pixel position fixed between the two labels (hand-computed from the labels),
+    and ``paper`` asks for a checkpoint."""
+    from handprop_jax.cli import main
+
+    frames, labels, g = video  # labels at 0, 5, 11 of 12 frames (24 x 20 px), fx = fy = 30
+    base = ["propagate", "--frames", str(frames), "--labels", str(labels), "--intrinsics", "30,30,12,10",
+            "--crop", "12", "10", "20", "--set", f"data.image_size={S}"]
+    assert main([*base, "--method", "copy", "--nearest-only", "--out", str(tmp_path / "c")]) == 0
+    copy = np.load(tmp_path / "c" / "annotations.npz")
+    for u, s in [(1, 0), (3, 5), (8, 5), (9, 11)]:  # ties (none here) would go to the earlier label
+        for k, v in g.as_dict().items():
+            np.testing.assert_array_equal(copy[k][u], v[[0, 5, 11].index(s)], err_msg=f"{k} of {u}")
+    assert json.loads((tmp_path / "c" / "annotations.json").read_text())["method"] == "copy"
+
+    assert main([*base, "--method", "interpolate", "--out", str(tmp_path / "i")]) == 0
+    inter = np.load(tmp_path / "i" / "annotations.npz")
+    # every frame shares one crop box here, so crop-aware = plain: the root moves linearly between labels
+    w = 3 / 5
+    np.testing.assert_allclose(inter["root"][3], (1 - w) * g.root[0] + w * g.root[1], atol=1e-6)
+    np.testing.assert_allclose(inter["betas"][3], (1 - w) * g.betas[0] + w * g.betas[1], atol=1e-6)
+    np.testing.assert_array_equal(inter["source"][3], [0, 5])
+
+    assert main([*base, "--method", "paper", "--out", str(tmp_path / "p")]) == 2
+    assert "--method paper needs --checkpoint" in capsys.readouterr().err
+    assert main([*base, "--config", "no_such_config", "--out", str(tmp_path / "p")]) == 2
+    assert "no_such_config" in capsys.readouterr().err

@@ -65,7 +65,7 @@ class FakeSource:
         n = len(self.frames["image"])
         rng = np.random.default_rng([self.seed, counter])
         s = rng.integers(0, n, self.batch_size)
-        if self.phase in ("stage1", "baseline"):
+        if self.phase in ("stage1", "baseline", "pseudo"):  # pseudo: frames, labels real or propagated
             return self._rows(s)
         u = np.clip(s + rng.integers(-1, 2, self.batch_size), 0, n - 1)
         if self.phase == "stage2":
@@ -110,8 +110,10 @@ class TinyEncoder(nn.Module):
     feature_dim: int = 16
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, stem=None):
         x = nn.Conv(4, (3, 3), (2, 2))(x)
+        if stem is not None:  # extra input channels' response (model/temporal.py): 4 channels, stride 2
+            x = x + stem
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         p = jnp.mean(nn.relu(x), axis=(1, 2))
         return nn.Dense(self.feature_dim)(p), nn.Dense(self.feature_dim)(p)

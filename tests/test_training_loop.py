@@ -53,8 +53,8 @@ def _params(workdir, phase):
 def test_all_phases_run_and_are_checkpointed(full_run, data):
     config = data[0]
     workdir, summary = full_run
-    assert list(summary) == ["stage1", "baseline", "stage2", "align"]
-    want = {"stage1": 4, "baseline": 5, "stage2": 2, "align": 3}
+    assert list(summary) == ["stage1", "baseline", "stage2", "align", "pseudo"]
+    want = {"stage1": 4, "baseline": 5, "pseudo": 5, "stage2": 2, "align": 3}
     for phase, n in want.items():
         state, meta = _params(workdir, phase)
         assert int(state["step"]) == n and meta["step"] == n and meta["phase"] == phase
@@ -140,7 +140,7 @@ def test_cli_arguments_and_stage_names():
     args = parser.parse_args(["--config", "tiny", "--workdir", "w", "--stage", "3", "--stage", "1",
                               "--set", "train.lr=1e-4"])
     assert loop.resolve_phases(args.stage) == ("stage1", "align")
-    assert loop.resolve_phases(None) == ("stage1", "baseline", "stage2", "align")
+    assert loop.resolve_phases(None) == ("stage1", "baseline", "stage2", "align", "pseudo")
     assert loop.resolve_phases(["baseline"]) == ("baseline",)
     with pytest.raises(ValueError, match="stage 4"):
         loop.resolve_phases([4])

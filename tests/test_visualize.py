@@ -44,7 +44,7 @@ def test_columns_are_the_evaluation_rows(config):
     assert V.COLUMNS[2:] == (R.BASELINE, R.ALIGN, R.BOTH_SIDES)
     vids = [_video(config, 9, 0), _video(config, 6, 1)]
     picks = V.pick_frames(vids, 4, 3)
-    preds = V.frame_predictions(picks, 4, {"baseline": _predictor(), "align": _predictor()},
+    preds = V.frame_predictions(picks, 4, {"baseline": _predictor(), "pseudo": _predictor()},
                                 _still_photometric(config))
     for i, (video, u) in enumerate(picks):
         np.testing.assert_array_equal(preds["image"][i], video["image"][u])
@@ -53,7 +53,7 @@ def test_columns_are_the_evaluation_rows(config):
         np.testing.assert_allclose(preds["Baseline"].root[i], [0.0, 0.0, 0.5])
         np.testing.assert_allclose(preds[R.BOTH_SIDES].root[i], video["root"][u], atol=1e-6)
         np.testing.assert_allclose(preds[R.BOTH_SIDES].pose[i], video["pose"][u], atol=1e-4)
-    only_align = V.frame_predictions(picks, 4, {"align": _predictor()})
+    only_align = V.frame_predictions(picks, 4, {"pseudo": _predictor()})
     assert set(only_align) == {"image", "K", "Ground truth", R.ALIGN}
 
 
@@ -65,7 +65,7 @@ def test_overlays_and_curves(tmp_path, config):
             for p, s in (("stage1", 1), ("align", 3)) for i in range(5)]
     (logs / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\nnot json\n")
     paths = V.visualize(tmp_path, config, num_frames=2, display=16, predictors={"baseline": _predictor(),
-                                                                     "align": _predictor()}, videos=vids)
+                                                                     "pseudo": _predictor()}, videos=vids)
     grid = np.asarray(Image.open(paths["overlays"]))
     assert grid.shape[0] > 150 and grid.shape[1] > 400
     assert np.asarray(Image.open(paths["curves"])).std() > 0

@@ -15,7 +15,13 @@ In-plane rotation = a rotation R_z(a) of the camera frame about the optical axis
 - colour: brightness, contrast (about the image mean) and saturation factors in [1-c, 1+c],
   c = ``data_config.color_jitter``; the image keeps its dtype (uint8 stays uint8).
 Keys other than image/root/pose/joints3d/joints2d pass through unchanged (frames without labels
-simply have fewer keys).
+simply have fewer keys). In a pair dict, any other entry that is itself a frame dict (has an
+``image``; e.g. the labelled batch that a comparison phase carries beside its pairs) gets its own
+draw. With ``padding_masks=True`` every augmented frame also gets ``inside`` (B, S, S) bool: the
+pixels whose content comes from inside the original image, not from the reflected border (the
+augmentation's padding). Clips (``image`` (B, n, S, S, 3)) get one rotation and one colour
+change per clip (``augment_clip``); a batch of named parts ({"frames": ..., "clips": ...}) is
+augmented part by part.
 """
 
 from __future__ import annotations
@@ -64,6 +70,18 @@ def rotate_image(image: jnp.ndarray, K: jnp.ndarray, angle: jnp.ndarray) -> jnp.
     return _bilinear_reflect(image, src[..., 0] / src[..., 2], src[..., 1] / src[..., 2])
 
 
+def rotation_inside(K: jnp.ndarray, angle: jnp.ndarray, image_size: tuple[int, int]) -> jnp.ndarray:
+    """(H, W) bool: the pixels of :func:`rotate_image`'s output sampled inside the original image (the
+    others are reflected border content)."""
+    H, W = image_size
+    A_inv = K @ rotation_z(-angle) @ jnp.linalg.inv(K)
+    vv, uu = jnp.meshgrid(jnp.arange(H, dtype=K.dtype), jnp.arange(W, dtype=K.dtype), indexing="ij")
+    src = jnp.einsum("ij,hwj->hwi", A_inv, jnp.stack([uu, vv, jnp.ones_like(uu)], -1))
+    u, v = src[..., 0] / src[..., 2], src[..., 1] / src[..., 2]
+    eps = 1e-3  # the identity rotation's own pixel centres count as inside
+    return (u >= -eps) & (u <= W - 1 + eps) & (v >= -eps) & (v <= H - 1 + eps)
+
+
 def _color(image: jnp.ndarray, factors: jnp.ndarray) -> jnp.ndarray:
     """image (H, W, 3) float 0..255; factors (3,) = brightness, contrast, saturation."""
     luma = jnp.array([0.299, 0.587, 0.114], image.dtype)
@@ -74,12 +92,17 @@ def _color(image: jnp.ndarray, factors: jnp.ndarray) -> jnp.ndarray:
     return gray + (image - gray) * factors[2]
 
 
-def augment_frame(frame: dict, angle: jnp.ndarray, color: jnp.ndarray | None) -> dict:
-    """Apply per-sample rotation angles (B,) and colour factors (B, 3) (or None) to a frame dict."""
+def augment_frame(frame: dict, angle: jnp.ndarray, color: jnp.ndarray | None, padding_masks: bool = False
+                  ) -> dict:
+    """Apply per-sample rotation angles (B,) and colour factors (B, 3) (or None) to a frame dict
+    (with ``padding_masks``, also ``inside`` (B, S, S) bool: see the module docstring)."""
     out = dict(frame)
     K = frame["K"].astype(jnp.float32)
     R = rotation_z(angle.astype(jnp.float32))  # (B, 3, 3)
     image = frame["image"]
+    if padding_masks:
+        out["inside"] = jax.vmap(lambda k, a: rotation_inside(k, a, image.shape[1:3]))(
+            K, angle.astype(jnp.float32))
     img = image.astype(jnp.float32)
     img = jax.vmap(rotate_image)(img, K, angle.astype(jnp.float32))
     if color is not None:
@@ -115,24 +138,56 @@ def sample_params(key: jax.Array, batch_size: int, rotation_range: float, color_
     return angle, color
 
 
-def augment(batch: dict, key: jax.Array, data_config) -> dict:
+def augment_clip(clip: dict, angle: jnp.ndarray, color: jnp.ndarray | None) -> dict:
+    """Apply per-clip rotation angles (B,) and colour factors (B, 3) (or None) to every frame of a
+    clip dict (``image`` (B, n, S, S, 3), ``K`` (B, n, 3, 3), optional per-frame labels (B, n, ...)):
+    one camera roll and one colour change per clip, so its motion is unchanged. Entries without the
+    (B, n) leading axes (e.g. ``angle`` (B,)) pass through."""
+    b, n = clip["image"].shape[:2]
+    per_frame = {k: v for k, v in clip.items() if getattr(v, "ndim", 0) >= 2 and v.shape[:2] == (b, n)}
+    flat = {k: v.reshape((b * n,) + v.shape[2:]) for k, v in per_frame.items()}
+    out = augment_frame(flat, jnp.repeat(angle, n), None if color is None else jnp.repeat(color, n, axis=0))
+    return {**clip, **{k: out[k].reshape(per_frame[k].shape) for k in per_frame}}
+
+
+def augment(batch: dict, key: jax.Array, data_config, padding_masks: bool = False) -> dict:
     """Augment a frame batch or a pair batch (see the module doc). Pure; jit-able (config static).
 
     Args:
-      batch: frame dict (``image`` (B, S, S, 3), ``K`` (B, 3, 3), optional labels) or a pair dict
-        {"s": frame, "u": frame, other keys passed through}.
+      batch: frame dict (``image`` (B, S, S, 3), ``K`` (B, 3, 3), optional labels), a pair dict
+        {"s": frame, "u": frame, other frame dicts (own draw), other keys passed through}, or a dict of
+        named parts (e.g. {"frames": frame dict, "clips": clip dict}, the comparison methods' batches):
+        every part holding an ``image`` is augmented on its own draws (frames (B, S, S, 3) per sample,
+        clips (B, n, S, S, 3) per clip, :func:`augment_clip`), the other parts pass through.
       key: a ``jax.random`` key.
       data_config: ``handprop_jax.config.DataConfig`` (rotation_range radians, color_jitter).
+      padding_masks: also return each frame's ``inside`` mask (static).
     Returns:
-      the batch with the same keys, shapes and dtypes.
+      the batch with the same keys, shapes and dtypes (plus ``inside`` per frame with ``padding_masks``).
     """
     pair = "s" in batch and "u" in batch
+    if not pair and "image" not in batch:
+        out = dict(batch)
+        for i, name in enumerate(sorted(batch)):
+            part = batch[name]
+            if isinstance(part, dict) and "image" in part:
+                out[name] = augment(part, jax.random.fold_in(key, i), data_config)
+        return out
     first = batch["s"] if pair else batch
-    angle, color = sample_params(key, first["image"].shape[0], float(data_config.rotation_range),
-                                 float(data_config.color_jitter))
+
+    def draw(k):
+        return sample_params(k, first["image"].shape[0], float(data_config.rotation_range),
+                             float(data_config.color_jitter))
+
+    angle, color = draw(key)
     if not pair:
-        return augment_frame(batch, angle, color)
+        if batch["image"].ndim == 5:  # a clip: one draw per clip
+            return augment_clip(batch, angle, color)
+        return augment_frame(batch, angle, color, padding_masks)
     out = dict(batch)
-    out["s"] = augment_frame(batch["s"], angle, color)
-    out["u"] = augment_frame(batch["u"], angle, color)
+    out["s"] = augment_frame(batch["s"], angle, color, padding_masks)
+    out["u"] = augment_frame(batch["u"], angle, color, padding_masks)
+    others = [k for k, v in batch.items() if k not in ("s", "u") and isinstance(v, dict) and "image" in v]
+    for i, name in enumerate(others):
+        out[name] = augment_frame(batch[name], *draw(jax.random.fold_in(key, i + 1)), padding_masks)
     return out

@@ -15,9 +15,11 @@ Hooks a builder may define (all optional):
   requested config (they are then deleted and rebuilt);
 - ``__init__(mano_model=...)``: receives the MANO model path of the run config;
 - ``__init__(on_bad_input=...)``: receives ``data.on_bad_input`` ("skip" or "raise");
+- ``__init__(manual_dir=...)``: receives the manual dir when building (e.g. to notice changed files);
 - skipped items: ``<dataset dir>/skipped.json`` = {"counts": {split: {reason: n}}, "examples": {split:
-  [messages]}, "info": {split: {what: n}}}; keys other than the output splits (e.g. "official val")
-  count what was skipped before an output split was known.
+  [messages]}, "info": {split: {what: n}}}; keys other than the output splits (e.g. "official val",
+  "not in splits.json") count what was skipped before an output split was known; the summary gives
+  each of them a row of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from handprop_jax.config import DataConfig
@@ -38,6 +41,7 @@ BUILDERS: dict[str, str] = {
     "synthetic_hand_video": "handprop_datasets.synthetic_hand_video.synthetic_hand_video_dataset_builder",
     "ho3d": "handprop_datasets.ho3d.ho3d_dataset_builder",
     "interhand26m": "handprop_datasets.interhand26m.interhand26m_dataset_builder",
+    "hand_videos": "handprop_datasets.hand_videos.hand_videos_dataset_builder",
 }
 
 
@@ -77,13 +81,28 @@ def make_builder(name: str, data_dir: str | Path, builder_config: str | None = N
     return cls(**kwargs)
 
 
-def read_skipped(builder: tfds.core.DatasetBuilder) -> dict[str, dict[str, int]]:
-    """{split: {reason: count}} from ``<dataset dir>/skipped.json`` (empty when absent)."""
+def read_skipped(builder: tfds.core.DatasetBuilder, key: str = "counts") -> dict:
+    """{split: {reason: count}} from ``<dataset dir>/skipped.json`` (empty when absent); ``key=
+    "examples"``: {split: [the first messages naming the skipped files]}."""
     path = Path(str(builder.data_path)) / "skipped.json"
     if not path.is_file():
         return {}
     data = json.loads(path.read_text())
-    return data.get("counts", data) if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return data.get(key, data if key == "counts" else {})
+
+
+def label_spacing(table) -> float | None:
+    """Median number of source frames (``frame_time``) between consecutive labelled frames of a
+    video, over a split's videos (None without two labels in one video)."""
+    gaps = []
+    for v in range(table.num_videos):
+        s, n = int(table.starts[v]), int(table.lengths[v])
+        flags = table.has_label[s:s + n] if table.has_label is not None else np.ones(n, bool)
+        gaps.append(np.diff(table.times(v)[np.nonzero(flags)[0]]))
+    gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+    return float(np.median(gaps)) if len(gaps) else None
 
 
 def build(name: str, data_dir: str | Path, manual_dir: str | Path | None = None,
@@ -93,9 +112,13 @@ def build(name: str, data_dir: str | Path, manual_dir: str | Path | None = None,
     summarise it.
 
     Returns {"name", "config", "data_dir", "path", "label_stride", "splits": {split: {"videos",
-    "frames", "labelled", "skipped": {reason: n}}}}; prints it as a table when ``verbose``."""
+    "frames", "labelled", "skipped": {reason: n}}}}; prints it as a table when ``verbose``. Data sets
+    where only some frames carry a label (``has_label``: hand_videos) add per split "labels" (frames
+    with a label) and "held_back" (labels outside S_V, scored by the evaluation), and a builder's
+    ``summary_notes()`` (if defined) is printed under the table."""
     data_config = data_config or DataConfig(name=name)
-    kwargs = {"mano_model": mano_model, "on_bad_input": data_config.on_bad_input}
+    manual = str(manual_dir) if manual_dir else None
+    kwargs = {"mano_model": mano_model, "on_bad_input": data_config.on_bad_input, "manual_dir": manual}
     builder = make_builder(name, data_dir, builder_config, data_config, **kwargs)
     stale = builder.stale_reason() if hasattr(builder, "stale_reason") else None
     if stale:
@@ -115,11 +138,18 @@ def build(name: str, data_dir: str | Path, manual_dir: str | Path | None = None,
         splits[split] = {"videos": table.num_videos, "frames": table.num_frames,
                          "labelled": int(table.labelled_mask(data_config.label_stride).sum()),
                          "skipped": dict(skipped.get(split, {}))}
+        if table.has_label is not None:
+            splits[split]["labels"] = int(table.has_label.sum())
+            splits[split]["held_back"] = int(table.evaluated_mask(data_config.label_stride).sum())
+            splits[split]["label_spacing"] = label_spacing(table)
     summary = {"name": name, "config": builder.builder_config.name if builder.builder_config else None,
                "data_dir": str(data_dir), "path": str(builder.data_path),
                "label_stride": data_config.label_stride, "splits": splits,
-               "skipped_elsewhere": {k: dict(v) for k, v in skipped.items() if k not in splits},
                "skip_report": str(report) if report.is_file() else None}
+    for split in skipped:  # a split whose every video was skipped is not written, and keys such as
+        if split not in splits:  # "official val" count what had no output split yet: still report them
+            splits[split] = {"videos": 0, "frames": 0, "labelled": 0, "skipped": dict(skipped[split])}
+    summary["examples"] = read_skipped(builder, "examples")
     if verbose:
         print(format_summary(summary))
     return summary
@@ -128,14 +158,27 @@ def build(name: str, data_dir: str | Path, manual_dir: str | Path | None = None,
 def format_summary(summary: dict[str, Any]) -> str:
     """The build summary as a plain-text table."""
     labelled = f"labelled (K={summary['label_stride']})"
+    partial = any("labels" in s for s in summary["splits"].values())
+    extra = f"{'labels':>8}{'held back':>11}" if partial else ""
     lines = [f"{summary['name']} ({summary['config']}) in {summary['path']}",
-             f"{'split':<8}{'videos':>8}{'frames':>10}{labelled:>18}  skipped"]
+             f"{'split':<8}{'videos':>8}{'frames':>10}{extra}{labelled:>18}  skipped"]
     for split, s in summary["splits"].items():
         skipped = ", ".join(f"{reason}: {n}" for reason, n in s["skipped"].items()) or "none"
-        lines.append(f"{split:<8}{s['videos']:>8}{s['frames']:>10}{s['labelled']:>18}  {skipped}")
-    for where, counts in summary.get("skipped_elsewhere", {}).items():
-        lines.append(f"{where}: skipped " + ", ".join(f"{reason}: {n}" for reason, n in counts.items()))
-    if summary.get("skip_report") and (any(s["skipped"] for s in summary["splits"].values())
-                                        or summary.get("skipped_elsewhere")):
+        cells = f"{s.get('labels', 0):>8}{s.get('held_back', 0):>11}" if partial else ""
+        lines.append(f"{split:<8}{s['videos']:>8}{s['frames']:>10}{cells}{s['labelled']:>18}  {skipped}")
+    if partial:
+        spacing = [s["label_spacing"] for s in summary["splits"].values() if s.get("label_spacing")]
+        if spacing:
+            k = summary["label_stride"]
+            every = f"{min(spacing):g}" + (f"-{max(spacing):g}" if max(spacing) > min(spacing) else "")
+            lines.append(f"labels every {every} frames (median per split); "
+                         f"K = {k} keeps " + ("every label for training" if k == 1 else
+                                              "labels >= K frames apart, the others held back for "
+                                              "`handprop evaluate`"))
+    examples = [(split, m) for split, ms in summary.get("examples", {}).items() for m in ms[:5]]
+    if examples:
+        lines.append(f"skipped (the first per split; all counted in {summary['path']}/skipped.json):")
+        lines += [f"  {split}: {message}" for split, message in examples]
+    if not examples and summary.get("skip_report") and any(s["skipped"] for s in summary["splits"].values()):
         lines.append(f"what was skipped and why (files, frames): {summary['skip_report']}")
     return "\n".join(lines)

@@ -1,16 +1,22 @@
-"""handprop data: build a data set (tfds array_record) and print what it holds.
+"""handprop data: build a data set (tfds array_record) and print what it holds; export a built one in
+the format of your own videos.
 
   handprop data build synthetic_hand_video --data-dir data [--config synthetic] [--set data.synth_frames=64]
   handprop data build ho3d --manual-dir /data/HO3D_v2 --data-dir data --config v2
   handprop data build interhand26m --manual-dir /data/InterHand2.6M --data-dir data --config mini_interhand
+  handprop data build hand_videos --manual-dir my_videos --data-dir data --config own_videos
+  handprop data export synthetic_hand_video --data-dir data --config synthetic --out my_videos --label-every 8
 
 ``--config`` names an experiment config (a file in experiments/configs or a path: its ``data`` section
 gives the label stride K, the synthetic sizes, image size, builder config) or, if no such file
 exists, a tfds builder config of NAME (e.g. ``v2``/``v3`` for ho3d); without an experiment config,
 NAME's default one is used (synthetic, mini_ho3d, mini_interhand: 224 px crops and K = 128 for the
-real data sets). The MANO model is --mano-model, else the config's model.mano_model if that file
-exists, else the builder looks for MANO_RIGHT.pkl in the manual dir. Prints, per split: videos,
-frames, labelled frames (every K-th, first and last included) and skipped items with the reason.
+real data sets; own_videos for hand_videos). The MANO model is --mano-model, else the config's
+model.mano_model if that file exists, else the builder looks for MANO_RIGHT.pkl in the manual dir;
+hand_videos takes the config's model.mano_model as it is (a missing file is an error; None = the
+synthetic hand). Prints, per split: videos, frames, labelled frames (every K-th, first and last
+included; hand_videos: also the frames with a label and those held back for evaluation) and skipped
+items with the reason, and the first skipped items by name.
 
 Bad input (a frame with an unusable annotation or image) is skipped and counted; the report of what
 was skipped, naming each file and frame, is ``DATA_DIR/<name>/<config>/<version>/skipped.json``.
@@ -19,6 +25,11 @@ one line, nothing written) on a missing download folder or annotation file, an u
 --data-dir, and a split that would be empty (the filter that emptied it is named, with the
 ``--set data....`` option that relaxes it: ``data.ho3d_val_sequences``, ``data.interhand_min_length``,
 ...).
+
+``export`` writes the videos of a built data set as a hand_videos source folder (one folder per
+video: frames/, labels.json with every --label-every-th frame, intrinsics.npy, boxes.json,
+ground_truth.npz; and splits.json): the walkthrough of docs/own_videos.md uses it to try everything
+on synthetic videos.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from pathlib import Path
 
 from handprop_jax import config as config_lib
 
-HELP = "build a dataset (synthetic_hand_video, ho3d, interhand26m)"
+HELP = "build a dataset (synthetic_hand_video, ho3d, interhand26m, hand_videos) or export one"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="MANO_RIGHT.pkl/.npz for builders that need it (default: model.mano_model)")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="config override, repeatable (e.g. data.synth_videos=[4,1,1])")
+    e = sub.add_parser("export", help="write a built data set's videos as a hand_videos source folder")
+    e.add_argument("name", choices=sorted(BUILDERS), help="data set (built in --data-dir)")
+    e.add_argument("--data-dir", required=True, help="tfds data_dir it was built in")
+    e.add_argument("--out", required=True, help="folder to write (one sub-folder per video, splits.json)")
+    e.add_argument("--config", default=None, help="experiment config it was built with")
+    e.add_argument("--label-every", type=int, default=None, metavar="N",
+                   help="keep the labels of every N-th frame, first and last included "
+                        "(default: data.label_stride)")
+    e.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to export")
+    e.add_argument("--videos", type=int, default=None, metavar="N", help="at most N videos per split")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="config override, repeatable (as for build)")
+    e.add_argument("--builder-config", default=None, help="tfds builder config")
 
 
 def _is_config_file(name: str) -> bool:
@@ -56,7 +80,10 @@ def _is_config_file(name: str) -> bool:
                                                           (config_lib.CONFIG_DIR / f"{name}.py").is_file())
 
 
-DEFAULT_CONFIGS = {"synthetic_hand_video": "synthetic", "ho3d": "mini_ho3d", "interhand26m": "mini_interhand"}
+DEFAULT_CONFIGS = {"synthetic_hand_video": "synthetic", "ho3d": "mini_ho3d", "interhand26m": "mini_interhand",
+                   "hand_videos": "own_videos"}
+#: builders that take the run's MANO model as configured (model.mano_model; None = the synthetic hand)
+RUN_MANO = {"hand_videos"}
 
 
 def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str | None]:
@@ -98,15 +125,21 @@ def writable_dir(path: str | Path, what: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "data_command", None) != "build":
-        print("usage: handprop data build NAME --data-dir DIR [--manual-dir DIR] [--config CFG] [--set ...]")
+    command = getattr(args, "data_command", None)
+    if command == "export":
+        return export(args)
+    if command != "build":
+        print("usage: handprop data build NAME --data-dir DIR [--manual-dir DIR] [--config CFG] [--set ...]\n"
+              "       handprop data export NAME --data-dir DIR --out OUT [--config CFG] [--label-every N]")
         return 2
     from handprop_jax.data.build import build
     from handprop_jax.errors import UserError, disk_full
 
     config, builder_config = resolve(args)
     mano_model = args.mano_model
-    if mano_model is None and config.model.mano_model and Path(config.model.mano_model).is_file():
+    if args.name in RUN_MANO:
+        mano_model = mano_model or config.model.mano_model or "synthetic"
+    elif mano_model is None and config.model.mano_model and Path(config.model.mano_model).is_file():
         mano_model = config.model.mano_model
     try:
         writable_dir(args.data_dir, "--data-dir")
@@ -119,4 +152,19 @@ def run(args: argparse.Namespace) -> int:
         message = f"disk full while writing ({full})" if full else str(e).strip().splitlines()[0]
         print(f"handprop data: {message}", file=sys.stderr)
         return 2
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """``handprop data export``: a built data set's videos in the hand_videos source format."""
+    from handprop_jax.propagation.inputs import export_videos
+
+    args.mano_model = None
+    config, _ = resolve(args)
+    if args.label_every is not None and args.label_every < 1:
+        raise config_lib.ConfigError(f"--label-every: expected an integer >= 1, got {args.label_every}")
+    written = export_videos(config, args.out, args.label_every, tuple(args.splits), args.videos)
+    n = sum(len(v) for v in written.values())
+    print(f"exported {n} video(s) ({', '.join(f'{s}: {len(v)}' for s, v in written.items())}) to "
+          f"{Path(args.out).resolve()} (labels every {args.label_every or config.data.label_stride} frames)")
     return 0

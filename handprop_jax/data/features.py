@@ -7,15 +7,20 @@ import tensorflow_datasets as tfds
 
 LABEL_KEYS = ("root", "pose", "betas", "joints3d", "joints2d")
 META_KEYS = ("video_id", "video_name", "frame_index", "frame_time", "video_length")
+#: optional bool feature: the frame carries a label (data sets where only some frames do: hand_videos;
+#: its label features are NaN where it is False). Absent = every frame has a label.
+HAS_LABEL = "has_label"
 
 
-def frame_features(image_size: int | None) -> tfds.features.FeaturesDict:
+def frame_features(image_size: int | None, has_label: bool = False) -> tfds.features.FeaturesDict:
     """FeaturesDict of one frame: a square uint8 crop of side ``image_size`` plus its labels.
 
     ``image_size=None`` leaves the side unspecified in the spec (the synthetic builder: one builder
-    config holds data sets of any resolution; every image of a data set still has the same size)."""
+    config holds data sets of any resolution; every image of a data set still has the same size).
+    ``has_label``: add the ``HAS_LABEL`` flag (builders of sparsely labelled videos)."""
     f32 = np.float32
-    return tfds.features.FeaturesDict({
+    extra = {HAS_LABEL: tfds.features.Scalar(dtype=np.bool_)} if has_label else {}
+    return tfds.features.FeaturesDict({**extra,
         "image": tfds.features.Image(shape=(image_size, image_size, 3), dtype=np.uint8,
                                      encoding_format="png"),
         "K": tfds.features.Tensor(shape=(3, 3), dtype=f32),

@@ -2,8 +2,9 @@
 and :class:`Split` (its video table, labelled set and frames by position or (video, frame)).
 
 - ``open_split(data_config, split) -> Split``: ``.table`` (:class:`~handprop_jax.data.videos.VideoTable`),
-  ``.labelled`` (every K-th frame of each video, first and last included), ``.nearest``,
-  ``.frames(positions, with_labels)``, ``.frame(video, frame)``, ``.video(video)``.
+  ``.labelled`` (every K-th frame of each video, first and last included; where only some frames
+  carry a label, ``handprop_jax.data.sparse.select_labelled``), ``.evaluated`` (frames the evaluation
+  scores), ``.nearest``, ``.frames(positions, with_labels)``, ``.frame(video, frame)``, ``.video(video)``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from handprop_jax.config import DataConfig
 from handprop_jax.data.build import make_builder
-from handprop_jax.data.features import LABEL_KEYS
+from handprop_jax.data.features import HAS_LABEL, LABEL_KEYS
 from handprop_jax.data.videos import VideoTable, video_table
 
 FRAME_KEYS = ("image", "K", "video_id", "frame_index")
@@ -44,8 +45,10 @@ def data_source(data_config: DataConfig, split: str, decoders: dict | None = Non
 class Split:
     """One split: video table, labelled set and random access to frames.
 
-    Attributes: ``table`` (VideoTable), ``stride`` (K), ``labelled`` (N,) bool over positions,
-    ``nearest`` (N,) position of N(u), ``labelled_positions`` (L,) ascending.
+    Attributes: ``table`` (VideoTable), ``stride`` (K), ``labelled`` (N,) bool over positions (S_V),
+    ``evaluated`` (N,) bool (a label but not in S_V: scored by the evaluation), ``nearest`` (N,)
+    position of N(u), ``labelled_positions`` (L,) ascending, ``video_labelled[v]`` S_V of table row v
+    (frame indices).
     """
 
     def __init__(self, data_config: DataConfig, split: str, source=None):
@@ -55,8 +58,13 @@ class Split:
         self.table = _cached_table(data_config, split) if source is None else video_table(source, split)
         self.stride = int(data_config.label_stride)
         self.labelled = self.table.labelled_mask(self.stride)
+        self.evaluated = self.table.evaluated_mask(self.stride)
         self.nearest = self.table.nearest_labelled(self.stride)
         self.labelled_positions = np.nonzero(self.labelled)[0]
+        starts = self.table.starts
+        self.video_labelled = [self.table.frame[p] for p in
+                               np.split(self.labelled_positions, np.searchsorted(self.labelled_positions,
+                                                                                 starts[1:]))]
 
     def __len__(self) -> int:
         return self.table.num_frames
@@ -86,10 +94,13 @@ class Split:
 
     def video(self, video: int, with_labels: bool = True) -> dict[str, np.ndarray]:
         """All frames of one video (table row) in frame order, as a frame batch, plus ``frame_time``
-        (T,): the frames' source times (``handprop_jax.data.sparse``)."""
+        (T,): the frames' source times (``handprop_jax.data.sparse``), and ``has_label`` (T,) bool
+        (which frames carry a label; with labels, the others' label keys are NaN)."""
         s, n = int(self.table.starts[video]), int(self.table.lengths[video])
         out = self.frames(range(s, s + n), with_labels)
         out["frame_time"] = self.table.times(video).astype(np.int32)
+        flags = self.table.video_has_label(video)
+        out[HAS_LABEL] = np.ones(n, bool) if flags is None else np.array(flags)
         return out
 
 

@@ -10,7 +10,12 @@ the frames after them. ``times=None`` means ``arange(length)`` (a video without 
 - Labelled frames S_V: the frames at source times t_0, t_0 + K, t_0 + 2K, ... (t_0 = the first
   stored frame), the first and the last stored frame included. A grid time whose frame is missing
   gets no label (no other frame is promoted): its neighbours are propagated from the grid frames on
-  either side.
+  either side. When only some frames carry a label (``has_label``, the ``hand_videos`` builder: a
+  user's own sparse labels), :func:`select_labelled` generalises the rule: keep the first labelled
+  frame, then each labelled frame at least K source frames after the last kept one, and the last
+  labelled frame (with every frame labelled this is the every-K-th rule above; with K = 1 it keeps
+  every label). The labelled frames it does not keep are *held back*: never in a training batch with
+  their label, evaluated.
 - Nearest labelled frame N(u) = argmin_{s in S_V} |t_s - t_u| (ties go to the earlier frame).
 - Stage 2 partner of a labelled s: uniformly one of the n nearest labelled frames in time (s itself
   included).
@@ -53,6 +58,44 @@ def labelled_frames(length: int, stride: int, times: np.ndarray | None = None) -
     if idx[-1] != length - 1:
         idx = np.append(idx, length - 1)
     return idx.astype(np.int64)
+
+
+def select_labelled(has_label: np.ndarray, stride: int, times: np.ndarray | None = None) -> np.ndarray:
+    """S_V of a video whose frames ``has_label`` (T,) bool carry a label: the first labelled frame,
+    then each labelled frame >= ``stride`` source frames (``times``) after the last kept one, and the
+    last labelled frame. Returns (L,) int64 sorted positions (empty when no frame has a label). Equals
+    ``labelled_frames(T, stride, times)`` when every frame has a label."""
+    has_label = np.asarray(has_label, bool)
+    _check(max(len(has_label), 1), stride)
+    if len(has_label) and has_label.all():
+        return labelled_frames(len(has_label), stride, times)
+    t = frame_times(len(has_label), times)
+    cand = np.nonzero(has_label)[0].astype(np.int64)
+    if len(cand) == 0 or stride == 1:
+        return cand
+    kept = [int(cand[0])]
+    for f in cand[1:]:
+        if t[f] - t[kept[-1]] >= stride:
+            kept.append(int(f))
+    if kept[-1] != cand[-1]:
+        kept.append(int(cand[-1]))
+    return np.asarray(kept, np.int64)
+
+
+def label_sets(length: int, stride: int, has_label: np.ndarray | None = None,
+               times: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(S_V (L,), evaluated (M,)) of a video: the labelled frames and the frames scored by the
+    evaluation (frames with a label outside S_V). ``has_label=None``: every frame has one (the data
+    sets with dense ground truth), so the evaluated frames are all the unlabelled ones. ``times``:
+    the frames' source times (None: 0..length-1)."""
+    if has_label is None:
+        lab = labelled_frames(length, stride, times)
+        return lab, np.setdiff1d(np.arange(length), lab)
+    has_label = np.asarray(has_label, bool)
+    if has_label.shape != (length,):
+        raise ValueError(f"has_label has shape {has_label.shape}, expected ({length},)")
+    lab = select_labelled(has_label, stride, times)
+    return lab, np.setdiff1d(np.nonzero(has_label)[0], lab)
 
 
 def labelled_mask(length: int, stride: int, times: np.ndarray | None = None) -> np.ndarray:
@@ -98,15 +141,22 @@ def nearest_labelled(length: int, stride: int, times: np.ndarray | None = None) 
     return neighbours(length, labelled_frames(length, stride, times), times)["nearest"]
 
 
+def _labelled(length: int, stride: int, labelled: np.ndarray | None, t: np.ndarray) -> np.ndarray:
+    return labelled_frames(length, stride, t) if labelled is None else np.asarray(labelled, np.int64)
+
+
 def n_nearest_labelled(length: int, stride: int, n: int, rows: np.ndarray | None = None,
-                       times: np.ndarray | None = None) -> np.ndarray:
+                       labelled: np.ndarray | None = None, times: np.ndarray | None = None) -> np.ndarray:
     """For each labelled frame (in ``labelled_frames`` order; only ``rows`` of that order if given)
     its ``n`` nearest labelled frames in time, itself first, then by distance (ties -> earlier).
+
+    ``labelled``: S_V (sorted positions) when it is not every ``stride``-th frame (here and in
+    the samplers below; e.g. from :func:`select_labelled`); ``times``: the frames' source times.
 
     Returns (L or len(rows), min(n, L)) int64 positions. O(rows * n): the n nearest of the
     labelled frame of rank r have ranks in [r - n + 1, r + n - 1]."""
     t = frame_times(length, times)
-    lab = labelled_frames(length, stride, t)
+    lab = _labelled(length, stride, labelled, t)
     n = min(n, len(lab))
     rows = np.arange(len(lab)) if rows is None else np.asarray(rows, np.int64)
     cand = rows[:, None] + np.arange(-(n - 1), n)[None, :]  # (R, 2n - 1) candidate ranks
@@ -118,37 +168,40 @@ def n_nearest_labelled(length: int, stride: int, n: int, rows: np.ndarray | None
 
 
 def unlabelled_window(frame: int, length: int, stride: int, max_gap: int,
-                      times: np.ndarray | None = None) -> np.ndarray:
+                      labelled: np.ndarray | None = None, times: np.ndarray | None = None) -> np.ndarray:
     """Unlabelled frames u of a video with |t_u - t_frame| < max_gap. Returns (M,) int64 positions
     (may be empty)."""
     t = frame_times(length, times)
     lo = int(np.searchsorted(t, t[frame] - max_gap, side="right"))
     hi = int(np.searchsorted(t, t[frame] + max_gap, side="left"))
     cand = np.arange(lo, hi)
-    return cand[~labelled_mask(length, stride, t)[cand]]
+    return cand[~np.isin(cand, _labelled(length, stride, labelled, t))]
 
 
 def sample_stage3_partner(rng: np.random.Generator, frame: int, length: int, stride: int, max_gap: int,
-                          nearest: int, unlabelled_fraction: float, times: np.ndarray | None = None
+                          nearest: int, unlabelled_fraction: float, labelled: np.ndarray | None = None,
+                          times: np.ndarray | None = None
                           ) -> tuple[int, bool]:
     """Partner u of the labelled frame ``frame`` for stage 3. Returns (u, u_is_labelled).
 
     Falls back to a labelled partner when the window holds no unlabelled frame (e.g. K = 1)."""
     if rng.random() < unlabelled_fraction:
-        cand = unlabelled_window(frame, length, stride, max_gap, times)
+        cand = unlabelled_window(frame, length, stride, max_gap, labelled, times)
         if len(cand):
             return int(cand[rng.integers(len(cand))]), False
-    return sample_labelled_partner(rng, frame, length, stride, nearest, times), True
+    return sample_labelled_partner(rng, frame, length, stride, nearest, labelled, times), True
 
 
 def sample_labelled_partner(rng: np.random.Generator, frame: int, length: int, stride: int,
-                            nearest: int, times: np.ndarray | None = None) -> int:
+                            nearest: int, labelled: np.ndarray | None = None,
+                            times: np.ndarray | None = None) -> int:
     """Stage 2: uniformly one of the ``nearest`` nearest labelled frames of the labelled ``frame``."""
-    lab = labelled_frames(length, stride, times)
+    t = frame_times(length, times)
+    lab = _labelled(length, stride, labelled, t)
     row = int(np.searchsorted(lab, frame))
     if row >= len(lab) or lab[row] != frame:
         raise ValueError(f"frame {frame} is not labelled (length {length}, K {stride})")
-    choices = n_nearest_labelled(length, stride, nearest, rows=np.array([row]), times=times)[0]
+    choices = n_nearest_labelled(length, stride, nearest, rows=np.array([row]), labelled=lab, times=t)[0]
     return int(choices[rng.integers(len(choices))])
 
 

@@ -294,12 +294,11 @@ def _windows(large: int, small: int, n_large: int, n_faces: int) -> tuple | None
     return None
 
 
-def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarray]:
-    """All frames of one video: dict of per-frame arrays with the keys of ``frame_features``
-    (image uint8 (T, S, S, 3) not yet PNG-encoded; video_name a str)."""
-    hand = _hand(spec.side, spec.mano_seed)
-    p = video_parameters(spec, split, video)
-    T, S = spec.frames, spec.image_size
+def _hand_and_crops(hand: _Hand, p: dict, size: int) -> tuple[np.ndarray, ...]:
+    """The posed hand of a video's parameters and the crop that follows it in every frame:
+    (verts (T, V, 3), joints (T, 21, 3), centre (T, 2) and side (T,) in full-image pixels, crop K
+    (T, 3, 3) float32)."""
+    T = len(p["root"])
     betas = np.broadcast_to(p["betas"], (T, 10))
     verts, joints = (np.asarray(a) for a in hand_in_camera_jit(
         hand.model, jnp.asarray(p["root"]), jnp.asarray(p["pose"]), jnp.asarray(betas)))
@@ -309,7 +308,31 @@ def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarra
     # 1.2x the larger bounding-box extent, but at least MIN_CROP metres at the root depth (bounds the
     # zoom on compact, end-on views)
     side = np.maximum(1.2 * np.max(hi - lo, axis=1), p["K_full"][0, 0] * MIN_CROP / p["root"][:, 2])
-    K = crop_intrinsics(p["K_full"], centre, side, S).astype(np.float32)
+    K = crop_intrinsics(p["K_full"], centre, side, size).astype(np.float32)
+    return verts, joints, centre, side, K
+
+
+def video_motion(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarray]:
+    """The hand motion of one video without rendering it: root (T, 3), pose (T, 48), betas (T, 10),
+    joints3d (T, 21, 3) float32 and the crop intrinsics K (T, 3, 3) that ``render_video`` would use
+    (same crop rule). Used as unpaired motion data (a video nobody renders)."""
+    hand = _hand(spec.side, spec.mano_seed)
+    p = video_parameters(spec, split, video)
+    _, joints, _, _, K = _hand_and_crops(hand, p, spec.image_size)
+    T = spec.frames
+    return {"root": p["root"], "pose": p["pose"],
+            "betas": np.ascontiguousarray(np.broadcast_to(p["betas"], (T, 10))),
+            "joints3d": joints.astype(np.float32), "K": K}
+
+
+def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarray]:
+    """All frames of one video: dict of per-frame arrays with the keys of ``frame_features``
+    (image uint8 (T, S, S, 3) not yet PNG-encoded; video_name a str)."""
+    hand = _hand(spec.side, spec.mano_seed)
+    p = video_parameters(spec, split, video)
+    T, S = spec.frames, spec.image_size
+    betas = np.broadcast_to(p["betas"], (T, 10))
+    verts, joints, centre, side, K = _hand_and_crops(hand, p, S)
     background = _crop_background(p["canvas"], centre, side, S)
     faces = jnp.asarray(hand.faces)
     extents = np.asarray(face_extents(jnp.asarray(verts), faces, jnp.asarray(K)))  # (T, F)

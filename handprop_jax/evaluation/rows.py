@@ -7,7 +7,10 @@ Every row gives an annotation for each unlabelled frame of a video:
   (:class:`handprop_jax.propagation.core.Propagator`), from the nearest labelled frame or from both
   neighbours (scenario 2 for the methods, "ref" for the trivial references: copy and interpolation,
   plain and crop-aware); the paper's method needs its phase's aligner;
-- ``mean``: one constant hand, the mean of the train split's labelled frames (reference).
+- ``mean``: one constant hand, the mean of the train split's labelled frames (reference);
+- ``recurrent`` rows (scenario 1): a phase's predictor with a temporal input run over each whole
+  video in frame order from frame 0 (``BoundModel.sequence``; Chen et al.'s method,
+  :mod:`handprop_jax.model.temporal`).
 
 A training variant adds its row with one entry here (its phase is trained by
 :mod:`handprop_jax.training.registry`); rows whose phase has no checkpoint in a run are left out.
@@ -20,7 +23,8 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """name: as printed. scenario: 1, 2 or "ref". kind: "predict", "propagate" or "mean". phase: the
+    """name: as printed. scenario: 1, 2 or "ref". kind: "predict", "propagate", "mean" or
+    "recurrent". phase: the
     checkpoint it needs (None: none). method, both_sides: the propagation (``propagate`` rows)."""
 
     name: str
@@ -33,6 +37,7 @@ class Row:
 
 BASELINE = "Baseline"
 ALIGN = "Baseline + Align"
+ALIGN_PAPER = "Baseline + Align (paper)"
 PROPAGATION = "Propagation"
 BOTH_SIDES = "Propagation (both sides)"
 PAPER = "Propagation (paper)"
@@ -42,11 +47,22 @@ COPY_CROP = "Copy (crop-aware)"
 INTERPOLATION = "Interpolation"
 INTERPOLATION_CROP = "Interpolation (crop-aware)"
 MEAN_POSE = "Mean pose"
+HASSON = "Photometric consistency (Hasson)"
+ADVERSARIAL_UNPAIRED = "Adversarial motion (Spurr), unpaired motion"
+ADVERSARIAL_LABELS = "Adversarial motion (Spurr), labels only"
+TEMPORAL = "Temporal consistency (Chen)"
+TEMPORAL_SINGLE = "Temporal consistency (Chen), no temporal input"
 
 #: Table I rows per split, in order.
 ROWS: tuple[Row, ...] = (
     Row(BASELINE, 1, "predict", phase="baseline"),
-    Row(ALIGN, 1, "predict", phase="align"),
+    Row(ALIGN, 1, "predict", phase="pseudo"),
+    Row(ALIGN_PAPER, 1, "predict", phase="align"),
+    Row(HASSON, 1, "predict", phase="photometric"),
+    Row(ADVERSARIAL_UNPAIRED, 1, "predict", phase="adversarial_motion"),
+    Row(ADVERSARIAL_LABELS, 1, "predict", phase="adversarial_motion_labels"),
+    Row(TEMPORAL, 1, "recurrent", phase="temporal_consistency"),
+    Row(TEMPORAL_SINGLE, 1, "predict", phase="temporal_consistency"),
     Row(PROPAGATION, 2, "propagate", method="photometric"),
     Row(BOTH_SIDES, 2, "propagate", method="photometric", both_sides=True),
     Row(PAPER, 2, "propagate", phase="align", method="paper"),

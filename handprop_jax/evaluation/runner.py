@@ -1,15 +1,20 @@
 """Table I of a run (paper section V-C) on the unlabelled frames of each split, one row per
 :class:`~handprop_jax.evaluation.rows.Row` (:data:`~handprop_jax.evaluation.rows.ROWS`).
 
-For every video of a split, with its labelled frames S_V = every K-th frame, first and last included
+For every video of a split, with its labelled frames S_V = every K-th frame in source time (the stored
+``frame_time``), first and last included
 (``handprop_jax.data.sparse``), and every unlabelled frame u, each row gives an annotation γ̃_u:
-a phase's single-frame predictor (scenario 1), a propagation method moving the labelled frames'
+a phase's single-frame predictor (scenario 1; or, for a predictor with a temporal input, its
+recurrent prediction over the whole video from frame 0), a propagation method moving the labelled frames'
 ground truth to u from the nearest labelled frame or from both neighbours
 (:func:`handprop_jax.propagation.core.propagate_video`; scenario 2, and the trivial references Copy /
 Interpolation, plain and crop-aware), or the mean pose (reference): one constant annotation, the mean
 over the labelled frames of the **train** split of root (arithmetic mean, metres), betas (arithmetic
 mean) and each of the 16 joint rotations of the pose (chordal L2 mean,
 ``mano_jax.chordal_mean_axis_angle``).
+A video whose ``has_label`` (T,) marks only some frames as labelled (the ``hand_videos`` builder's own
+videos) takes S_V from those frames (``sparse.select_labelled``) and scores only the frames u that
+have a label outside S_V, the held-back labels (``sparse.label_sets``).
 
 Each annotation γ becomes joints and vertices with ``handprop_jax.hand.hand_in_camera`` and the run's
 MANO model; the ground truth is the stored ``joints3d`` and the vertices of the stored γ*_u; metrics
@@ -86,12 +91,11 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
       {"frames" (M,) unlabelled frame indices, "gap" (M,) |t_u - t_N(u)| in source frames, "gt" γ*_u (M, ...),
        "gt_joints" (M, 21, 3), "rows": {row name: γ (M, ...)}} — empty M when every frame is labelled.
     """
-    from handprop_jax.data.sparse import labelled_frames
+    from handprop_jax.data.sparse import label_sets
 
     T, S = video["image"].shape[:2]
     times = video.get("frame_time")  # source times: holes in a video shift nothing (data.sparse)
-    lab = labelled_frames(T, stride, times)
-    unl = np.setdiff1d(np.arange(T), lab)
+    lab, unl = label_sets(T, stride, video.get("has_label"), times)
     gt_all = Gamma.of(video).numpy()
     out = {"frames": unl, "gt": gt_all.take(unl),
            "gt_joints": np.asarray(video["joints3d"], np.float32)[unl], "rows": {}}
@@ -119,6 +123,10 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
             m = models[row.phase]
             out["rows"][row.name] = batched(m.regress, rows(feats(row.phase), unl), K[unl],
                                             batch_size=m.batch_size)
+        elif row.kind == "recurrent":
+            m = models[row.phase]
+            if m.sequence is not None:
+                out["rows"][row.name] = Gamma.of(m.sequence(video["image"], K)).numpy().take(unl)
         elif row.kind == "mean":
             if mean is not None:
                 out["rows"][row.name] = broadcast(mean, len(unl))
@@ -167,10 +175,11 @@ def evaluate_video(mano, video: dict, stride: int, models: dict[str, BoundModel]
 def _truncate(video: dict, budget: int, stride: int) -> dict:
     """Cut a video so that it has at most ``budget`` unlabelled frames (its last frame is then
     labelled, as in a shorter video)."""
-    from handprop_jax.data.sparse import labelled_mask
+    from handprop_jax.data.sparse import label_sets
 
     T = video["image"].shape[0]
-    unl_cum = np.cumsum(~labelled_mask(T, stride, video.get("frame_time")))
+    unl_cum = np.cumsum(np.isin(np.arange(T), label_sets(T, stride, video.get("has_label"),
+                                                         video.get("frame_time"))[1]))
     cut = int(np.searchsorted(unl_cum, budget, side="left")) + 2  # keep one more frame, labelled
     return {k: (v[:cut] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == T else v)
             for k, v in video.items()}
@@ -183,7 +192,7 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, models: dic
     ``total``: unlabelled frames expected (progress bar length)."""
     from tqdm import tqdm
 
-    from handprop_jax.data.sparse import labelled_mask
+    from handprop_jax.data.sparse import label_sets
 
     stride = config.data.label_stride
     cap = config.eval.max_frames
@@ -197,7 +206,7 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, models: dic
         if cap is not None and seen >= cap:
             break
         T = video["image"].shape[0]
-        n_unl = int((~labelled_mask(T, stride, video.get("frame_time"))).sum())
+        n_unl = len(label_sets(T, stride, video.get("has_label"), video.get("frame_time"))[1])
         if cap is not None and seen + n_unl > cap:
             video = _truncate(video, cap - seen, stride)
         frames, gap = evaluate_video(mano, video, stride, models, mean, config.eval.both_sides, propagators,

@@ -20,7 +20,8 @@ variables or parameters passed explicitly (``variables`` = ``{"params", "batch_s
 - :meth:`~HandPropModel.hand` ``(gamma) -> (verts (B,778,3), joints (B,21,3))`` camera frame,
   metres; :meth:`~HandPropModel.joints` ``(*gammas)``: the joints of several γ in one MANO call;
 - :meth:`~HandPropModel.bind` ``(variables, batch_size=None) -> BoundModel``: the jitted inference
-  callables of one set of variables (what evaluation, visualisation and ``handprop propagate`` use).
+  callables of one set of variables (what evaluation, visualisation and ``handprop propagate`` use;
+  ``sequence`` for a model with a temporal input, :mod:`handprop_jax.model.temporal`).
 
 A frame enters the aligner as a :class:`Frame` record (its :class:`Features` and its intrinsics K)
 rather than as bare feature tuples, so that the aligner can later be given more of each frame
@@ -91,14 +92,18 @@ class HandPropModel:
         return variables
 
     # ------------------------------------------------------------------------------ the network
-    def encode(self, variables: dict, images: jnp.ndarray, train: bool = False) -> tuple[Features, Any]:
+    def encode(self, variables: dict, images: jnp.ndarray, train: bool = False,
+               stem: jnp.ndarray | None = None) -> tuple[Features, Any]:
         """ψ: uint8 images (B, S, S, 3) → (Features, batch_stats). ``train``: BatchNorm on batch
         statistics, running averages updated (unless ``model.freeze_batchnorm``); otherwise the
-        running statistics are used and returned unchanged."""
+        running statistics are used and returned unchanged. ``stem`` (B, S/2, S/2, width): optional
+        addition to the first convolution's output — extra input channels through their own conv1
+        weights (:mod:`handprop_jax.model.temporal`); None = the plain single-frame encoder."""
         stats = variables.get("batch_stats", {})
         if not train:
-            return Features(*self.module.apply(variables, images, False, method=hp.HandProp.encode)), stats
-        out, mutated = self.module.apply(variables, images, True, mutable=["batch_stats"],
+            out = self.module.apply(variables, images, False, stem, method=hp.HandProp.encode)
+            return Features(*out), stats
+        out, mutated = self.module.apply(variables, images, True, stem, mutable=["batch_stats"],
                                          method=hp.HandProp.encode)
         return Features(*out), mutated.get("batch_stats", stats)
 
@@ -113,11 +118,11 @@ class HandPropModel:
                                 d.image_size if image_size is None else image_size, d.z_off, m.ncomps,
                                 m.root_depth_unit)
 
-    def predict(self, variables: dict, images: jnp.ndarray, K: jnp.ndarray, train: bool = False
-                ) -> tuple[Features, Gamma, Any]:
+    def predict(self, variables: dict, images: jnp.ndarray, K: jnp.ndarray, train: bool = False,
+                stem: jnp.ndarray | None = None) -> tuple[Features, Gamma, Any]:
         """Single-frame Hand Predictor: images (B, S, S, 3) uint8, K (B, 3, 3) → (Features, γ^reg,
-        batch_stats) (see :meth:`encode` for ``train``)."""
-        features, stats = self.encode(variables, images, train)
+        batch_stats) (see :meth:`encode` for ``train`` and ``stem``)."""
+        features, stats = self.encode(variables, images, train, stem)
         return features, self.regress(variables["params"], features, K, images.shape[1]), stats
 
     def align(self, params: dict, gamma_b: Gamma, frame_a: Frame, frame_b: Frame) -> Gamma:
@@ -143,13 +148,17 @@ class HandPropModel:
         """The jitted inference callables of ``variables`` (BatchNorm in inference mode); the variables
         and the MANO arrays are arguments of the compiled functions, not constants folded into them.
         ``batch_size`` (default ``eval.batch_size``) is the fixed batch callers pad to."""
+        from handprop_jax.model import temporal
+
         model, variables = jax.device_put((self, variables))  # once, not at every call
         return BoundModel(
             features=functools.partial(_features, model, variables),
             regress=functools.partial(_regress, model, variables["params"]),
             align=functools.partial(_align, model, variables["params"]),
             image_size=self.config.data.image_size,
-            batch_size=batch_size or self.config.eval.batch_size)
+            batch_size=batch_size or self.config.eval.batch_size,
+            sequence=(temporal.video_predictor(model, variables) if temporal.KEY in variables["params"]
+                      else None))
 
 
 @jax.jit
@@ -176,7 +185,11 @@ class BoundModel:
     - ``regress(features, K (B, 3, 3)) -> Gamma`` (γ^reg, scenario 1);
     - ``align(gamma_b, frame_a, frame_b) -> Gamma`` (scenario 2: ``align(γ*_s, frame_u, frame_s)``);
     - ``image_size``: S; ``batch_size``: the fixed batch the functions are called with (callers pad
-      the last batch so that nothing recompiles).
+      the last batch so that nothing recompiles);
+    - ``sequence(images (T, S, S, 3), K (T, 3, 3)) -> Gamma (T)``: for a model with a temporal input
+      (:mod:`handprop_jax.model.temporal`) the recurrent prediction of a whole video in frame order;
+      None for single-frame models (``features``/``regress`` are then the model without its
+      temporal input).
     """
 
     features: Callable[[Any], Features]
@@ -184,6 +197,7 @@ class BoundModel:
     align: Callable[[Gamma, Frame, Frame], Gamma]
     image_size: int
     batch_size: int
+    sequence: Callable[[Any, Any], Gamma] | None = None
 
 
 __all__ = ["BoundModel", "Features", "Frame", "HandPropModel"]

@@ -179,8 +179,12 @@ class Encoder(nn.Module):
     freeze_batchnorm: bool = False
 
     @nn.compact
-    def __call__(self, images: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        """images: float (B, H, W, 3), already normalised (see :func:`normalize_images`).
+    def __call__(self, images: jax.Array, train: bool, stem: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
+        """images: float (B, H, W, 3), already normalised (see :func:`normalize_images`). ``stem``:
+        optional (B, H/2, W/2, width) added to the output of ``conv1`` before ``bn1`` — the response
+        of extra input channels to their own conv1 weights (a 7x7/2 convolution with padding 3 of
+        those channels), i.e. conv1 over the image with the extra channels concatenated.
 
         Returns (z_r, z_theta), float32 (B, feature_dim) each.
         """
@@ -194,6 +198,8 @@ class Encoder(nn.Module):
         impl = self.conv_impl
         ura = (not train) or self.freeze_batchnorm
         x = Conv(self.width, 7, 2, 3, impl, dtype, name="conv1")(images)
+        if stem is not None:
+            x = x + stem.astype(x.dtype)
         x = nn.relu(BatchNorm(ura, dtype=dtype, name="bn1")(x))
         x = max_pool_3x3_s2(x)
         pooled = []

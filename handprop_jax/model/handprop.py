@@ -16,7 +16,8 @@ Methods (use with ``module.apply(variables, ..., method=...)``):
 
 - ``__call__(images_uint8, train)`` → (z_r, z_theta, raw_root (B, 3), raw_pose (B, 28)); also
   runs the aligners once at ``init`` so that every parameter is created.
-- ``encode(images_uint8, train)`` → (z_r, z_theta), float32 (B, feature_dim).
+- ``encode(images_uint8, train, stem=None)`` → (z_r, z_theta), float32 (B, feature_dim); ``stem``
+  is added to the first convolution's output (extra input channels, e.g. a temporal input).
 - ``regress(z_r, z_theta)`` → (raw_root (B, 3), raw_pose (B, 3 + ncomps + 10)).
 - ``align(root_b, pose_b, dz_r, dz_theta)`` → (Δr (B, 3) metres, Δθ (B, 48) radians).
 """
@@ -56,10 +57,14 @@ class HandProp(nn.Module):
         self.pose_aligner = heads.PoseAligner(self.pose_aligner_hidden, self.pose_aligner_blocks,
                                               self.pose_aligner_scale)
 
-    def encode(self, images: jnp.ndarray, train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """uint8 (B, S, S, 3) images → (z_r, z_theta) float32 (B, F)."""
+    def encode(self, images: jnp.ndarray, train: bool = False, stem: jnp.ndarray | None = None
+               ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """uint8 (B, S, S, 3) images → (z_r, z_theta) float32 (B, F). ``stem``: optional addition to
+        the encoder's first convolution output (extra input channels, see ``Encoder``)."""
         x = encoder_lib.normalize_images(images, jnp.dtype(self.compute_dtype))
-        return self.encoder(x, train)
+        if stem is None:
+            return self.encoder(x, train)
+        return self.encoder(x, train, stem)
 
     def regress(self, z_r: jnp.ndarray, z_theta: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         return self.root_regressor(z_r), self.pose_regressor(z_theta)

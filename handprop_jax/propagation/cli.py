@@ -1,15 +1,31 @@
-"""Propagate sparse 3D hand annotations to every frame of a video with a trained Pose Alignment run.
+"""Propagate sparse 3D hand annotations to every frame of a video.
 
-    handprop propagate --checkpoint RUN_DIR --frames FRAMES_DIR_OR_VIDEO --labels LABELS.json \\
-        --intrinsics fx,fy,cx,cy --out OUT/ [--both-sides] [--overlays]
+    handprop propagate --frames FRAMES_DIR_OR_VIDEO --labels LABELS.json --intrinsics fx,fy,cx,cy \\
+        --out OUT/ [--method photometric|interpolate|crop|copy|paper] [--checkpoint RUN_DIR] \\
+        [--boxes BOXES.json | --crop CX CY SIDE] [--nearest-only] [--overlays]
 
-Each unlabelled frame u gets ``γ̃_u = φ(γ*_s, z_u - z_s) + γ*_s`` from its nearest labelled frame
-s = N(u) (ties go to the earlier frame), with the aligner φ of the run's ``align`` checkpoint
-(``--model`` picks another). With ``--both-sides`` the two labelled frames l < u < r around u are
-both propagated to u and blended by temporal distance, weight (u - l) / (r - l) on r: root and betas
-linearly, every joint rotation of the 48-d pose by spherical linear interpolation (geodesic on
-SO(3), not an average of axis-angle vectors). Frames before the first / after the last label use
-their only neighbour.
+Every unlabelled frame u gets an annotation from the labelled frames around it. By default the two
+labelled frames l < u < r are both propagated to u and blended by temporal distance, weight
+(u - l) / (r - l) on r (root and betas linearly, every joint rotation of the 48-d pose by spherical
+linear interpolation on SO(3)); ``--nearest-only`` uses the nearest labelled frame s = N(u) alone
+(ties go to the earlier frame). Frames before the first / after the last label use their only
+neighbour. How a label moves to u (``--method``):
+
+- ``photometric`` (default, the best on our benchmark, README): the crop-aware transfer below,
+  refined by analysis-by-synthesis so that the hand mesh, textured from the labelled frame(s),
+  explains frame u's pixels (``handprop_jax.propagation.refine``). Needs no trained network; the
+  ``propagation`` config section holds its settings (``--set propagation.steps=120``).
+- ``interpolate``: crop-aware interpolation (the same as ``crop`` with both sides) — the strongest
+  trivial reference.
+- ``crop``: the label carried over with its root kept at the same place in the crop (the root's
+  pixel position and crop-relative depth move with the crop's intrinsics); no image evidence.
+- ``copy``: the label copied unchanged (both sides: slerp interpolation of the two labels).
+- ``paper``: the paper's Pose Alignment network, ``γ̃_u = φ(γ*_s, z_u - z_s) + γ*_s``, of a trained
+  run (``--checkpoint``, the ``align`` checkpoint; ``--model`` picks another).
+
+The crop size, MANO model and settings come from the run's config with ``--checkpoint``, otherwise
+from ``--config`` (default: ``synthetic``) with ``--set`` overrides (e.g.
+``--set model.mano_model=MANO_RIGHT.pkl --set data.image_size=128``).
 
 (The propagation itself is :func:`handprop_jax.propagation.core.propagate_video`; the readers of the
 inputs below are :mod:`handprop_jax.propagation.inputs`.)
@@ -20,13 +36,16 @@ numbers compared numerically, so frame_2 < frame_10), or one multi-frame file th
 the optional package ``imageio`` (with its ffmpeg plug-in) is installed. Frame index i is the i-th
 frame in that order (0-based). All frames must have the same size.
 
-What the tool assumes about the frames: the network was trained on square crops centred on the hand
-(the run's ``data.image_size``). Every frame is cropped with the SAME square box and resized to that
-size, and K is mapped to the crop exactly (``handprop_jax.data.crop``). By default the box is the
-largest centred square of the frame, so frames should already be roughly hand-centred crops;
-``--crop CX CY SIDE`` (pixels of the original frame) chooses another box. Outputs are in the
-original frame: 3D in the camera frame (metres, OpenCV axes, unaffected by cropping) and 2D joints
-in the original frame's pixels.
+Crops: the network was trained on square crops centred on the hand (the run's ``data.image_size``),
+so every frame is cropped around the hand, as the training data was, resized to that size, with K
+mapped to the crop exactly (``handprop_jax.data.crop``). Each frame's box follows the rule of the
+``hand_videos`` builder (:mod:`handprop_jax.data.boxes`): the box given for it in ``--boxes FILE``
+(``{"boxes": {"<frame>": [cx, cy, side]}}``, any subset of frames; or a (T, 3) .npy/.txt), else on a
+labelled frame the square around its label's projected MANO joints (side = ``--crop-scale`` x their
+extent, 1.5 as the builders), else linear interpolation between the nearest frames with a box.
+``--crop CX CY SIDE`` uses one fixed box for every frame instead. Boxes are pixels of the original
+frames. Outputs are in the original frame: 3D in the camera frame (metres, OpenCV axes, unaffected by
+cropping) and 2D joints in the original frame's pixels.
 
 Labels (``--labels``), frame index → γ = (root (3,) metres: the wrist in the camera frame; pose
 (48,) full MANO axis-angle, radians, global rotation in the camera frame first, hands_mean included;
@@ -44,11 +63,15 @@ Intrinsics (``--intrinsics``): ``fx,fy,cx,cy`` in pixels of the original frames,
 .json/.npy (and the labels' ``K``) may also hold one matrix per frame, (T, 3, 3), e.g. for frames
 that are already per-frame hand crops.
 
+Labels of a left hand (``"side": "left"`` in the labels file) are refused: the networks are trained on
+right hands (mirror the video and its labels first).
+
 Outputs in OUT/: ``annotations.json`` (one entry per frame: index, file, labelled, sources,
-weights, K, root, pose, betas, joints3d, joints2d) and ``annotations.npz`` (the same as arrays with
-a leading frame axis: frame_index (T,), labelled (T,), source (T, 2) with -1 for none, weight (T, 2),
-root (T, 3), pose (T, 48), betas (T, 10), joints3d (T, 21, 3), joints2d (T, 21, 2), K (T, 3, 3));
-with ``--overlays`` also ``overlays/<index>.png``: the propagated mesh rendered over each crop.
+weights, K, box, box_source, root, pose, betas, joints3d, joints2d) and ``annotations.npz`` (the same
+as arrays with a leading frame axis: frame_index (T,), labelled (T,), source (T, 2) with -1 for none,
+weight (T, 2), root (T, 3), pose (T, 48), betas (T, 10), joints3d (T, 21, 3), joints2d (T, 21, 2),
+K (T, 3, 3), box (T, 3) cx, cy, side); with ``--overlays`` also ``overlays/<index>.png``: the
+propagated mesh rendered over each crop.
 """
 
 from __future__ import annotations
@@ -64,11 +87,15 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from handprop_jax import config as config_lib
+from handprop_jax.data.boxes import CROP_SCALE
 from handprop_jax.model.api import BoundModel
-from handprop_jax.propagation.core import bound_from_run, hand_mesh, propagate_video
+from handprop_jax.propagation.core import Propagator, bound_from_run, hand_mesh, propagate_video
 from handprop_jax.propagation.inputs import (
     PropagationInputError,
     check_intrinsics,
+    frame_size,
+    label_side,
     list_frames,
     load_frames,
     load_labels,
@@ -76,49 +103,93 @@ from handprop_jax.propagation.inputs import (
 )
 
 HELP = "propagate sparse labels to every frame of a video"
+CLI_METHODS = ("photometric", "interpolate", "crop", "copy", "paper")
 
 
 def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Path, out: str | Path,
-                    intrinsics: str | np.ndarray | None = None, both_sides: bool = False,
+                    intrinsics: str | np.ndarray | None = None, both_sides: bool = True,
                     overlays: bool = False, model: str = "align", crop: Sequence[float] | None = None,
-                    bound: tuple[Any, BoundModel] | None = None) -> dict[str, np.ndarray]:
+                    bound: tuple[Any, BoundModel] | None = None, boxes: str | Path | None = None,
+                    crop_scale: float = CROP_SCALE, method: str = "photometric",
+                    config: Any = None) -> dict[str, np.ndarray]:
     """Everything ``handprop propagate`` does; returns the arrays written to annotations.npz.
 
-    ``bound`` = (config, BoundModel) replaces loading ``checkpoint`` (tests)."""
+    ``method``: one of :data:`CLI_METHODS` (module docstring). ``checkpoint``: a run folder (needed by
+    ``paper``; for the other methods it only supplies the config) or None. ``config``: the Config used
+    without a checkpoint (default: ``synthetic``). ``bound`` = (config, BoundModel) replaces loading
+    ``checkpoint`` (tests)."""
     from handprop_jax.camera import project
+    from handprop_jax.data.boxes import BoxError, label_joints, read_boxes, video_boxes
     from handprop_jax.data.crop import Box, crop_intrinsics
     from handprop_jax.hand import default_mano
 
     box = Box(*map(float, crop)) if crop is not None else None
     if box is not None and box.side <= 0:
         raise PropagationInputError(f"--crop: side must be positive, got {box.side}")
+    if box is not None and boxes is not None:
+        raise PropagationInputError("--crop (one box for every frame) and --boxes exclude each other")
+    if not crop_scale > 0:
+        raise PropagationInputError(f"--crop-scale: must be positive, got {crop_scale}")
     # cheap checks first: bad labels or intrinsics fail before a checkpoint is loaded or frames decoded
     names = list_frames(frames)
     lab, gamma_star, K_labels = load_labels(labels, len(names))
+    if label_side(labels) != "right":
+        raise PropagationInputError(f"{labels}: labels of a left hand ('side': 'left'); the networks are "
+                                    "trained on right hands: mirror the video and its labels first")
     if intrinsics is None and K_labels is None:
         raise PropagationInputError("missing intrinsics: pass --intrinsics fx,fy,cx,cy (or a file), or put "
                                     "'K' in the labels file")
     K = (parse_intrinsics(intrinsics) if isinstance(intrinsics, str)
          else check_intrinsics(intrinsics, "intrinsics") if intrinsics is not None else K_labels)
     K = np.broadcast_to(check_intrinsics(K, "intrinsics", len(names)), (len(names), 3, 3))
-    if bound is None:
+    try:
+        file_boxes = read_boxes(boxes, len(names)) if boxes is not None else None
+    except BoxError as e:
+        raise PropagationInputError(f"--boxes {e}") from e
+    if method not in CLI_METHODS:
+        raise PropagationInputError(f"--method {method!r}: expected one of {CLI_METHODS}")
+    if method == "interpolate":
+        method, both_sides = "crop", True
+    net = None
+    if bound is not None:
+        config, net = bound
+    elif checkpoint is not None:
         if not Path(checkpoint).is_dir():
             raise PropagationInputError(f"--checkpoint {checkpoint}: no such run folder")
-        bound = bound_from_run(checkpoint, model)
-    config, net = bound
-    S = net.image_size
-    names, crops, _, box = load_frames(frames, S, box)
-    K_crop = np.stack([crop_intrinsics(k, box, S) for k in K]).astype(np.float32)
-
-    result = propagate_video(net, crops, K_crop, lab, gamma_star, both_sides=both_sides)
+        if method == "paper":
+            config, net = bound_from_run(checkpoint, model)
+        else:
+            config = config_lib.load_json(Path(checkpoint) / "config.json")
+    elif method == "paper":
+        raise PropagationInputError("--method paper needs --checkpoint RUN_DIR (a trained run)")
+    elif config is None:
+        config = config_lib.load("synthetic")
+    S = config.data.image_size
     mano = default_mano(config)
+    T = len(names)
+    if box is not None:
+        frame_boxes = np.tile([box.cx, box.cy, box.side], (T, 1))
+        box_source = np.full(T, "fixed")
+    else:  # the hand_videos builder's rule (handprop_jax.data.boxes)
+        height, width = frame_size(frames)
+        try:
+            frame_boxes, box_source = video_boxes(T, height, width, K, lab, label_joints(mano, gamma_star),
+                                                  file_boxes, crop_scale)
+        except BoxError as e:
+            raise PropagationInputError(f"{frames}: {e}") from e
+    names, crops, _, _ = load_frames(frames, S, boxes=frame_boxes)
+    K_crop = np.stack([crop_intrinsics(k, Box(*b), S) for k, b in zip(K, frame_boxes, strict=True)]
+                      ).astype(np.float32)
+
+    propagator = Propagator.from_config(config, method, model=net)
+    result = propagate_video(propagator, crops, K_crop, lab, gamma_star, both_sides=both_sides)
     verts, joints = hand_mesh(mano, result.gamma)
     joints2d = np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)))
-    T = len(names)
     arrays = {
         "frame_index": np.arange(T), "labelled": result.labelled, "source": result.source,
         "weight": result.weight, **result.gamma.as_dict(), "joints3d": joints.astype(np.float32),
         "joints2d": joints2d.astype(np.float32), "K": K.astype(np.float32),
+        "box": np.asarray(frame_boxes, np.float32),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,12 +200,16 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
         entries.append({
             "index": i, "file": names[i], "labelled": bool(arrays["labelled"][i]),
             "sources": arrays["source"][i][valid].tolist(), "K": arrays["K"][i].tolist(),
+            "box": [float(v) for v in frame_boxes[i]], "box_source": str(box_source[i]),
             "weights": [round(float(w), 6) for w in arrays["weight"][i][valid]],
             **{k: np.round(arrays[k][i].astype(np.float64), 7).tolist()
                for k in ("root", "pose", "betas", "joints3d", "joints2d")},
         })
-    meta = {"checkpoint": str(checkpoint), "model": model, "frames": str(frames), "labels": str(labels),
-            "both_sides": both_sides, "crop_box": dataclasses.asdict(box),
+    meta = {"checkpoint": None if checkpoint is None else str(checkpoint), "method": method,
+            "model": model if method == "paper" else None, "frames": str(frames), "labels": str(labels),
+            "both_sides": both_sides,
+            "boxes": ({"fixed": dataclasses.asdict(box)} if box is not None else
+                      {"file": str(boxes) if boxes is not None else None, "crop_scale": crop_scale}),
             "image_size": S, "num_frames": T, "num_labelled": int(len(lab)),
             "units": {"root": "m", "joints3d": "m (camera frame, OpenCV)", "pose": "rad, axis-angle",
                       "joints2d": "px of the original frames"}}
@@ -147,28 +222,56 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="run folder (workdir) of a trained run")
-    parser.add_argument("--model", default="align", choices=("align", "stage2", "baseline", "stage1"),
-                        help="checkpoint whose aligner is used (default: align)")
+    parser.add_argument("--method", default="photometric", choices=CLI_METHODS,
+                        help="how labels move to the other frames (default: photometric; see above)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="run folder (workdir) of a trained run: needed by --method paper; for the "
+                             "other methods it supplies the config")
+    parser.add_argument("--model", default="align", choices=("align", "stage2"),
+                        help="--method paper: the checkpoint whose aligner is used (default: align)")
+    parser.add_argument("--config", default=None,
+                        help="config name or file when there is no --checkpoint (default: synthetic)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field (repeatable), e.g. propagation.steps=120")
     parser.add_argument("--frames", required=True, help="folder of frame images, or a video file")
     parser.add_argument("--labels", required=True, help="sparse labels, .json or .npz (schema above)")
     parser.add_argument("--intrinsics", default=None,
                         help="fx,fy,cx,cy in pixels of the original frames, or a .json/.npy/.txt 3x3 file "
                              "(else 'K' in the labels file)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--both-sides", action="store_true",
-                        help="blend propagations from the labelled frames on both sides")
+    sides = parser.add_mutually_exclusive_group()
+    sides.add_argument("--both-sides", dest="both_sides", action="store_true", default=True,
+                       help="blend the propagations from the labelled frames on both sides (default)")
+    sides.add_argument("--nearest-only", dest="both_sides", action="store_false",
+                       help="propagate from the nearest labelled frame alone")
     parser.add_argument("--overlays", action="store_true", help="also write overlays/<index>.png")
+    parser.add_argument("--boxes", default=None, metavar="FILE",
+                        help="per-frame hand boxes, .json {\"boxes\": {frame: [cx, cy, side]}} or (T, 3) "
+                             ".npy/.txt (frames without one: from the labels / interpolated)")
     parser.add_argument("--crop", type=float, nargs=3, metavar=("CX", "CY", "SIDE"), default=None,
-                        help="square crop box (pixels of the original frames) applied to every frame; "
-                             "default: the largest centred square")
+                        help="one square crop box (pixels of the original frames) for every frame "
+                             "instead of per-frame hand boxes")
+    parser.add_argument("--crop-scale", type=float, default=CROP_SCALE,
+                        help=f"box side / extent of a label's projected joints (default {CROP_SCALE}, "
+                             "as the data set builders)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None and (args.config is not None or args.overrides):
+        print("handprop propagate: error: --config/--set apply without --checkpoint only (a run's config "
+              "is the one it was trained with)", file=sys.stderr)
+        return 2
+    try:
+        config = (config_lib.load(args.config or "synthetic", args.overrides)
+                  if args.checkpoint is None else None)
+    except FileNotFoundError as e:
+        print(f"handprop propagate: error: {e}", file=sys.stderr)
+        return 2
     try:
         arrays = propagate_files(args.checkpoint, args.frames, args.labels, args.out, args.intrinsics,
                                  both_sides=args.both_sides, overlays=args.overlays, model=args.model,
-                                 crop=args.crop)
+                                 crop=args.crop, boxes=args.boxes, crop_scale=args.crop_scale,
+                                 method=args.method, config=config)
     except PropagationInputError as e:
         print(f"handprop propagate: error: {e}", file=sys.stderr)
         return 2

@@ -34,6 +34,23 @@ def list_frames(source: str | Path) -> list[str]:
     return [name for name, _ in _iter_frames(Path(source), names_only=True)]
 
 
+def iter_frames(source: str | Path):
+    """(name, uint8 (H, W, 3) frame) of a folder or video file, in order (frames are decoded one at
+    a time). Raises PropagationInputError at the first unreadable frame."""
+    for name, frame in _iter_frames(Path(source)):
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise PropagationInputError(f"{source}: frame {name} is not an RGB image (shape {frame.shape})")
+        yield name, frame.astype(np.uint8)
+
+
+def frame_size(source: str | Path) -> tuple[int, int]:
+    """(H, W) of the first frame of a folder or video file."""
+    for _, frame in iter_frames(source):
+        return frame.shape[:2]
+    raise PropagationInputError(f"{source}: no frames")
+
+
 def _iter_frames(path: Path, names_only: bool = False):
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
@@ -87,24 +104,32 @@ def centre_box(height: int, width: int):
     return Box(cx=(width - 1) / 2, cy=(height - 1) / 2, side=float(min(height, width)))
 
 
-def load_frames(source: str | Path, image_size: int, box=None) -> tuple[list[str], np.ndarray, tuple, Any]:
-    """Read, crop (same box for every frame) and resize the frames of a folder or video file.
+def load_frames(source: str | Path, image_size: int, box=None, boxes=None
+                ) -> tuple[list[str], np.ndarray, tuple, Any]:
+    """Read, crop and resize the frames of a folder or video file: every frame with the same ``box``
+    (default: the largest centred square), or frame t with ``boxes[t]`` ((T, 3) cx, cy, side, e.g.
+    from ``handprop_jax.data.boxes.video_boxes``).
 
-    Returns (names (T,), crops uint8 (T, S, S, 3), (H, W) of the original frames, the Box used)."""
-    from handprop_jax.data.crop import crop_image
+    Returns (names (T,), crops uint8 (T, S, S, 3), (H, W) of the original frames, the Box used (the
+    first frame's with ``boxes``))."""
+    from handprop_jax.data.crop import Box, crop_image
 
     names, crops, hw = [], [], None
-    for name, frame in _iter_frames(Path(source)):
-        if frame.ndim != 3 or frame.shape[-1] != 3:
-            raise PropagationInputError(f"{source}: frame {name} is not an RGB image (shape {frame.shape})")
+    for name, frame in iter_frames(source):
         if hw is None:
             hw = frame.shape[:2]
             box = box or centre_box(*hw)
         elif frame.shape[:2] != hw:
             raise PropagationInputError(f"{source}: frame {name} is {frame.shape[1]}x{frame.shape[0]} but "
                                         f"the first frame is {hw[1]}x{hw[0]}; all frames must have one size")
+        this = box
+        if boxes is not None:
+            if len(names) >= len(boxes):
+                raise PropagationInputError(f"{source}: more frames than the {len(boxes)} boxes")
+            this = Box(*map(float, boxes[len(names)]))
+            box = box if names else this
         names.append(name)
-        crops.append(crop_image(frame.astype(np.uint8), box, image_size))
+        crops.append(crop_image(frame, this, image_size))
     if not names:
         raise PropagationInputError(f"{source}: no frames")
     return names, np.stack(crops), hw, box
@@ -243,6 +268,31 @@ def load_labels(path: str | Path, num_frames: int | None = None
     return frames[order], Gamma.of(gamma).numpy().take(order), K
 
 
+SIDES = ("right", "left")
+
+
+def label_side(path: str | Path) -> str:
+    """The hand side of a labels file: its optional top-level ``"side"`` (JSON) or ``side`` array
+    (NPZ), "right" or "left"; "right" when absent. The networks are trained on right hands: callers
+    refuse "left" (mirror such a video and its labels to a right hand first)."""
+    path = Path(path)
+    side = "right"
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and "side" in data:
+                side = data["side"]
+        elif path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                if "side" in data.files:
+                    side = str(data["side"])
+    except (ValueError, OSError):
+        return side  # load_labels reports the malformed file
+    if side not in SIDES:
+        raise PropagationInputError(f"{path}: 'side' must be one of {SIDES}, got {side!r}")
+    return side
+
+
 def export_example(config, split: str, video: int, out: str | Path, stride: int | None = None
                    ) -> dict[str, Path]:
     """Write video ``video`` of a built data set's ``split`` in the tool's input formats, to try
@@ -256,20 +306,52 @@ def export_example(config, split: str, video: int, out: str | Path, stride: int 
     return write_example(sp.video(video, with_labels=True), out, stride or config.data.label_stride)
 
 
+def export_videos(config, out: str | Path, stride: int | None = None,
+                  splits: tuple[str, ...] = ("train", "val", "test"), max_videos: int | None = None
+                  ) -> dict[str, list[str]]:
+    """Write the videos of a built data set's ``splits`` as a ``hand_videos`` source folder:
+    OUT/<video name>/ (:func:`write_example`: frames/, labels.json with every ``stride``-th frame,
+    intrinsics.npy, boxes.json, ground_truth.npz) and OUT/splits.json (the data set's splits).
+    ``max_videos``: at most that many per split. Returns {split: [folder names]}."""
+    from handprop_jax.data.sources import open_split
+
+    out = Path(out)
+    written: dict[str, list[str]] = {}
+    for split in splits:
+        sp = open_split(config.data, split)
+        names = written.setdefault(split, [])
+        for v in range(sp.table.num_videos if max_videos is None else min(max_videos, sp.table.num_videos)):
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", sp.table.names[v]).strip("._") or f"{split}_{v}"
+            if any(name in n for n in written.values()):
+                name = f"{split}_{v:04d}_{name}"
+            write_example(sp.video(v, with_labels=True), out / name, stride or config.data.label_stride)
+            names.append(name)
+    (out / "splits.json").write_text(json.dumps(written, indent=1))
+    return written
+
+
 def write_example(video: dict, out: str | Path, stride: int) -> dict[str, Path]:
     """Write one whole video {image uint8 (T, S, S, 3), K (T, 3, 3), root, pose, betas, joints3d}
     in the tool's input formats: OUT/frames/000000.png..., OUT/labels.json (every ``stride``-th
-    frame and the last, as the evaluation labels them), OUT/intrinsics.npy (T, 3, 3: the crops'
-    per-frame K) and OUT/ground_truth.npz (γ and joints3d of every frame, to score the result)."""
+    frame and the last, as the evaluation labels them, in source time when the video has a
+    ``frame_time`` key; with a ``has_label`` key, the frames that rule keeps among those; frames are
+    written in stored order, so a hole in source time is closed), OUT/intrinsics.npy (T, 3, 3: the
+    crops' per-frame K), OUT/boxes.json (every frame's whole image as its hand box: the frames
+    already are the data set's hand crops, so the ``hand_videos`` builder and ``handprop propagate
+    --boxes`` use them as they are) and OUT/ground_truth.npz (γ and joints3d of every frame, to
+    score the result)."""
     from PIL import Image
 
-    from handprop_jax.data.sparse import labelled_frames
+    from handprop_jax.data.sparse import label_sets
 
     out = Path(out)
     (out / "frames").mkdir(parents=True, exist_ok=True)
+    T, S = len(video["image"]), int(np.shape(video["image"])[2])
     for i, img in enumerate(video["image"]):
         Image.fromarray(np.asarray(img, np.uint8)).save(out / "frames" / f"{i:06d}.png")
-    lab = labelled_frames(len(video["image"]), stride)
+    lab = label_sets(T, stride, video.get("has_label"), video.get("frame_time"))[0]
+    box = [(S - 1) / 2, (np.shape(video["image"])[1] - 1) / 2, float(S)]
+    (out / "boxes.json").write_text(json.dumps({"boxes": {str(t): box for t in range(T)}}))
     gamma = Gamma.of(video).numpy(np.float64)
     labels = {"labels": {str(int(f)): {k: v[f].tolist() for k, v in gamma.as_dict().items()} for f in lab}}
     (out / "labels.json").write_text(json.dumps(labels))
@@ -277,4 +359,4 @@ def write_example(video: dict, out: str | Path, stride: int) -> dict[str, Path]:
     np.savez(out / "ground_truth.npz", **Gamma.of(video).numpy().as_dict(),
              joints3d=np.asarray(video["joints3d"]))
     return {"frames": out / "frames", "labels": out / "labels.json", "intrinsics": out / "intrinsics.npy",
-            "ground_truth": out / "ground_truth.npz"}
+            "boxes": out / "boxes.json", "ground_truth": out / "ground_truth.npz"}

@@ -3,7 +3,8 @@
 Each checkpoint holds two items:
 
 - ``state``: the :class:`~handprop_jax.training.steps.TrainState` as a dict ``{step, params,
-  batch_stats, opt_state, rng, bad_step}`` (orbax ``StandardSave``);
+  batch_stats, opt_state, rng, bad_step}``, plus ``aux`` for a phase with its own state
+  (``Phase.init_aux``) (orbax ``StandardSave``);
 - ``meta``: JSON ``{phase, stage, step, total_steps, data_state, val_mpjpe_mm, config_name}``;
   ``data_state`` is the data iterator's state (``get_state()``, bytes stored as latin-1 text).
 
@@ -37,6 +38,8 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from handprop_jax.errors import UserError
 
 VAL_KEY = "val_mpjpe_mm"
+#: the TrainState fields a checkpoint holds (``aux``: the phase's extra state, see ``Phase.init_aux``)
+STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng", "bad_step", "aux")
 
 
 def phase_dir(workdir: str | Path, phase: str) -> Path:
@@ -223,7 +226,10 @@ def _quiet_orbax_leftovers() -> None:
 def _as_dict(state: Any) -> dict:
     if isinstance(state, dict):
         return state
-    return {f: getattr(state, f) for f in ("step", "params", "batch_stats", "opt_state", "rng", "bad_step")}
+    out = {f: getattr(state, f) for f in ("step", "params", "batch_stats", "opt_state", "rng", "bad_step")}
+    if getattr(state, "aux", None):  # a phase's own state (Phase.init_aux), when it has one
+        out["aux"] = state.aux
+    return out
 
 
 def encode_data_state(state: Any) -> Any:

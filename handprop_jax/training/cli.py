@@ -2,6 +2,7 @@
 
 Examples:
   handprop train --config synthetic --workdir runs/demo
+  handprop train --config synthetic --workdir runs/demo --stage photometric   # Hasson et al.
   handprop train --config tiny --workdir /tmp/run --stage 1 --set train.lr=1e-4
   handprop train --config experiments/configs/mini_ho3d.py --workdir runs/ho3d --stage 3
 
@@ -23,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config name in experiments/configs (synthetic, tiny, ...) or a .py path")
     parser.add_argument("--workdir", required=True, help="run folder (created; resumed if it exists)")
     parser.add_argument("--stage", action="append", default=None, metavar="N",
-                        help="train only this stage: 1, 2, 3 or baseline (repeatable; default: all, "
-                             "in the order stage1, baseline, stage2, align)")
+                        help="train only this stage: 1, 2, 3, baseline or a comparison phase such as "
+                             "photometric (Hasson et al.; from stage 1) (repeatable; default: the "
+                             "config's train.phases, in the order stage1, baseline, stage2, align, ...)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field, e.g. --set train.lr=1e-4 (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="plain log lines instead of tqdm bars")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from handprop_jax.training import loop
 
     try:
-        phases = loop.resolve_phases(args.stage)
+        phases = loop.resolve_phases(args.stage, config)
     except ValueError as e:
         print(f"handprop train: {e}", file=sys.stderr)
         return 2

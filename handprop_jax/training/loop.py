@@ -74,10 +74,10 @@ class _DamagedFinal(Exception):
 
 
 def resolve_phases(stages: Iterable[str | int] | None, config: Config | None = None) -> tuple[str, ...]:
-    """``None`` → the config's ``train.phases`` (every phase without a config); else stage numbers
-    (1, 2, 3) / phase names, in training order."""
+    """``None`` → the config's ``train.phases`` (without a config: the default ``train.phases``, the
+    paper's phases); else stage numbers (1, 2, 3) / phase names, in training order."""
     if stages is None:
-        return registry.order(config) if config is not None else registry.names()
+        return registry.order(config if config is not None else Config())
     chosen = set()
     for s in stages:
         key = str(s).strip().lower()
@@ -101,12 +101,15 @@ def _check_config(workdir: Path, config: Config) -> None:
         except ValueError as e:
             raise UserError(f"{path} is not valid JSON ({e}); use a new --workdir") from None
         new = json.loads(json.dumps(config_lib.to_dict(config)))
-        # a field added after the run started counts as its default
+        # a section the recorded config lacks was added to the code after the run started (e.g. a
+        # comparison method's): it cannot have shaped the phases trained so far; a field added to a
+        # section after the run started counts as its default
         defaults = json.loads(json.dumps(config_lib.to_dict(Config())))
-        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) and sec != "eval"
+        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) and sec != "eval" and sec in old
                  for k in new[sec] if old.get(sec, {}).get(k, defaults.get(sec, {}).get(k)) != new[sec][k]
                  and k not in _RESUME_FREE.get(sec, ())]
-        diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]]
+        diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]
+                  and k not in _RESUME_FREE_TOP]
         if diffs:
             raise ValueError(f"{path} records a different config ({', '.join(diffs)}); use a new "
                              "--workdir or the same config to resume")
@@ -120,6 +123,8 @@ def _check_config(workdir: Path, config: Config) -> None:
 _RESUME_FREE = {"train": ("phases", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                           "distributed", "coordinator_address", "num_processes", "process_id", "val_batches"),
                 "data": ("data_dir", "num_workers", "on_bad_input")}
+# the config's name (e.g. synthetic_compare resuming a synthetic run to add the comparison phases)
+_RESUME_FREE_TOP = ("name",)
 
 
 def _load_final_variables(workdir: Path, phase: str, config: Config) -> dict:
@@ -145,6 +150,23 @@ def _load_final_variables(workdir: Path, phase: str, config: Config) -> dict:
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
     fetched = jax.device_get(history)
     return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+def _local_variables(state) -> dict:
+    """This process's copy of the (replicated) variables of a train state, as numpy."""
+    local = lambda x: np.asarray(x.addressable_shards[0].data) if hasattr(x, "addressable_shards") \
+        else np.asarray(x)  # noqa: E731
+    return jax.tree.map(local, {"params": state.params, "batch_stats": state.batch_stats})
+
+
+def _diagnostics(spec, config: Config, state, logger, step: int, summary: dict, main: bool) -> None:
+    """The phase's ``diagnostics`` numbers (Phase record) for the current variables, logged at ``step``."""
+    if spec.diagnostics is None or not main:
+        return
+    values = spec.diagnostics(config, HandPropModel.create(config), _local_variables(state))
+    if values:
+        logger.log(step, values)
+        summary.update(values)
 
 
 def _validate(eval_fn, state, source, mesh, max_batches: int) -> float | None:
@@ -216,9 +238,14 @@ def _abstract_state(config: Config, phase: str, mesh) -> steps.TrainState:
     model = HandPropModel.create(config)
     s = config.data.image_size
 
+    spec = registry.get(phase)
+
     def fresh(key):
         variables = dict(model.module.init(key, jnp.zeros((2, s, s, 3), jnp.uint8), False))
-        return steps.init_state(config, phase, variables, steps.phase_key(config, phase))
+        phase_key = steps.phase_key(config, phase)
+        if spec.extend_params is not None:  # the parameter groups the phase adds (as in _run_phase)
+            variables = spec.extend_params(config, variables, jax.random.fold_in(phase_key, 11))
+        return steps.init_state(config, phase, variables, phase_key)
 
     abstract = jax.eval_shape(fresh, jax.random.PRNGKey(config.train.seed))
     sharding = parallel.replicated(mesh)
@@ -276,7 +303,10 @@ def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory
             variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
         else:
             variables = _load_final_variables(workdir, prev, config)
-        state = steps.init_state(config, phase, variables, steps.phase_key(config, phase))
+        key = steps.phase_key(config, phase)
+        if spec.extend_params is not None:  # parameter groups the phase adds to the ones it starts from
+            variables = spec.extend_params(config, variables, jax.random.fold_in(key, 11))
+        state = steps.init_state(config, phase, variables, key)
         state = parallel.replicate(state, mesh)
     start = int(jax.device_get(state.step))
     where["step"] = start
@@ -307,9 +337,11 @@ def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory
                    dynamic_ncols=True, leave=True)
         logger.write = bar.write  # log lines above the bar
     history: list[dict] = []
-    t_last, n_last = time.perf_counter(), 0
     images_per_step = t.batch_size * spec.images_per_sample
     summary: dict = {"phase": phase}
+    if start == 0 and start < total:
+        _diagnostics(spec, config, state, logger, 0, summary, main)
+    t_last, n_last = time.perf_counter(), 0
     for step in range(start, total):
         if interrupt_at is not None and step == interrupt_at:
             ck.wait()
@@ -348,6 +380,8 @@ def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory
                     "data_state": ckpt_lib.encode_data_state(train_source.get_state())}
             ck.save(done, state, meta, val)
             where["saved"] = done
+        if is_last:
+            _diagnostics(spec, config, state, logger, done, summary, main)
     if bar is not None:
         bar.close()
     ck.close()

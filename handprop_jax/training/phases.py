@@ -23,6 +23,9 @@ from handprop_jax.config import Config
 #: (differentiated), ``aux`` the phase's own extra state (not differentiated; see ``Phase.aux_step``),
 #: ``batch`` the augmented numeric batch. Metrics are scalar arrays and must include "loss".
 LossFn = Callable[..., tuple[Any, tuple[Any, dict]]]
+#: metrics key under which a phase's loss may hand a pytree (e.g. its predictions, under
+#: ``stop_gradient``) to its ``aux_step``, which finds it as ``batch[AUX_INPUT]``; it is not logged
+AUX_INPUT = "aux_input"
 #: ``batches(config, split, shard_index, shard_count)``: for split "train" an endless iterator of
 #: process-local numpy batches with ``get_state()``/``set_state()`` (resumable); for "val" a finite
 #: iterable of batches for ``validation`` (or None: no validation).
@@ -43,7 +46,14 @@ class Phase:
     init_aux: ``init_aux(config, key) -> pytree`` extra state of the phase (e.g. a discriminator
     and its optimizer), default none. aux_step: ``aux_step(model, params, batch_stats, aux, batch, key)
     -> (aux, metrics)``, run in the same jitted step after the main update (e.g. the discriminator's
-    update), default none.
+    update), default none; the loss may hand it values of the main pass as ``metrics[AUX_INPUT]``
+    (found as ``batch[AUX_INPUT]``). padding_masks: the in-step augmentation also gives every frame its
+    ``inside`` mask (pixels not from the augmentation's reflected border; ``data.augment``).
+    diagnostics: ``diagnostics(config, model, variables) -> {name: float}``, numbers computed at the
+    phase's first and last step and logged (e.g. a check of the phase's loss on validation data),
+    default none. extend_params: ``extend_params(config, variables, key) -> variables``,
+    applied to the variables the phase starts from (``init_from``'s final ones) before its optimizer
+    is made: parameter groups the phase adds (e.g. a zero-initialised temporal input), default none.
     """
 
     name: str
@@ -58,6 +68,9 @@ class Phase:
     shares_step_with: str | None = None
     init_aux: Callable[[Config, Any], Any] | None = None
     aux_step: Callable[..., tuple[Any, dict]] | None = None
+    padding_masks: bool = False
+    diagnostics: Callable[..., dict] | None = None
+    extend_params: Callable[[Config, dict, Any], dict] | None = None
 
     def __post_init__(self):
         if self.validation not in ("frames", "pairs"):

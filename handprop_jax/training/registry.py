@@ -8,6 +8,19 @@ baseline   1      stage1      predictor                            L_pred, contr
                                                                    stage2 + stage3
 stage2     2      stage1      aligners (φ^r, φ^θ) only             L_align on labelled pairs (paper)
 align      3      stage2      everything                           L_pred + λ_align L_align (paper)
+pseudo     3      stage1      predictor                            L_pred on labelled frames and on
+                                                                   propagated labels (default "Baseline
+                                                                   + Align"; :mod:`.pseudo`), steps as
+                                                                   baseline
+photometr. 3      stage1      predictor                            L_pred + Hasson's photometric
+                                                                   consistency on (u, N(u)); as many
+                                                                   steps as baseline (training/hasson)
+adversar.  3      stage1      predictor (+ its discriminator D)    adversarial_motion(_labels): L_pred +
+                                                                   λ_MM L_MM, D's LSGAN step (Spurr);
+                                                                   steps as baseline
+temporal_  3      stage1      predictor + temporal input           temporal_consistency: L_pred + Chen's
+                                                                   forward/reversed consistency;
+                                                                   steps as baseline
 =========  =====  ==========  ===================================  ====================================
 
 Which phases a run trains is ``train.phases`` (default: all of them, in this order). A phase module
@@ -55,8 +68,12 @@ def _core() -> tuple[Phase, ...]:
     )
 
 
-#: Modules that define more phases: each has a module-level ``PHASE`` (a Phase), added in this order.
-_MODULES: tuple[str, ...] = ()
+#: Modules that define more phases: each has a module-level ``PHASE`` (a Phase) or ``PHASES`` (a
+#: tuple of them, e.g. one method with two variants), added in this order.
+#: They may use the propagation and evaluation layers (loaded by name, so the layering stays acyclic).
+_MODULES: tuple[str, ...] = ("handprop_jax.training.pseudo", "handprop_jax.training.hasson",
+                             "handprop_jax.training.adversarial_motion",  # Spurr et al.: (a), (b)
+                             "handprop_jax.training.temporal_consistency")  # Chen et al. (TASSN)
 
 
 @functools.cache
@@ -64,8 +81,9 @@ def phases() -> dict[str, Phase]:
     """{name: Phase} of every known phase, in training order."""
     out = {p.name: p for p in _core()}
     for name in _MODULES:
-        phase = importlib.import_module(name).PHASE
-        out[phase.name] = phase
+        module = importlib.import_module(name)
+        for phase in getattr(module, "PHASES", None) or (module.PHASE,):
+            out[phase.name] = phase
     return out
 
 

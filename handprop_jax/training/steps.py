@@ -25,10 +25,17 @@ stage 3 the s and u images go through the encoder as one batch of 2B images.
 
 Non-finite guard: ``optax.apply_if_finite`` rejects a step whose gradient has a NaN/inf (a
 non-finite loss is made to count as one: its gradient is replaced by NaNs), returning zero updates
-and the previous Adam state; the step then also keeps the previous BatchNorm statistics and records
-the step number in ``state.bad_step`` (−1 while all steps were finite). The loop checks it (one
-scalar, at log/checkpoint time, so no per-step host sync) and stops with a message naming the phase
-and step before saving anything.
+and the previous Adam state; the step then also keeps the previous BatchNorm statistics (and the
+phase's previous ``aux``) and records the step number in ``state.bad_step`` (−1 while all steps
+were finite). A phase's ``aux_step`` that yields a non-finite ``aux`` (a diverged discriminator) is
+rejected the same way: the previous ``aux`` is kept and the step recorded in ``bad_step``. The loop
+checks it (one scalar, at log/checkpoint time, so no per-step host sync) and stops with a message
+naming the phase and step before saving anything.
+
+A phase's ``aux_step`` runs after the main update; the loss may hand it values computed in the
+main pass (e.g. the predicted motions a discriminator learns from, so they are not computed twice)
+as ``metrics[AUX_INPUT]``, which the step removes from the metrics and passes as
+``batch[AUX_INPUT]``.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from handprop_jax.model import handprop as hp
 from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import registry
 from handprop_jax.training.objectives import pair_predictions, per_sample_mpjpe_mm
+from handprop_jax.training.phases import AUX_INPUT
 
 # a run stops at its first non-finite step; the guard must never give up and apply one
 _NEVER_GIVE_UP = 2 ** 30
@@ -120,13 +128,14 @@ def numeric_batch(batch: dict) -> dict:
     return out
 
 
-def augment_fn(config: Config) -> Callable[[dict, jax.Array], dict]:
-    """The batch augmentation applied inside the step (identity when ``data.augment`` is False)."""
+def augment_fn(config: Config, padding_masks: bool = False) -> Callable[[dict, jax.Array], dict]:
+    """The batch augmentation applied inside the step (identity when ``data.augment`` is False; frames
+    then have no padding, and no ``inside`` mask)."""
     if not config.data.augment:
         return lambda batch, key: batch
     from handprop_jax.data.augment import augment
 
-    return lambda batch, key: augment(batch, key, config.data)
+    return lambda batch, key: augment(batch, key, config.data, padding_masks=padding_masks)
 
 
 def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None = None,
@@ -142,29 +151,36 @@ def make_train_step(config: Config, phase: str, mano: mano_jax.ManoModel | None 
     model = HandPropModel.create(config, mano, module)
     loss_fn = spec.loss
     tx = optimizer(config, phase)
-    augment = augment_fn(config) if augment is None else augment
+    augment = augment_fn(config, spec.padding_masks) if augment is None else augment
 
     def train_step(state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
         batch = augment(numeric_batch(batch), key)
         (loss, (new_stats, metrics)), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
             model, state.params, state.batch_stats, state.aux, batch)
+        metrics = dict(metrics)
+        aux_input = metrics.pop(AUX_INPUT, None)  # for aux_step only, never logged
         # a non-finite loss counts as a non-finite gradient, whatever autodiff made of it
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         ok = opt_state.last_finite
         params = optax.apply_updates(state.params, updates)
         aux = state.aux
+        bad = ~ok
         if spec.aux_step is not None:
-            aux, aux_metrics = spec.aux_step(model, params, state.batch_stats, aux, batch,
+            aux_batch = batch if aux_input is None else {**batch, AUX_INPUT: aux_input}
+            aux, aux_metrics = spec.aux_step(model, params, state.batch_stats, aux, aux_batch,
                                              jax.random.fold_in(key, 1))
-            aux = jax.tree.map(lambda n, o: jnp.where(ok, n, o), aux, state.aux)
+            # a non-finite extra state (e.g. a diverged discriminator) is rejected and stops the run
+            aux_ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(aux)] or [True]))
+            aux = jax.tree.map(lambda n, o: jnp.where(ok & aux_ok, n, o), aux, state.aux)
             metrics = {**metrics, **aux_metrics}
+            bad = bad | ~aux_ok
         new_state = state.replace(
             step=state.step + 1,
             params=params, aux=aux,
             batch_stats=jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_stats, state.batch_stats),
             opt_state=opt_state,
-            bad_step=jnp.where((state.bad_step < 0) & ~ok, state.step, state.bad_step))
+            bad_step=jnp.where((state.bad_step < 0) & bad, state.step, state.bad_step))
         return new_state, {**metrics, "grad_norm": optax.tree.norm(grads)}
 
     return train_step

@@ -1,0 +1,173 @@
+"""Per-frame hand boxes of a sparsely labelled video: one rule for the ``hand_videos`` builder and
+``handprop propagate``, so that the tool crops every frame as the training data was cropped.
+
+The rule (:func:`video_boxes`), for each frame t of a video of T frames:
+
+1. a box given for t in the user's **box file** (:func:`read_boxes`) is used as it is;
+2. otherwise, on a **labelled** frame, the square box around the label's projected 21 MANO joints
+   (``handprop_jax.data.crop.hand_box``: centre of their bounding box, side = ``scale`` x its larger
+   extent; the HO-3D/InterHand builders' crop) — unless the hand is behind the camera, fewer than
+   ``min_visible`` of its joints project inside the frame, or the box is over 4x the frame: then the
+   frame gets no box from its label;
+3. every other frame: the boxes of the nearest frames before and after it that have one (from 1 or
+   2) interpolated linearly in time (centre and side); before the first / after the last such frame,
+   that frame's box. A video where no frame has a box is an error.
+
+Boxes are square, (cx, cy, side) in pixels of the original frames (pixel centre (row i, column j) =
+(u = j, v = i)), the convention of ``--crop`` and ``handprop_jax.data.crop.Box``; a box may reach
+outside the frame (black padding). Numpy only, plus one MANO forward pass for the labels' joints.
+
+Box file (``boxes.json``): ``{"boxes": {"<frame index>": [cx, cy, side], ...}}`` (a top-level
+``{"<frame index>": [cx, cy, side]}`` is accepted too), any subset of the frames; or ``.npy`` /
+``.txt`` with a (T, 3) array, rows of NaN for frames without a box.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from handprop_jax.data.crop import Box, hand_box, visible_fraction
+
+#: box side / extent of the projected joints, and the fraction of joints that must be inside the
+#: frame: the defaults of every builder (handprop_jax.data.builder_support.make_example callers)
+CROP_SCALE = 1.5
+MIN_VISIBLE = 0.5
+#: where each frame's box came from (``video_boxes``' second output)
+FROM_FILE, FROM_LABEL, INTERPOLATED = "file", "label", "interpolated"
+
+
+class BoxError(ValueError):
+    """A box file that cannot be used, or a video without any box (the message names the file)."""
+
+
+def read_boxes(path: str | Path, num_frames: int | None = None) -> dict[int, Box]:
+    """Boxes of a box file (module docstring): {frame index: Box}. Raises BoxError naming the file,
+    the frame and what is wrong (malformed, not 3 numbers, NaN in a JSON entry, side <= 0, a frame
+    index outside 0..num_frames-1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BoxError(f"{path}: no such boxes file")
+    entries: dict[int, object] = {}
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".txt"):
+        try:
+            array = np.load(path) if suffix == ".npy" else np.loadtxt(path, ndmin=2)
+        except (ValueError, OSError) as e:
+            raise BoxError(f"{path}: not a readable (T, 3) array ({e})") from e
+        array = np.asarray(array, np.float64)
+        if array.ndim != 2 or array.shape[1] != 3:
+            raise BoxError(f"{path}: expected a (T, 3) array of cx, cy, side, got shape {array.shape}")
+        if num_frames is not None and len(array) != num_frames:
+            raise BoxError(f"{path}: {len(array)} rows for {num_frames} frames")
+        entries = {i: row for i, row in enumerate(array) if not np.all(np.isnan(row))}
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BoxError(f"{path}: malformed JSON ({e})") from e
+        data = data.get("boxes", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise BoxError(f"{path}: expected {{\"boxes\": {{frame index: [cx, cy, side]}}}}")
+        for key, value in data.items():
+            try:
+                entries[int(key)] = value
+            except ValueError as e:
+                raise BoxError(f"{path}: box key {key!r} is not a frame index") from e
+    else:
+        raise BoxError(f"{path}: boxes must be a .json, .npy or .txt file")
+    out = {}
+    for frame, value in sorted(entries.items()):
+        try:
+            box = np.asarray(value, np.float64)
+        except (ValueError, TypeError) as e:
+            raise BoxError(f"{path}: frame {frame}: box is not numeric") from e
+        if box.shape != (3,):
+            raise BoxError(f"{path}: frame {frame}: expected [cx, cy, side], got shape {box.shape}")
+        if not np.all(np.isfinite(box)) or box[2] <= 0:
+            raise BoxError(f"{path}: frame {frame}: box {box.tolist()} must be finite with side > 0")
+        if num_frames is not None and not 0 <= frame < num_frames:
+            raise BoxError(f"{path}: frame {frame}: outside the video (frames 0..{num_frames - 1})")
+        out[frame] = Box(*map(float, box))
+    return out
+
+
+def label_box(joints3d: np.ndarray, K: np.ndarray, height: int, width: int, scale: float = CROP_SCALE,
+              min_visible: float = MIN_VISIBLE) -> Box | None:
+    """The box of one labelled frame from its (21, 3) camera-frame joints and (3, 3) K, or None when
+    the hand is behind the camera, less than ``min_visible`` of it inside the frame, or its box is
+    over 4x the frame (rule 2 of the module docstring; the checks of ``crop.crop_frame``)."""
+    joints3d = np.asarray(joints3d, np.float64)
+    if not np.all(np.isfinite(joints3d)) or np.any(joints3d[:, 2] <= 0):
+        return None
+    uvw = joints3d @ np.asarray(K, np.float64).T
+    uv = uvw[:, :2] / uvw[:, 2:3]
+    if visible_fraction(uv, height, width) < min_visible:
+        return None
+    box = hand_box(uv, scale=scale)
+    return None if box.side > 4 * max(height, width) else box
+
+
+def interpolate(num_frames: int, anchors: dict[int, Box]) -> np.ndarray:
+    """(T, 3) boxes (cx, cy, side): the anchors' boxes on their frames, linear in time in between,
+    the first / last anchor's box before / after them (rule 3)."""
+    if not anchors:
+        raise BoxError("no frame has a box")
+    frames = np.array(sorted(anchors), np.float64)
+    values = np.array([[anchors[f].cx, anchors[f].cy, anchors[f].side] for f in sorted(anchors)])
+    t = np.arange(num_frames, dtype=np.float64)
+    out = np.stack([np.interp(t, frames, values[:, i]) for i in range(3)], -1)
+    for f, v in zip(frames.astype(int), values, strict=True):  # exact on the anchors
+        out[f] = v
+    return out
+
+
+def video_boxes(num_frames: int, height: int, width: int, K: np.ndarray, labelled: np.ndarray,
+                joints3d: np.ndarray, file_boxes: dict[int, Box] | None = None,
+                scale: float = CROP_SCALE, min_visible: float = MIN_VISIBLE
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame's box by the module's rule.
+
+    Args:
+      num_frames: T; height, width: of the original frames, pixels.
+      K: (3, 3) or (T, 3, 3) intrinsics of the original frames.
+      labelled: (L,) frame indices with labels; joints3d: (L, 21, 3) their joints, camera frame,
+        metres (:func:`label_joints`).
+      file_boxes: {frame: Box} from the user's box file (None: no file).
+    Returns:
+      (boxes (T, 3) float64 cx, cy, side; source (T,) str: FROM_FILE, FROM_LABEL or INTERPOLATED).
+    Raises:
+      BoxError when no frame gets a box from the file or a label.
+    """
+    K = np.broadcast_to(np.asarray(K, np.float64), (num_frames, 3, 3))
+    anchors = dict(file_boxes or {})
+    source = np.full(num_frames, INTERPOLATED, dtype=object)
+    source[list(anchors)] = FROM_FILE
+    for f, joints in zip(np.asarray(labelled, np.int64), np.asarray(joints3d), strict=True):
+        if int(f) in anchors:
+            continue
+        box = label_box(joints, K[f], height, width, scale, min_visible)
+        if box is not None:
+            anchors[int(f)] = box
+            source[f] = FROM_LABEL
+    if not anchors:
+        raise BoxError("no frame has a hand box: no labelled frame's hand is inside the frame "
+                       f"(>= {min_visible:.0%} of its joints, in front of the camera) and no boxes file")
+    return interpolate(num_frames, anchors), source.astype(str)
+
+
+def label_joints(mano, gamma) -> np.ndarray:
+    """(L, 21, 3) camera-frame joints (metres) of labels γ (L, ...) with MANO ``mano`` (one jitted
+    call, shared by the builder and the tool so that both get the same numbers)."""
+    import jax.numpy as jnp
+
+    from handprop_jax.gamma import Gamma
+    from handprop_jax.hand import hand_in_camera_jit
+
+    g = Gamma.of(gamma).numpy()
+    if len(g.root) == 0:
+        return np.zeros((0, 21, 3), np.float32)
+    _, joints = hand_in_camera_jit(mano, *(jnp.asarray(x, jnp.float32) for x in g))
+    return np.asarray(joints, np.float32)
