@@ -3,6 +3,11 @@
 Each sub-command lives in the module that does the work; that module defines
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. This file only wires them
 together, importing a module when its sub-command is used so that ``--help`` stays fast.
+
+A user's error — ``config.ConfigError`` (a bad ``--set`` or config file) or ``errors.UserError`` (a bad
+file, path or run folder) — is one line on stderr and exit code 2, never a traceback; Ctrl-C is one
+line and exit code 130 (``handprop train`` names the step to resume from); a full disk is one line,
+exit code 2.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sys
 
 from handprop_jax import config as config_lib
 from handprop_jax import hostmem
+from handprop_jax.errors import InterruptedRun, UserError, disk_full
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -60,9 +66,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._module.run(args) or 0)
-    except config_lib.ConfigError as e:  # a bad config value or --set: one line, before any work
-        print(f"handprop {args.command}: {e}", file=sys.stderr)
+    except (config_lib.ConfigError, UserError) as e:  # a bad value, file, path, run folder: one line
+        print(f"handprop {args.command}: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (training names the step to resume from)
+        print(f"handprop {args.command}: {_one_line(e) if isinstance(e, InterruptedRun) else 'interrupted'}",
+              file=sys.stderr)
+        return 130
+    except OSError as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        print(f"handprop {args.command}: disk full ({full}); free space and re-run", file=sys.stderr)
+        return 2
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split("\n")).strip()
 
 
 if __name__ == "__main__":

@@ -65,6 +65,18 @@ class DataConfig:
     synth_videos: tuple[int, int, int] = field((40, 6, 10), ge=0)  # train, val, test videos
     synth_frames: int = field(128, ge=1)  # frames per video
     synth_seed: int = 0  # generation seed of the synthetic videos (data.seed seeds the samplers)
+    # real-data builders (handprop data build ho3d / interhand26m; None = the builder's default, which
+    # follows the paper). Stored in the built data set's metadata: a data set built with other values
+    # is refused (rebuilt by `handprop data build`).
+    on_bad_input: str = field("skip", choices=("skip", "raise"))  # a bad frame: skip and count, or stop
+    crop_scale: float | None = field(None, gt=0)  # crop side / extent of the projected joints (1.5)
+    min_visible: float | None = field(None, ge=0, le=1)  # joints that must project inside the frame (0.5)
+    ho3d_val_sequences: tuple[str, ...] | None = None  # Mini-HO-3D val sequences (ABF11, BB12, GPMF13, GSF14)
+    ho3d_test_sequences: tuple[str, ...] | None = None  # Mini-HO-3D test sequences (12 named)
+    interhand_min_length: int | None = field(None, ge=1)  # Mini-InterHand: frames a video needs (1000)
+    interhand_num_val: int | None = field(None, ge=1)  # last filtered official-val videos forming val (25)
+    interhand_num_test: int | None = field(None, ge=1)  # filtered official-test videos drawn for test (100)
+    interhand_test_seed: int | None = None  # seed of that draw (0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -430,4 +442,16 @@ def save_json(config: Config, path: str | Path) -> None:
 
 
 def load_json(path: str | Path) -> Config:
-    return from_dict(json.loads(Path(path).read_text()))
+    """The Config recorded in a run folder's ``config.json``, checked like a config file; raises
+    ConfigError naming the file when it is not JSON, not a config, or holds a bad value."""
+    try:
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        config = from_dict(data)
+    except (ValueError, TypeError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{path}: not a handprop config ({type(e).__name__}: {e})") from None
+    try:
+        return validate(config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -43,10 +43,11 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
     per_video = []
     for video in videos:
         T = video["image"].shape[0]
-        lab, scored = label_sets(T, stride, video.get("has_label"))
+        times = video.get("frame_time")
+        lab, scored = label_sets(T, stride, video.get("has_label"), times)
         if not len(lab):
             continue
-        gap = neighbours(T, lab)["gap"]
+        gap = neighbours(T, lab, times)["gap"]
         order = [int(u) for u in np.argsort(-gap, kind="stable") if gap[u] > 0 and u in scored]
         if order:
             per_video.append((video, order))

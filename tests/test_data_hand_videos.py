@@ -132,6 +132,8 @@ def test_records_carry_labels_only_where_given(built):
     assert np.all(np.isfinite(good1["root"][[0, 4, 8]])) and np.all(np.isnan(good1["pose"][[1, 5]]))
     assert good1["image"].shape == (9, S, S, 3)
     np.testing.assert_array_equal(sp.video_labelled[0], [0, 4, 8])
+    # the unreadable f_6 is a hole in source time: f_7..f_9 keep their numbers as frame_time
+    np.testing.assert_array_equal(good1["frame_time"], [0, 1, 2, 3, 4, 5, 7, 8, 9])
 
 
 def test_label_of_a_moved_frame_stays_with_it(built, source):

@@ -132,12 +132,13 @@ def test_skip_report_written_and_missing_named_sequences_counted(built):
     assert report["counts"]["test"] == {"missing sequence": 11}  # ABF10 is the only one present
     assert report["counts"]["val"] == {"missing sequence": 2}
     assert "train" not in report["counts"]
-    assert os.path.isfile(os.path.join(out, "ho3d", "v2", "1.0.0", "skipped.json"))
+    assert os.path.isfile(os.path.join(out, "ho3d", "v2", "1.1.0", "skipped.json"))
 
 
 def test_v3_layout_reads_jpg_without_train_txt(tmp_path):
     raw = str(tmp_path / "raw")
-    truth = ho3d_layout.write_ho3d(raw, "v3", {"SM2": 2, "ABF10": 1}, seed=3, write_lists=False)
+    truth = ho3d_layout.write_ho3d(raw, "v3", {"SM2": 2, "ABF11": 1, "ABF10": 1}, seed=3,
+                                   write_lists=False)
     builder = hb.Builder(data_dir=str(tmp_path / "out"), config="v3", image_size=SIZE)
     assert builder.builder_config.name == "v3" and builder.builder_config.options.image_size == SIZE
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw))
@@ -180,7 +181,7 @@ BAD = ["missing image", "corrupt image", "missing annotation", "corrupt annotati
 
 def test_bad_frames_are_skipped_and_counted(tmp_path):
     raw = str(tmp_path / "raw")
-    ho3d_layout.write_ho3d(raw, "v2", {"MC2": len(BAD) + 2, "ABF10": 1}, seed=5)
+    ho3d_layout.write_ho3d(raw, "v2", {"MC2": len(BAD) + 2, "ABF11": 1, "ABF10": 1}, seed=5)
     for i, what in enumerate(BAD):
         _corrupt(raw, "MC2", f"{i + 1:04d}", what)
     builder = build(raw, str(tmp_path / "out"))
@@ -196,7 +197,7 @@ def test_bad_frames_are_skipped_and_counted(tmp_path):
                                        ("non-finite values", "meta/0001.pkl")])
 def test_bad_frames_raise_naming_the_file(tmp_path, what, name):
     raw = str(tmp_path / "raw")
-    ho3d_layout.write_ho3d(raw, "v2", {"MC2": 2}, seed=6)
+    ho3d_layout.write_ho3d(raw, "v2", {"MC2": 2, "ABF11": 1, "ABF10": 1}, seed=6)
     _corrupt(raw, "MC2", "0001", what)
     with pytest.raises(ValueError, match=f"MC2/{name}: {what}"):
         build(raw, str(tmp_path / "out"), on_bad_input="raise")
@@ -207,3 +208,109 @@ def test_missing_train_folder_is_a_clear_error(tmp_path):
     (tmp_path / "raw" / "README").write_text("not HO-3D")
     with pytest.raises(FileNotFoundError, match="no 'train/' folder"):
         build(str(tmp_path / "raw"), str(tmp_path / "out"))
+
+
+def _edit_meta(raw, seq, frame, edit):
+    path = os.path.join(raw, "train", seq, "meta", frame + ".pkl")
+    with open(path, "rb") as f:
+        m = pickle.load(f, encoding="latin1")
+    edit(m)
+    with open(path, "wb") as f:
+        pickle.dump(m, f, protocol=2)
+    return path
+
+
+@pytest.mark.parametrize("edit, detail", [
+    (lambda m: m.update(handJoints3D=m["handJoints3D"].T.copy()),
+     "handJoints3D has shape (3, 21), expected (21, 3)"),
+    (lambda m: m.update(handBeta=m["handBeta"].reshape(2, 5)), "handBeta has shape (2, 5), expected (10,)"),
+    (lambda m: m.update(handPose=[str(x) for x in m["handPose"]]), "handPose holds <U"),
+    (lambda m: m.update(camMat=m["camMat"] * [[0], [1], [1]]), "camMat is not a pinhole camera matrix"),
+    (lambda m: m.update(handJoints3D=m["handJoints3D"] * [1, 1, -1]), "points behind the camera"),
+])
+def test_fields_are_checked_exactly_never_reshaped(tmp_path, edit, detail):
+    """A transposed (3, 21) handJoints3D used to be reshaped into garbage (21, 3): now every field is
+    checked for its exact shape, numeric type, a pinhole camera and depth, and the frame skipped with
+    the file named."""
+    raw = str(tmp_path / "raw")
+    ho3d_layout.write_ho3d(raw, "v2", {"MC2": 3, "ABF11": 1, "ABF10": 1}, seed=7)
+    meta = _edit_meta(raw, "MC2", "0001", edit)
+    builder = build(raw, str(tmp_path / "out"))
+    assert builder.skipped["train"] == {"bad annotation": 1}
+    message = builder.skip_log.examples["train"][0]
+    assert message.startswith(f"{meta}: bad annotation") and detail in message, message
+    assert [int(e["frame_time"]) for e in read(str(tmp_path / "out"), "train")] == [0, 2]
+    with pytest.raises(ValueError, match=f"{meta}: bad annotation"):
+        build(raw, str(tmp_path / "out2"), on_bad_input="raise")
+
+
+def test_frame_time_keeps_holes_and_k_nu_gaps_use_it(tmp_path):
+    """Frames 4 (bad) and 7 (left out of train.txt, as HO-3D v3 does with frames on disk) are holes in
+    time: the stored frame_time keeps the frame numbers, and K, the labelled set, N(u) and the gaps
+    are measured in them (before, the frames after a hole were renumbered)."""
+    from handprop_jax.config import DataConfig
+    from handprop_jax.data.pipeline import eval_items
+    from handprop_jax.data.sources import Split
+
+    raw = str(tmp_path / "raw")
+    ho3d_layout.write_ho3d(raw, "v3", {"MC2": 11, "ABF11": 1, "ABF10": 1}, seed=8)
+    os.remove(os.path.join(raw, "train", "MC2", "rgb", "0004.jpg"))
+    listing = os.path.join(raw, "train.txt")
+    lines = open(listing).read().split()
+    open(listing, "w").write("\n".join(ln for ln in lines if ln != "MC2/0007") + "\n")
+    builder = build(raw, str(tmp_path / "out"), "v3")
+    assert builder.skipped["train"] == {"missing image": 1}
+    assert builder.skip_log.infos["train"] == {"frames on disk not in train.txt (not used)": 1}
+    train = read(str(tmp_path / "out"), "train", "v3")
+    assert [int(e["frame_time"]) for e in train] == [0, 1, 2, 3, 5, 6, 8, 9, 10]
+    assert [int(e["frame_index"]) for e in train] == list(range(9))
+    sp = Split(DataConfig(name="ho3d", builder_config="v3", label_stride=4), "train",
+               source=tfds.data_source("ho3d/v3", data_dir=str(tmp_path / "out"), split="train"))
+    time = sp.table.time
+    # labelled: times 0 and 8 on the K = 4 grid (time 4 is missing: no other frame is promoted), the last
+    assert time[sp.labelled].tolist() == [0, 8, 10]
+    assert time[sp.nearest].tolist() == [0, 0, 0, 0, 8, 8, 8, 8, 10]  # 5, 6 nearer to 8 than to 0
+    items = eval_items(sp, 2)
+    assert time[items["u"]].tolist() == [1, 2, 3, 5, 6, 9]
+    assert items["gap"].tolist() == [1, 2, 3, 3, 2, 1]  # in frames of the source video
+
+
+def test_a_split_left_empty_stops_the_build_naming_the_filter(tmp_path):
+    raw = str(tmp_path / "raw")
+    ho3d_layout.write_ho3d(raw, "v2", {"MC2": 2, "SM2": 1, "ABF10": 1}, seed=9)
+    with pytest.raises(ValueError, match=r"split 'val' is empty: none of its sequences \(ABF11, BB12, "
+                                         r"GPMF13, GSF14\).*data.ho3d_val_sequences"):
+        build(raw, str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "ho3d" / "v2" / "1.1.0").exists()  # nothing half-written
+    builder = hb.Builder(data_dir=str(tmp_path / "out"), config=hb.Builder.config_for(
+        "v2", SIZE, val_sequences=("SM2",)))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw))
+    assert [e["video_name"].decode() for e in read(str(tmp_path / "out"), "val")] == ["SM2"]
+
+
+def test_cli_options_and_empty_split_exit_code(tmp_path, capsys):
+    """Builder options are declared DataConfig fields (--set data....); an emptied split is one line
+    on stderr, exit code 2; a --data-dir that cannot be a folder is refused before any work."""
+    from handprop_jax.cli import main
+
+    raw, data = str(tmp_path / "raw"), tmp_path / "data"
+    ho3d_layout.write_ho3d(raw, "v2", {"MC2": 2, "SM2": 1, "ABF10": 1}, seed=9)
+    args = ["data", "build", "ho3d", "--manual-dir", raw, "--data-dir", str(data), "--config", "v2",
+            "--set", f"data.image_size={SIZE}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("handprop data: HO-3D v2: split 'val' is empty") and err.count("\n") == 1, err
+    assert main(args + ["--set", "data.ho3d_val_sequences=('SM2',)", "--set", "data.crop_scale=2.0"]) == 0
+    out = capsys.readouterr().out
+    assert "val" in out and "ho3d (v2)" in out
+    stored = hb.Builder(data_dir=str(data), config="v2").stored_options()
+    assert stored["val_sequences"] == ["SM2"] and stored["crop_scale"] == 2.0
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    for target in (a_file, a_file / "data"):  # a file, or under a file: refused before any work
+        assert main(args[:6] + [str(target)] + args[7:]) == 2
+        err = capsys.readouterr().err
+        assert f"--data-dir {target}: {a_file} is a file" in err and err.count("\n") == 1, err
+    assert main(["data", "build", "ho3d", "--manual-dir", raw, "--data-dir", str(data), "--set",
+                 "data.on_bad_input=maybe"]) == 2
+    assert "expected one of skip, raise" in capsys.readouterr().err

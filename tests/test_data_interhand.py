@@ -241,3 +241,111 @@ def test_annotation_folder_v1_or_older_all_layout(tmp_path):
     assert ib.annotation_dir(str(tmp_path), "test") == str(tmp_path / "annotations" / "all")
     with pytest.raises(FileNotFoundError, match="InterHand2.6M_train_data.json"):
         ib.annotation_dir(str(tmp_path), "train")
+
+
+def _annotations_of(raw, split, video):
+    """data.json (path, content) and the annotation records of one video, in frame order."""
+    path, data = _load(raw, split, "data")
+    ids = [im["id"] for im in sorted(data["images"], key=lambda im: im["frame_idx"])
+           if f"Capture{im['capture']}/{im['seq_name']}/cam{im['camera']}" == video]
+    by_id = {a["image_id"]: a for a in data["annotations"]}
+    return path, data, [by_id[i] for i in ids]
+
+
+def test_missing_or_unexpected_hand_type_skips_the_frame_not_the_video(small, model):
+    """One annotation without hand_type and one with "Right" used to drop the whole camera video
+    silently (exit 0, no skip): now those two frames are skipped and counted, naming data.json and the
+    image ids, and the video keeps its other frames at their source times."""
+    raw, out, truth = small
+    path, data, records = _annotations_of(raw, "val", "Capture0/ROM03_RT_No_Occlusion/cam400262")
+    del records[2]["hand_type"]
+    records[5]["hand_type"] = "Right"
+    _save(path, data)
+    builder = build(raw, out, model)
+    assert builder.skipped["train"] == {"bad annotation": 2}
+    messages = builder.skip_log.examples["train"]
+    assert messages[0] == (f"{path}: bad annotation (image id {records[2]['image_id']} (capture 0 frame "
+                           f"{truth['Capture0/ROM03_RT_No_Occlusion/cam400262'][2]['frame_idx']} camera "
+                           "400262): hand_type missing, expected one of right, left, interacting)")
+    assert f"image id {records[5]['image_id']} " in messages[1] and "hand_type 'Right'" in messages[1]
+    train = read(out, "train")
+    assert {e["video_name"].decode() for e in train} == {"Capture0/ROM03_RT_No_Occlusion/cam400262"}
+    assert [int(e["frame_time"]) for e in train] == [0, 1, 3, 4, 6, 7]  # 5 fps: frame_idx step 6
+    assert [int(e["video_length"]) for e in train] == [6] * 6
+    with pytest.raises(ValueError, match=f"{path}: bad annotation .image id {records[2]['image_id']} "):
+        build(raw, out + "_raise", model, on_bad_input="raise")
+
+
+def test_a_video_without_any_valid_hand_type_is_reported_and_an_empty_split_named(small, model):
+    raw, out, _ = small
+    path, data, records = _annotations_of(raw, "val", "Capture0/ROM04_RT_Occlusion/cam400262")
+    for r in records:
+        r["hand_type"] = None
+    _save(path, data)
+    builder = ib.Builder(data_dir=out, config=ib.Builder.config_for(SIZE, **CONFIG), mano_model=model)
+    with pytest.raises(ValueError, match=r"split 'train' is empty: 1 of the 2 official val videos pass "
+                                         r"the Mini-InterHand filter .*1 no valid hand_type.*num_val=1.*"
+                                         r"data.interhand_num_val"):
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=raw))
+    assert builder.skip_log.counts["official val"] == {"no valid hand_type": 1}
+    assert "video Capture0/ROM04_RT_Occlusion/cam400262: none of its 3 images" in \
+        builder.skip_log.examples["official val"][0]
+
+
+@pytest.mark.parametrize("edit, reason, detail", [
+    (lambda r: r.update(world_coord=np.asarray(r["world_coord"]).T.tolist()), "bad annotation",
+     "world_coord has shape (3, 42), expected (42, 3)"),
+    (lambda r: r.update(joint_valid=[[2]] * 42), "bad annotation", "joint_valid holds values other than 0/1"),
+    (lambda r: r.update(world_coord="[[0, 0, 0]]"), "bad annotation", "world_coord is str"),
+])
+def test_frame_fields_are_checked_exactly(small, model, edit, reason, detail):
+    raw, out, truth = small
+    video = truth["Capture0/ROM03_RT_No_Occlusion/cam400262"]
+    path, joints = _load(raw, "val", "joint_3d")
+    edit(joints["0"][str(video[3]["frame_idx"])])
+    _save(path, joints)
+    builder = build(raw, out, model)
+    assert builder.skipped["train"] == {reason: 1}
+    assert builder.skip_log.examples["train"][0].startswith(f"{path}: {reason} (image id ")
+    assert f"frame {video[3]['frame_idx']} camera 400262): {detail}" in builder.skip_log.examples["train"][0]
+
+
+def test_a_bad_camera_skips_its_video_once(tmp_path, model):
+    raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+    il.write_interhand(raw, model, [V("val", 0, "ROM03_RT_No_Occlusion", ("400262", "400263"), 4),
+                                    V("val", 0, "ROM04_RT_Occlusion", ("400262",), 3),
+                                    V("test", 1, "ROM03_RT_No_Occlusion", ("400262",), 3)], seed=4)
+    path, cameras = _load(raw, "val", "camera")
+    cameras["0"]["camrot"]["400263"] = (2 * np.asarray(cameras["0"]["camrot"]["400263"])).tolist()
+    _save(path, cameras)
+    builder = build(raw, out, model)
+    assert builder.skipped["official val"] == {"bad annotation": 1}
+    assert builder.skip_log.examples["official val"][0] == (
+        f"{path}: bad annotation (capture 0 camera 400263: camrot is not a rotation matrix; video "
+        "Capture0/ROM03_RT_No_Occlusion/cam400263 (4 frames) skipped)")
+    assert [e["video_name"].decode() for e in read(out, "train")] == \
+        ["Capture0/ROM03_RT_No_Occlusion/cam400262"] * 4
+
+
+def test_cli_filter_options_and_the_paper_filter_on_a_small_download(small, model, tmp_path, capsys):
+    """The Mini-InterHand filter options are declared DataConfig fields: the paper's >= 1000 frames on a
+    small download stops with the filter named (exit code 2, one line; it used to build nothing and
+    exit 0); --set data.interhand_min_length=... relaxes it."""
+    import mano_jax
+    from handprop_jax.cli import main
+
+    raw, out, _ = small
+    mano = str(tmp_path / "mano.npz")
+    mano_jax.save_npz(model, mano)
+    args = ["data", "build", "interhand26m", "--manual-dir", raw, "--data-dir", out, "--mano-model", mano,
+            "--set", f"data.image_size={SIZE}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("handprop data: InterHand2.6M: split 'train' is empty: 0 of the 2 official val "
+                          "videos pass the Mini-InterHand filter (right hand only, >= min_length=1000 "
+                          "frames; left out: 2 shorter than min_length=1000)"), err
+    assert "--set data.interhand_min_length=N" in err and err.count("\n") == 1
+    assert main(args + ["--set", "data.interhand_min_length=3", "--set", "data.interhand_num_val=1",
+                        "--set", "data.interhand_num_test=1"]) == 0
+    assert "train" in capsys.readouterr().out
+    assert ib.Builder(data_dir=out).stored_options()["min_length"] == 3

@@ -56,3 +56,25 @@ def test_n_nearest_labelled_matches_brute_force():
                                       err_msg=f"{length} {stride} {n}")
         rows = np.array([len(lab) - 1, 0])
         np.testing.assert_array_equal(sparse.n_nearest_labelled(length, stride, n, rows=rows), want[rows])
+
+
+def test_own_labels_with_holes_in_time():
+    """has_label (own sparse labels) and frame_time together: S_V keeps labels >= K source frames
+    apart, and N(u), the gaps, the stage-3 window and the stage-2 partners are measured in time."""
+    times = np.array([0, 1, 2, 4, 5, 6, 9, 10, 12])  # source frames 3, 7, 8 and 11 are missing
+    has = np.zeros(9, bool)
+    has[[0, 2, 3, 5, 6, 8]] = True  # times 0, 2, 4, 6, 9, 12
+    lab = sparse.select_labelled(has, 4, times)
+    np.testing.assert_array_equal(lab, [0, 3, 6, 8])  # times 0, 4, 9 and the last, 12
+    np.testing.assert_array_equal(sparse.select_labelled(has, 4), [0, 5, 8])  # on positions it differs
+    lab2, scored = sparse.label_sets(9, 4, has, times)
+    np.testing.assert_array_equal(lab2, lab)
+    np.testing.assert_array_equal(scored, [2, 5])
+    nb = sparse.neighbours(9, lab, times)
+    assert nb["nearest"][[2, 5]].tolist() == [0, 3] and nb["gap"][[2, 5]].tolist() == [2, 2]
+    np.testing.assert_array_equal(sparse.unlabelled_window(3, 9, 4, 3, labelled=lab, times=times), [2, 4, 5])
+    rng = np.random.default_rng(0)
+    partners = {sparse.sample_labelled_partner(rng, 6, 9, 4, 2, labelled=lab, times=times) for _ in range(50)}
+    assert partners == {6, 8}
+    np.testing.assert_array_equal(sparse.select_labelled(np.ones(9, bool), 4, times),
+                                  sparse.labelled_frames(9, 4, times))

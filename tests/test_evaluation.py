@@ -123,6 +123,29 @@ def test_rows_of_one_video(config, videos):
     np.testing.assert_allclose(mf[R.PAPER]["MPJPE (P)"], cf[R.COPY]["MPJPE (P)"], atol=1e-3)
 
 
+def test_rows_measure_neighbours_and_gaps_in_source_time(videos):
+    """A video with a hole (source frame 4 missing, e.g. skipped as bad input): K, N(u), the gaps and
+    the both-sides weights are measured in frame_time, so the hole shifts nothing (before the frames
+    were renumbered: position 4, source frame 5, became a labelled frame)."""
+    full = videos["train"][0]  # T = 9
+    keep = np.array([0, 1, 2, 3, 5, 6, 7, 8])
+    video = {k: np.asarray(v)[keep] for k, v in full.items()}
+    video["frame_time"] = keep.copy()
+    pred = runner.video_predictions(video, 4, {}, None, table_rows=R.by_name([R.COPY, R.INTERPOLATION]))
+    # labelled: source times 0 and 8 (4, on the K grid, is missing: no other frame is promoted)
+    np.testing.assert_array_equal(pred["frames"], [1, 2, 3, 4, 5, 6])  # positions
+    np.testing.assert_array_equal(pred["gap"], [1, 2, 3, 3, 2, 1])  # source frames to N(u)
+    truth = Gamma.of(full)
+    nearest = np.array([0, 0, 0, 8, 8, 8])  # source frames 1, 2, 3 → 0; 5, 6, 7 → 8
+    for copy, t in zip(pred["rows"][R.COPY], truth, strict=True):
+        np.testing.assert_array_equal(copy, np.asarray(t)[nearest])
+    # interpolation: the root is blended linearly with weight (t_u - 0) / (8 - 0) on frame 8
+    w = np.array([1, 2, 3, 5, 6, 7], np.float32)[:, None] / 8
+    root = np.asarray(truth.root)
+    np.testing.assert_allclose(pred["rows"][R.INTERPOLATION].root, (1 - w) * root[0] + w * root[8],
+                               atol=1e-6)
+
+
 def test_evaluate_writes_table_and_gap(tmp_path, config, videos):
     preds = {"baseline": _predictor(), "pseudo": _predictor(), "align": _predictor()}
     train_lab = Gamma.of(videos["train"][0]).take([0, 4, 8])

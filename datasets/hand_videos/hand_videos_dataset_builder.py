@@ -33,11 +33,12 @@ stored crops.
 Bad input is named or counted, never silently dropped (``<dataset dir>/skipped.json`` lists counts
 per split and reason and the first messages naming the files; ``on_bad_input="raise"`` stops at the
 first): a frame that cannot be read or has another size than the first is left out (the later
-frames move up one index, labels stay with their frames; reasons "unreadable frame", "frame size
-differs"); a label for a frame the video does not have is left out ("label for a missing frame"); a
-label whose hand is behind the camera or mostly outside the frame is left out, its frame kept
-without a label ("hand outside the image"); a whole video is left out for: no frames or an
-unreadable video file ("no frames", "unreadable video"), a missing or malformed labels file (bad
+frames move up one index, labels stay with their frames, and ``frame_time`` keeps each frame's number
+in the video, so the hole stays a hole in time for K, N(u) and the gaps; reasons "unreadable frame",
+"frame size differs"); a label for a frame the video does not have is left out ("label for a
+missing frame"); a label whose hand is behind the camera or mostly outside the frame is left out,
+its frame kept without a label ("hand outside the image"); a whole video is left out for: no frames
+or an unreadable video file ("no frames", "unreadable video"), a missing or malformed labels file (bad
 JSON, missing key, wrong lengths, NaN/inf, duplicates: "missing labels", "bad labels"), missing or
 bad intrinsics ("missing intrinsics", "bad intrinsics"), a bad box file ("bad boxes"), a left hand
 ("left hand"), or no usable label left ("no usable label").
@@ -385,18 +386,19 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 self.skip_log.handle(split, e)
                 continue
             examples = self._video_examples(split, video)
-            if not any(bool(e["has_label"]) for e in examples):
+            if not any(bool(e["has_label"]) for _, e in examples):
                 self.skip_log.handle(split, support.BadInput("no usable label", root / name,
                                                              "every labelled frame was unreadable"))
                 continue
-            for index, example in enumerate(examples):
-                example.update(video_id=video_id, video_name=name, frame_index=index,
+            for index, (time, example) in enumerate(examples):
+                example.update(video_id=video_id, video_name=name, frame_index=index, frame_time=time,
                                video_length=len(examples))
                 yield f"{video_id:06d}_{index:06d}", example
             video_id += 1
 
-    def _video_examples(self, split: str, video: VideoInputs) -> list[dict]:
-        """The kept frames' examples in order (bad frames counted and left out)."""
+    def _video_examples(self, split: str, video: VideoInputs) -> list[tuple[int, dict]]:
+        """(source frame number, example) of the kept frames in order (bad frames counted and left
+        out; the source number becomes the stored ``frame_time``)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from handprop_jax.propagation.inputs import PropagationInputError, iter_frames
@@ -428,11 +430,11 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 results += [(None, support.BadInput("unreadable frame", f"{video.source}#{t}", str(e)))
                             for t in range(len(results), len(video.names))]
         kept = []
-        for example, error in results:
+        for t, (example, error) in enumerate(results):
             if error is not None:
                 self.skip_log.handle(split, error)
             else:
-                kept.append(example)
+                kept.append((t, example))
         return kept
 
 

@@ -33,16 +33,29 @@ stored in the dataset metadata, so ``tfds.data_source("ho3d", data_dir=DIR, spli
 ``"ho3d/v3"``) reads whatever was built in DIR; a builder with other options refuses to reuse
 those files (``stale_reason``).
 
-Bad input (missing/corrupt image, missing/truncated pickle, missing keys, wrong shapes, NaN/inf,
-hand outside the image): with ``on_bad_input="skip"`` (default) the frame is dropped and counted;
-counts per split and reason are in ``Builder.skipped`` and ``<dataset dir>/skipped.json``. With
-``on_bad_input="raise"`` the build stops with a ValueError naming the file.
+Time: each example stores ``frame_time`` = its frame number (``0042`` → 42); K, the labelled
+frames, N(u) and the gaps are measured in it (``handprop_jax.data.sparse``), so a frame that is
+skipped, or left out of ``train.txt``, is a hole in time and shifts nothing. HO-3D v3's
+``train.txt`` leaves out frames that are on disk (no reliable annotation): they are **not** stored —
+the stored features need the ground truth of every frame (the evaluation scores every unlabelled
+frame), so they are neither labelled nor scorable; they are counted in ``skipped.json`` ("info":
+"frames on disk not in train.txt (not used)") and are holes in time.
+
+Bad input — every field read is checked: the pickle is a dict with ``handPose``, ``handBeta``,
+``handJoints3D``, ``camMat``; each numeric, of exactly its shape ((48,), (10,), (21, 3), (3, 3);
+never reshaped), finite; ``camMat`` a pinhole matrix (fx, fy > 0, last row 0 0 1); every joint in
+front of the camera; the frame id a number; plus missing/corrupt image or pickle and a hand outside
+the image. With ``on_bad_input="skip"`` (default) the frame is dropped and counted, the message
+naming the file (the frame); counts per split and reason are in ``Builder.skipped`` and
+``<dataset dir>/skipped.json``. With ``on_bad_input="raise"`` the build stops at the first one with
+a ValueError naming the file. A split left without any sequence (Mini-HO-3D's val/test names absent
+from a partial download) or without any good frame stops the build with ``EmptySplitError``
+naming the filter (``data.ho3d_val_sequences`` / ``data.ho3d_test_sequences`` name others).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import pickle
 
@@ -87,11 +100,14 @@ def convert_annotation(meta: dict, path: str = "<meta>") -> dict:
     for key in ("handPose", "handBeta", "handJoints3D", "camMat"):
         if key not in meta:
             raise support.BadInput("missing annotation", path, f"key {key!r} absent")
+    # exact shapes (never reshaped), numbers only, finite; a pinhole camera; the hand in front of it
     pose_gl = support.checked_array(meta["handPose"], (48,), "handPose", path)
     betas = support.checked_array(meta["handBeta"], (10,), "handBeta", path)
     joints_gl = support.checked_array(meta["handJoints3D"], (21, 3), "handJoints3D", path)
-    K = support.checked_array(meta["camMat"], (3, 3), "camMat", path)
-    joints3d = opengl_to_opencv(joints_gl)[HO3D_TO_MANOPTH]
+    K = support.checked_intrinsics(support.checked_array(meta["camMat"], (3, 3), "camMat", path),
+                                   "camMat", path)
+    joints3d = support.checked_in_front(opengl_to_opencv(joints_gl)[HO3D_TO_MANOPTH], "handJoints3D",
+                                        path)
     return {"root": joints3d[0].copy(), "pose": rotate_global(pose_gl, OPENGL_TO_OPENCV),
             "betas": betas, "joints3d": joints3d, "K": K}
 
@@ -126,6 +142,8 @@ def list_sequences(root: str, layout: str) -> dict[str, list[str]]:
 
     From ``train.txt`` when present (the official list), else from the ``rgb/`` and ``meta/``
     folders (the union, so a frame missing one of its files is reported, not silently dropped).
+    A frame's id is its number in the sequence (``0042``), which the builder stores as its
+    ``frame_time``: frames left out of ``train.txt`` or skipped as bad input are holes in time.
     """
     listing = os.path.join(root, "train.txt")
     frames: dict[str, set[str]] = {}
@@ -192,8 +210,9 @@ class Ho3dConfig(tfds.core.BuilderConfig):
 class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     """HO-3D v2/v3 → Mini-HO-3D splits of hand-centred frames (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Mini-HO-3D split, OpenCV camera frame, manopth joint order."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Mini-HO-3D split, OpenCV camera frame, manopth joint order.",
+                     "1.1.0": "frame_time (the frame number); exact shape/type/camera checks."}
     BUILDER_CONFIGS = [Ho3dConfig(layout="v2"), Ho3dConfig(layout="v3")]
     HOMEPAGE = "https://www.tugraz.at/index.php?id=40231"
     DEFAULT_CONFIG_NAME = "v2"
@@ -206,13 +225,16 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     """
 
     def __init__(self, *, on_bad_input: str = "skip", image_size: int | None = None,
-                 crop_scale: float | None = None, min_visible: float | None = None, **kwargs):
+                 crop_scale: float | None = None, min_visible: float | None = None,
+                 val_sequences: tuple[str, ...] | None = None, test_sequences: tuple[str, ...] | None = None,
+                 **kwargs):
         """Args: on_bad_input: "skip" (count and continue) or "raise"; image_size, crop_scale,
-        min_visible: when given, override those of ``config``; other args as tfds (``data_dir``,
-        ``config`` ("v2" default, "v3" or a ``Ho3dConfig``), ``version``, ``file_format`` —
-        array_record by default)."""
+        min_visible, val_sequences, test_sequences: when given, override those of ``config``; other
+        args as tfds (``data_dir``, ``config`` ("v2" default, "v3" or a ``Ho3dConfig``), ``version``,
+        ``file_format`` — array_record by default)."""
         overrides = {k: v for k, v in dict(image_size=image_size, crop_scale=crop_scale,
-                                           min_visible=min_visible).items() if v is not None}
+                                           min_visible=min_visible, val_sequences=val_sequences,
+                                           test_sequences=test_sequences).items() if v is not None}
         if overrides:
             base = kwargs.get("config") or self.DEFAULT_CONFIG_NAME
             if not isinstance(base, Ho3dConfig):
@@ -230,12 +252,18 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     @classmethod
     def config_from_data(cls, data_config, builder_config: str | None = None) -> Ho3dConfig:
         """The config for a ``handprop_jax.config.DataConfig``: layout from ``builder_config``
-        ("v2" default, or "v3"), crop side from ``data_config.image_size`` (hook used by
-        ``handprop_jax.data.build``)."""
+        ("v2" default, or "v3"), crop side from ``data_config.image_size``, and, where set (not
+        None), ``data.crop_scale``, ``data.min_visible``, ``data.ho3d_val_sequences``,
+        ``data.ho3d_test_sequences`` (hook used by ``handprop_jax.data.build``)."""
         layout = builder_config or "v2"
         if layout not in IMAGE_EXT:
             raise ValueError(f"ho3d: unknown builder config {builder_config!r}; use 'v2' or 'v3'")
-        return cls.config_for(layout, int(data_config.image_size))
+        options = {"crop_scale": getattr(data_config, "crop_scale", None),
+                   "min_visible": getattr(data_config, "min_visible", None),
+                   "val_sequences": getattr(data_config, "ho3d_val_sequences", None),
+                   "test_sequences": getattr(data_config, "ho3d_test_sequences", None)}
+        return cls.config_for(layout, int(data_config.image_size),
+                              **{k: v for k, v in options.items() if v is not None})
 
     def _split_generators(self, dl_manager):
         options = self.builder_config.options
@@ -249,12 +277,38 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 if seq not in sequences:
                     self.skip_log.note(name, support.BadInput(
                         "missing sequence", os.path.join(root, "train", seq), "named by Mini-HO-3D"))
-        empty = [name for name, seqs in split.items() if not seqs]
-        if empty:  # tfds cannot write a split without examples: leave it out, and say so
-            logging.warning("HO-3D %s: no sequences for split(s) %s under %s; not written",
-                            options.layout, empty, root)
+        self._count_unlisted(root, sequences, split, options.layout)
+        for name, seqs in split.items():  # a split without examples: stop, naming the filter
+            if seqs:
+                continue
+            if name == "train":
+                raise support.EmptySplitError(
+                    f"HO-3D {options.layout}: split 'train' is empty: every sequence under {root}/train "
+                    f"({', '.join(sequences)}) is a val or test sequence; name fewer with --set "
+                    "data.ho3d_val_sequences=(...) / data.ho3d_test_sequences=(...)")
+            wanted = options.val_sequences if name == "val" else options.test_sequences
+            raise support.EmptySplitError(
+                f"HO-3D {options.layout}: split {name!r} is empty: none of its sequences "
+                f"({', '.join(wanted)}) is under {root}/train; name ones you have with --set "
+                f"data.ho3d_{name}_sequences=('SEQ', ...)")
         return {name: self._generate_examples(name, root, [(s, sequences[s]) for s in seqs])
-                for name, seqs in split.items() if seqs}
+                for name, seqs in split.items()}
+
+    def _count_unlisted(self, root: str, sequences: dict, split: dict, layout: str) -> None:
+        """Count (``info``) frames that exist on disk but are not in ``train.txt`` (HO-3D v3 leaves
+        out frames without a reliable annotation): they are not stored; their frame numbers are
+        holes in time."""
+        if not os.path.isfile(os.path.join(root, "train.txt")):
+            return
+        ext = IMAGE_EXT[layout]
+        for name, seqs in split.items():
+            for seq in seqs:
+                folder = os.path.join(root, "train", seq, "rgb")
+                on_disk = {n[: -len(ext)] for n in os.listdir(folder) if n.endswith(ext)} \
+                    if os.path.isdir(folder) else set()
+                unlisted = len(on_disk - set(sequences[seq]))
+                if unlisted:
+                    self.skip_log.info(name, "frames on disk not in train.txt (not used)", unlisted)
 
     def _generate_examples(self, split, root, videos):
         options = self.builder_config.options
@@ -272,5 +326,16 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 labels["joints3d"], options.image_size, options.crop_scale, options.min_visible,
                 image_path)
 
-        frames = [(seq, [(seq, f) for f in ids]) for seq, ids in videos]
+        def timed(seq, ids):  # (time = the frame number, frame) in temporal order
+            out = []
+            for f in ids:
+                if f.isdigit():
+                    out.append((int(f), (seq, f)))
+                else:  # sorted after every numbered frame (list_sequences): a time past them
+                    out.append((out[-1][0] + 1 if out else 0, support.BadInput(
+                        "bad frame id", os.path.join(root, "train", seq, "meta", f + ".pkl"),
+                        "frame ids are frame numbers (e.g. 0042)")))
+            return out
+
+        frames = [(seq, timed(seq, ids)) for seq, ids in videos]
         yield from support.video_examples(split, frames, process, self.skip_log)

@@ -46,15 +46,32 @@ The single config ``mini`` holds every option set (``InterHandOptions``: crop si
 above, as builder kwargs or a ``InterHandConfig``), stored in the dataset metadata, so
 ``tfds.data_source("interhand26m", data_dir=DIR, split=...)`` reads whatever was built in DIR.
 
-Bad input is skipped and counted (``Builder.skipped``, ``<dataset dir>/skipped.json``) or, with
-``on_bad_input="raise"``, stops the build with a ValueError naming the file.
+Time: each example stores ``frame_time``, the frame's number in its video on the video's own frame
+grid: (frame_idx - first frame_idx) / step, step = the gcd of the video's frame_idx differences (6
+in the 5 fps release, whose frame_idx counts 30 fps frames). K, the labelled frames, N(u) and the gaps
+are measured in it (``handprop_jax.data.sparse``), so a skipped or absent frame is a hole in time.
+
+Bad input. Every field read is checked — image records (``id``, ``file_name``, ``capture``,
+``seq_name``, ``camera``, ``frame_idx``: present, of their types), annotations (``image_id``;
+``hand_type`` one of right/left/interacting; ``joint_valid`` 0/1 of shape (42, 1) or (42,)), cameras
+(numbers of exactly their shapes, finite, ``camrot`` a rotation, focal lengths > 0), MANO fits
+(``pose`` (48,), ``shape`` (10,), ``trans`` (3,)), ``world_coord`` (42, 3); shapes are never reshaped;
+joints and wrist in front of the camera. With ``on_bad_input="skip"`` (default) a bad frame is
+skipped and counted under its output split; a bad camera skips its whole video; an image or
+annotation record that cannot be placed in a video, a duplicate frame, a video whose frames all lack
+a valid ``hand_type``, and the bad records of videos the filter leaves out are counted under
+"official val" / "official test" — each message naming the annotation file and the image id (or the
+video). How many videos the filter left out and why is in the report's "info". Counts:
+``Builder.skipped``, ``<dataset dir>/skipped.json``. With ``on_bad_input="raise"`` the first bad record
+stops the build with a ValueError naming the file. A missing or unparsable annotation file, or an
+output split that would be empty, stops the build (``EmptySplitError`` names the filter and the
+``--set data.interhand_*`` option that relaxes it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 
 import numpy as np
@@ -119,9 +136,18 @@ def load_json(path: str):
         raise ValueError(f"InterHand2.6M: cannot parse {path} (truncated or corrupt?): {e}") from e
 
 
+HAND_TYPES = ("right", "left", "interacting")
+IMAGE_FIELDS = {"id": int, "file_name": str, "capture": int, "seq_name": str, "camera": (str, int),
+                "frame_idx": int}
+
+
 @dataclasses.dataclass
 class Annotations:
-    """The four JSON files of one official split."""
+    """The four JSON files of one official split, with the records that failed a check.
+
+    ``bad``: image id -> ``BadInput`` found while grouping (a missing/unexpected ``hand_type``, a
+    duplicate annotation or frame); such a frame is skipped (and counted) when its video is built.
+    """
 
     split: str
     folder: str
@@ -130,29 +156,84 @@ class Annotations:
     cameras: dict
     joints: dict
     mano: dict
+    bad: dict = dataclasses.field(default_factory=dict)
 
     def path(self, kind: str) -> str:
         return os.path.join(self.folder, f"InterHand2.6M_{self.split}_{kind}.json")
 
+    @property
+    def source(self) -> str:
+        """The skip-report key for what cannot be given an output split yet ("official val")."""
+        return f"official {self.split}"
 
-def load_annotations(root: str, split: str) -> Annotations:
+
+def image_problem(image) -> str | None:
+    """Why a ``_data.json`` image record is unusable (a field missing or of the wrong type), or None."""
+    if not isinstance(image, dict):
+        return f"expected an object, got {type(image).__name__}"
+    for key, types in IMAGE_FIELDS.items():
+        if key not in image:
+            return f"{key!r} missing"
+        value = image[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"{key!r} is {value!r}, expected {getattr(types, '__name__', 'text or an integer')}"
+    if image["frame_idx"] < 0:
+        return f"'frame_idx' is {image['frame_idx']}, expected >= 0"
+    return None
+
+
+def _file_object(path: str, value, kind: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"InterHand2.6M: {path}: expected a JSON object ({kind}), "
+                         f"got {type(value).__name__}")
+    return value
+
+
+def load_annotations(root: str, split: str, skip_log: support.SkipLog | None = None) -> Annotations:
+    """The annotation files of official ``split``. A file that is missing, unparsable or of the wrong
+    structure stops the build (ValueError/FileNotFoundError naming it); an unusable image or
+    annotation record is skipped and counted under "official <split>" (``skip_log``; raises with
+    ``on_bad_input="raise"``)."""
+    skip_log = skip_log or support.SkipLog()
     folder = annotation_dir(root, split)
     name = lambda kind: os.path.join(folder, f"InterHand2.6M_{split}_{kind}.json")
     data = load_json(name("data"))
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise ValueError(f"{name('data')}: expected COCO-style keys 'images' and 'annotations'")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise ValueError(f"{name('data')}: expected COCO-style lists 'images' and 'annotations'")
+    ann = Annotations(split, folder, [], {}, {}, {}, {})
+    seen_ids = set()
     for i, image in enumerate(data["images"]):
-        missing = [k for k in ("id", "file_name", "capture", "seq_name", "camera", "frame_idx")
-                   if not isinstance(image, dict) or k not in image]
-        if missing:
-            raise ValueError(f"{name('data')}: images[{i}] lacks {missing}")
-    by_image = {}
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "image_id" not in ann:
-            raise ValueError(f"{name('data')}: annotations[{i}] lacks 'image_id'")
-        by_image[ann["image_id"]] = ann
-    return Annotations(split, folder, data["images"], by_image, load_json(name("camera")),
-                       load_json(name("joint_3d")), load_json(name("MANO_NeuralAnnot")))
+        problem = image_problem(image)
+        if problem is None and image["id"] in seen_ids:
+            problem = f"image id {image['id']} listed twice"
+        if problem is not None:
+            ident = f"id {image['id']}" if isinstance(image, dict) and "id" in image else "no id"
+            skip_log.handle(ann.source, support.BadInput("bad image record", name("data"),
+                                                         f"images[{i}] ({ident}): {problem}"))
+            continue
+        seen_ids.add(image["id"])
+        ann.images.append(image)
+    duplicated = set()
+    for i, record in enumerate(data["annotations"]):
+        if not isinstance(record, dict) or "image_id" not in record \
+                or isinstance(record["image_id"], bool) or not isinstance(record["image_id"], int):
+            skip_log.handle(ann.source, support.BadInput("bad annotation record", name("data"),
+                                                         f"annotations[{i}]: no integer 'image_id'"))
+            continue
+        if record["image_id"] in ann.by_image:
+            duplicated.add(record["image_id"])
+        ann.by_image[record["image_id"]] = record
+    for image_id in sorted(duplicated):
+        ann.bad[image_id] = support.BadInput("duplicate annotation", name("data"),
+                                             f"image id {image_id} has more than one annotation")
+        if skip_log.on_bad_input == "raise":
+            skip_log.handle(ann.source, ann.bad[image_id])
+    ann.cameras = _file_object(name("camera"), load_json(name("camera")), "capture -> camera parameters")
+    ann.joints = _file_object(name("joint_3d"), load_json(name("joint_3d")), "capture -> frame -> joints")
+    ann.mano = _file_object(name("MANO_NeuralAnnot"), load_json(name("MANO_NeuralAnnot")),
+                            "capture -> frame -> MANO fits")
+    return ann
 
 
 def video_key(image: dict) -> tuple:
@@ -166,20 +247,83 @@ def video_name(key: tuple) -> str:
     return f"Capture{capture}/{seq}/cam{camera}"
 
 
-def right_hand_videos(ann: Annotations, min_length: int) -> list[tuple[tuple, list[dict]]]:
+def where(image: dict) -> str:
+    """How messages name an image: its id, capture, frame and camera."""
+    return (f"image id {image['id']} (capture {image['capture']} frame {image['frame_idx']} "
+            f"camera {image['camera']})")
+
+
+def frame_times(images: list[dict]) -> list[int]:
+    """Source times of a video's image records (sorted by ``frame_idx``): (frame_idx - first) / step,
+    step = the gcd of the differences (6 in the 5 fps release, where frame_idx counts the 30 fps
+    frames; 1 at 30 fps). Missing frames are holes in time."""
+    import math
+
+    idx = [int(im["frame_idx"]) for im in images]
+    step = 0
+    for a, b in zip(idx, idx[1:], strict=False):
+        step = math.gcd(step, b - a)
+    step = step or 1
+    return [(f - idx[0]) // step for f in idx]
+
+
+def right_hand_videos(ann: Annotations, min_length: int, skip_log: support.SkipLog | None = None
+                      ) -> list[tuple[tuple, list[dict]]]:
     """Videos (sorted by key) whose every annotated image has ``hand_type == "right"`` and that have
-    at least ``min_length`` frames; each with its image records sorted by ``frame_idx``."""
+    at least ``min_length`` image records; each with its image records sorted by ``frame_idx``.
+
+    Images without an annotation, with a missing or unexpected ``hand_type`` (anything but "right",
+    "left", "interacting") or a duplicate annotation do not decide the filter: they go to
+    ``ann.bad`` (skipped and counted when a kept video is built; reported under "official <split>"
+    when the video is left out) or, with
+    ``on_bad_input="raise"``, stop the build. A second image of one ``frame_idx`` in a video is
+    skipped (reported under "official <split>"). A video none of whose images has a valid
+    ``hand_type`` is skipped with the reason "no valid hand_type" (never silently). How many videos
+    the filter left out, and why, is counted in the skip report's "info"."""
+    skip_log = skip_log or support.SkipLog()
     videos: dict[tuple, list[dict]] = {}
     for image in ann.images:
         videos.setdefault(video_key(image), []).append(image)
     kept = []
     for key in sorted(videos):
-        images = sorted(videos[key], key=lambda im: int(im["frame_idx"]))
-        # Images without an annotation do not decide the filter; they are skipped (and counted)
-        # when the frames are read.
-        types = {ann.by_image[im["id"]].get("hand_type") for im in images if im["id"] in ann.by_image}
+        images, types = [], set()
+        for im in sorted(videos[key], key=lambda im: (int(im["frame_idx"]), im["id"])):
+            if images and images[-1]["frame_idx"] == im["frame_idx"]:  # one time, one frame
+                skip_log.handle(ann.source, support.BadInput(
+                    "duplicate frame", ann.path("data"), f"{where(im)}: frame_idx also has image id "
+                    f"{images[-1]['id']} in video {video_name(key)}; the first is kept"))
+                continue
+            images.append(im)
+        for im in images:
+            record = ann.by_image.get(im["id"])
+            if record is None or im["id"] in ann.bad:
+                continue
+            hand_type = record.get("hand_type")
+            if hand_type not in HAND_TYPES:
+                what = "missing" if "hand_type" not in record else f"{hand_type!r}"
+                error = support.BadInput("bad annotation", ann.path("data"),
+                                         f"{where(im)}: hand_type {what}, expected one of "
+                                         f"{', '.join(HAND_TYPES)}")
+                if skip_log.on_bad_input == "raise":
+                    skip_log.handle(ann.source, error)
+                ann.bad[im["id"]] = error
+                continue
+            types.add(hand_type)
+        if not types:
+            skip_log.handle(ann.source, support.BadInput(
+                "no valid hand_type", ann.path("data"), f"video {video_name(key)}: none of its "
+                f"{len(images)} images has an annotation with a valid hand_type; video skipped"))
+            continue
         if types == {"right"} and len(images) >= min_length:
             kept.append((key, images))
+            continue
+        reason = ("videos not right-hand only" if types != {"right"}
+                  else f"videos shorter than min_length={min_length}")
+        skip_log.info(ann.source, reason)
+        for im in images:  # the filter leaves this video out: report its bad records here
+            if im["id"] in ann.bad:
+                skip_log.note(ann.source, ann.bad[im["id"]])
+    skip_log.info(ann.source, "videos passing the Mini-InterHand filter", len(kept))
     return kept
 
 
@@ -217,56 +361,81 @@ class RestWrist:
         return self.template + self.dirs @ betas
 
 
-def convert_frame(ann: Annotations, image: dict, wrist: RestWrist) -> dict:
-    """Labels of one image in its camera frame (handprop convention); ``BadInput`` on bad values.
+def video_camera(ann: Annotations, image: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(R (3, 3), campos (3,) metres, K (3, 3)) of an image's camera, checked (numbers of exactly
+    their shapes, finite, R a rotation, focal lengths > 0); ``BadInput`` naming ``_camera.json``,
+    the capture and the camera. A camera serves a whole video: a bad one skips the video."""
+    capture, camera = str(image["capture"]), str(image["camera"])
+    path, at = ann.path("camera"), f"capture {capture} camera {camera}"
+    cam = ann.cameras.get(capture)
+    if not isinstance(cam, dict):
+        raise support.BadInput("missing camera", path, f"{at}: no entry for the capture")
+    values = {}
+    for key in ("campos", "camrot", "focal", "princpt"):
+        table = cam.get(key)
+        if not isinstance(table, dict) or camera not in table:
+            raise support.BadInput("missing camera", path, f"{at}: no {key!r}")
+        values[key] = table[camera]
+    campos = support.checked_array(values["campos"], (3,), "campos", path, at)
+    R = support.checked_rotation(support.checked_array(values["camrot"], (3, 3), "camrot", path, at),
+                                 "camrot", path, at)
+    focal = support.checked_array(values["focal"], (2,), "focal", path, at)
+    princpt = support.checked_array(values["princpt"], (2,), "princpt", path, at)
+    K = np.array([[focal[0], 0.0, princpt[0]], [0.0, focal[1], princpt[1]], [0.0, 0.0, 1.0]])
+    return R, campos / 1000.0, support.checked_intrinsics(K, "focal", path, at)
 
+
+def convert_frame(ann: Annotations, image: dict, wrist: RestWrist, camera=None) -> dict:
+    """Labels of one image in its camera frame (handprop convention); ``BadInput`` on bad values,
+    naming the annotation file and the image (id, capture, frame, camera).
+
+    ``camera``: the video's checked ``video_camera`` (computed when None).
     Returns {"root", "pose", "betas", "joints3d", "K", "filled"} (filled = number of invalid
     joints replaced by the MANO fit's).
     """
-    capture, frame, camera = str(image["capture"]), str(image["frame_idx"]), str(image["camera"])
-    where = f"capture {capture} frame {frame} camera {camera}"
-    try:
-        cam = ann.cameras[capture]
-        campos = support.checked_array(cam["campos"][camera], (3,), "campos", ann.path("camera"))
-        camrot = support.checked_array(cam["camrot"][camera], (3, 3), "camrot", ann.path("camera"))
-        focal = support.checked_array(cam["focal"][camera], (2,), "focal", ann.path("camera"))
-        princpt = support.checked_array(cam["princpt"][camera], (2,), "princpt", ann.path("camera"))
-    except (KeyError, TypeError) as e:
-        raise support.BadInput("missing annotation", ann.path("camera"), f"{where}: {e!r}") from e
-    try:
-        mano = ann.mano[capture][frame]["right"]
-    except (KeyError, TypeError) as e:
-        raise support.BadInput("missing MANO fit", ann.path("MANO_NeuralAnnot"), where) from e
-    if mano is None:
-        raise support.BadInput("missing MANO fit", ann.path("MANO_NeuralAnnot"), f"{where}: null")
-    try:
-        joint_record = ann.joints[capture][frame]
-        world = joint_record["world_coord"]
-    except (KeyError, TypeError) as e:
-        raise support.BadInput("missing annotation", ann.path("joint_3d"), where) from e
-    mano_path = ann.path("MANO_NeuralAnnot")
-    pose_w = support.checked_array(mano.get("pose"), (48,), "pose", mano_path)
-    betas = support.checked_array(mano.get("shape"), (10,), "shape", mano_path)
-    trans = support.checked_array(mano.get("trans"), (3,), "trans", mano_path)
-    world = support.checked_array(world, (42, 3), "world_coord", ann.path("joint_3d"))
+    if image["id"] in ann.bad:
+        raise ann.bad[image["id"]]
+    R, c, K = video_camera(ann, image) if camera is None else camera
+    capture, frame = str(image["capture"]), str(image["frame_idx"])
+    at = where(image)
     record = ann.by_image.get(image["id"])
     if record is None:
-        raise support.BadInput("missing annotation", ann.path("data"), f"no annotation for image "
-                                f"id {image['id']} ({image.get('file_name')})")
+        raise support.BadInput("missing annotation", ann.path("data"),
+                               f"{at}: no annotation for this image ({image.get('file_name')})")
+    if record.get("hand_type") != "right":  # kept videos are right-hand only: guards the contract
+        raise support.BadInput("bad annotation", ann.path("data"),
+                               f"{at}: hand_type {record.get('hand_type')!r} in a right-hand video")
+    mano_path = ann.path("MANO_NeuralAnnot")
+    fits = ann.mano.get(capture)
+    fits = fits.get(frame) if isinstance(fits, dict) else None
+    if not isinstance(fits, dict) or fits.get("right") is None:
+        raise support.BadInput("missing MANO fit", mano_path, f"{at}: no right-hand fit")
+    mano = fits["right"]
+    if not isinstance(mano, dict):
+        raise support.BadInput("bad annotation", mano_path, f"{at}: the right-hand fit is "
+                                                            f"{type(mano).__name__}, expected an object")
+    joints_path = ann.path("joint_3d")
+    joint_record = ann.joints.get(capture)
+    joint_record = joint_record.get(frame) if isinstance(joint_record, dict) else None
+    if not isinstance(joint_record, dict) or "world_coord" not in joint_record:
+        raise support.BadInput("missing annotation", joints_path, f"{at}: no world_coord")
+    pose_w = support.checked_array(mano.get("pose"), (48,), "pose", mano_path, at)
+    betas = support.checked_array(mano.get("shape"), (10,), "shape", mano_path, at)
+    trans = support.checked_array(mano.get("trans"), (3,), "trans", mano_path, at)
+    world = support.checked_array(joint_record["world_coord"], (42, 3), "world_coord", joints_path, at)
     # 3D validity: joint_3d.json's joint_valid (v1.0; data.json's per-image joint_valid marks
-    # truncation there), else data.json's (older releases, as the original dataset.py reads it).
-    if isinstance(joint_record, dict) and joint_record.get("joint_valid") is not None:
-        valid = support.checked_array(joint_record["joint_valid"], (42, 1), "joint_valid",
-                                       ann.path("joint_3d"))
+    # truncation there), else data.json's (older releases, as the original dataset.py reads it);
+    # (42, 1) as released, or (42,)
+    if joint_record.get("joint_valid") is not None:
+        valid = support.checked_flags(joint_record["joint_valid"], ((42, 1), (42,)), "joint_valid",
+                                      joints_path, at)
     else:
-        valid = support.checked_array(record.get("joint_valid"), (42, 1), "joint_valid",
-                                       ann.path("data"))
-    valid = valid[:21, 0] > 0
+        valid = support.checked_flags(record.get("joint_valid"), ((42, 1), (42,)), "joint_valid",
+                                      ann.path("data"), at)
+    valid = valid[:21]
     if not valid[IH_RIGHT_WRIST]:
-        raise support.BadInput("invalid wrist", ann.path("joint_3d"), f"{where}: right wrist not valid")
+        raise support.BadInput("invalid wrist", joints_path, f"{at}: right wrist not valid")
 
-    R = camrot
-    c = campos / 1000.0
     pose = pose_w.copy()
     pose[:3] = Rotation.from_matrix(R @ Rotation.from_rotvec(pose_w[:3]).as_matrix()).as_rotvec()
     pose[3:] = pose_w[3:] + wrist.hands_mean
@@ -276,7 +445,8 @@ def convert_frame(ann: Annotations, image: dict, wrist: RestWrist) -> dict:
     if invalid.any():
         _, fit = wrist.hand_in_camera(wrist.model, root[None], pose[None], betas[None])
         joints3d[invalid] = np.asarray(fit[0], np.float64)[invalid]
-    K = np.array([[focal[0], 0.0, princpt[0]], [0.0, focal[1], princpt[1]], [0.0, 0.0, 1.0]])
+    support.checked_in_front(joints3d, "world_coord", joints_path, at)
+    support.checked_in_front(root[None], "trans", mano_path, at)
     return {"root": root, "pose": pose, "betas": betas, "joints3d": joints3d, "K": K,
             "filled": int(invalid.sum())}
 
@@ -311,8 +481,9 @@ def resolve_mano(mano_model, manual_dir: str | None):
 class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     """InterHand2.6M → Mini-InterHand splits of hand-centred frames (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Mini-InterHand split, NeuralAnnot MANO in the camera frame."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Mini-InterHand split, NeuralAnnot MANO in the camera frame.",
+                     "1.1.0": "frame_time (source frame grid); every annotation field checked."}
     BUILDER_CONFIGS = [InterHandConfig()]
     HOMEPAGE = "https://mks0601.github.io/InterHand2.6M/"
     DEFAULT_CONFIG_NAME = "mini"
@@ -356,38 +527,67 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
     def config_from_data(cls, data_config, builder_config: str | None = None) -> InterHandConfig:
         """The Mini-InterHand config at ``data_config.image_size`` (hook used by
         ``handprop_jax.data.build``); ``builder_config`` other than None/"mini" is rejected.
-        The filter follows the paper unless the DataConfig has (optional) fields
-        ``interhand_min_length``, ``interhand_num_val``, ``interhand_num_test``,
-        ``interhand_test_seed`` set (not None)."""
+        The filter follows the paper unless the DataConfig's ``interhand_min_length``,
+        ``interhand_num_val``, ``interhand_num_test``, ``interhand_test_seed`` (and the crop's
+        ``crop_scale``, ``min_visible``) are set (not None)."""
         if builder_config not in (None, "mini"):
             raise ValueError(f"interhand26m: unknown builder config {builder_config!r}; use 'mini'")
         options = {key: getattr(data_config, f"interhand_{key}", None)
                    for key in ("min_length", "num_val", "num_test", "test_seed")}
-        return cls.config_for(int(data_config.image_size),
-                              **{k: int(v) for k, v in options.items() if v is not None})
+        options = {k: int(v) for k, v in options.items() if v is not None}
+        for key in ("crop_scale", "min_visible"):
+            if getattr(data_config, key, None) is not None:
+                options[key] = float(getattr(data_config, key))
+        return cls.config_for(int(data_config.image_size), **options)
 
     def _split_generators(self, dl_manager):
         options = self.builder_config.options
         root = os.fspath(dl_manager.manual_dir)
         wrist = RestWrist(resolve_mano(self.mano_model, root))
-        annotations = {s: load_annotations(root, s) for s in SOURCE_SPLITS}
-        filtered = {s: [(a, key, images) for key, images in right_hand_videos(a, options.min_length)]
-                    for s, a in annotations.items()}
+        annotations = {s: load_annotations(root, s, self.skip_log) for s in SOURCE_SPLITS}
+        filtered = {}
+        for s, a in annotations.items():
+            filtered[s] = []
+            for key, images in right_hand_videos(a, options.min_length, self.skip_log):
+                try:  # the camera serves the whole video: a bad one skips it
+                    camera = video_camera(a, images[0])
+                except support.BadInput as e:
+                    self.skip_log.handle(a.source, support.BadInput(
+                        e.reason, e.path, f"{e.detail}; video {video_name(key)} ({len(images)} frames) "
+                                          "skipped"))
+                    continue
+                filtered[s].append((a, key, images, camera))
         split = mini_interhand_split(filtered["val"], filtered["test"], options.num_val,
                                      options.num_test, options.test_seed)
-        empty = [name for name, videos in split.items() if not videos]
-        if empty:  # tfds cannot write a split without examples: leave it out, and say so
-            logging.warning("InterHand2.6M: no video passes the Mini-InterHand filter for split(s) "
-                            "%s (min_length=%d); not written", empty, options.min_length)
-        return {name: self._generate_examples(name, root, videos, wrist)
-                for name, videos in split.items() if videos}
+        for name in ("train", "val", "test"):
+            if not split[name]:
+                raise support.EmptySplitError(self._empty_message(name, annotations, filtered))
+        return {name: self._generate_examples(name, root, videos, wrist) for name, videos in split.items()}
+
+    def _empty_message(self, name: str, annotations: dict, filtered: dict) -> str:
+        """Why output split ``name`` is empty: the filter's counts and the options to relax it."""
+        o = self.builder_config.options
+        source = "test" if name == "test" else "val"
+        info = self.skip_log.infos.get(annotations[source].source, {})
+        dropped = ", ".join(f"{n} {what.removeprefix('videos ')}" for what, n in sorted(info.items())
+                            if what != "videos passing the Mini-InterHand filter") or "none left out"
+        skipped = self.skip_log.counts.get(annotations[source].source, {})
+        bad = (" and skipped " + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items()))) if skipped else ""
+        total = len({video_key(im) for im in annotations[source].images})
+        head = (f"InterHand2.6M: split {name!r} is empty: {len(filtered[source])} of the {total} official "
+                f"{source} videos pass the Mini-InterHand filter (right hand only, >= min_length="
+                f"{o.min_length} frames; left out: {dropped}{bad})")
+        if name == "train" and filtered[source]:
+            return (f"{head}, and the last num_val={o.num_val} of them form val; lower it with --set "
+                    "data.interhand_num_val=N")
+        return f"{head}; relax it with --set data.interhand_min_length=N"
 
     def _generate_examples(self, split, root, videos, wrist):
         options = self.builder_config.options
 
         def process(frame):
-            ann, image = frame
-            labels = convert_frame(ann, image, wrist)
+            ann, image, camera = frame
+            labels = convert_frame(ann, image, wrist, camera)
             image_path = os.path.join(root, "images", ann.split, image["file_name"])
             pixels = support.read_rgb(image_path)
             example = support.make_example(
@@ -398,5 +598,7 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 self.skip_log.info(split, "joints filled from the MANO fit", labels["filled"])
             return example
 
-        frames = [(video_name(key), [(ann, im) for im in images]) for ann, key, images in videos]
+        frames = [(video_name(key), [(t, (ann, im, camera)) for t, im in zip(frame_times(images), images,
+                                                                             strict=True)])
+                  for ann, key, images, camera in videos]
         yield from support.video_examples(split, frames, process, self.skip_log)

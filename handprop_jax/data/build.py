@@ -14,8 +14,12 @@ Hooks a builder may define (all optional):
 - ``Builder.stale_reason(self) -> str | None``: why prepared files in ``data_dir`` do not match the
   requested config (they are then deleted and rebuilt);
 - ``__init__(mano_model=...)``: receives the MANO model path of the run config;
+- ``__init__(on_bad_input=...)``: receives ``data.on_bad_input`` ("skip" or "raise");
 - ``__init__(manual_dir=...)``: receives the manual dir when building (e.g. to notice changed files);
-- skipped items: ``<dataset dir>/skipped.json`` = {"counts": {split: {reason: n}}, ...}.
+- skipped items: ``<dataset dir>/skipped.json`` = {"counts": {split: {reason: n}}, "examples": {split:
+  [messages]}, "info": {split: {what: n}}}; keys other than the output splits (e.g. "official val",
+  "not in splits.json") count what was skipped before an output split was known; the summary gives
+  each of them a row of its own.
 """
 
 from __future__ import annotations
@@ -90,13 +94,13 @@ def read_skipped(builder: tfds.core.DatasetBuilder, key: str = "counts") -> dict
 
 
 def label_spacing(table) -> float | None:
-    """Median number of frames between consecutive labelled frames of a video, over a split's videos
-    (None without two labels in one video)."""
+    """Median number of source frames (``frame_time``) between consecutive labelled frames of a
+    video, over a split's videos (None without two labels in one video)."""
     gaps = []
     for v in range(table.num_videos):
         s, n = int(table.starts[v]), int(table.lengths[v])
         flags = table.has_label[s:s + n] if table.has_label is not None else np.ones(n, bool)
-        gaps.append(np.diff(np.nonzero(flags)[0]))
+        gaps.append(np.diff(table.times(v)[np.nonzero(flags)[0]]))
     gaps = np.concatenate(gaps) if gaps else np.zeros(0)
     return float(np.median(gaps)) if len(gaps) else None
 
@@ -114,19 +118,19 @@ def build(name: str, data_dir: str | Path, manual_dir: str | Path | None = None,
     ``summary_notes()`` (if defined) is printed under the table."""
     data_config = data_config or DataConfig(name=name)
     manual = str(manual_dir) if manual_dir else None
-    builder = make_builder(name, data_dir, builder_config, data_config, mano_model=mano_model,
-                           manual_dir=manual)
+    kwargs = {"mano_model": mano_model, "on_bad_input": data_config.on_bad_input, "manual_dir": manual}
+    builder = make_builder(name, data_dir, builder_config, data_config, **kwargs)
     stale = builder.stale_reason() if hasattr(builder, "stale_reason") else None
     if stale:
         if verbose:
             print(f"{name}: existing files in {builder.data_path} are stale ({stale}); rebuilding")
         shutil.rmtree(str(builder.data_path))
-        builder = make_builder(name, data_dir, builder_config, data_config, mano_model=mano_model,
-                               manual_dir=manual)
+        builder = make_builder(name, data_dir, builder_config, data_config, **kwargs)
     download_config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
     builder.download_and_prepare(download_config=download_config)
 
     skipped = read_skipped(builder)
+    report = Path(str(builder.data_path)) / "skipped.json"
     splits = {}
     for split in builder.info.splits:
         source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
@@ -140,9 +144,10 @@ def build(name: str, data_dir: str | Path, manual_dir: str | Path | None = None,
             splits[split]["label_spacing"] = label_spacing(table)
     summary = {"name": name, "config": builder.builder_config.name if builder.builder_config else None,
                "data_dir": str(data_dir), "path": str(builder.data_path),
-               "label_stride": data_config.label_stride, "splits": splits}
-    for split in skipped:  # a split whose every video was skipped is not written: still report it
-        if split not in splits:
+               "label_stride": data_config.label_stride, "splits": splits,
+               "skip_report": str(report) if report.is_file() else None}
+    for split in skipped:  # a split whose every video was skipped is not written, and keys such as
+        if split not in splits:  # "official val" count what had no output split yet: still report them
             splits[split] = {"videos": 0, "frames": 0, "labelled": 0, "skipped": dict(skipped[split])}
     summary["examples"] = read_skipped(builder, "examples")
     if verbose:
@@ -174,4 +179,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     if examples:
         lines.append(f"skipped (the first per split; all counted in {summary['path']}/skipped.json):")
         lines += [f"  {split}: {message}" for split, message in examples]
+    if not examples and summary.get("skip_report") and any(s["skipped"] for s in summary["splits"].values()):
+        lines.append(f"what was skipped and why (files, frames): {summary['skip_report']}")
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """What the real-data tfds builders (HO-3D, InterHand2.6M) share besides cropping.
 
-``BadInput`` / ``SkipLog`` (skip with a count, or raise naming the file), ``read_rgb``,
-``checked_array``, ``make_example``, ``video_examples`` (records grouped by video in frame order) and
+``BadInput`` / ``SkipLog`` (skip with a count, or raise naming the file), ``read_rgb``, the field
+checks (``checked_array`` — exact shapes, never reshaped —, ``checked_flags``, ``checked_intrinsics``,
+``checked_rotation``, ``checked_in_front``), ``make_example``, ``video_examples`` (records grouped by
+video in frame order, each with its source ``frame_time``), ``EmptySplitError`` and
 ``OptionsBuilderMixin`` (options in the dataset metadata, ``stale_reason``, ``skipped.json``, the
 shared ``_info``). Numpy/PIL only; runs while a dataset is built.
 """
@@ -93,21 +95,79 @@ def read_rgb(path) -> np.ndarray:
         raise BadInput("corrupt image", path, f"{type(e).__name__}: {e}") from e
 
 
-def checked_array(value, shape: tuple[int, ...], key: str, path) -> np.ndarray:
-    """``value`` as a float64 array of exactly ``shape``, finite; else ``BadInput`` naming the key."""
+def _numeric(value, key: str, path, where: str, kinds: str = "iuf") -> np.ndarray:
+    """``value`` as a numpy array of a numeric kind in ``kinds`` (never text, objects or None)."""
+    prefix = f"{where}: " if where else ""
     if value is None:
-        raise BadInput("missing annotation", path, f"{key} is None")
+        raise BadInput("missing annotation", path, f"{prefix}{key} is None")
+    if isinstance(value, str | bytes | dict):
+        raise BadInput("bad annotation", path, f"{prefix}{key} is {type(value).__name__}, expected numbers")
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise BadInput("bad annotation", path, f"{key}: {e}") from e
-    if array.size == int(np.prod(shape)) and array.shape != shape:
-        array = array.reshape(shape)
-    if array.shape != shape:
-        raise BadInput("bad annotation", path, f"{key} has shape {array.shape}, expected {shape}")
-    if not np.all(np.isfinite(array)):
-        raise BadInput("non-finite values", path, f"{key} contains NaN or inf")
+        array = np.asarray(value)
+    except (TypeError, ValueError) as e:  # ragged nested lists
+        raise BadInput("bad annotation", path, f"{prefix}{key}: {e}") from e
+    if array.dtype.kind not in kinds:
+        raise BadInput("bad annotation", path, f"{prefix}{key} holds {array.dtype} values, expected numbers")
     return array
+
+
+def checked_array(value, shape: tuple[int, ...], key: str, path, where: str = "") -> np.ndarray:
+    """``value`` as a float64 array of exactly ``shape`` (never reshaped: a (3, 21) array for a
+    (21, 3) field is refused), numeric (not text/objects/bool) and finite; else ``BadInput`` naming
+    ``path`` (the annotation file), ``where`` (the frame/image id) and ``key``."""
+    array = _numeric(value, key, path, where).astype(np.float64)
+    prefix = f"{where}: " if where else ""
+    if array.shape != shape:
+        raise BadInput("bad annotation", path, f"{prefix}{key} has shape {array.shape}, expected {shape}")
+    if not np.all(np.isfinite(array)):
+        raise BadInput("non-finite values", path, f"{prefix}{key} contains NaN or inf")
+    return array
+
+
+def checked_flags(value, shapes: tuple[tuple[int, ...], ...], key: str, path, where: str = "") -> np.ndarray:
+    """Validity flags: an array of exactly one of ``shapes``, every value 0/1 or False/True; returned
+    as bool, flattened. ``BadInput`` otherwise (as :func:`checked_array`)."""
+    array = _numeric(value, key, path, where, kinds="biuf")
+    prefix = f"{where}: " if where else ""
+    if array.shape not in shapes:
+        raise BadInput("bad annotation", path, f"{prefix}{key} has shape {array.shape}, expected "
+                                               f"{' or '.join(map(str, shapes))}")
+    if not np.all((array == 0) | (array == 1)):
+        raise BadInput("bad annotation", path, f"{prefix}{key} holds values other than 0/1")
+    return array.astype(bool).reshape(-1)
+
+
+def checked_intrinsics(K: np.ndarray, key: str, path, where: str = "") -> np.ndarray:
+    """A (3, 3) pinhole matrix (already :func:`checked_array`-ed): positive focal lengths, zero skew
+    row entries below the diagonal and last row (0, 0, 1); ``BadInput`` otherwise."""
+    prefix = f"{where}: " if where else ""
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or K[1, 0] != 0 or not np.allclose(K[2], [0, 0, 1]):
+        raise BadInput("bad annotation", path, f"{prefix}{key} is not a pinhole camera matrix "
+                                               f"(fx, fy > 0, last row 0 0 1): {K.tolist()}")
+    return K
+
+
+def checked_rotation(R: np.ndarray, key: str, path, where: str = "", atol: float = 1e-3) -> np.ndarray:
+    """A (3, 3) rotation matrix (orthonormal, det +1 within ``atol``); ``BadInput`` otherwise."""
+    prefix = f"{where}: " if where else ""
+    if not np.allclose(R @ R.T, np.eye(3), atol=atol) or not np.isclose(np.linalg.det(R), 1.0, atol=atol):
+        raise BadInput("bad annotation", path, f"{prefix}{key} is not a rotation matrix")
+    return R
+
+
+def checked_in_front(points: np.ndarray, key: str, path, where: str = "") -> np.ndarray:
+    """(..., 3) camera-frame points (OpenCV) with every depth z > 0; ``BadInput`` otherwise (a point
+    behind the camera would project to a mirrored, plausible-looking place)."""
+    if np.any(points[..., 2] <= 0):
+        prefix = f"{where}: " if where else ""
+        raise BadInput("bad annotation", path, f"{prefix}{key}: points behind the camera "
+                                               f"(min depth {float(points[..., 2].min()):.3g} m)")
+    return points
+
+
+class EmptySplitError(ValueError):
+    """A build that would write a split without any example; the message names the split and the
+    filter (or the skip reasons) that emptied it, and how to relax it."""
 
 
 def make_example(image: np.ndarray, K: np.ndarray, root: np.ndarray, pose: np.ndarray,
@@ -136,21 +196,28 @@ def video_examples(split: str, videos, process_frame, skip_log: SkipLog, workers
 
     Args:
       split: split name (for the skip counts).
-      videos: sequence of ``(video_name, frames)``; ``frames`` a sequence of whatever
-        ``process_frame`` takes, in temporal order.
+      videos: sequence of ``(video_name, frames)``; ``frames`` a sequence of ``(time, frame)`` in
+        temporal order: ``time`` the frame's number in the source video (int, strictly increasing),
+        ``frame`` whatever ``process_frame`` takes, or a ``BadInput`` found before (e.g. while
+        grouping the annotations), which is handled like one raised by ``process_frame``.
       process_frame: ``frame -> example dict`` (labels + image), raising ``BadInput``; run in a
         thread pool (image decoding/encoding release the GIL), results kept in frame order.
       skip_log: where bad frames go (handled in frame order, so "raise" stops at the first).
-        Skipped frames are dropped from their video (``frame_index`` counts the kept frames,
-        0-based); a video without any good frame is dropped (reason "empty video") and does not
-        take a ``video_id``.
+        Skipped frames are dropped from their video: ``frame_index`` counts the kept frames (0-based
+        positions), ``frame_time`` keeps each frame's source time, so a hole stays a hole in time
+        (``handprop_jax.data.sparse``). A video without any good frame is dropped (reason "empty
+        video") and does not take a ``video_id``.
       workers: threads; default ``min(8, cpu count)``.
+    Raises:
+      EmptySplitError when no video of the split has a good frame (the counts per reason named).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
     def guarded(frame):
+        if isinstance(frame, BadInput):
+            return None, frame
         try:
             return process_frame(frame), None
         except BadInput as e:
@@ -158,22 +225,32 @@ def video_examples(split: str, videos, process_frame, skip_log: SkipLog, workers
 
     workers = workers or min(8, os.cpu_count() or 1)
     video_id = 0
+    videos = list(videos)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for name, frames in tqdm(list(videos), desc=f"{split} videos", leave=False):
+        for name, frames in tqdm(videos, desc=f"{split} videos", leave=False):
+            frames = list(frames)
+            times = [int(t) for t, _ in frames]
+            if any(b <= a for a, b in zip(times, times[1:], strict=False)):
+                raise ValueError(f"{split} video {name}: frame times {times[:8]}... are not increasing")
             kept = []
-            for example, error in pool.map(guarded, frames):
+            for time, (example, error) in zip(times, pool.map(guarded, [f for _, f in frames]), strict=True):
                 if error is not None:
                     skip_log.handle(split, error)
                 else:
-                    kept.append(example)
+                    kept.append((time, example))
             if not kept:
                 skip_log.handle(split, BadInput("empty video", name, "no usable frame"))
                 continue
-            for index, example in enumerate(kept):
-                example.update(video_id=video_id, video_name=name, frame_index=index,
+            for index, (time, example) in enumerate(kept):
+                example.update(video_id=video_id, video_name=name, frame_index=index, frame_time=time,
                                video_length=len(kept))
                 yield f"{video_id:06d}_{index:06d}", example
             video_id += 1
+    if video_id == 0:
+        counts = skip_log.counts.get(split, {})
+        detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items())) or "no frames listed"
+        raise EmptySplitError(f"split {split!r} is empty: every frame of its {len(videos)} video(s) was "
+                              f"skipped ({detail}); first reasons: {skip_log.examples.get(split, [])[:3]}")
 
 
 class OptionsBuilderMixin:

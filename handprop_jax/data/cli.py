@@ -18,6 +18,14 @@ synthetic hand). Prints, per split: videos, frames, labelled frames (every K-th,
 included; hand_videos: also the frames with a label and those held back for evaluation) and skipped
 items with the reason, and the first skipped items by name.
 
+Bad input (a frame with an unusable annotation or image) is skipped and counted; the report of what
+was skipped, naming each file and frame, is ``DATA_DIR/<name>/<config>/<version>/skipped.json``.
+``--set data.on_bad_input=raise`` stops at the first bad frame instead. The build stops (exit code 2,
+one line, nothing written) on a missing download folder or annotation file, an unwritable
+--data-dir, and a split that would be empty (the filter that emptied it is named, with the
+``--set data....`` option that relaxes it: ``data.ho3d_val_sequences``, ``data.interhand_min_length``,
+...).
+
 ``export`` writes the videos of a built data set as a hand_videos source folder (one folder per
 video: frames/, labels.json with every --label-every-th frame, intrinsics.npy, boxes.json,
 ground_truth.npz; and splits.json): the walkthrough of docs/own_videos.md uses it to try everything
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from handprop_jax import config as config_lib
@@ -95,6 +104,26 @@ def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str | None]:
     return dataclasses.replace(config, data=data), builder_config
 
 
+def writable_dir(path: str | Path, what: str) -> Path:
+    """``path`` as a folder that can be created or written (checked before any work); raises
+    ``UserError`` naming it (a file, or under a file, or not writable)."""
+    import os
+
+    from handprop_jax.errors import UserError
+
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UserError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: {probe} is not writable")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     command = getattr(args, "data_command", None)
     if command == "export":
@@ -104,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
               "       handprop data export NAME --data-dir DIR --out OUT [--config CFG] [--label-every N]")
         return 2
     from handprop_jax.data.build import build
+    from handprop_jax.errors import UserError, disk_full
 
     config, builder_config = resolve(args)
     mano_model = args.mano_model
@@ -111,8 +141,17 @@ def run(args: argparse.Namespace) -> int:
         mano_model = mano_model or config.model.mano_model or "synthetic"
     elif mano_model is None and config.model.mano_model and Path(config.model.mano_model).is_file():
         mano_model = config.model.mano_model
-    build(args.name, args.data_dir, manual_dir=args.manual_dir, builder_config=builder_config,
-          data_config=config.data, mano_model=mano_model)
+    try:
+        writable_dir(args.data_dir, "--data-dir")
+        if args.manual_dir is not None and not Path(args.manual_dir).is_dir():
+            raise UserError(f"--manual-dir {args.manual_dir}: no such folder")
+        build(args.name, args.data_dir, manual_dir=args.manual_dir, builder_config=builder_config,
+              data_config=config.data, mano_model=mano_model)
+    except (UserError, ValueError, OSError) as e:  # bad input, a filter that empties a split, a path
+        full = disk_full(e)
+        message = f"disk full while writing ({full})" if full else str(e).strip().splitlines()[0]
+        print(f"handprop data: {message}", file=sys.stderr)
+        return 2
     return 0
 
 

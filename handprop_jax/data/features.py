@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 LABEL_KEYS = ("root", "pose", "betas", "joints3d", "joints2d")
-META_KEYS = ("video_id", "video_name", "frame_index", "video_length")
+META_KEYS = ("video_id", "video_name", "frame_index", "frame_time", "video_length")
 #: optional bool feature: the frame carries a label (data sets where only some frames do: hand_videos;
 #: its label features are NaN where it is False). Absent = every frame has a label.
 HAS_LABEL = "has_label"
@@ -31,7 +31,8 @@ def frame_features(image_size: int | None, has_label: bool = False) -> tfds.feat
         "joints2d": tfds.features.Tensor(shape=(21, 2), dtype=f32),
         "video_id": tfds.features.Scalar(dtype=np.int32),
         "video_name": tfds.features.Text(),
-        "frame_index": tfds.features.Scalar(dtype=np.int32),
+        "frame_index": tfds.features.Scalar(dtype=np.int32),  # position in the stored video
+        "frame_time": tfds.features.Scalar(dtype=np.int32),  # frame number in the source video
         "video_length": tfds.features.Scalar(dtype=np.int32),
     })
 

@@ -73,7 +73,7 @@ def interpolated_labels(config: Config, split: str = "train") -> MotionBank:
         lab = np.nonzero(sp.labelled[positions])[0]
         g_lab = Gamma(*(np.stack([np.asarray(records[i][k], np.float32) for i in lab])
                         for k in ("root", "pose", "betas")))
-        nb = neighbours(T, lab)
+        nb = neighbours(T, lab, table.times(v))  # weights in source time (frame_time)
         rank = {int(f): i for i, f in enumerate(lab)}
         left = np.array([rank[int(f)] for f in np.where(nb["left"] >= 0, nb["left"], nb["right"])])
         right = np.array([rank[int(f)] for f in np.where(nb["right"] >= 0, nb["right"], nb["left"])])

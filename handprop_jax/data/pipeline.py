@@ -36,7 +36,9 @@ the evaluation batches hold the frames with a label outside S_V (``Split.evaluat
 Sampling (``handprop_jax.data.sparse``): one epoch = every labelled frame of the split once as the
 anchor s (shuffled); stage 2 partner: uniformly among the ``data.nearest_labelled`` nearest labelled
 frames of the same video (s included); stage 3 partner: with probability ``data.unlabelled_fraction``
-an unlabelled frame with |u - s| < ``data.max_gap``, else as in stage 2. grain derives each record's
+an unlabelled frame with |u - s| < ``data.max_gap``, else as in stage 2. Distances, the labelled set
+and N(u) are on the frames' source times (``frame_time``), so frames missing from a video shift
+nothing. grain derives each record's
 random generator from (``data.seed``, record index), so everything is deterministic given the seed.
 """
 
@@ -96,13 +98,14 @@ class _MakeExample(grain.RandomMapTransform):
         if self.stage == 1:
             return sp.example(sp.read([position])[0], with_labels=True)
         v, f = int(table.video[position]), int(table.frame[position])
-        length = int(table.lengths[v])
+        length, times = int(table.lengths[v]), table.times(v)
         lab = sp.video_labelled[v]
         if self.stage == 2:
-            u, u_lab = sparse.sample_labelled_partner(rng, f, length, sp.stride, self.nearest, lab), True
+            u, u_lab = sparse.sample_labelled_partner(rng, f, length, sp.stride, self.nearest, lab,
+                                                      times), True
         else:
             u, u_lab = sparse.sample_stage3_partner(rng, f, length, sp.stride, self.max_gap, self.nearest,
-                                                    self.fraction, lab)
+                                                    self.fraction, lab, times)
         pu = int(table.position(v, u))
         rs, ru = sp.read([position, pu])
         if self.stage == 2:
@@ -326,7 +329,7 @@ def eval_items(sp: Split, scenario: int, max_items: int | None = None) -> dict[s
         return {"u": u}
     if scenario == 2:
         s = sp.nearest[u]
-        return {"u": u, "s": s, "gap": np.abs(sp.table.frame[u] - sp.table.frame[s])}
+        return {"u": u, "s": s, "gap": np.abs(sp.table.time[u] - sp.table.time[s])}
     raise ValueError(f"scenario must be 1 or 2, got {scenario!r}")
 
 

@@ -93,10 +93,12 @@ class Split:
         return self.example(self.read([int(self.table.position(video, frame))])[0], with_labels)
 
     def video(self, video: int, with_labels: bool = True) -> dict[str, np.ndarray]:
-        """All frames of one video (table row) in frame order, as a frame batch, plus ``has_label``
-        (T,) bool (which frames carry a label; with labels, the others' label keys are NaN)."""
+        """All frames of one video (table row) in frame order, as a frame batch, plus ``frame_time``
+        (T,): the frames' source times (``handprop_jax.data.sparse``), and ``has_label`` (T,) bool
+        (which frames carry a label; with labels, the others' label keys are NaN)."""
         s, n = int(self.table.starts[video]), int(self.table.lengths[video])
         out = self.frames(range(s, s + n), with_labels)
+        out["frame_time"] = self.table.times(video).astype(np.int32)
         flags = self.table.video_has_label(video)
         out[HAS_LABEL] = np.ones(n, bool) if flags is None else np.array(flags)
         return out

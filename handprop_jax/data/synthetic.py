@@ -357,7 +357,8 @@ def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarra
         "image": image, "K": K, "root": p["root"], "pose": p["pose"], "betas": np.ascontiguousarray(betas),
         "joints3d": joints.astype(np.float32), "joints2d": joints2d,
         "video_id": np.full(T, video, np.int32), "video_name": f"{split}_{video:04d}",
-        "frame_index": np.arange(T, dtype=np.int32), "video_length": np.full(T, T, np.int32),
+        "frame_index": np.arange(T, dtype=np.int32), "frame_time": np.arange(T, dtype=np.int32),
+        "video_length": np.full(T, T, np.int32),
     }
 
 

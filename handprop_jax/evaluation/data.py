@@ -14,6 +14,7 @@ def iter_videos(config, split: str) -> Iterator[dict[str, np.ndarray]]:
     """Yield one dict per video of ``split`` in table order: the pipeline's frame batch of every frame
     WITH labels (evaluation only): {image uint8 (T,S,S,3), K (T,3,3), root (T,3), pose (T,48),
     betas (T,10), joints3d (T,21,3), joints2d (T,21,2), video_id (T,), frame_index (T,) = 0..T-1,
+    frame_time (T,) the source frame numbers (``handprop_jax.data.sparse``: K, N(u) and gaps use them),
     has_label (T,) bool (frames without a label have NaN labels)}."""
     from handprop_jax.data.sources import open_split
 

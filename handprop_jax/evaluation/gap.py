@@ -1,6 +1,8 @@
 """Error as a function of the frame gap |u - N(u)| (``workdir/eval/gap.{csv,md,png}``).
 
-Gaps are grouped in powers of two: 1, 2-3, 4-7, 8-15, ... (the largest gap is about K/2).
+The gap is measured in source frames, |t_u - t_N(u)| of the stored ``frame_time``s, so frames missing
+from a video (skipped bad input) do not shrink it. Gaps are grouped in powers of two: 1, 2-3, 4-7,
+8-15, ... (the largest gap is about K/2, up to K next to a missing labelled frame).
 """
 
 from __future__ import annotations

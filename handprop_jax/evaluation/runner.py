@@ -1,7 +1,8 @@
 """Table I of a run (paper section V-C) on the unlabelled frames of each split, one row per
 :class:`~handprop_jax.evaluation.rows.Row` (:data:`~handprop_jax.evaluation.rows.ROWS`).
 
-For every video of a split, with its labelled frames S_V = every K-th frame, first and last included
+For every video of a split, with its labelled frames S_V = every K-th frame in source time (the stored
+``frame_time``), first and last included
 (``handprop_jax.data.sparse``), and every unlabelled frame u, each row gives an annotation γ̃_u:
 a phase's single-frame predictor (scenario 1; or, for a predictor with a temporal input, its
 recurrent prediction over the whole video from frame 0), a propagation method moving the labelled frames'
@@ -77,7 +78,8 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
 
     Args:
       video: {image uint8 (T, S, S, 3), K (T, 3, 3), root (T, 3), pose (T, 48), betas (T, 10),
-        joints3d (T, 21, 3), ...} for every frame of the video in frame order (all labels present).
+        joints3d (T, 21, 3), optional frame_time (T,) source times, ...} for every frame of the video
+        in frame order (all labels present).
       stride: label stride K.
       models: {phase: the checkpoint's inference functions}; rows whose phase is missing are skipped.
       mean: the mean-pose annotation (None: row skipped).
@@ -86,17 +88,18 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
         "crop" default to plain ones of the video's crop size; rows of a method missing here skipped).
       table_rows: the rows wanted.
     Returns:
-      {"frames" (M,) unlabelled frame indices, "gap" (M,) |u - N(u)|, "gt" γ*_u (M, ...),
+      {"frames" (M,) unlabelled frame indices, "gap" (M,) |t_u - t_N(u)| in source frames, "gt" γ*_u (M, ...),
        "gt_joints" (M, 21, 3), "rows": {row name: γ (M, ...)}} — empty M when every frame is labelled.
     """
     from handprop_jax.data.sparse import label_sets
 
     T, S = video["image"].shape[:2]
-    lab, unl = label_sets(T, stride, video.get("has_label"))
+    times = video.get("frame_time")  # source times: holes in a video shift nothing (data.sparse)
+    lab, unl = label_sets(T, stride, video.get("has_label"), times)
     gt_all = Gamma.of(video).numpy()
     out = {"frames": unl, "gt": gt_all.take(unl),
            "gt_joints": np.asarray(video["joints3d"], np.float32)[unl], "rows": {}}
-    nb = neighbours(T, lab)
+    nb = neighbours(T, lab, times)
     out["gap"] = nb["gap"][unl]
     if len(unl) == 0:
         return out
@@ -140,7 +143,8 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
                 need_near = any(not r.both_sides for r in wanted if (r.method, r.phase) == key)
                 done[key] = propagate_video(
                     prop, video["image"], K, lab, gt_all.take(lab), both_sides=need_both,
-                    features=feats(row.phase) if row.method == "paper" else None, with_nearest=need_near)
+                    features=feats(row.phase) if row.method == "paper" else None, with_nearest=need_near,
+                    times=times)
             res = done[key]
             gamma = res.gamma if row.both_sides or res.nearest is None else res.nearest
             out["rows"][row.name] = gamma.take(unl)
@@ -174,7 +178,8 @@ def _truncate(video: dict, budget: int, stride: int) -> dict:
     from handprop_jax.data.sparse import label_sets
 
     T = video["image"].shape[0]
-    unl_cum = np.cumsum(np.isin(np.arange(T), label_sets(T, stride, video.get("has_label"))[1]))
+    unl_cum = np.cumsum(np.isin(np.arange(T), label_sets(T, stride, video.get("has_label"),
+                                                         video.get("frame_time"))[1]))
     cut = int(np.searchsorted(unl_cum, budget, side="left")) + 2  # keep one more frame, labelled
     return {k: (v[:cut] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == T else v)
             for k, v in video.items()}
@@ -201,7 +206,7 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, models: dic
         if cap is not None and seen >= cap:
             break
         T = video["image"].shape[0]
-        n_unl = len(label_sets(T, stride, video.get("has_label"))[1])
+        n_unl = len(label_sets(T, stride, video.get("has_label"), video.get("frame_time"))[1])
         if cap is not None and seen + n_unl > cap:
             video = _truncate(video, cap - seen, stride)
         frames, gap = evaluate_video(mano, video, stride, models, mean, config.eval.both_sides, propagators,

@@ -139,7 +139,8 @@ class Propagator:
 
 def propagate_video(propagator: Propagator | BoundModel, images: np.ndarray | None, K: np.ndarray,
                     labelled: np.ndarray, labels: Gamma, both_sides: bool = False,
-                    features: Features | None = None, with_nearest: bool = False) -> VideoPropagation:
+                    features: Features | None = None, with_nearest: bool = False,
+                    times: np.ndarray | None = None) -> VideoPropagation:
     """Annotations for every frame of one video from its labelled frames.
 
     Args:
@@ -153,6 +154,8 @@ def propagate_video(propagator: Propagator | BoundModel, images: np.ndarray | No
       features: optional precomputed Features (T, F) of every frame (paper method).
       with_nearest: with ``both_sides``, also compute the nearest-only annotations for the photometric
         method (a second refinement; the other methods give them for free).
+      times: optional (T,) source times of the frames (strictly increasing; default 0..T-1): N(u),
+        the gaps and the both-sides weights are measured in them.
     """
     if isinstance(propagator, BoundModel):
         propagator = Propagator("paper", model=propagator, image_size=propagator.image_size,
@@ -162,7 +165,7 @@ def propagate_video(propagator: Propagator | BoundModel, images: np.ndarray | No
     if p.method == "paper" and features is None:
         features = batched(p.model.features, images, batch_size=p.model.batch_size)
     T = np.shape(features.z_r)[0] if features is not None else np.shape(images)[0]
-    nb = neighbours(T, labelled)
+    nb = neighbours(T, labelled, times)
     K = np.broadcast_to(np.asarray(K, np.float32), (T, 3, 3))
     row_of = np.full(T, -1, np.int64)
     row_of[labelled] = np.arange(len(labelled))

@@ -333,11 +333,13 @@ def export_videos(config, out: str | Path, stride: int | None = None,
 def write_example(video: dict, out: str | Path, stride: int) -> dict[str, Path]:
     """Write one whole video {image uint8 (T, S, S, 3), K (T, 3, 3), root, pose, betas, joints3d}
     in the tool's input formats: OUT/frames/000000.png..., OUT/labels.json (every ``stride``-th
-    frame and the last, as the evaluation labels them; with a ``has_label`` key, the frames that rule
-    keeps among those), OUT/intrinsics.npy (T, 3, 3: the crops' per-frame K), OUT/boxes.json (every
-    frame's whole image as its hand box: the frames already are the data set's hand crops, so the
-    ``hand_videos`` builder and ``handprop propagate --boxes`` use them as they are) and
-    OUT/ground_truth.npz (γ and joints3d of every frame, to score the result)."""
+    frame and the last, as the evaluation labels them, in source time when the video has a
+    ``frame_time`` key; with a ``has_label`` key, the frames that rule keeps among those; frames are
+    written in stored order, so a hole in source time is closed), OUT/intrinsics.npy (T, 3, 3: the
+    crops' per-frame K), OUT/boxes.json (every frame's whole image as its hand box: the frames
+    already are the data set's hand crops, so the ``hand_videos`` builder and ``handprop propagate
+    --boxes`` use them as they are) and OUT/ground_truth.npz (γ and joints3d of every frame, to
+    score the result)."""
     from PIL import Image
 
     from handprop_jax.data.sparse import label_sets
@@ -347,7 +349,7 @@ def write_example(video: dict, out: str | Path, stride: int) -> dict[str, Path]:
     T, S = len(video["image"]), int(np.shape(video["image"])[2])
     for i, img in enumerate(video["image"]):
         Image.fromarray(np.asarray(img, np.uint8)).save(out / "frames" / f"{i:06d}.png")
-    lab = label_sets(T, stride, video.get("has_label"))[0]
+    lab = label_sets(T, stride, video.get("has_label"), video.get("frame_time"))[0]
     box = [(S - 1) / 2, (np.shape(video["image"])[1] - 1) / 2, float(S)]
     (out / "boxes.json").write_text(json.dumps({"boxes": {str(t): box for t in range(T)}}))
     gamma = Gamma.of(video).numpy(np.float64)

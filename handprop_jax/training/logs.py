@@ -30,7 +30,10 @@ class RunLogger:
     (on the main process only; the others write nothing)."""
 
     def __init__(self, workdir: str | Path, phase: str, stage: int, is_main: bool = True,
-                 stream=None):
+                 stream=None, resume_step: int | None = None):
+        """``resume_step``: the step the phase resumes from; JSONL records of this phase after it
+        (logged by an interrupted run after its last checkpoint, about to be logged again) and a
+        line cut short by a kill are dropped, so that the file holds each step once."""
         self.phase, self.stage, self.is_main = phase, stage, is_main
         self.stream = stream or sys.stdout
         self.write = lambda line: print(line, file=self.stream, flush=True)  # e.g. tqdm.write
@@ -39,8 +42,30 @@ class RunLogger:
 
             logs = Path(workdir) / "logs"
             (logs / "tb" / phase).mkdir(parents=True, exist_ok=True)
+            if resume_step is not None:
+                self._drop_after(logs / "metrics.jsonl", resume_step)
             self._jsonl = open(logs / "metrics.jsonl", "a")
             self._tb = EventsWriter(str(logs / "tb" / phase / "events"))
+
+    def _drop_after(self, path: Path, step: int) -> None:
+        if not path.is_file():
+            return
+        kept, dropped = [], 0
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a kill
+                dropped += 1
+                continue
+            if isinstance(record, dict) and record.get("phase") == self.phase \
+                    and record.get("step", 0) > step:
+                dropped += 1
+                continue
+            kept.append(line)
+        if dropped:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(path)
 
     def log(self, step: int, metrics: dict[str, float], echo: bool = True) -> None:
         if not self.is_main:

@@ -16,22 +16,33 @@ config; resuming with a different config raises a ValueError naming the differin
 
 Host/device overlap: the step is dispatched asynchronously; the host only waits for the device
 every ``log_every`` steps (metrics, non-finite check), at validation and at checkpoints.
+
+Robustness: one process per run folder (``training.runlock``: a second is refused with "workdir ...
+in use by PID ..."); a checkpoint that cannot be read back is named, set aside and the phase resumes
+from the previous kept step (a damaged final checkpoint of a finished phase makes that phase redo its
+last steps); a kill at any point (mid-step, mid-checkpoint-write) resumes to exactly the parameters
+of an uninterrupted run (``tests/test_training_kill.py``); Ctrl-C raises ``InterruptedRun`` ("interrupted
+at step N ..."), a full disk ``DiskFull``, both naming phase and step; resuming an interrupted phase
+with another ``data.num_workers`` is refused naming the value to use (it decides the batch order).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from handprop_jax import config as config_lib
 from handprop_jax.config import Config
+from handprop_jax.errors import InterruptedRun, UserError, disk_full
 from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import checkpoint as ckpt_lib
 from handprop_jax.training import parallel, registry, steps
@@ -48,6 +59,18 @@ SourceFactory = Callable[[Config, str, str, int, int], Any]
 
 class NonFiniteLossError(FloatingPointError):
     """A train step produced a NaN/inf loss or gradient; the message names phase, stage and step."""
+
+
+class DiskFull(UserError):
+    """No space left while writing a run's files; the message names the file, phase and step."""
+
+
+class _DamagedFinal(Exception):
+    """The final checkpoint of a finished phase could not be read back (it was set aside)."""
+
+    def __init__(self, phase: str):
+        super().__init__(phase)
+        self.phase = phase
 
 
 def resolve_phases(stages: Iterable[str | int] | None, config: Config | None = None) -> tuple[str, ...]:
@@ -73,12 +96,17 @@ def default_sources(config: Config, phase: str, split: str, shard_index: int, sh
 def _check_config(workdir: Path, config: Config) -> None:
     path = workdir / "config.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as e:
+            raise UserError(f"{path} is not valid JSON ({e}); use a new --workdir") from None
         new = json.loads(json.dumps(config_lib.to_dict(config)))
         # a section the recorded config lacks was added to the code after the run started (e.g. a
-        # comparison method's): it cannot have shaped the phases trained so far
+        # comparison method's): it cannot have shaped the phases trained so far; a field added to a
+        # section after the run started counts as its default
+        defaults = json.loads(json.dumps(config_lib.to_dict(Config())))
         diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) and sec != "eval" and sec in old
-                 for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k]
+                 for k in new[sec] if old.get(sec, {}).get(k, defaults.get(sec, {}).get(k)) != new[sec][k]
                  and k not in _RESUME_FREE.get(sec, ())]
         diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]
                   and k not in _RESUME_FREE_TOP]
@@ -94,20 +122,26 @@ def _check_config(workdir: Path, config: Config) -> None:
 # parallelism); the eval section never matters for training.
 _RESUME_FREE = {"train": ("phases", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                           "distributed", "coordinator_address", "num_processes", "process_id", "val_batches"),
-                "data": ("data_dir", "num_workers")}
+                "data": ("data_dir", "num_workers", "on_bad_input")}
 # the config's name (e.g. synthetic_compare resuming a synthetic run to add the comparison phases)
 _RESUME_FREE_TOP = ("name",)
 
 
 def _load_final_variables(workdir: Path, phase: str, config: Config) -> dict:
-    ck = ckpt_lib.PhaseCheckpoints(workdir, phase, read_only=True)
+    ck = ckpt_lib.PhaseCheckpoints(workdir, phase)
     try:
         step = ck.latest_step()
         total = steps.phase_steps(config, phase)
         if step != total:
             raise FileNotFoundError(f"phase {phase!r} is not finished in {ck.directory} (latest step "
                                     f"{step}, needs {total}); train it first (handprop train --stage ...)")
-        state, _ = ck.restore(step)
+        try:
+            state, _ = ck.restore(step)
+        except ckpt_lib.DamagedCheckpoint as e:
+            dest = ck.set_aside(step)
+            print(f"warning: {str(e).split('; ')[0]}; moved to {dest}; phase {phase!r} redoes its last "
+                  f"steps from step {ck.latest_step() or 0}", file=sys.stderr, flush=True)
+            raise _DamagedFinal(phase) from e
     finally:
         ck.close()
     return {"params": state["params"], "batch_stats": state["batch_stats"]}
@@ -162,9 +196,71 @@ def _compiled_eval(config: Config, kind: str):
     return jax.jit(steps.make_eval_fn(config, "stage2" if kind == "pairs" else "stage1"))
 
 
+def _data_workers(meta: dict) -> int | None:
+    """``data.num_workers`` an interrupted phase was checkpointed with (meta, else grain's state)."""
+    if "num_workers" in meta:
+        return int(meta["num_workers"])
+    try:
+        state = json.loads(ckpt_lib.decode_data_state(meta["data_state"]))
+        return int(state["worker_count"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory, mesh,
               progress: bool = True, interrupt_at: int | None = None) -> dict:
-    """Train one phase to completion (resuming if possible). Returns its final summary dict."""
+    """Train one phase to completion (resuming if possible). Returns its final summary dict.
+
+    Raises ``InterruptedRun`` on Ctrl-C and ``DiskFull`` when the disk fills up, both naming the
+    phase, the step reached and the last checkpoint."""
+    where = {"step": None, "saved": None, "ck": None}  # progress, for the messages
+    try:
+        return _run_phase(config, workdir, phase, sources, mesh, progress, interrupt_at, where)
+    except KeyboardInterrupt as e:
+        if isinstance(e, InterruptedRun):
+            raise
+        if where.get("ck") is not None:
+            try:  # let a checkpoint being written finish, so that the message is true
+                where["ck"].close()
+            except Exception:
+                where["saved"] = where["ck"].latest_step()
+        raise InterruptedRun(_stopped("interrupted", phase, where)) from e
+    except Exception as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        raise DiskFull(_stopped(f"disk full ({full})", phase, where)) from e
+
+
+def _abstract_state(config: Config, phase: str, mesh) -> steps.TrainState:
+    """The phase's TrainState as shapes, dtypes and the replicated sharding only (``jax.eval_shape``:
+    nothing is compiled or computed) — the target a checkpoint is restored into."""
+    model = HandPropModel.create(config)
+    s = config.data.image_size
+
+    spec = registry.get(phase)
+
+    def fresh(key):
+        variables = dict(model.module.init(key, jnp.zeros((2, s, s, 3), jnp.uint8), False))
+        phase_key = steps.phase_key(config, phase)
+        if spec.extend_params is not None:  # the parameter groups the phase adds (as in _run_phase)
+            variables = spec.extend_params(config, variables, jax.random.fold_in(phase_key, 11))
+        return steps.init_state(config, phase, variables, phase_key)
+
+    abstract = jax.eval_shape(fresh, jax.random.PRNGKey(config.train.seed))
+    sharding = parallel.replicated(mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+
+
+def _stopped(what: str, phase: str, where: dict) -> str:
+    at = f"at step {where['step']}" if where["step"] is not None else "before its first step"
+    saved = (f"the last checkpoint is step {where['saved']}" if where["saved"] is not None
+             else "no checkpoint of it yet")
+    return f"{what} {at} of phase {phase!r} ({saved}); re-run the same command to resume"
+
+
+def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory, mesh,
+               progress: bool, interrupt_at: int | None, where: dict) -> dict:
     t = config.train
     spec = registry.get(phase)
     stage = spec.stage
@@ -172,33 +268,54 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
     main = jax.process_index() == 0
     parallel.local_batch_size(t.batch_size, mesh)  # clear error before any work when it does not divide
     ck = ckpt_lib.PhaseCheckpoints(workdir, phase, keep=t.keep_checkpoints)
-    latest = ck.latest_step()
+    latest = where["saved"] = where["step"] = ck.latest_step()
+    where["ck"] = ck
     if latest is not None and latest >= total:
-        ck.close()
-        return {"phase": phase, "step": latest, "skipped": True}
+        try:  # finished: make sure its final checkpoint reads back (later phases start from it)
+            ck.restore(latest)
+        except ckpt_lib.DamagedCheckpoint:
+            latest, _, _ = ck.restore_latest_good()  # names it, sets it aside: redo the last steps
+            where["saved"] = where["step"] = latest
+        else:
+            ck.close()
+            return {"phase": phase, "step": latest, "skipped": True}
 
-    prev = spec.init_from
-    if prev is None:
-        variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
-    else:
-        variables = _load_final_variables(workdir, prev, config)
-    key = steps.phase_key(config, phase)
-    if spec.extend_params is not None:  # parameter groups the phase adds to the ones it starts from
-        variables = spec.extend_params(config, variables, jax.random.fold_in(key, 11))
-    state = steps.init_state(config, phase, variables, key)
-    state = parallel.replicate(state, mesh)
+    if latest is not None:  # resuming: refuse a changed worker count before any work
+        try:
+            workers = _data_workers(ck.read_meta(latest))
+        except Exception:  # a damaged step: restore_latest_good below names it
+            workers = None
+        if workers is not None and workers != config.data.num_workers:
+            ck.close()
+            raise UserError(f"phase {phase!r} was checkpointed at step {latest} with data.num_workers="
+                            f"{workers}; resume it with --set data.num_workers={workers} (the worker count "
+                            "decides the batch order; it may change once this phase has finished)")
+        # only the state's structure is needed to restore into: no initialisation to compile and run
+        latest, restored, meta = ck.restore_latest_good(_abstract_state(config, phase, mesh))
+        where["saved"] = where["step"] = latest
     train_source = sources(config, phase, "train", jax.process_index(), jax.process_count())
     if latest is not None:
-        state, meta = ck.restore(latest, state)
-        state = parallel.replicate(state, mesh)
+        state = parallel.replicate(restored, mesh)
         train_source.set_state(ckpt_lib.decode_data_state(meta["data_state"]))
+    else:
+        prev = spec.init_from
+        if prev is None:
+            variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
+        else:
+            variables = _load_final_variables(workdir, prev, config)
+        key = steps.phase_key(config, phase)
+        if spec.extend_params is not None:  # parameter groups the phase adds to the ones it starts from
+            variables = spec.extend_params(config, variables, jax.random.fold_in(key, 11))
+        state = steps.init_state(config, phase, variables, key)
+        state = parallel.replicate(state, mesh)
     start = int(jax.device_get(state.step))
+    where["step"] = start
 
     # phases with the same step (stage1, baseline) and the same validation share the compilations
     step_fn = _compiled_step(config, spec.shares_step_with or phase, mesh)
     eval_fn = _compiled_eval(config, spec.validation)
     base_key = np.asarray(jax.device_get(state.rng))  # the state (and its rng) is donated each step
-    logger = RunLogger(workdir, phase, stage, is_main=main)
+    logger = RunLogger(workdir, phase, stage, is_main=main, resume_step=start)
 
     def check_finite(at_step: int) -> None:
         bad = int(jax.device_get(state.bad_step))
@@ -234,7 +351,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         state, metrics = step_fn(state, batch, key)
         history.append(metrics)
         n_last += 1
-        done = step + 1
+        done = where["step"] = step + 1
         is_last = done == total
         if done % t.log_every == 0 or is_last:
             check_finite(done)
@@ -259,9 +376,10 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         if done % t.checkpoint_every == 0 or is_last:
             check_finite(done)
             meta = {"phase": phase, "stage": stage, "step": done, "total_steps": total,
-                    "config_name": config.name,
+                    "config_name": config.name, "num_workers": config.data.num_workers,
                     "data_state": ckpt_lib.encode_data_state(train_source.get_state())}
             ck.save(done, state, meta, val)
+            where["saved"] = done
         if is_last:
             _diagnostics(spec, config, state, logger, done, summary, main)
     if bar is not None:
@@ -286,15 +404,47 @@ def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | Non
     Returns:
       {phase: summary dict with the last logged metrics, "val_mpjpe_mm" and "step"}.
     Raises:
-      NonFiniteLossError naming phase, stage and step on a NaN/inf loss (checkpoints intact).
+      NonFiniteLossError naming phase, stage and step on a NaN/inf loss (checkpoints intact);
+      ``runlock.WorkdirInUse`` when another process trains in ``workdir``; ``InterruptedRun`` (Ctrl-C)
+      and ``DiskFull`` naming the phase and step; ``UserError`` for a workdir that is a file.
     """
+    from handprop_jax.training.runlock import WorkdirLock
+
     parallel.maybe_initialize_distributed(config.train)
     workdir = Path(workdir)
-    _check_config(workdir, config)
-    mesh = parallel.make_mesh()
-    sources = default_sources if sources is None else sources
-    out = {}
-    for phase in resolve_phases(stages, config):
-        cut = interrupt_at[1] if interrupt_at is not None and interrupt_at[0] == phase else None
-        out[phase] = run_phase(config, workdir, phase, sources, mesh, progress=progress, interrupt_at=cut)
-    return out
+    _check_workdir(workdir)
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
+    if lock is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # WorkdirInUse when another live process trains here
+    try:
+        _check_config(workdir, config)
+        mesh = parallel.make_mesh()
+        sources = default_sources if sources is None else sources
+        out = {}
+        for phase in resolve_phases(stages, config):
+            cut = interrupt_at[1] if interrupt_at is not None and interrupt_at[0] == phase else None
+            for _ in range(len(registry.names()) + 1):
+                try:
+                    out[phase] = run_phase(config, workdir, phase, sources, mesh, progress=progress,
+                                           interrupt_at=cut)
+                    break
+                except _DamagedFinal as e:  # the previous phase's end is damaged: redo its last steps
+                    run_phase(config, workdir, e.phase, sources, mesh, progress=progress)
+        return out
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_workdir(workdir: Path) -> None:
+    """A run folder that can be created and written (checked before any work)."""
+    import os
+
+    probe = workdir
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"--workdir {workdir}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir {workdir}: {probe} is not writable")

@@ -84,7 +84,8 @@ def pseudo_labels(config: Config, split: str = "train", progress: bool = True,
         video = sp.frames(positions, with_labels=False)  # no unlabelled ground truth is read
         labels = sp.frames(lab_pos, with_labels=True)
         res = propagate_video(propagator, video["image"], video["K"], lab_pos - start,
-                              Gamma(labels["root"], labels["pose"], labels["betas"]), both_sides=True)
+                              Gamma(labels["root"], labels["pose"], labels["betas"]), both_sides=True,
+                              times=table.times(v))  # weights in source time (frame_time)
         u = np.nonzero(~res.labelled)[0]
         g = res.gamma.take(u)
         _, joints = hand_mesh(mano, g)
