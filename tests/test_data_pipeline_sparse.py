@@ -78,3 +78,20 @@ def test_own_labels_with_holes_in_time():
     assert partners == {6, 8}
     np.testing.assert_array_equal(sparse.select_labelled(np.ones(9, bool), 4, times),
                                   sparse.labelled_frames(9, 4, times))
+
+
+def test_video_table_reads_frame_time_or_falls_back_to_the_index():
+    """Records of a data set built before ``frame_time`` existed (key absent, or None where the current
+    spec reads an older file) use the frame index; stored times are kept (a hole at frame 2)."""
+    from handprop_jax.data.videos import video_table
+
+    def recs(time):
+        return [{"video_id": 0, "frame_index": f, "video_length": 4, "video_name": b"v", **time(f)}
+                for f in (2, 0, 3, 1)]  # stored out of order
+
+    for old in (lambda f: {}, lambda f: {"frame_time": None}):
+        table = video_table(recs(old))
+        np.testing.assert_array_equal(table.times(0), [0, 1, 2, 3])
+    table = video_table(recs(lambda f: {"frame_time": [0, 1, 3, 4][f]}))
+    np.testing.assert_array_equal(table.times(0), [0, 1, 3, 4])
+    np.testing.assert_array_equal(table.record[table.starts[0]:][:4], [1, 3, 0, 2])

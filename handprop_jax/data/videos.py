@@ -119,7 +119,8 @@ def video_table(source: Sequence[dict], where: str = "data source", chunk: int =
         recs = source.__getitems__(idx) if hasattr(source, "__getitems__") else [source[i] for i in idx]
         for i, r in zip(idx, recs, strict=True):
             vid[i], fr[i], length[i] = int(r["video_id"]), int(r["frame_index"]), int(r["video_length"])
-            tm[i] = int(r["frame_time"]) if "frame_time" in r else fr[i]
+            t = r.get("frame_time")  # absent, or None when the stored spec predates the feature
+            tm[i] = fr[i] if t is None else int(t)
             if HAS_LABEL in r:
                 has_label[i], stored_flag = bool(r[HAS_LABEL]), True
             if vid[i] not in names:
