@@ -3,7 +3,7 @@ SIGKILL mid-step while a checkpoint is being written, then Ctrl-C (SIGINT); each
 resumes, and the final parameters equal an uninterrupted run's bit for bit. Also: a second process on
 the same run folder is refused, and a lock left by a killed process is taken over.
 
-Cost: one uninterrupted run and three interrupted/resumed ones of the tiny config's stage 1 (8 steps);
+Cost: one uninterrupted run and three interrupted/resumed ones of the tiny config's stage 1 (32 steps);
 they share a persistent JAX compilation cache, so only the first two (run side by side) compile. Each
 process spends most of its time starting (importing JAX, ~12 s on a busy 2-core machine): measured
 222 s for the kill test there (marked slow); the lock test takes under a second.
@@ -24,7 +24,7 @@ import pytest
 
 from handprop_jax.training import checkpoint
 
-STEPS = 8
+STEPS = 32  # long enough that a Ctrl-C sent at the first logged step lands mid-training
 ARGS = ["--config", "tiny", "--no-progress", "--stage", "1", "--set", f"train.stage1_steps={STEPS}",
         "--set", "train.checkpoint_every=2", "--set", "train.keep_checkpoints=2",
         "--set", "train.val_batches=0"]
