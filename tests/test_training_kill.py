@@ -24,7 +24,7 @@ import pytest
 
 from handprop_jax.training import checkpoint
 
-STEPS = 32  # long enough that a Ctrl-C sent at the first logged step lands mid-training
+STEPS = 32  # room for the Ctrl-C to land mid-training
 ARGS = ["--config", "tiny", "--no-progress", "--stage", "1", "--set", f"train.stage1_steps={STEPS}",
         "--set", "train.checkpoint_every=2", "--set", "train.keep_checkpoints=2",
         "--set", "train.val_batches=0"]
@@ -46,14 +46,20 @@ def env(tmp_path_factory):
                         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Train:
     """``handprop train`` in a child process; its stdout/stderr lines collected as they come."""
 
     def __init__(self, env, workdir: Path, *extra: str):
         cmd = [sys.executable, "-m", "handprop_jax.cli", "train", "--workdir", str(workdir), *ARGS,
                "--set", f"data.data_dir={env['data']}", *extra]
+        # SIGINT as in a terminal: a test run started in the background (``cmd &``) has it ignored, and
+        # a child would inherit that and never see the Ctrl-C
         self.proc = subprocess.Popen(cmd, env=env["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, preexec_fn=_default_sigint)
         self.out: list[str] = []
         self.err: list[str] = []
         self._threads = [threading.Thread(target=self._read, args=(s, lines), daemon=True)
