@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_photometric import _texture
 from test_training_fakes import TinyEncoder, make_frames, tiny_config
 
 import mano_jax
@@ -29,13 +30,6 @@ QUAD = np.array([[-0.3, -0.3, 2.0], [0.3, -0.3, 2.0], [0.3, 0.3, 2.0], [-0.3, 0.
 FACES = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
 
 
-def _texture(seed=0, size=S):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    img = sum(rng.uniform(0.1, 0.3) * np.sin(rng.uniform(3, 8) * xx + rng.uniform(3, 8) * yy
-                                              + rng.uniform(0, 6))[..., None] * rng.uniform(0, 1, 3)
-              for _ in range(4))
-    return (0.5 + img).clip(0, 1).astype(np.float32)
 
 
 def _pair_loss(verts_u, verts_s, image_u, image_s, faces=FACES, cap=None, window=8, k_u=K, k_s=K):

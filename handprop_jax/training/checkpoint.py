@@ -275,16 +275,21 @@ def _open_run(workdir: str | Path, model: str, which: str) -> tuple[Any, PhaseCh
     return config, PhaseCheckpoints(workdir, model, read_only=True)
 
 
+def _steps(ckpt, which: str) -> tuple[int, int]:
+    """(the step ``which`` picks, the latest step) of an open run's phase; RunNotFound when none."""
+    step = _chosen_step(ckpt, which)
+    if step is None:
+        raise RunNotFound(f"{ckpt.directory} holds no finished checkpoint")
+    return step, ckpt.latest_step()
+
+
 def describe(workdir: str | Path, model: str = "align", which: str = "latest") -> dict:
     """Which checkpoint :func:`load_run` reads: {"phase", "step", "total_steps", "finished" (the
     phase reached its last step), "which"}; what the evaluation and ``handprop propagate`` record in
     their outputs."""
     _, ckpt = _open_run(workdir, model, which)
     try:
-        step = _chosen_step(ckpt, which)
-        if step is None:
-            raise RunNotFound(f"{ckpt.directory} holds no finished checkpoint")
-        latest = ckpt.latest_step()
+        step, latest = _steps(ckpt, which)
         try:
             total = ckpt.read_meta(latest).get("total_steps")
         except Exception:
@@ -315,10 +320,7 @@ def load_run(workdir: str | Path, model: str = "align", which: str = "latest") -
     """
     config, ckpt = _open_run(workdir, model, which)
     try:
-        step = _chosen_step(ckpt, which)
-        if step is None:
-            raise RunNotFound(f"{ckpt.directory} holds no finished checkpoint")
-        latest = ckpt.latest_step()
+        step, latest = _steps(ckpt, which)
         state, meta = ckpt.restore(step)
     except DamagedCheckpoint as e:
         raise DamagedCheckpoint(f"{e}; re-run `handprop train --workdir {workdir}` to redo the phase from "
