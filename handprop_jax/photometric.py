@@ -116,6 +116,9 @@ def sample_reference(verts: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, ima
       n_pixels: static. key: PRNG key of the draw. sigmas: static blur levels (pixels), one colour per
         level. window: the splat window (static; see :func:`raster`).
       exclude_faces: optional (F,) bool, faces whose pixels are never drawn (e.g. a wrist cap).
+
+    Invalid rows get the centre of a face (barycentrics 1/3): finite weights, so that masking them
+    out keeps every gradient finite.
     """
     verts = jax.lax.stop_gradient(verts)
     H, W = image.shape[:2]
@@ -132,7 +135,10 @@ def sample_reference(verts: jnp.ndarray, faces: jnp.ndarray, K: jnp.ndarray, ima
     valid = ok[idx]
     f = jnp.maximum(fid[idx], 0)
     pixel = jnp.stack([(idx % W).astype(verts.dtype), (idx // W).astype(verts.dtype)], -1)
-    bary = screen_barycentrics(verts, faces, K, f, pixel)
+    # rows off the silhouette hold a pixel outside face f: its barycentrics are unbounded and the
+    # perspective weights below can divide by ~0; they are never used, but a non-finite constant there
+    # would turn the zero gradient of a masked row into NaN, so they get the face's centre
+    bary = jnp.where(valid[:, None], screen_barycentrics(verts, faces, K, f, pixel), 1.0 / 3.0)
     tri = faces[f]
     w = bary / verts[tri, 2]
     persp = w / jnp.sum(w, -1, keepdims=True)

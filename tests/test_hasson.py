@@ -197,6 +197,31 @@ def test_the_right_mesh_scores_lower_than_shifted_or_copied_ones():
         assert loss(wrong)[0] > right + 0.015
 
 
+def test_off_silhouette_rows_keep_the_gradient_finite():
+    """The dense reference holds every pixel; the rows off the silhouette lie outside the face they
+    are given, where perspective weights can divide by ~0. They are masked out, so the gradient must
+    stay finite — a NaN there stopped the demo's photometric phase (step 8, seed 0)."""
+    verts, k, (img_s, img_u), faces, cap = _hand_scene()
+    ref = P.sample_reference(jnp.asarray(verts[0]), faces, jnp.asarray(k), jnp.asarray(img_s),
+                             img_s.shape[0] * img_s.shape[1], jax.random.PRNGKey(0), (0.0,), 16,
+                             exclude_faces=cap)
+    valid = np.asarray(ref.valid)
+    assert 0 < valid.sum() < valid.size
+    # bounded weights on every row (before the fix: |w| up to ~1e5 off the silhouette)
+    assert np.all(np.isfinite(np.asarray(ref.persp))) and np.abs(np.asarray(ref.persp)).max() <= 1.0 + 1e-5
+
+    def loss(vu, vs):
+        return _pair_loss(vu, vs, img_u, img_s, faces, cap, 16, k, k)[0]
+
+    for vu in (verts[1], verts[1] * np.array([1, 1, 0], np.float32) + [0, 0, 1e-9]):
+        g = np.asarray(jax.grad(loss)(jnp.asarray(vu), jnp.asarray(verts[0])))
+        assert np.all(np.isfinite(g))
+    # a candidate reaching the camera plane gives its pair no loss (and no gradient)
+    flat = verts[1] * np.array([1, 1, 0], np.float32)
+    err, used, _ = _pair_loss(flat, verts[0], img_u, img_s, faces, cap, 16, k, k)
+    assert float(err) == 0.0 and int(used) == 0
+
+
 # ----------------------------------------------------------------------------- augmentation masks
 
 

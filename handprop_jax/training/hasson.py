@@ -64,6 +64,8 @@ from handprop_jax.training import objectives
 from handprop_jax.training.phases import Phase
 
 NAME = "photometric"
+#: metres: a candidate mesh with a vertex closer to the camera plane than this gives its pair no loss
+MIN_DEPTH = 0.01
 
 
 def splat_window(config: Config) -> int | None:
@@ -99,6 +101,10 @@ def pair_loss(verts_u, verts_s, K_u, K_s, image_u, image_s, inside_u, inside_s, 
     K_u, K_s: (3, 3); image_u, image_s: (S, S, 3) float in [0, 1]; inside_u, inside_s: (S, S) bool
     (pixels not from augmentation padding); faces (F, 3), cap (F,) bool; window: static."""
     H, W = image_s.shape[:2]
+    # a candidate mesh reaching behind the camera (z < MIN_DEPTH) has no flow: the pair is left out,
+    # with the reference mesh in its place so that no division by ~0 reaches the gradient
+    front = jnp.all(verts_u[:, 2] > MIN_DEPTH)
+    verts_u = jnp.where(front, verts_u, jax.lax.stop_gradient(verts_s))
     ref = P.sample_reference(verts_s, faces, K_s, image_s, H * W, jax.random.PRNGKey(0), (0.0,), window,
                              exclude_faces=cap)
     q = P.flow_warp(ref, verts_u, K_u, verts_s, K_s)
@@ -107,6 +113,7 @@ def pair_loss(verts_u, verts_s, K_u, K_s, image_u, image_s, inside_u, inside_s, 
     ok = ok & inside_s[pix[:, 1], pix[:, 0]]
     around_q = P.bilinear(inside_u[..., None].astype(image_u.dtype), jax.lax.stop_gradient(q))[:, 0]
     ok = ok & (around_q > 1 - 1e-4)  # the 4 pixels around q are not padding
+    ok = ok & front
     err, used = P.error(ref, image_u, q, ok)
     return err, used, jnp.sum(ref.valid)
 
