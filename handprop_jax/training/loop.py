@@ -229,7 +229,8 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         full = disk_full(e)
         if full is None:
             raise
-        raise DiskFull(_stopped(f"disk full ({full})", phase, where)) from e
+        where_ = "" if full.filename or str(workdir) in str(full) else f", writing in {workdir}"
+        raise DiskFull(_stopped(f"disk full ({full}{where_})", phase, where)) from e
 
 
 def _abstract_state(config: Config, phase: str, mesh) -> steps.TrainState:
