@@ -19,6 +19,15 @@ from handprop_jax.propagation import inputs as I
 S = 16  # crop side of the stand-in predictor (S*S*3 >= 512 features)
 
 
+#: one label entry in the JSON schema
+ENTRY = json.dumps({"root": [0, 0, 0.5], "pose": [0] * 48, "betas": [0] * 10})
+
+
+def _labels_text(*entries: tuple[str, str]) -> str:
+    """A labels.json text with the given (key, entry text) pairs, repeated keys kept."""
+    return '{"labels": {' + ", ".join(f'"{k}": {v}' for k, v in entries) + "}}"
+
+
 def _fake_model(align=None):
     """Features = the first 512 pixel values; regress = a fixed hand; align = γ_b (a zero aligner)
     unless another ``align(gamma_b, frame_a, frame_b)`` is given."""
@@ -263,12 +272,68 @@ def test_npz_labels(tmp_path, video, config):
     ('{"labels": {"abc": {}}}', "not a frame index"),
     ('{"labels": {}}', "no labelled frame"),
     ('{"labels": [1, 2]}', "must map frame index"),
+    # JSON keeps the last of two equal keys: a frame labelled twice is refused, not half-used
+    (_labels_text(("16", ENTRY), ("4", ENTRY), ("16", ENTRY)), "labels.json: frame 16 is labelled twice"),
+    (_labels_text(("16", ENTRY), ("016", ENTRY)), r"frame 16 is labelled twice \(keys '16', '016'\)"),
+    (_labels_text(("2", '{"root": [0, 0, 1], ' + ENTRY[1:])), "frame 2: key 'root' appears twice"),
+    (_labels_text(("0", ENTRY), ("5", ENTRY.replace("0.5", "NaN"))), "frame 5: 'root' contains NaN"),
+    (_labels_text(("5", ENTRY.replace("0.5", "Infinity"))), "frame 5: 'root' contains NaN or inf"),
 ])
 def test_malformed_labels(tmp_path, content, match):
     path = tmp_path / "labels.json"
     path.write_text(content)
     with pytest.raises(I.PropagationInputError, match=match):
+        I.load_labels(path, 20)
+
+
+def _npz_bytes(**arrays):
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+GOOD_NPZ = dict(frames=np.array([0, 3]), root=np.tile([0, 0, 0.5], (2, 1)), pose=np.zeros((2, 48)),
+                betas=np.zeros((2, 10)))
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"PK\x03\x04 not really a zip", "not a readable .npz"),
+    (_npz_bytes(**GOOD_NPZ)[:300], "not a readable .npz|cannot be read"),  # truncated
+    (b"\x93NUMPY garbage", "not a readable .npz"),
+    (_npz_bytes(**{**GOOD_NPZ, "pose": np.zeros((2, 47))}), r"'pose' has shape \(2, 47\) \(float64\), "
+                                                             r"expected \(2, 48\)"),
+    (_npz_bytes(**{**GOOD_NPZ, "betas": np.array(["a"] * 20).reshape(2, 10)}), "'betas' has shape"),
+    (_npz_bytes(**{**GOOD_NPZ, "frames": np.array([[0, 3]])}), r"'frames' must be a 1-D integer array"),
+    (_npz_bytes(**{**GOOD_NPZ, "frames": np.array([3, 3])}), "frame 3 is labelled twice"),
+    (_npz_bytes(**{**GOOD_NPZ, "frames": np.array([None, 3], object)}), "array 'frames' cannot be read"),
+])
+def test_malformed_npz_labels(tmp_path, content, match):
+    """Every read error of an .npz names the file (and the array, with its shape)."""
+    path = tmp_path / "labels.npz"
+    path.write_bytes(content)
+    with pytest.raises(I.PropagationInputError, match=match) as e:
         I.load_labels(path, 10)
+    assert str(e.value).startswith(f"{path}: ")
+    assert I.label_side(path) == "right"  # the side of a file it cannot read: load_labels says why
+
+
+def test_cli_names_a_bad_labels_file_in_one_line(tmp_path, video, capsys):
+    from handprop_jax.cli import main
+
+    frames, _, _ = video
+    dup = tmp_path / "dup.json"
+    dup.write_text(_labels_text(("0", ENTRY), ("16", ENTRY), ("16", ENTRY)))
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(_npz_bytes(**GOOD_NPZ)[:300])
+    for labels, what in ((dup, "frame 16 is labelled twice"), (bad, "")):
+        assert main(["propagate", "--frames", str(frames), "--labels", str(labels), "--intrinsics",
+                     "30,30,12,10", "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("handprop propagate: ") and f"{labels}: {what}" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_label_outside_video(tmp_path, video, config):
