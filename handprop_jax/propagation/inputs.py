@@ -378,22 +378,24 @@ def check_labels(path: str | Path, frames: np.ndarray, gamma: Gamma, names: list
         raise PropagationInputError(f"{path}: {frame(behind[0])}: root z = {root[behind[0], 2]:g} m, not "
                                     "in front of the camera (root is the wrist in the camera frame, OpenCV "
                                     "axes, metres, z > 0)")
+    def more(n: int, what: str = "") -> str:
+        return f" (and {n} more{what})" if n else ""
+
     far = np.nonzero(np.linalg.norm(root, axis=-1) > ROOT_WARN_M)[0]
     if len(far):
-        say(f"warning: {path}: {frame(far[0])} (and {len(far) - 1} more): the root is "
+        say(f"warning: {path}: {frame(far[0])}{more(len(far) - 1)}: the root is "
             f"{np.linalg.norm(root[far[0]]):.0f} m from the camera; millimetres? (root is in metres)")
     big = np.nonzero(np.abs(pose).max(-1) > POSE_WARN_RAD)[0]
     if len(big):
-        say(f"warning: {path}: {frame(big[0])} (and {len(big) - 1} more): a pose component is "
+        say(f"warning: {path}: {frame(big[0])}{more(len(big) - 1)}: a pose component is "
             f"{np.abs(pose[big[0]]).max():.1f}, over 2π; degrees? (pose is axis-angle in radians)")
     if names is not None and not by_name:
         numbers = frame_numbers(names)
         shifted = [int(f) for f in frames if numbers[f] is not None and numbers[f] != f]
         if shifted:
-            f = shifted[0]
-            say(f"warning: {path}: label {f} is used for {names[f]} (and {len(shifted) - 1} more labels for "
-                "files with another number): labels are keyed by the frame's position in the sorted files, "
-                "from 0; if they follow the file names, pass --labels-by name")
+            f, others = shifted[0], more(len(shifted) - 1, " with another number")
+            say(f"warning: {path}: label {f} is used for {names[f]}{others}: labels are keyed by the frame's "
+                "position in the sorted files, from 0; if they follow the file names, pass --labels-by name")
 
 
 SIDES = ("right", "left")
