@@ -8,6 +8,8 @@ step concerned. Imports nothing of ours (first in the layering, with ``config``)
 from __future__ import annotations
 
 import errno
+import os
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -32,3 +34,18 @@ def disk_full(error: BaseException) -> OSError | None:
             return error if isinstance(error, OSError) else OSError(errno.ENOSPC, str(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def writable_dir(path: str | Path, what: str) -> Path:
+    """``path`` as a folder that can be created or written (checked before any work); raises
+    :class:`UserError` naming it and ``what`` (the option, e.g. ``--out``) when it is a file, lies
+    under a file, or is not writable."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: {probe} is not writable")
+    return path

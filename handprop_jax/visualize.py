@@ -207,13 +207,13 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
 
     ``predictors`` ({phase: BoundModel}) and ``videos`` (an iterable of whole-video dicts)
     replace the checkpoints and the dataset (tests)."""
-    from handprop_jax.config import load_json
     from handprop_jax.evaluation.data import iter_videos
     from handprop_jax.hand import default_mano
     from handprop_jax.propagation.core import bound_from_run
+    from handprop_jax.training.checkpoint import run_config
 
     workdir = Path(workdir)
-    config = config or load_json(workdir / "config.json")
+    config = config or run_config(workdir)  # RunNotFound (one line, exit code 2) for a missing run
     out = workdir / "report"
     out.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -201,11 +201,28 @@ def test_markdown_bold_and_format():
     assert gap_lib.gap_bins(64) == [(1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 127)]
 
 
-def test_cli_without_run_folder(tmp_path):
-    from handprop_jax.cli import main
+def test_unfinished_phase_is_recorded(tmp_path, config, videos, monkeypatch, capsys):
+    """A run whose align phase stopped at step 3 of 10 (and has no other phase): its rows are
+    evaluated with a warning, and eval/checkpoints.json records the step read and that the phase
+    is unfinished."""
+    from test_training_fakes import phase_checkpoint
 
-    with pytest.raises(SystemExit, match="config.json not found"):
-        main(["evaluate", "--workdir", str(tmp_path / "nothing")])
+    from handprop_jax.propagation import core
+    from handprop_jax.training.checkpoint import load_run
+
+    config_lib.save_json(config, tmp_path / "config.json")
+    phase_checkpoint(tmp_path, "align", step=3, total_steps=10)
+    monkeypatch.setattr(core, "bound_from_run", lambda workdir, phase, *a, **k: (  # read, stand-in net
+        load_run(workdir, phase)[0], _predictor()))
+    train_lab = Gamma.of(videos["train"][0]).take([0, 4, 8])
+    rows = runner.evaluate(tmp_path, config, videos=lambda s: iter(videos[s]), labelled_train=train_lab,
+                           progress=False)
+    assert R.PAPER in {r["model"] for r in rows} and runner.BASELINE not in {r["model"] for r in rows}
+    err = capsys.readouterr().err
+    assert "phase 'align' of" in err and "unfinished (step 3 of 10)" in err
+    used = json.loads((tmp_path / "eval" / "checkpoints.json").read_text())
+    assert used == {"align": {"phase": "align", "step": 3, "total_steps": 10, "finished": False,
+                              "which": "latest"}}
 
 
 def test_recurrent_row_takes_the_whole_video_prediction(config, videos):

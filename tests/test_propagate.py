@@ -11,12 +11,22 @@ from PIL import Image
 
 from handprop_jax import config as config_lib
 from handprop_jax.data.sparse import neighbours
+from handprop_jax.errors import UserError
 from handprop_jax.gamma import Gamma, blend
 from handprop_jax.model.api import BoundModel, Features
 from handprop_jax.propagation import cli, core
 from handprop_jax.propagation import inputs as I
 
 S = 16  # crop side of the stand-in predictor (S*S*3 >= 512 features)
+
+
+#: one label entry in the JSON schema
+ENTRY = json.dumps({"root": [0, 0, 0.5], "pose": [0] * 48, "betas": [0] * 10})
+
+
+def _labels_text(*entries: tuple[str, str]) -> str:
+    """A labels.json text with the given (key, entry text) pairs, repeated keys kept."""
+    return '{"labels": {' + ", ".join(f'"{k}": {v}' for k, v in entries) + "}}"
 
 
 def _fake_model(align=None):
@@ -263,12 +273,68 @@ def test_npz_labels(tmp_path, video, config):
     ('{"labels": {"abc": {}}}', "not a frame index"),
     ('{"labels": {}}', "no labelled frame"),
     ('{"labels": [1, 2]}', "must map frame index"),
+    # JSON keeps the last of two equal keys: a frame labelled twice is refused, not half-used
+    (_labels_text(("16", ENTRY), ("4", ENTRY), ("16", ENTRY)), "labels.json: frame 16 is labelled twice"),
+    (_labels_text(("16", ENTRY), ("016", ENTRY)), r"frame 16 is labelled twice \(keys '16', '016'\)"),
+    (_labels_text(("2", '{"root": [0, 0, 1], ' + ENTRY[1:])), "frame 2: key 'root' appears twice"),
+    (_labels_text(("0", ENTRY), ("5", ENTRY.replace("0.5", "NaN"))), "frame 5: 'root' contains NaN"),
+    (_labels_text(("5", ENTRY.replace("0.5", "Infinity"))), "frame 5: 'root' contains NaN or inf"),
 ])
 def test_malformed_labels(tmp_path, content, match):
     path = tmp_path / "labels.json"
     path.write_text(content)
     with pytest.raises(I.PropagationInputError, match=match):
+        I.load_labels(path, 20)
+
+
+def _npz_bytes(**arrays):
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+GOOD_NPZ = dict(frames=np.array([0, 3]), root=np.tile([0, 0, 0.5], (2, 1)), pose=np.zeros((2, 48)),
+                betas=np.zeros((2, 10)))
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"PK\x03\x04 not really a zip", "not a readable .npz"),
+    (_npz_bytes(**GOOD_NPZ)[:300], "not a readable .npz|cannot be read"),  # truncated
+    (b"\x93NUMPY garbage", "not a readable .npz"),
+    (_npz_bytes(**{**GOOD_NPZ, "pose": np.zeros((2, 47))}), r"'pose' has shape \(2, 47\) \(float64\), "
+                                                             r"expected \(2, 48\)"),
+    (_npz_bytes(**{**GOOD_NPZ, "betas": np.array(["a"] * 20).reshape(2, 10)}), "'betas' has shape"),
+    (_npz_bytes(**{**GOOD_NPZ, "frames": np.array([[0, 3]])}), r"'frames' must be a 1-D integer array"),
+    (_npz_bytes(**{**GOOD_NPZ, "frames": np.array([3, 3])}), "frame 3 is labelled twice"),
+    (_npz_bytes(**{**GOOD_NPZ, "frames": np.array([None, 3], object)}), "array 'frames' cannot be read"),
+])
+def test_malformed_npz_labels(tmp_path, content, match):
+    """Every read error of an .npz names the file (and the array, with its shape)."""
+    path = tmp_path / "labels.npz"
+    path.write_bytes(content)
+    with pytest.raises(I.PropagationInputError, match=match) as e:
         I.load_labels(path, 10)
+    assert str(e.value).startswith(f"{path}: ")
+    assert I.label_side(path) == "right"  # the side of a file it cannot read: load_labels says why
+
+
+def test_cli_names_a_bad_labels_file_in_one_line(tmp_path, video, capsys):
+    from handprop_jax.cli import main
+
+    frames, _, _ = video
+    dup = tmp_path / "dup.json"
+    dup.write_text(_labels_text(("0", ENTRY), ("16", ENTRY), ("16", ENTRY)))
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(_npz_bytes(**GOOD_NPZ)[:300])
+    for labels, what in ((dup, "frame 16 is labelled twice"), (bad, "")):
+        assert main(["propagate", "--frames", str(frames), "--labels", str(labels), "--intrinsics",
+                     "30,30,12,10", "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("handprop propagate: ") and f"{labels}: {what}" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_label_outside_video(tmp_path, video, config):
@@ -373,3 +439,152 @@ def test_cli_methods_without_checkpoint(tmp_path, video, capsys):
     assert "--method paper needs --checkpoint" in capsys.readouterr().err
     assert main([*base, "--config", "no_such_config", "--out", str(tmp_path / "p")]) == 2
     assert "no_such_config" in capsys.readouterr().err
+
+
+#: a fast CLI run: copy-propagation in one fixed box (no network, no box from the labels)
+FAST = ["--intrinsics", "30,30,12,10", "--crop", "12", "10", "20", "--set", f"data.image_size={S}",
+        "--method", "copy"]
+
+
+def _propagate(frames, labels, out, *extra) -> int:
+    from handprop_jax.cli import main
+
+    return main(["propagate", "--frames", str(frames), "--labels", str(labels), "--out", str(out), *FAST,
+                 *extra])
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("handprop propagate: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_out_that_cannot_be_written_is_refused_before_the_model_runs(tmp_path, video, capsys, monkeypatch):
+    import os
+
+    from handprop_jax import errors
+
+    frames, labels, _ = video
+    monkeypatch.setattr(cli, "propagate_video", lambda *a, **k: pytest.fail("the model ran"))
+    a_file, locked = tmp_path / "a_file", tmp_path / "locked"
+    a_file.write_text("x")
+    locked.mkdir()
+    access = os.access  # root may write anywhere: say that `locked` is read-only
+    monkeypatch.setattr(errors.os, "access", lambda p, mode: str(p) != str(locked) and access(p, mode))
+    is_file, read_only = f"{a_file} is a file, not a folder", f"{locked} is not writable"
+    for out, why in ((a_file, is_file), (a_file / "o", is_file), (locked, read_only),
+                     (locked / "o", read_only)):
+        assert _propagate(frames, labels, out) == 2
+        assert _error_line(capsys) == f"handprop propagate: --out {out}: {why}"
+    assert a_file.read_text() == "x" and list(locked.iterdir()) == []
+
+
+def test_out_with_results_needs_overwrite_and_is_never_mixed(tmp_path, video, capsys, monkeypatch):
+    from handprop_jax.propagation import overlays
+
+    frames, labels, _ = video
+    out = tmp_path / "out"
+    assert _propagate(frames, labels, out, "--overlays") == 0
+    assert len(list((out / "overlays").iterdir())) == 12
+    first = (out / "annotations.json").read_text()
+    assert _propagate(frames, labels, out) == 2
+    assert _error_line(capsys).startswith(f"handprop propagate: --out {out}: the folder is not empty "
+                                          "(annotations.json, annotations.npz, overlays); pass --overwrite")
+
+    def half_way(folder, *args):  # Ctrl-C while the overlays are written
+        folder.mkdir()
+        (folder / "000000.png").write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(overlays, "write_overlays", half_way)
+    assert _propagate(frames, labels, out, "--overwrite", "--overlays", "--method", "interpolate") == 130
+    assert (out / "annotations.json").read_text() == first  # the earlier results, untouched and alone
+    assert sorted(p.name for p in out.iterdir()) == ["annotations.json", "annotations.npz", "overlays"]
+    assert len(list((out / "overlays").iterdir())) == 12
+    monkeypatch.undo()
+    assert _propagate(frames, labels, out, "--overwrite", "--method", "interpolate") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["annotations.json", "annotations.npz"]  # no old overlays
+    assert json.loads((out / "annotations.json").read_text())["method"] == "crop"
+
+
+def test_implausible_labels_and_boxes(tmp_path, video, capsys):
+    frames, labels, g = video
+    data = json.loads(labels.read_text())
+    behind = tmp_path / "behind.json"
+    data["labels"]["5"]["root"] = [0.01, 0.0, -0.4]
+    behind.write_text(json.dumps(data))
+    assert _propagate(frames, behind, tmp_path / "o") == 2
+    assert _error_line(capsys).startswith(f"handprop propagate: {behind}: frame 5 (frame_5.png): root z = "
+                                          "-0.4 m, not in front of the camera")
+    assert _propagate(frames, labels, tmp_path / "o", "--crop", "100", "10", "20") == 2  # frames: 24 x 20
+    assert "--crop 100 10 20: the box lies outside the 24x20 frames" in _error_line(capsys)
+    assert not (tmp_path / "o").exists()
+    # millimetres and degrees are warned about, not refused
+    data["labels"]["5"]["root"] = [0.0, 0.0, 450.0]
+    data["labels"]["11"]["pose"][4] = 90.0
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(data))
+    assert _propagate(frames, odd, tmp_path / "o") == 0
+    err = capsys.readouterr().err
+    assert f"warning: {odd}: frame 5 (frame_5.png): the root is 450 m from the camera; millimetres?" in err
+    assert f"warning: {odd}: frame 11 (frame_11.png): a pose component is 90.0, over 2π; degrees?" in err
+
+
+def test_non_finite_results_are_never_written(tmp_path, video, config):
+    frames, labels, _ = video
+    nan = _fake_model(align=lambda g, a, b: g._replace(root=g.root * jnp.nan))
+    with pytest.raises(UserError, match=r"method paper\) gave NaN or inf for 9 frame\(s\) \(first: frame_1"):
+        cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
+                            bound=(config, nan), method="paper")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unfinished_checkpoint_is_recorded(tmp_path, video, config, capsys, monkeypatch):
+    """--method paper on a run whose align phase stopped at step 3 of 10: a warning, and the step read
+    is recorded in annotations.json."""
+    from test_training_fakes import phase_checkpoint
+
+    from handprop_jax.training.checkpoint import load_run
+
+    frames, labels, _ = video
+    run = tmp_path / "run"
+    run.mkdir()
+    config_lib.save_json(config, run / "config.json")
+    phase_checkpoint(run, "align", step=3, total_steps=10)
+    monkeypatch.setattr(cli, "bound_from_run", lambda workdir, model: (load_run(workdir, model)[0],
+                                                                        _fake_model()))  # a stand-in net
+    from handprop_jax.cli import main
+
+    assert main(["propagate", "--frames", str(frames), "--labels", str(labels), "--out", str(tmp_path / "o"),
+                 "--intrinsics", "30,30,12,10", "--crop", "12", "10", "20", "--method", "paper",
+                 "--checkpoint", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: phase 'align' of {run} is unfinished (step 3 of 10)" in err, err
+    doc = json.loads((tmp_path / "o" / "annotations.json").read_text())
+    assert doc["checkpoint_used"] == {"phase": "align", "step": 3, "total_steps": 10, "finished": False,
+                                      "which": "latest"}
+
+
+def test_labels_by_file_name_when_a_frame_is_missing(tmp_path, video, capsys):
+    """frame_3.png is missing: label "5" (by index) lands on frame_6.png, with a warning; with
+    --labels-by name the label keyed "frame_5.png" (or "frame_5") is the frame of that name."""
+    frames, _, _ = video
+    (frames / "frame_3.png").unlink()
+    by_index = tmp_path / "by_index.json"
+    g = _write_labels(by_index, [0, 5], np.random.default_rng(1))
+    assert _propagate(frames, by_index, tmp_path / "i") == 0
+    assert (f"warning: {by_index}: label 5 is used for frame_6.png: labels are keyed by the frame's position "
+            "in the sorted files, from 0") in capsys.readouterr().err
+    data = json.loads(by_index.read_text())
+    by_name = tmp_path / "by_name.json"
+    by_name.write_text(json.dumps({"labels": {"frame_0.png": data["labels"]["0"],
+                                              "frame_5": data["labels"]["5"]}}))
+    assert _propagate(frames, by_name, tmp_path / "n", "--labels-by", "name") == 0
+    assert "warning" not in capsys.readouterr().err
+    doc = json.loads((tmp_path / "n" / "annotations.json").read_text())
+    assert doc["labels_by"] == "name"
+    entry = next(e for e in doc["frames_out"] if e["file"] == "frame_5.png")
+    assert entry["index"] == 4 and entry["labelled"] is True
+    np.testing.assert_allclose(entry["root"], g.root[1], atol=1e-6)
+    assert _propagate(frames, by_index, tmp_path / "x", "--labels-by", "name") == 2
+    assert f"{by_index}: label key '0' is not the name of a frame" in _error_line(capsys)

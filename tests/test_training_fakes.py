@@ -117,3 +117,16 @@ class TinyEncoder(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         p = jnp.mean(nn.relu(x), axis=(1, 2))
         return nn.Dense(self.feature_dim)(p), nn.Dense(self.feature_dim)(p)
+
+
+def phase_checkpoint(workdir, phase: str, step: int, total_steps: int) -> None:
+    """A (tiny, stand-in) checkpoint of ``phase`` at ``step`` of ``total_steps`` in ``workdir``: what
+    :func:`handprop_jax.training.checkpoint.describe` and ``load_run`` read (not a usable network)."""
+    from handprop_jax.training.checkpoint import PhaseCheckpoints
+
+    ck = PhaseCheckpoints(workdir, phase)
+    zero = np.zeros(2, np.float32)
+    ck.save(step, {"step": np.int32(step), "params": {"w": zero}, "batch_stats": {"m": zero},
+                   "opt_state": {"c": zero}, "rng": np.zeros(2, np.uint32), "bad_step": np.int32(0)},
+            {"phase": phase, "step": step, "total_steps": total_steps})
+    ck.close()

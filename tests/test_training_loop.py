@@ -253,8 +253,10 @@ def test_disk_full_is_one_line_naming_phase_and_step(cli_fakes, tmp_path, capsys
                "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    assert err.startswith("handprop train: disk full ([Errno 28] No space left on device) at step 1 of "
-                          "phase 'stage1' (no checkpoint of it yet); re-run the same command to resume"), err
+    log = tmp_path / "run" / "logs" / "metrics.jsonl"  # the file is named
+    assert err.startswith(f"handprop train: disk full ([Errno 28] No space left on device: '{log}') at "
+                          "step 1 of phase 'stage1' (no checkpoint of it yet); re-run the same command to "
+                          "resume"), err
 
 
 def test_workdir_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):

@@ -104,26 +104,6 @@ def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, str | None]:
     return dataclasses.replace(config, data=data), builder_config
 
 
-def writable_dir(path: str | Path, what: str) -> Path:
-    """``path`` as a folder that can be created or written (checked before any work); raises
-    ``UserError`` naming it (a file, or under a file, or not writable)."""
-    import os
-
-    from handprop_jax.errors import UserError
-
-    path = Path(path)
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise UserError(f"{what} {path}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {path}: {probe} is not writable")
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
     command = getattr(args, "data_command", None)
     if command == "export":
@@ -133,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
               "       handprop data export NAME --data-dir DIR --out OUT [--config CFG] [--label-every N]")
         return 2
     from handprop_jax.data.build import build
-    from handprop_jax.errors import UserError, disk_full
+    from handprop_jax.errors import UserError, disk_full, writable_dir
 
     config, builder_config = resolve(args)
     mano_model = args.mano_model

@@ -9,8 +9,10 @@ nearest labelled frame's ground truth unchanged) and Mean pose (one constant han
 labelled training frames). Columns: F@5, F@15 (fractions), MPVPE, MPVPE (P), MPJPE, MPJPE (T),
 MPJPE (SD), MPJPE (P) in mm (definitions: ``handprop_jax.metrics``).
 
-Writes RUN_DIR/eval/table1.{md,csv,json} and the error vs frame gap RUN_DIR/eval/gap.{csv,md,png},
-and prints the Markdown table.
+Writes RUN_DIR/eval/table1.{md,csv,json}, the error vs frame gap RUN_DIR/eval/gap.{csv,md,png} and
+RUN_DIR/eval/checkpoints.json (the step of each phase's checkpoint that was read, of how many, and
+whether its phase had finished: an unfinished phase is evaluated as it is, with a warning), and prints
+the Markdown table. A run without a checkpoint of any phase the rows need is refused (exit code 2).
 """
 
 from __future__ import annotations
@@ -35,11 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     from handprop_jax import config as config_lib
     from handprop_jax.evaluation import evaluate
+    from handprop_jax.training.checkpoint import run_config
 
-    cfg_path = Path(args.workdir) / "config.json"
-    if not cfg_path.is_file():
-        raise SystemExit(f"handprop evaluate: {cfg_path} not found (is {args.workdir} a trained run folder?)")
-    config = config_lib.load_json(cfg_path)
+    config = run_config(args.workdir)  # RunNotFound: one line, exit code 2
     extra = list(args.overrides)
     if args.splits:
         extra.append(f"eval.splits={tuple(args.splits)!r}")

@@ -25,6 +25,7 @@ checkpoint).
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -239,8 +240,11 @@ def table_rows(results: dict[str, tuple[dict, np.ndarray]]) -> list[dict]:
 def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundModel] | None = None,
              videos: Callable[[str], Iterator[dict]] | None = None, labelled_train: Gamma | None = None,
              progress: bool = True, write: bool = True) -> list[dict]:
-    """Table I of a run: writes ``workdir/eval/table1.{md,csv,json}`` and ``gap.{csv,png}``, prints
-    the Markdown table, returns the rows (a list of {"split", "model", "scenario", "frames", <column>}).
+    """Table I of a run: writes ``workdir/eval/table1.{md,csv,json}``, ``gap.{csv,png}`` and, for the
+    checkpoints read from ``workdir``, ``checkpoints.json`` ({phase: the step read, total_steps,
+    finished, ...}: :func:`handprop_jax.training.checkpoint.describe`); prints the Markdown table,
+    returns the rows (a list of {"split", "model", "scenario", "frames", <column>}). Raises
+    ``RunNotFound`` when ``workdir`` has no checkpoint of any phase the rows need.
 
     Args:
       workdir: run folder (checkpoints under workdir/checkpoints, config in workdir/config.json).
@@ -262,13 +266,24 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
     from handprop_jax.evaluation.rows import by_name, phases_needed
 
     wanted = by_name(config.eval.rows)
+    used = None  # {phase: the checkpoint read (training.checkpoint.describe)}, for eval/checkpoints.json
     if predictors is None:
-        predictors = {}
-        for phase in phases_needed(wanted):
+        from handprop_jax.training.checkpoint import RunNotFound, describe
+
+        predictors, used, missing = {}, {}, []
+        needed = phases_needed(wanted)
+        for phase in needed:
             try:
                 _, predictors[phase] = bound_from_run(workdir, phase, config.eval.batch_size)
             except FileNotFoundError as e:  # e.g. only some phases trained: leave those rows out
-                print(f"evaluate: no {phase!r} checkpoint, its rows are left out ({e})", file=sys.stderr)
+                missing.append(f"evaluate: no {phase!r} checkpoint, its rows are left out ({e})")
+                continue
+            used[phase] = describe(workdir, phase)
+        if needed and not predictors:
+            raise RunNotFound(f"{workdir} has no checkpoint of {', '.join(needed)} (the phases the rows "
+                              f"need); train it first: handprop train --workdir {workdir}")
+        for line in missing:
+            print(line, file=sys.stderr)
     propagators = {m: Propagator.from_config(config, method=m) for m in ("photometric", "crop", "copy")}
     totals = {}
     if videos is None:
@@ -287,6 +302,8 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
         out = workdir / "eval"
         table_lib.write(rows, out)
         gap_lib.write(results, out)
+        if used is not None:
+            (out / "checkpoints.json").write_text(json.dumps(used, indent=2))
         print(table_lib.markdown(rows, title=f"Table I — {config.name}, {config.data.name}, "
                                                f"K = {config.data.label_stride}"))
     return rows

@@ -2,7 +2,8 @@
 
     handprop propagate --frames FRAMES_DIR_OR_VIDEO --labels LABELS.json --intrinsics fx,fy,cx,cy \\
         --out OUT/ [--method photometric|interpolate|crop|copy|paper] [--checkpoint RUN_DIR] \\
-        [--boxes BOXES.json | --crop CX CY SIDE] [--nearest-only] [--overlays]
+        [--boxes BOXES.json | --crop CX CY SIDE] [--nearest-only] [--overlays] [--labels-by name] \\
+        [--overwrite]
 
 Every unlabelled frame u gets an annotation from the labelled frames around it. By default the two
 labelled frames l < u < r are both propagated to u and blended by temporal distance, weight
@@ -56,7 +57,13 @@ betas (10,)), see docs/design.md. JSON::
                 "64": {...}}}
 
 (a top-level ``{"0": {...}, ...}`` without "labels" is accepted too) or NPZ with arrays ``frames``
-(L,) int, ``root`` (L, 3), ``pose`` (L, 48), ``betas`` (L, 10) and optionally ``K``.
+(L,) int, ``root`` (L, 3), ``pose`` (L, 48), ``betas`` (L, 10) and optionally ``K``. With
+``--labels-by name`` the keys (NPZ: ``frames`` as strings) are frame file names instead, with or
+without the suffix ("frame_0016.png" or "frame_0016"), so that a frame missing from the folder
+cannot shift the labels onto the next file; keyed by index, labelled frames whose file name carries
+another number than their index are named in a warning. Refused (exit code 2, one line naming the
+file, frame and key): a frame labelled twice, a wrong shape, NaN/inf, a root with z <= 0; warned
+about: a root over 10 m away (millimetres?), a pose component over 2π (degrees?).
 
 Intrinsics (``--intrinsics``): ``fx,fy,cx,cy`` in pixels of the original frames, or a .json /
 .npy / .txt file holding a 3x3 matrix (JSON: a 3x3 list or {"K": ...} or {"fx","fy","cx","cy"});
@@ -66,12 +73,16 @@ that are already per-frame hand crops.
 Labels of a left hand (``"side": "left"`` in the labels file) are refused: the networks are trained on
 right hands (mirror the video and its labels first).
 
-Outputs in OUT/: ``annotations.json`` (one entry per frame: index, file, labelled, sources,
-weights, K, box, box_source, root, pose, betas, joints3d, joints2d) and ``annotations.npz`` (the same
-as arrays with a leading frame axis: frame_index (T,), labelled (T,), source (T, 2) with -1 for none,
-weight (T, 2), root (T, 3), pose (T, 48), betas (T, 10), joints3d (T, 21, 3), joints2d (T, 21, 2),
-K (T, 3, 3), box (T, 3) cx, cy, side); with ``--overlays`` also ``overlays/<index>.png``: the
-propagated mesh rendered over each crop.
+Outputs in OUT/: ``annotations.json`` (run metadata, with ``checkpoint_used``: the phase, step and
+total steps of the checkpoint ``--method paper`` read, and whether its phase had finished; then one
+entry per frame: index, file, labelled, sources, weights, K, box, box_source, root, pose, betas,
+joints3d, joints2d) and ``annotations.npz`` (the same as arrays with a leading frame axis:
+frame_index (T,), labelled (T,), source (T, 2) with -1 for none, weight (T, 2), root (T, 3), pose
+(T, 48), betas (T, 10), joints3d (T, 21, 3), joints2d (T, 21, 2), K (T, 3, 3), box (T, 3) cx, cy,
+side); with ``--overlays`` also ``overlays/<index>.png``: the propagated mesh rendered over each crop.
+OUT must be absent or empty (``--overwrite`` replaces an earlier run's outputs there) and writable,
+checked before the model runs; the outputs are written to a folder inside OUT and moved into place
+when all are written (a failure or Ctrl-C leaves OUT as it was), never with NaN or inf.
 """
 
 from __future__ import annotations
@@ -79,7 +90,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +104,7 @@ from handprop_jax.propagation.core import Propagator, bound_from_run, hand_mesh,
 from handprop_jax.propagation.inputs import (
     PropagationInputError,
     check_intrinsics,
+    check_labels,
     frame_size,
     label_side,
     list_frames,
@@ -106,21 +117,66 @@ HELP = "propagate sparse labels to every frame of a video"
 CLI_METHODS = ("photometric", "interpolate", "crop", "copy", "paper")
 
 
+#: what propagate writes in OUT/ (replaced as a whole by --overwrite)
+OUTPUTS = ("annotations.json", "annotations.npz", "overlays")
+_PARTIAL = ".handprop-partial-"
+
+
+def check_out(out: str | Path, overwrite: bool = False) -> Path:
+    """``--out``, checked before any work: a folder that can be created or written (else
+    ``UserError``: a file, under a file, not writable) and, unless ``overwrite``, empty or absent (a
+    folder holding anything is refused: results are never mixed with older ones)."""
+    from handprop_jax.errors import UserError, writable_dir
+
+    out = writable_dir(out, "--out")
+    held = sorted(p.name for p in out.iterdir() if not p.name.startswith(_PARTIAL)) if out.is_dir() else []
+    if held and not overwrite:
+        raise UserError(f"--out {out}: the folder is not empty ({', '.join(held[:3])}"
+                        f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace "
+                        f"{'/'.join(OUTPUTS)} there, or choose another folder")
+    return out
+
+
+def _publish(partial: Path, out: Path) -> None:
+    """Move the finished outputs from ``partial`` (a folder inside ``out``) into ``out``, replacing the
+    older ones (a previous run's overlays are removed even when this run writes none)."""
+    import shutil
+
+    for name in OUTPUTS:
+        old = out / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+    for name in OUTPUTS:
+        if (partial / name).exists():
+            (partial / name).rename(out / name)
+
+
 def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Path, out: str | Path,
                     intrinsics: str | np.ndarray | None = None, both_sides: bool = True,
                     overlays: bool = False, model: str = "align", crop: Sequence[float] | None = None,
                     bound: tuple[Any, BoundModel] | None = None, boxes: str | Path | None = None,
                     crop_scale: float = CROP_SCALE, method: str = "photometric",
-                    config: Any = None) -> dict[str, np.ndarray]:
+                    config: Any = None, overwrite: bool = False, labels_by: str = "index"
+                    ) -> dict[str, np.ndarray]:
     """Everything ``handprop propagate`` does; returns the arrays written to annotations.npz.
 
     ``method``: one of :data:`CLI_METHODS` (module docstring). ``checkpoint``: a run folder (needed by
     ``paper``; for the other methods it only supplies the config) or None. ``config``: the Config used
     without a checkpoint (default: ``synthetic``). ``bound`` = (config, BoundModel) replaces loading
-    ``checkpoint`` (tests)."""
+    ``checkpoint`` (tests). ``overwrite``: replace the outputs of an earlier run in ``out`` (else a
+    non-empty ``out`` is refused). ``labels_by``: "index" (label keys are frame indices) or "name"
+    (frame file names). Every check of the inputs and of ``out`` comes before the model runs; the
+    outputs are written to a folder inside ``out`` and moved into place at the end, so a failure
+    leaves ``out`` as it was."""
+    import os
+    import shutil
+
     from handprop_jax.camera import project
     from handprop_jax.data.boxes import BoxError, label_joints, read_boxes, video_boxes
     from handprop_jax.data.crop import Box, crop_intrinsics
+    from handprop_jax.errors import UserError
     from handprop_jax.hand import default_mano
 
     box = Box(*map(float, crop)) if crop is not None else None
@@ -130,12 +186,15 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
         raise PropagationInputError("--crop (one box for every frame) and --boxes exclude each other")
     if not crop_scale > 0:
         raise PropagationInputError(f"--crop-scale: must be positive, got {crop_scale}")
-    # cheap checks first: bad labels or intrinsics fail before a checkpoint is loaded or frames decoded
+    if labels_by not in ("index", "name"):
+        raise PropagationInputError(f"--labels-by {labels_by!r}: expected index or name")
+    # cheap checks first: bad labels, intrinsics or --out fail before a checkpoint is loaded or frames decoded
     names = list_frames(frames)
-    lab, gamma_star, K_labels = load_labels(labels, len(names))
+    lab, gamma_star, K_labels = load_labels(labels, len(names), names if labels_by == "name" else None)
     if label_side(labels) != "right":
         raise PropagationInputError(f"{labels}: labels of a left hand ('side': 'left'); the networks are "
                                     "trained on right hands: mirror the video and its labels first")
+    check_labels(labels, lab, gamma_star, names if Path(frames).is_dir() else None, labels_by == "name")
     if intrinsics is None and K_labels is None:
         raise PropagationInputError("missing intrinsics: pass --intrinsics fx,fy,cx,cy (or a file), or put "
                                     "'K' in the labels file")
@@ -148,18 +207,27 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
         raise PropagationInputError(f"--boxes {e}") from e
     if method not in CLI_METHODS:
         raise PropagationInputError(f"--method {method!r}: expected one of {CLI_METHODS}")
+    height, width = frame_size(frames)
+    if box is not None and (box.cx + box.side / 2 <= 0 or box.cx - box.side / 2 >= width
+                            or box.cy + box.side / 2 <= 0 or box.cy - box.side / 2 >= height):
+        raise PropagationInputError(f"--crop {box.cx:g} {box.cy:g} {box.side:g}: the box lies outside the "
+                                    f"{width}x{height} frames (CX CY: its centre in pixels, SIDE: its side)")
+    out = check_out(out, overwrite)
     if method == "interpolate":
         method, both_sides = "crop", True
-    net = None
+    net, used = None, None
     if bound is not None:
         config, net = bound
     elif checkpoint is not None:
         if not Path(checkpoint).is_dir():
             raise PropagationInputError(f"--checkpoint {checkpoint}: no such run folder")
+        from handprop_jax.training.checkpoint import describe, run_config
+
         if method == "paper":
-            config, net = bound_from_run(checkpoint, model)
+            config, net = bound_from_run(checkpoint, model)  # warns when the phase is unfinished
+            used = describe(checkpoint, model)
         else:
-            config = config_lib.load_json(Path(checkpoint) / "config.json")
+            config = run_config(checkpoint)
     elif method == "paper":
         raise PropagationInputError("--method paper needs --checkpoint RUN_DIR (a trained run)")
     elif config is None:
@@ -171,7 +239,6 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
         frame_boxes = np.tile([box.cx, box.cy, box.side], (T, 1))
         box_source = np.full(T, "fixed")
     else:  # the hand_videos builder's rule (handprop_jax.data.boxes)
-        height, width = frame_size(frames)
         try:
             frame_boxes, box_source = video_boxes(T, height, width, K, lab, label_joints(mano, gamma_star),
                                                   file_boxes, crop_scale)
@@ -191,9 +258,12 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
         "joints2d": joints2d.astype(np.float32), "K": K.astype(np.float32),
         "box": np.asarray(frame_boxes, np.float32),
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "annotations.npz", **arrays)
+    finite = np.all([np.isfinite(arrays[k]).reshape(T, -1).all(-1)
+                     for k in ("root", "pose", "betas", "joints3d", "joints2d")], axis=0)
+    if not finite.all():
+        bad = np.nonzero(~finite)[0]
+        raise UserError(f"the propagation (method {method}) gave NaN or inf for {len(bad)} frame(s) (first: "
+                        f"{names[bad[0]]}, index {bad[0]}); nothing was written to {out}")
     entries = []
     for i in range(T):
         valid = arrays["source"][i] >= 0
@@ -206,18 +276,30 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
                for k in ("root", "pose", "betas", "joints3d", "joints2d")},
         })
     meta = {"checkpoint": None if checkpoint is None else str(checkpoint), "method": method,
-            "model": model if method == "paper" else None, "frames": str(frames), "labels": str(labels),
-            "both_sides": both_sides,
+            "model": model if method == "paper" else None, "checkpoint_used": used,
+            "frames": str(frames), "labels": str(labels), "labels_by": labels_by, "both_sides": both_sides,
             "boxes": ({"fixed": dataclasses.asdict(box)} if box is not None else
                       {"file": str(boxes) if boxes is not None else None, "crop_scale": crop_scale}),
             "image_size": S, "num_frames": T, "num_labelled": int(len(lab)),
             "units": {"root": "m", "joints3d": "m (camera frame, OpenCV)", "pose": "rad, axis-angle",
                       "joints2d": "px of the original frames"}}
-    (out / "annotations.json").write_text(json.dumps({**meta, "frames_out": entries}))
-    if overlays:
-        from handprop_jax.propagation.overlays import write_overlays
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f"{_PARTIAL}{os.getpid()}"
+    try:
+        partial.mkdir()
+        np.savez(partial / "annotations.npz", **arrays)
+        doc = json.dumps({**meta, "frames_out": entries}, allow_nan=False)  # never NaN/Infinity (not JSON)
+        (partial / "annotations.json").write_text(doc)
+        if overlays:
+            from handprop_jax.propagation.overlays import write_overlays
 
-        write_overlays(out / "overlays", crops, verts, K_crop, mano.faces, names)
+            write_overlays(partial / "overlays", crops, verts, K_crop, mano.faces, names)
+        _publish(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
     return arrays
 
 
@@ -238,7 +320,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intrinsics", default=None,
                         help="fx,fy,cx,cy in pixels of the original frames, or a .json/.npy/.txt 3x3 file "
                              "(else 'K' in the labels file)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True,
+                        help="output folder (absent or empty, else refused unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the annotations.json/.npz and overlays/ of an earlier run in --out")
+    parser.add_argument("--labels-by", choices=("index", "name"), default="index",
+                        help="label keys are frame indices (default; position in the sorted files, from 0) "
+                             "or frame file names (e.g. \"frame_0016.png\" or \"frame_0016\")")
     sides = parser.add_mutually_exclusive_group()
     sides.add_argument("--both-sides", dest="both_sides", action="store_true", default=True,
                        help="blend the propagations from the labelled frames on both sides (default)")
@@ -257,24 +345,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors (PropagationInputError, the run's RunNotFound, a bad --set) are UserError/ConfigError:
+    ``handprop_jax.cli.main`` reports them in one line, exit code 2."""
+    from handprop_jax.errors import UserError
+
     if args.checkpoint is not None and (args.config is not None or args.overrides):
-        print("handprop propagate: error: --config/--set apply without --checkpoint only (a run's config "
-              "is the one it was trained with)", file=sys.stderr)
-        return 2
+        raise UserError("--config/--set apply without --checkpoint only (a run's config is the one it was "
+                        "trained with)")
     try:
         config = (config_lib.load(args.config or "synthetic", args.overrides)
                   if args.checkpoint is None else None)
     except FileNotFoundError as e:
-        print(f"handprop propagate: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        arrays = propagate_files(args.checkpoint, args.frames, args.labels, args.out, args.intrinsics,
-                                 both_sides=args.both_sides, overlays=args.overlays, model=args.model,
-                                 crop=args.crop, boxes=args.boxes, crop_scale=args.crop_scale,
-                                 method=args.method, config=config)
-    except PropagationInputError as e:
-        print(f"handprop propagate: error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from None
+    arrays = propagate_files(args.checkpoint, args.frames, args.labels, args.out, args.intrinsics,
+                             both_sides=args.both_sides, overlays=args.overlays, model=args.model,
+                             crop=args.crop, boxes=args.boxes, crop_scale=args.crop_scale,
+                             method=args.method, config=config, overwrite=args.overwrite,
+                             labels_by=args.labels_by)
     n, nl = len(arrays["frame_index"]), int(arrays["labelled"].sum())
     print(f"propagated {nl} labelled frame(s) to {n - nl} unlabelled frame(s) → {Path(args.out).resolve()}"
           f"/annotations.{{json,npz}}")

@@ -15,14 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from handprop_jax.errors import UserError
 from handprop_jax.gamma import FIELD_SHAPES, Gamma
 
 GAMMA_KEYS = Gamma._fields
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class PropagationInputError(ValueError):
-    """Bad user input to the propagation tool (the message names the file, key or shape)."""
+class PropagationInputError(UserError, ValueError):
+    """Bad user input to the propagation tool (the message names the file, key or shape); ``handprop``
+    reports it in one line, exit code 2."""
 
 
 def _natural_key(path: Path):
@@ -181,61 +183,137 @@ def check_intrinsics(K, source: str, num_frames: int | None = None) -> np.ndarra
     return K
 
 
-def load_labels(path: str | Path, num_frames: int | None = None
+class _Object(dict):
+    """A JSON object that remembers the keys given more than once (``json`` keeps only the last)."""
+
+    duplicates: list[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    seen: set[str] = set()
+    obj.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]
+    return obj
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz; PropagationInputError naming the file (and the array) when it cannot
+    be read (not a zip, a damaged or truncated one, an object array)."""
+    import zipfile
+    import zlib
+
+    unreadable = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except unreadable as e:
+        raise PropagationInputError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise PropagationInputError(f"{path}: not an .npz archive (a single array)")
+    with npz:
+        data = {}
+        for key in npz.files:
+            try:
+                data[key] = npz[key]
+            except unreadable as e:
+                raise PropagationInputError(f"{path}: array {key!r} cannot be read ({type(e).__name__}: "
+                                            f"{e})") from e
+    return data
+
+
+def frame_numbers(names: list[str]) -> list[int | None]:
+    """The number each frame's file name carries (the last run of digits of its stem), else None."""
+    out = []
+    for name in names:
+        digits = re.findall(r"\d+", Path(name).stem)
+        out.append(int(digits[-1]) if digits else None)
+    return out
+
+
+def load_labels(path: str | Path, num_frames: int | None = None, names: list[str] | None = None
                 ) -> tuple[np.ndarray, Gamma, np.ndarray | None]:
     """Read a labels file (schema in the module docstring).
 
-    Returns (frames (L,) sorted int64, γ* (L, ...) float32 in that order, K (3, 3) / (T, 3, 3) or
-    None). Raises PropagationInputError naming the file, the frame and the key."""
+    ``names``: the frames' file names, in order: the labels are keyed by file name (a frame's name,
+    with or without its suffix) instead of by frame index. Returns (frames (L,) sorted int64 frame
+    indices, γ* (L, ...) float32 in that order, K (3, 3) / (T, 3, 3) or None). Raises
+    PropagationInputError naming the file, the frame and the key."""
     path = Path(path)
     if not path.is_file():
         raise PropagationInputError(f"{path}: no such labels file")
+    by_name = None
+    if names is not None:
+        from collections import Counter
+
+        stems = [Path(n).stem for n in names]
+        once = Counter(stems)
+        by_name = {st: i for i, st in enumerate(stems) if once[st] == 1} | {n: i for i, n in enumerate(names)}
+        num_frames = len(names)
+
+    def index(key) -> int:
+        if by_name is None:
+            try:
+                return int(key)
+            except (ValueError, TypeError) as e:
+                raise PropagationInputError(f"{path}: label key {key!r} is not a frame index") from e
+        if str(key) not in by_name:
+            raise PropagationInputError(f"{path}: label key {key!r} is not the name of a frame (the frames "
+                                        f"are {names[0]} ... {names[-1]}; labels are keyed by file name)")
+        return by_name[str(key)]
+
     K = None
     if path.suffix.lower() == ".npz":
-        try:
-            data = dict(np.load(path, allow_pickle=False))
-        except (ValueError, OSError) as e:
-            raise PropagationInputError(f"{path}: not a readable .npz ({e})") from e
+        data = _read_npz(path)
         missing = [k for k in ("frames", *GAMMA_KEYS) if k not in data]
         if missing:
             raise PropagationInputError(f"{path}: missing arrays {missing} (have {sorted(data)}); expected "
                                         f"frames (L,), root (L, 3), pose (L, 48), betas (L, 10)")
-        frames = np.asarray(data["frames"])
-        if frames.ndim != 1 or not np.issubdtype(frames.dtype, np.integer):
+        keys = np.asarray(data["frames"])
+        if by_name is not None:
+            if keys.ndim != 1 or keys.dtype.kind not in "UO":
+                raise PropagationInputError(f"{path}: 'frames' must be a 1-D array of frame file names, got "
+                                            f"{keys.dtype} {keys.shape}")
+        elif keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
             raise PropagationInputError(f"{path}: 'frames' must be a 1-D integer array, got "
-                                        f"{frames.dtype} {frames.shape}")
+                                        f"{keys.dtype} {keys.shape}")
+        keys = [str(k) for k in keys] if by_name is not None else [int(k) for k in keys]
+        frames = np.asarray([index(k) for k in keys], np.int64)
         gamma = {}
         for k in GAMMA_KEYS:
             a = np.asarray(data[k])
-            if a.shape != (len(frames),) + FIELD_SHAPES[k]:
-                raise PropagationInputError(f"{path}: '{k}' has shape {a.shape}, expected "
-                                            f"{(len(frames),) + FIELD_SHAPES[k]}")
-            gamma[k] = a
+            if a.shape != (len(frames),) + FIELD_SHAPES[k] or a.dtype.kind not in "iuf":
+                raise PropagationInputError(f"{path}: '{k}' has shape {a.shape} ({a.dtype}), expected "
+                                            f"{(len(frames),) + FIELD_SHAPES[k]} numbers")
+            gamma[k] = a.astype(np.float64)
         if "K" in data:
             K = check_intrinsics(data["K"], f"{path}: 'K'")
     elif path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(), object_pairs_hook=_object)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise PropagationInputError(f"{path}: malformed JSON ({e})") from e
         if not isinstance(data, dict):
             raise PropagationInputError(f"{path}: expected a JSON object with 'labels'")
+        if data.duplicates:
+            raise PropagationInputError(f"{path}: key {data.duplicates[0]!r} appears twice")
         if "K" in data:
             try:
                 K = check_intrinsics(data["K"], f"{path}: 'K'")
             except (ValueError, TypeError) as e:
                 raise PropagationInputError(f"{path}: 'K' is not a 3x3 matrix") from e
-        entries = data.get("labels", {k: v for k, v in data.items() if k != "K"})
+        entries = data.get("labels", {k: v for k, v in data.items() if k not in ("K", "side")})
         if not isinstance(entries, dict):
             raise PropagationInputError(f"{path}: 'labels' must map frame index → {{root, pose, betas}}")
-        frames, gamma = [], {k: [] for k in GAMMA_KEYS}
+        if getattr(entries, "duplicates", None):
+            raise PropagationInputError(f"{path}: frame {entries.duplicates[0]} is labelled twice (JSON "
+                                        "would keep only the last one); remove one")
+        keys, frames, gamma = [], [], {k: [] for k in GAMMA_KEYS}
         for key, entry in entries.items():
-            try:
-                frames.append(int(key))
-            except ValueError as e:
-                raise PropagationInputError(f"{path}: label key {key!r} is not a frame index") from e
+            keys.append(key)
+            frames.append(index(key))
             if not isinstance(entry, dict):
                 raise PropagationInputError(f"{path}: frame {key}: expected {{root, pose, betas}}")
+            if entry.duplicates:
+                raise PropagationInputError(f"{path}: frame {key}: key {entry.duplicates[0]!r} appears twice")
             for k in GAMMA_KEYS:
                 if k not in entry:
                     raise PropagationInputError(f"{path}: frame {key}: missing key {k!r}")
@@ -255,10 +333,14 @@ def load_labels(path: str | Path, num_frames: int | None = None
     if len(frames) == 0:
         raise PropagationInputError(f"{path}: no labelled frame at all; label at least one frame")
     for k in GAMMA_KEYS:
-        if not np.all(np.isfinite(np.asarray(gamma[k], np.float64))):
-            raise PropagationInputError(f"{path}: '{k}' contains NaN or inf")
-    if len(np.unique(frames)) != len(frames):
-        raise PropagationInputError(f"{path}: duplicate frame indices")
+        bad = np.nonzero(~np.all(np.isfinite(gamma[k].reshape(len(frames), -1)), axis=1))[0]
+        if len(bad):
+            raise PropagationInputError(f"{path}: frame {keys[bad[0]]}: '{k}' contains NaN or inf")
+    unique, counts = np.unique(frames, return_counts=True)
+    if np.any(counts > 1):
+        twice = [keys[i] for i in np.nonzero(frames == unique[counts > 1][0])[0]]
+        raise PropagationInputError(f"{path}: frame {int(unique[counts > 1][0])} is labelled twice "
+                                    f"(keys {', '.join(map(repr, twice))})")
     if num_frames is not None:
         bad = frames[(frames < 0) | (frames >= num_frames)]
         if len(bad):
@@ -266,6 +348,54 @@ def load_labels(path: str | Path, num_frames: int | None = None
                                         f"(frames 0..{num_frames - 1})")
     order = np.argsort(frames)
     return frames[order], Gamma.of(gamma).numpy().take(order), K
+
+
+#: a root farther than this (metres) looks like millimetres; a pose component larger than this
+#: (radians) looks like degrees: warned about, not refused
+ROOT_WARN_M = 10.0
+POSE_WARN_RAD = 2 * np.pi
+
+
+def check_labels(path: str | Path, frames: np.ndarray, gamma: Gamma, names: list[str] | None = None,
+                 by_name: bool = False, say=None) -> None:
+    """What ``handprop propagate`` asks of labels beyond their format: every root in front of the
+    camera (z > 0, else PropagationInputError naming the file and the frame). Warns (``say``, default
+    stderr), without refusing, on units that look wrong (a root over 10 m away: millimetres? a pose
+    component over 2π: degrees?) and, for labels keyed by frame index, on frames whose file names
+    carry another number than their index (a missing or extra file shifts every later label; key
+    the labels by file name with ``--labels-by name``)."""
+    import sys
+
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def frame(i: int) -> str:
+        f = int(frames[i])
+        return f"frame {f} ({names[f]})" if names is not None else f"frame {f}"
+
+    root, pose = np.asarray(gamma.root, np.float64), np.asarray(gamma.pose, np.float64)
+    behind = np.nonzero(root[:, 2] <= 0)[0]
+    if len(behind):
+        raise PropagationInputError(f"{path}: {frame(behind[0])}: root z = {root[behind[0], 2]:g} m, not "
+                                    "in front of the camera (root is the wrist in the camera frame, OpenCV "
+                                    "axes, metres, z > 0)")
+    def more(n: int, what: str = "") -> str:
+        return f" (and {n} more{what})" if n else ""
+
+    far = np.nonzero(np.linalg.norm(root, axis=-1) > ROOT_WARN_M)[0]
+    if len(far):
+        say(f"warning: {path}: {frame(far[0])}{more(len(far) - 1)}: the root is "
+            f"{np.linalg.norm(root[far[0]]):.0f} m from the camera; millimetres? (root is in metres)")
+    big = np.nonzero(np.abs(pose).max(-1) > POSE_WARN_RAD)[0]
+    if len(big):
+        say(f"warning: {path}: {frame(big[0])}{more(len(big) - 1)}: a pose component is "
+            f"{np.abs(pose[big[0]]).max():.1f}, over 2π; degrees? (pose is axis-angle in radians)")
+    if names is not None and not by_name:
+        numbers = frame_numbers(names)
+        shifted = [int(f) for f in frames if numbers[f] is not None and numbers[f] != f]
+        if shifted:
+            f, others = shifted[0], more(len(shifted) - 1, " with another number")
+            say(f"warning: {path}: label {f} is used for {names[f]}{others}: labels are keyed by the frame's "
+                "position in the sorted files, from 0; if they follow the file names, pass --labels-by name")
 
 
 SIDES = ("right", "left")
@@ -283,10 +413,10 @@ def label_side(path: str | Path) -> str:
             if isinstance(data, dict) and "side" in data:
                 side = data["side"]
         elif path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                if "side" in data.files:
-                    side = str(data["side"])
-    except (ValueError, OSError):
+            data = _read_npz(path)
+            if "side" in data:
+                side = str(data["side"])
+    except (ValueError, OSError):  # PropagationInputError is a ValueError
         return side  # load_labels reports the malformed file
     if side not in SIDES:
         raise PropagationInputError(f"{path}: 'side' must be one of {SIDES}, got {side!r}")

@@ -256,18 +256,25 @@ def _chosen_step(ckpt: PhaseCheckpoints, which: str) -> int | None:
     return ckpt.latest_step() if step is None else step
 
 
-def _open_run(workdir: str | Path, model: str, which: str) -> tuple[Any, PhaseCheckpoints]:
+def run_config(workdir: str | Path) -> Any:
+    """The Config of a run folder (its ``config.json``); RunNotFound naming the folder when there is
+    none, ConfigError when it is not a valid config."""
     from handprop_jax import config as config_lib
+
+    cfg_path = Path(workdir) / "config.json"
+    if not cfg_path.is_file():
+        raise RunNotFound(f"{cfg_path} not found (is {workdir} a handprop run folder?)")
+    return config_lib.load_json(cfg_path)
+
+
+def _open_run(workdir: str | Path, model: str, which: str) -> tuple[Any, PhaseCheckpoints]:
     from handprop_jax.training import registry
 
     registry.get(model)  # ValueError naming the known phases
     if which not in ("latest", "best"):
         raise ValueError(f"load_run: which {which!r} must be 'latest' or 'best'")
     workdir = Path(workdir)
-    cfg_path = workdir / "config.json"
-    if not cfg_path.is_file():
-        raise RunNotFound(f"{cfg_path} not found (is {workdir} a handprop run folder?)")
-    config = config_lib.load_json(cfg_path)
+    config = run_config(workdir)
     directory = phase_dir(workdir, model)
     if not directory.is_dir():
         raise RunNotFound(f"no checkpoints for phase {model!r} in {directory}; train it first "

@@ -9,6 +9,7 @@ with all its scalars, written and flushed synchronously (tensorboardX's ``Events
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -23,6 +24,18 @@ def _scalars_event(step: int, values: dict[str, float]):
 
     summary = Summary(value=[v for tag, value in values.items() for v in scalar(tag, value).value])
     return Event(wall_time=time.time(), step=step, summary=summary)
+
+
+@contextlib.contextmanager
+def _naming(path: str):
+    """An OSError without a file name (a write to an open file, e.g. ENOSPC) gets ``path`` as its file
+    name, so that the message of a full disk names the file."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 class RunLogger:
@@ -46,6 +59,7 @@ class RunLogger:
                 self._drop_after(logs / "metrics.jsonl", resume_step)
             self._jsonl = open(logs / "metrics.jsonl", "a")
             self._tb = EventsWriter(str(logs / "tb" / phase / "events"))
+            self._tb_path = str(logs / "tb" / phase)
 
     def _drop_after(self, path: Path, step: int) -> None:
         if not path.is_file():
@@ -72,15 +86,19 @@ class RunLogger:
             return
         values = {k: float(v) for k, v in metrics.items()}
         record = {"phase": self.phase, "stage": self.stage, "step": int(step), **values}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
-        self._tb.write_event(_scalars_event(int(step), values))
-        self._tb.flush()
+        with _naming(self._jsonl.name):
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+        with _naming(self._tb_path):
+            self._tb.write_event(_scalars_event(int(step), values))
+            self._tb.flush()
         if echo:
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             self.write(f"[{self.phase} stage {self.stage}] step {step}: {shown}")
 
     def close(self) -> None:
         if self.is_main:
-            self._jsonl.close()
-            self._tb.close()
+            with _naming(self._jsonl.name):
+                self._jsonl.close()
+            with _naming(self._tb_path):
+                self._tb.close()

@@ -42,7 +42,7 @@ import numpy as np
 
 from handprop_jax import config as config_lib
 from handprop_jax.config import Config
-from handprop_jax.errors import InterruptedRun, UserError, disk_full
+from handprop_jax.errors import InterruptedRun, UserError, disk_full, writable_dir
 from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import checkpoint as ckpt_lib
 from handprop_jax.training import parallel, registry, steps
@@ -229,7 +229,8 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         full = disk_full(e)
         if full is None:
             raise
-        raise DiskFull(_stopped(f"disk full ({full})", phase, where)) from e
+        where_ = "" if full.filename or str(workdir) in str(full) else f", writing in {workdir}"
+        raise DiskFull(_stopped(f"disk full ({full}{where_})", phase, where)) from e
 
 
 def _abstract_state(config: Config, phase: str, mesh) -> steps.TrainState:
@@ -412,7 +413,7 @@ def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | Non
 
     parallel.maybe_initialize_distributed(config.train)
     workdir = Path(workdir)
-    _check_workdir(workdir)
+    writable_dir(workdir, "--workdir")
     lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
     if lock is not None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -435,16 +436,3 @@ def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | Non
     finally:
         if lock is not None:
             lock.release()
-
-
-def _check_workdir(workdir: Path) -> None:
-    """A run folder that can be created and written (checked before any work)."""
-    import os
-
-    probe = workdir
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"--workdir {workdir}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"--workdir {workdir}: {probe} is not writable")
