@@ -2,11 +2,14 @@
 
     handprop evaluate --workdir RUN_DIR [--splits train test] [--max-frames N] [--set eval.batch_size=32]
 
-Rows per split: Baseline and Baseline + Align (scenario 1: the predictor on each unlabelled frame),
-Propagation and Propagation (both sides) (scenario 2: ground truth of the nearest / both neighbouring
-labelled frames moved by the Pose Alignment network), and two references: Copy propagation (the
-nearest labelled frame's ground truth unchanged) and Mean pose (one constant hand, the mean of the
-labelled training frames). Columns: F@5, F@15 (fractions), MPVPE, MPVPE (P), MPJPE, MPJPE (T),
+Rows per split (``handprop_jax.evaluation.rows``; ``--set 'eval.rows=["Baseline", ...]'`` picks
+some): scenario 1, a predictor on each unlabelled frame — Baseline, Baseline + Align (trained with
+propagated pseudo-labels), Baseline + Align (paper) and the comparison methods' rows; scenario 2,
+the labelled frames' ground truth moved to each unlabelled frame — Propagation and Propagation (both
+sides) (photometric refinement, ``propagation.*``) and the paper's Pose Alignment network
+(Propagation (paper), ...); references: Copy, Interpolation (plain and crop-aware) and Mean pose (one
+constant hand, the mean of the labelled training frames). Rows whose phase has no checkpoint are left
+out. Columns: F@5, F@15 (fractions), MPVPE, MPVPE (P), MPJPE, MPJPE (T),
 MPJPE (SD), MPJPE (P) in mm (definitions: ``handprop_jax.metrics``).
 
 Writes RUN_DIR/eval/table1.{md,csv,json}, the error vs frame gap RUN_DIR/eval/gap.{csv,md,png} and

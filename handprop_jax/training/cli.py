@@ -24,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config name in experiments/configs (synthetic, tiny, ...) or a .py path")
     parser.add_argument("--workdir", required=True, help="run folder (created; resumed if it exists)")
     parser.add_argument("--stage", action="append", default=None, metavar="N",
-                        help="train only this stage: 1, 2, 3, baseline or a comparison phase such as "
-                             "photometric (Hasson et al.; from stage 1) (repeatable; default: the "
-                             "config's train.phases, in the order stage1, baseline, stage2, align, ...)")
+                        help="train only this phase (repeatable): stage1 (or 1), baseline, stage2 (or 2), "
+                             "align (or 3), pseudo, or a comparison phase: photometric (Hasson et al.), "
+                             "adversarial_motion, adversarial_motion_labels (Spurr et al.), "
+                             "temporal_consistency (Chen et al.); default: the config's train.phases")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field, e.g. --set train.lr=1e-4 (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="plain log lines instead of tqdm bars")
