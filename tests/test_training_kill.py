@@ -1,12 +1,13 @@
 """``handprop train`` as a separate process, stopped from outside as a user (or the machine) would:
-SIGKILL mid-step while a checkpoint is being written, then Ctrl-C (SIGINT); each time the same command
-resumes, and the final parameters equal an uninterrupted run's bit for bit. Also: a second process on
-the same run folder is refused, and a lock left by a killed process is taken over.
+SIGKILL mid-step while a checkpoint is being written, SIGKILL again at a random step, then Ctrl-C
+(SIGINT); each time the same command resumes, and the final parameters equal an uninterrupted run's
+bit for bit. Also: a second process on the same run folder is refused, and a lock left by a killed
+process is taken over.
 
-Cost: one uninterrupted run and three interrupted/resumed ones of the tiny config's stage 1 (32 steps);
+Cost: one uninterrupted run and four interrupted/resumed ones of the tiny config's stage 1 (32 steps);
 they share a persistent JAX compilation cache, so only the first two (run side by side) compile. Each
 process spends most of its time starting (importing JAX, ~12 s on a busy 2-core machine): measured
-222 s for the kill test there (marked slow); the lock test takes under a second.
+222 s for the kill test there with one SIGKILL fewer (marked slow); the lock test takes under a second.
 """
 
 import json
@@ -140,8 +141,8 @@ def _final_state(workdir: Path) -> dict:
     return state
 
 
-@pytest.mark.slow  # four processes that each start JAX: ~4 min on 2 busy CPU cores, ~1 min on 16
-def test_sigkill_mid_step_and_mid_checkpoint_then_ctrl_c_resume_bit_exact(env):
+@pytest.mark.slow  # five processes that each start JAX: ~4-5 min on 2 busy CPU cores, ~1 min on 16
+def test_sigkills_mid_checkpoint_and_mid_step_then_ctrl_c_resume_bit_exact(env):
     reference, workdir = env["root"] / "reference", env["root"] / "run"
     ref = Train(env, reference)  # the uninterrupted run, alongside the first interrupted one
     # 1. SIGKILL mid-step and mid-checkpoint-write: checkpoints are written in the background while
@@ -152,7 +153,15 @@ def test_sigkill_mid_step_and_mid_checkpoint_then_ctrl_c_resume_bit_exact(env):
     assert run.wait() == -signal.SIGKILL
     assert _writing(workdir, step=4), "the kill did not land during the write"
     assert max(_logged_steps(workdir)) < STEPS
-    # 2. resume (from checkpoint 2); Ctrl-C (SIGINT) mid-training: one line naming the step, exit code 130
+    # 2. resume (from checkpoint 2); SIGKILL again at a random step (seeded draw), wherever that is
+    # in the step / log / checkpoint cycle
+    k = int(np.random.default_rng(2026).integers(8, STEPS - 8))
+    run = Train(env, workdir)
+    _wait_for(run, lambda: max(_logged_steps(workdir), default=0) >= k, poll=0.0005)
+    run.kill()
+    assert run.wait() == -signal.SIGKILL
+    assert max(_logged_steps(workdir)) < STEPS
+    # 3. resume; Ctrl-C (SIGINT) mid-training: one line naming the step, exit code 130
     run = Train(env, workdir)
     _wait_for(run, run.stepped)
     run.kill(signal.SIGINT)
@@ -161,7 +170,7 @@ def test_sigkill_mid_step_and_mid_checkpoint_then_ctrl_c_resume_bit_exact(env):
     lines = [ln for ln in run.err if ln.startswith("handprop train:")]
     assert len(lines) == 1 and lines[0].startswith("handprop train: interrupted at step "), run.text()
     assert "of phase 'stage1'" in lines[0] and lines[0].endswith("re-run the same command to resume")
-    # 3. resume to the end
+    # 4. resume to the end
     run = Train(env, workdir)
     assert run.wait() == 0, run.text()
     assert f"stage1: step {STEPS}, loss" in run.out[-1]
