@@ -200,7 +200,8 @@ def cycle_check(ref: Reference, q: jnp.ndarray, verts_u: jnp.ndarray, K_u: jnp.n
     nearest to q, the face of V_u in front (rasterised; None there, or a face of ``exclude_faces``,
     fails) says which surface point u shows there, and the backward flow of that point (its screen
     barycentrics in that face of V_u applied to the projections of V_r in frame r) brings q' back to
-    p' in frame r. p passes when |p' − p| <= ``threshold`` pixels and q' lies in the image: a point
+    p' in frame r. p passes when it is a silhouette row (``ref.valid``), |p' − p| <= ``threshold`` pixels
+    and q' lies in the image: a point
     hidden in u (another surface in front), or one whose correspondence is inconsistent, fails.
 
     Args: ref: the reference pixels (:func:`sample_reference` of V_r). q: (N, 2) their positions in u.
@@ -221,7 +222,7 @@ def cycle_check(ref: Reference, q: jnp.ndarray, verts_u: jnp.ndarray, K_u: jnp.n
         ok = ok & ~exclude_faces[f]
     bary = screen_barycentrics(verts_u, faces, K_u, f, qi.astype(verts_u.dtype))
     back = jnp.einsum("nk,nkc->nc", bary, project(verts_r, K_r)[faces[f]])
-    return ok & (jnp.linalg.norm(back - ref.pixel, axis=-1) <= threshold)
+    return ok & ref.valid & (jnp.linalg.norm(back - ref.pixel, axis=-1) <= threshold)
 
 
 def wrist_cap(v_template, faces, J_regressor) -> tuple[np.ndarray, np.ndarray]:
