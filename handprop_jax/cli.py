@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("handprop_jax.data.cli", "build a dataset (synthetic_hand_video, ho3d, interhand26m, "
                                       "hand_videos) or export one"),
     "train": ("handprop_jax.training.cli", "train the three stages and the baseline control"),
+    "pretrain": ("handprop_jax.training.pretrain", "pretrain the predictor on the synthetic source set "
+                                                   "and store its weights"),
     "evaluate": ("handprop_jax.evaluation.cli", "write Table I (Markdown, CSV, JSON) for a run"),
     "propagate": ("handprop_jax.propagation.cli", "propagate sparse labels to every frame of a video"),
     "visualize": ("handprop_jax.visualize", "overlay grids and training curves for a run"),

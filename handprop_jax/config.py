@@ -31,6 +31,10 @@ class ConfigError(ValueError):
 
 #: ``model.conv_impl`` values (handprop_jax.model.conv)
 CONV_IMPLS = ("xla", "im2col", "taps", "hybrid", "bf16_cols", "auto")
+#: ``model.global_rotation`` values (handprop_jax.model.heads)
+GLOBAL_ROTATIONS = ("6d", "axis_angle")
+#: ``train.pred_objective`` values (handprop_jax.losses): the decoupled default, the paper's Eq. 6
+PRED_OBJECTIVES = ("decoupled", "paper")
 #: ``model.dtype`` values
 DTYPES = ("float32", "bfloat16")
 
@@ -56,6 +60,8 @@ class DataConfig:
     nearest_labelled: int = field(3, ge=1)  # stage 2/3: partner among the n nearest labelled frames
     unlabelled_fraction: float = field(0.5, ge=0, le=1)  # stage 3: probability of an unlabelled partner
     rotation_range: float = field(0.39269908169872414, ge=0)  # pi/8, radians, in-plane augmentation
+    # the in-plane rotation turns the image about the crop centre, or (the earlier rule) the principal point
+    rotate_about: str = field("crop_centre", choices=("crop_centre", "principal_point"))
     color_jitter: float = field(0.2, ge=0)  # brightness/contrast/saturation jitter strength
     augment: bool = True
     num_workers: int = field(0, ge=0)  # grain worker processes (0 = in-process)
@@ -65,6 +71,8 @@ class DataConfig:
     synth_videos: tuple[int, int, int] = field((40, 6, 10), ge=0)  # train, val, test videos
     synth_frames: int = field(128, ge=1)  # frames per video
     synth_seed: int = 0  # generation seed of the synthetic videos (data.seed seeds the samplers)
+    # "target" (the demo's videos) or "source" (the differently styled pretraining set, handprop pretrain)
+    synth_style: str = field("target", choices=("target", "source"))
     # real-data builders (handprop data build ho3d / interhand26m; None = the builder's default, which
     # follows the paper). Stored in the built data set's metadata: a data set built with other values
     # is refused (rebuilt by `handprop data build`).
@@ -93,12 +101,19 @@ class ModelConfig:
     pose_aligner_blocks: int = field(2, ge=0)
     pose_aligner_scale: float = field(3.141592653589793, gt=0)  # radians: Δθ = scale * tanh(.) (heads.py)
     root_depth_unit: float = field(1e-3, gt=0)  # metres per pixel of one unit of the regressed d_f (heads.py)
+    # the predictor's depth offset (metres) in Z = f·d_f + z_off; None = data.z_off (the paper's/baseline's).
+    # 0 makes d_f the hand's metric extent per crop pixel, which a scale-normalised crop shows (heads.py)
+    root_z_off: float | None = field(None, ge=0)
+    # π^θ's global rotation: "6d" (continuous 6-D representation, any orientation) or "axis_angle" (paper)
+    global_rotation: str = field("6d", choices=GLOBAL_ROTATIONS)
     # "auto" (CPU: per-pass hybrid, GPU: xla), "xla", "im2col", "taps", "hybrid", or "bf16_cols"
     # (CPU only: bfloat16 convolution operands with float32 sums, compiled C++ column builders)
     conv_impl: str = field("auto", choices=CONV_IMPLS)
     dtype: str = field("float32", choices=DTYPES)  # compute dtype
     encoder_width: int = field(64, ge=1)  # ResNet base channels (64 = ResNet-18); tests use e.g. 8
-    torchvision_checkpoint: str | None = None  # optional ResNet-18 .pth to initialise the encoder
+    # where the predictor starts (handprop_jax.model.pretrained): None (random), a torchvision ResNet-18
+    # .pth (the encoder, e.g. ImageNet weights) or a predictor .npz written by `handprop pretrain`
+    init_checkpoint: str | None = None
     mano_model: str | None = None  # path to MANO_RIGHT.pkl / .npz; None = the synthetic hand
 
 
@@ -117,6 +132,12 @@ class TrainConfig:
     lambda_theta: float = field(5e-6, ge=0)
     lambda_beta: float = field(5e-7, ge=0)
     lambda_align: float = field(0.1, ge=0)
+    # L_pred: "decoupled" (root + global rotation, articulation and shape each with their own term;
+    # losses.decoupled_pred_loss) or "paper" (Eq. 6: one joint term in the camera frame + priors)
+    pred_objective: str = field("decoupled", choices=PRED_OBJECTIVES)
+    lambda_articulation: float = field(5.0, ge=0)  # decoupled: joints of (r*, R*, predicted fingers, β)
+    lambda_rotation: float = field(1e-3, ge=0)  # decoupled: geodesic global-rotation error, per radian
+    lambda_params: float = field(1e-4, ge=0)  # decoupled: PCA coefficients and β against the label's
     # phase "pseudo": share of examples that are unlabelled frames with propagated labels
     pseudo_fraction: float = field(0.5, ge=0, le=1)
     log_every: int = field(50, ge=1)
@@ -141,6 +162,8 @@ class EvalConfig:
     # also report the both-sides rows: both neighbouring labelled frames, blended by temporal distance
     both_sides: bool = True
     rows: tuple[str, ...] = ()  # Table I rows to compute (handprop_jax.evaluation.rows); () = every row
+    # each phase's checkpoint read: "best" (lowest validation MPJPE among the kept ones) or "latest"
+    checkpoint: str = field("best", choices=("best", "latest"))
 
 
 #: ``propagation.method`` values (handprop_jax.propagation.core): the default, the paper's learned aligner,

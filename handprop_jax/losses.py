@@ -17,6 +17,20 @@ Reductions (stated once, used everywhere):
 
 Eq. 6  ``L_pred  = λ_J ‖J*_s − J^reg_s‖² + λ_θ ‖θ^reg_s‖² + λ_β ‖β^reg_s‖²``.
 
+**Decoupled L_pred** (:func:`decoupled_pred_loss`, ``train.pred_objective="decoupled"``, the default;
+not in the paper). Eq. 6 puts root, global rotation, articulation and shape into ONE joint error in
+the camera frame, so a wrong rotation can be partly covered by bent fingers or an odd shape (issue 24:
+after training, substituting any ground-truth part made the joints worse). Here each part gets its own
+term, with J = J⁰(θ_f, β) R^T + r (J⁰: the wrist-centred joints with no global rotation, R the global
+rotation, r the root = wrist):
+
+- ``global`` λ_J ‖J* − (sg(J⁰) R^T + r)‖²: trains root and global rotation only (sg: stop-gradient);
+- ``articulation`` λ_art ‖J* − (J⁰ R*^T + r*)‖²: trains fingers and shape only, in the true frame;
+- ``rotation`` λ_rot · mean geodesic angle(R, R*) in radians (:func:`mano_jax.geodesic_angle`);
+- ``params`` λ_params (‖c − c*‖² + ‖β − β*‖²): the PCA coefficients c (``ncomps``) and β against the
+  label's (c* its finger pose's least-squares coefficients);
+- the paper's priors λ_θ ‖θ‖² and λ_β ‖β‖² as in Eq. 6.
+
 Eqs. 7–8  ``L_align = λ_J (‖J*_s − J^align_s‖² + ‖J^reg_u − J^align_u‖²)
 + λ_θ (‖θ^align_s‖² + ‖θ^align_u‖²)``.
 
@@ -44,7 +58,10 @@ so it has no loss term of its own. The paper's L_θ in Eq. 7 regularises both al
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+
+import mano_jax
 
 
 def joints_sq_error(j_a: jnp.ndarray, j_b: jnp.ndarray) -> jnp.ndarray:
@@ -70,6 +87,39 @@ def pred_loss(joints_gt_s: jnp.ndarray, joints_reg_s: jnp.ndarray, pose_reg_s: j
              "pose": pose_reg(pose_reg_s, hands_mean),
              "shape": shape_reg(betas_reg_s)}
     loss = lambda_j * terms["joints"] + lambda_theta * terms["pose"] + lambda_beta * terms["shape"]
+    return loss, terms
+
+
+def decoupled_pred_loss(joints_gt: jnp.ndarray, root_gt: jnp.ndarray, rot_gt: jnp.ndarray,
+                        root: jnp.ndarray, rot: jnp.ndarray, joints_local: jnp.ndarray,
+                        coeffs: jnp.ndarray, coeffs_gt: jnp.ndarray, betas: jnp.ndarray,
+                        betas_gt: jnp.ndarray, pose: jnp.ndarray, hands_mean: jnp.ndarray, *,
+                        lambda_j: float, lambda_articulation: float, lambda_rotation: float,
+                        lambda_params: float, lambda_theta: float, lambda_beta: float
+                        ) -> tuple[jnp.ndarray, dict]:
+    """The decoupled L_pred (module docstring): each part of γ gets the gradient of its own term.
+
+    Args:
+      joints_gt: (B, 21, 3) J*, camera frame, metres. root_gt: (B, 3) r*, metres. rot_gt: (B, 3, 3) R*.
+      root: (B, 3) predicted root, metres. rot: (B, 3, 3) predicted global rotation.
+      joints_local: (B, 21, 3) J⁰ of the predicted fingers and β: wrist at the origin, no global
+        rotation, metres.
+      coeffs, coeffs_gt: (B, n) PCA coefficients, predicted and the label's. betas, betas_gt: (B, 10).
+      pose: (B, 48) predicted full pose, radians (for the paper's prior). hands_mean: (45,).
+    Returns:
+      (loss scalar, dict of the unweighted terms ``global``, ``articulation``, ``rotation`` (mean
+      radians), ``params``, ``pose``, ``shape``).
+    """
+    place = lambda j0, r, t: jnp.einsum("bij,bnj->bni", r, j0) + t[:, None, :]
+    terms = {"global": joints_sq_error(joints_gt, place(jax.lax.stop_gradient(joints_local), rot, root)),
+             "articulation": joints_sq_error(joints_gt, place(joints_local, rot_gt, root_gt)),
+             "rotation": jnp.mean(mano_jax.geodesic_angle(rot, rot_gt)),
+             "params": jnp.mean(jnp.square(coeffs - coeffs_gt)) + jnp.mean(jnp.square(betas - betas_gt)),
+             "pose": pose_reg(pose, hands_mean),
+             "shape": shape_reg(betas)}
+    loss = (lambda_j * terms["global"] + lambda_articulation * terms["articulation"]
+            + lambda_rotation * terms["rotation"] + lambda_params * terms["params"]
+            + lambda_theta * terms["pose"] + lambda_beta * terms["shape"])
     return loss, terms
 
 

@@ -239,6 +239,19 @@ def per_frame(pred_joints, gt_joints, pred_verts, gt_verts, allow_reflection: bo
     return {name: out[name] for name in COLUMNS}
 
 
+#: the side column of Table I: the median over frames of the global rotation's geodesic error, degrees
+ROTATION = "Rot. (°)"
+
+
+def rotation_error_deg(pred_pose: np.ndarray, gt_pose: np.ndarray) -> np.ndarray:
+    """Geodesic angle between predicted and true global rotations, degrees. pred_pose, gt_pose: (N, ≥3)
+    axis-angle poses (radians; the first 3 components are the global rotation) → (N,)."""
+    import mano_jax
+
+    rot = lambda p: mano_jax.rodrigues(np.asarray(p, np.float32)[:, :3])
+    return np.degrees(np.asarray(mano_jax.geodesic_angle(rot(pred_pose), rot(gt_pose)), np.float64))
+
+
 def summarize(frames: Mapping[str, np.ndarray], mask=None) -> dict[str, float]:
     """Mean over frames of a ``per_frame`` dict (optionally only where ``mask`` (N,) is True)."""
     result = {}

@@ -8,7 +8,8 @@ Depends only on jax and numpy (scipy is not needed, even for the official ``.pkl
 - ``forward(model, pose, betas, trans=None, *, ncomps, use_pca, flat_hand_mean, center_idx)``:
   manopth ``ManoLayer`` semantics, output in metres.
 - rotations (``geometry``): ``rodrigues``, ``matrix_to_axis_angle``, ``slerp_axis_angle`` (geodesic
-  interpolation), ``chordal_mean_axis_angle`` / ``nearest_rotation`` (mean rotation);
+  interpolation), ``rotation_6d_to_matrix`` / ``matrix_to_rotation_6d`` (continuous 6-D
+  representation), ``geodesic_angle``, ``chordal_mean_axis_angle`` / ``nearest_rotation`` (mean rotation);
 - pieces: ``blend_shapes``, ``pose_features``,
   ``kinematic_chain``, ``skin``, ``pca_to_axis_angle``, ``axis_angle_to_pca``.
 """
@@ -27,11 +28,14 @@ from mano_jax.constants import (
 )
 from mano_jax.geometry import (
     chordal_mean_axis_angle,
+    geodesic_angle,
     matrix_to_axis_angle,
     matrix_to_quaternion,
+    matrix_to_rotation_6d,
     nearest_rotation,
     quaternion_to_axis_angle,
     rodrigues,
+    rotation_6d_to_matrix,
     slerp_axis_angle,
 )
 from mano_jax.io import load, read_official_pickle, save_npz
@@ -54,7 +58,7 @@ __all__ = [
     "ARRAY_SHAPES", "JOINT_NAMES", "MANO_JOINT_NAMES", "MANOPTH_JOINT_ORDER", "NUM_BETAS",
     "NUM_FACES", "NUM_JOINTS", "NUM_VERTS", "OUT_PARENTS", "PARENTS", "TIP_VERTEX_IDS",
     "ManoFileError", "ManoModel", "axis_angle_to_pca", "blend_shapes", "chordal_mean_axis_angle",
-    "forward", "full_pose",
+    "forward", "full_pose", "geodesic_angle", "matrix_to_rotation_6d", "rotation_6d_to_matrix",
     "kinematic_chain", "load", "make_model", "matrix_to_axis_angle", "matrix_to_quaternion",
     "nearest_rotation", "pca_to_axis_angle", "pose_blend_shapes", "pose_features", "quaternion_to_axis_angle",
     "read_official_pickle", "regress_joints", "rodrigues", "save_npz", "skin",

@@ -185,3 +185,54 @@ def chordal_mean_axis_angle(axis_angle: jnp.ndarray, axis: int = 0) -> jnp.ndarr
     if v.shape[axis] == 0:
         raise ValueError("chordal_mean_axis_angle: no rotation to average")
     return matrix_to_axis_angle(nearest_rotation(jnp.mean(rodrigues(v), axis=axis % v.ndim)))
+
+
+@jax.jit
+def rotation_6d_to_matrix(six: jnp.ndarray) -> jnp.ndarray:
+    """Rotation matrices from the continuous 6-D representation (Zhou et al., CVPR 2019).
+
+    The 6 numbers are two 3-vectors ``a, b`` (the first two *columns* of the matrix before
+    orthonormalisation); Gram–Schmidt gives ``c1 = a / |a|``, ``c2 = (b − (c1·b) c1) / |…|``,
+    ``c3 = c1 × c2``. Every rotation has a preimage and the map is smooth wherever ``a`` and ``b`` are
+    independent, so a network can regress any orientation without the axis-angle wrap at π.
+
+    Args:
+      six: (..., 6) = (a, b), unitless.
+    Returns:
+      (..., 3, 3) rotation matrices with columns (c1, c2, c3).
+    """
+    a, b = six[..., :3], six[..., 3:6]
+    eps = jnp.asarray(1e-8, six.dtype)
+    c1 = a / jnp.sqrt(jnp.sum(a * a, -1, keepdims=True) + eps)
+    b = b - jnp.sum(c1 * b, -1, keepdims=True) * c1
+    c2 = b / jnp.sqrt(jnp.sum(b * b, -1, keepdims=True) + eps)
+    c3 = jnp.cross(c1, c2)
+    return jnp.stack([c1, c2, c3], axis=-1)
+
+
+@jax.jit
+def matrix_to_rotation_6d(rotmat: jnp.ndarray) -> jnp.ndarray:
+    """Inverse of :func:`rotation_6d_to_matrix` on rotations: (..., 3, 3) → (..., 6), the first two
+    columns."""
+    return jnp.concatenate([rotmat[..., :, 0], rotmat[..., :, 1]], axis=-1)
+
+
+@jax.jit
+def geodesic_angle(r_a: jnp.ndarray, r_b: jnp.ndarray) -> jnp.ndarray:
+    """Angle of the rotation taking ``r_b`` to ``r_a`` (the geodesic distance on SO(3)), radians.
+
+    ``θ = atan2(|vee(M − Mᵀ)| / 2, (tr M − 1) / 2)`` with ``M = r_aᵀ r_b``: sin θ and cos θ of the
+    relative rotation, so the angle is accurate over all of [0, π] (``arccos`` of the trace loses
+    precision near 0 and has an infinite derivative there). The sine's norm is smoothed by 1e-12 so
+    that the gradient is finite (zero) at θ = 0.
+
+    Args:
+      r_a, r_b: (..., 3, 3) rotation matrices.
+    Returns:
+      (...,) angles in [0, π], radians.
+    """
+    m = jnp.swapaxes(r_a, -1, -2) @ r_b
+    v = jnp.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1)
+    sin = 0.5 * jnp.sqrt(jnp.sum(v * v, -1) + 1e-12)
+    cos = 0.5 * (jnp.trace(m, axis1=-2, axis2=-1) - 1.0)
+    return jnp.arctan2(sin, cos)

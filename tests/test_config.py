@@ -37,12 +37,12 @@ def test_bad_values_are_refused_with_the_field_and_the_text(assignment, message)
 def test_good_values_are_converted_to_the_field_type():
     c = config_lib.override(config_lib.Config(), [
         "train.lr=1", "data.synth_videos=[4, 1, 1]", "eval.splits=('test',)", "model.mano_model=None",
-        "model.torchvision_checkpoint=/models/r18.pth", "train.coordinator_address=10.0.0.1:1234",
+        "model.init_checkpoint=/models/r18.pth", "train.coordinator_address=10.0.0.1:1234",
         "data.builder_config=v2", "train.distributed=true", "eval.max_frames=None", "data.name=123",
         "model.conv_impl=bf16_cols", "data.image_size=16"])
     assert c.train.lr == 1.0 and isinstance(c.train.lr, float)
     assert c.data.synth_videos == (4, 1, 1) and c.eval.splits == ("test",)
-    assert c.model.mano_model is None and c.model.torchvision_checkpoint == "/models/r18.pth"
+    assert c.model.mano_model is None and c.model.init_checkpoint == "/models/r18.pth"
     assert c.train.coordinator_address == "10.0.0.1:1234" and c.data.builder_config == "v2"
     assert c.train.distributed is True and c.eval.max_frames is None and c.data.name == "123"
     assert c.model.conv_impl == "bf16_cols" and c.data.image_size == 16

@@ -221,8 +221,11 @@ def test_unfinished_phase_is_recorded(tmp_path, config, videos, monkeypatch, cap
     err = capsys.readouterr().err
     assert "phase 'align' of" in err and "unfinished (step 3 of 10)" in err
     used = json.loads((tmp_path / "eval" / "checkpoints.json").read_text())
+    # the default eval.checkpoint is "best"; a checkpoint without a validation value is never best, so
+    # the latest step is read
+    assert config.eval.checkpoint == "best"
     assert used == {"align": {"phase": "align", "step": 3, "total_steps": 10, "finished": False,
-                              "which": "latest"}}
+                              "which": "best"}}
 
 
 def test_recurrent_row_takes_the_whole_video_prediction(config, videos):

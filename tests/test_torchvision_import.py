@@ -230,7 +230,7 @@ def test_load_into_parent_scope(encoder_and_vars, tmp_path):
 
 
 def test_init_variables_loads_checkpoint(tmp_path):
-    """``model.torchvision_checkpoint``: HandPropModel.init puts the torch.save'd weights in the encoder."""
+    """``model.init_checkpoint``: HandPropModel.init puts the torch.save'd weights in the encoder."""
     import dataclasses
 
     torch = pytest.importorskip("torch")
@@ -244,7 +244,7 @@ def test_init_variables_loads_checkpoint(tmp_path):
     torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
     config = tiny_config()
     config = dataclasses.replace(config, model=dataclasses.replace(
-        config.model, encoder_width=WIDTH, torchvision_checkpoint=str(path)))
+        config.model, encoder_width=WIDTH, init_checkpoint=str(path)))
     variables = HandPropModel.create(config).init(jax.random.PRNGKey(0))
     enc_p, enc_s = variables["params"]["encoder"], variables["batch_stats"]["encoder"]
     np.testing.assert_array_equal(enc_p["layer3_0"]["conv1"]["kernel"],

@@ -7,7 +7,7 @@
 - ``max_gap``: stage 3 pairs a labelled frame with unlabelled ones fewer than ``max_gap`` frames
   away; about half your label spacing (16: labels every ~32 frames).
 - 224 px crops (the paper's, what a torchvision ResNet-18 expects: ``--set
-  model.torchvision_checkpoint=resnet18.pth`` is recommended for real videos); batch 32 and
+  model.init_checkpoint=resnet18.pth`` is recommended for real videos); batch 32 and
   shorter schedules than the paper's (own data sets are small: a few thousand labels); tune them.
 - The official MANO model is required (``mano/MANO_RIGHT.pkl``, or ``--set model.mano_model=PATH``):
   your labels are MANO parameters. ``--set model.mano_model=None`` uses the embedded synthetic hand —

@@ -5,12 +5,15 @@ a ~ U[-rotation_range, rotation_range] and colour-jitter factors, and applies th
 to both frames of a pair dict (``{"s": frame, "u": frame, ...}``; the SAME angle and colours for s and
 u, so that the pair's relative motion is unchanged).
 
-In-plane rotation = a rotation R_z(a) of the camera frame about the optical axis:
+In-plane rotation = a roll R of the camera by angle a about the viewing ray of the crop's centre pixel
+(``data.rotate_about="crop_centre"``, the default: the hand, centred in its crop, turns in place) or
+about the optical axis (``"principal_point"``, R = R_z(a)); a pair or a clip shares one R:
 - 3D: root -> R root, joints3d -> joints3d R^T, global rotation pose[:3] -> log(R exp(pose[:3]))
   (finger joints and betas are unchanged; the MANO hand of the new γ is exactly the rotated hand,
   because the wrist joint is the rotation centre of the global rotation and the root is the wrist);
-- 2D: with the intrinsics K unchanged, pixels move by the affine map A = K R K^-1 (a rotation about
-  the principal point when fx = fy): joints2d -> A joints2d, and the image is resampled bilinearly
+- 2D: with the intrinsics K unchanged, pixels move by the homography A = K R K^-1 (a rotation about
+  the crop centre, or about the principal point for R_z, when fx = fy): joints2d -> A joints2d, and
+  the image is resampled bilinearly
   at A^-1 q, reflecting at the borders (no black corners);
 - colour: brightness, contrast (about the image mean) and saturation factors in [1-c, 1+c],
   c = ``data_config.color_jitter``; the image keeps its dtype (uint8 stays uint8).
@@ -61,20 +64,33 @@ def _bilinear_reflect(image: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray) -> jnp
     return top * (1 - dv) + bottom * dv
 
 
-def rotate_image(image: jnp.ndarray, K: jnp.ndarray, angle: jnp.ndarray) -> jnp.ndarray:
-    """Image (H, W, C) float seen by the camera rotated by R_z(angle) about its optical axis (K fixed)."""
+def rotation_about_pixel(K: jnp.ndarray, angle: jnp.ndarray, pixel: jnp.ndarray) -> jnp.ndarray:
+    """(3, 3) rotation by ``angle`` radians about the viewing ray of ``pixel`` (2,) (u, v): the camera
+    roll that turns the image about that pixel, which stays fixed (K (3, 3) pixels). For the principal
+    point this is ``rotation_z(angle)``."""
+    ray = jnp.linalg.solve(K, jnp.concatenate([pixel, jnp.ones((1,), K.dtype)]))
+    return mano_jax.rodrigues(angle * ray / jnp.linalg.norm(ray))
+
+
+def rotate_image(image: jnp.ndarray, K: jnp.ndarray, angle: jnp.ndarray,
+                 R: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Image (H, W, C) float seen by the camera rotated by R (3, 3) (K fixed); default
+    ``R = rotation_z(angle)``, a roll about the optical axis. Pixels map by the homography K R K^-1."""
     H, W = image.shape[:2]
-    A_inv = K @ rotation_z(-angle) @ jnp.linalg.inv(K)
+    R = rotation_z(angle) if R is None else R
+    A_inv = K @ R.T @ jnp.linalg.inv(K)
     vv, uu = jnp.meshgrid(jnp.arange(H, dtype=image.dtype), jnp.arange(W, dtype=image.dtype), indexing="ij")
     src = jnp.einsum("ij,hwj->hwi", A_inv, jnp.stack([uu, vv, jnp.ones_like(uu)], -1))
     return _bilinear_reflect(image, src[..., 0] / src[..., 2], src[..., 1] / src[..., 2])
 
 
-def rotation_inside(K: jnp.ndarray, angle: jnp.ndarray, image_size: tuple[int, int]) -> jnp.ndarray:
+def rotation_inside(K: jnp.ndarray, angle: jnp.ndarray, image_size: tuple[int, int],
+                    R: jnp.ndarray | None = None) -> jnp.ndarray:
     """(H, W) bool: the pixels of :func:`rotate_image`'s output sampled inside the original image (the
     others are reflected border content)."""
     H, W = image_size
-    A_inv = K @ rotation_z(-angle) @ jnp.linalg.inv(K)
+    R = rotation_z(angle) if R is None else R
+    A_inv = K @ R.T @ jnp.linalg.inv(K)
     vv, uu = jnp.meshgrid(jnp.arange(H, dtype=K.dtype), jnp.arange(W, dtype=K.dtype), indexing="ij")
     src = jnp.einsum("ij,hwj->hwi", A_inv, jnp.stack([uu, vv, jnp.ones_like(uu)], -1))
     u, v = src[..., 0] / src[..., 2], src[..., 1] / src[..., 2]
@@ -92,19 +108,33 @@ def _color(image: jnp.ndarray, factors: jnp.ndarray) -> jnp.ndarray:
     return gray + (image - gray) * factors[2]
 
 
-def augment_frame(frame: dict, angle: jnp.ndarray, color: jnp.ndarray | None, padding_masks: bool = False
-                  ) -> dict:
+def camera_rolls(K: jnp.ndarray, angle: jnp.ndarray, image_size: int, about: str = "crop_centre"
+                 ) -> jnp.ndarray:
+    """(B, 3, 3) camera rotations of the in-plane augmentation: angles (B,) radians about the ray of
+    each crop's centre pixel ((S − 1) / 2, which then stays where it is; K (B, 3, 3)) for ``about`` =
+    "crop_centre", or about the optical axis (the principal point) for "principal_point"."""
+    angle = angle.astype(jnp.float32)
+    if about == "principal_point":
+        return rotation_z(angle)
+    centre = jnp.full((2,), (image_size - 1) / 2.0, jnp.float32)
+    return jax.vmap(rotation_about_pixel, in_axes=(0, 0, None))(K.astype(jnp.float32), angle, centre)
+
+
+def augment_frame(frame: dict, angle: jnp.ndarray, color: jnp.ndarray | None, padding_masks: bool = False,
+                  about: str = "crop_centre", R: jnp.ndarray | None = None) -> dict:
     """Apply per-sample rotation angles (B,) and colour factors (B, 3) (or None) to a frame dict
-    (with ``padding_masks``, also ``inside`` (B, S, S) bool: see the module docstring)."""
+    (with ``padding_masks``, also ``inside`` (B, S, S) bool: see the module docstring). ``about``: the
+    roll's axis (:func:`camera_rolls`); ``R`` (B, 3, 3): the camera rotations to apply instead (a pair
+    shares its labelled frame's)."""
     out = dict(frame)
     K = frame["K"].astype(jnp.float32)
-    R = rotation_z(angle.astype(jnp.float32))  # (B, 3, 3)
+    angle = angle.astype(jnp.float32)
     image = frame["image"]
+    R = camera_rolls(K, angle, image.shape[2], about) if R is None else R
     if padding_masks:
-        out["inside"] = jax.vmap(lambda k, a: rotation_inside(k, a, image.shape[1:3]))(
-            K, angle.astype(jnp.float32))
+        out["inside"] = jax.vmap(lambda k, a, r: rotation_inside(k, a, image.shape[1:3], r))(K, angle, R)
     img = image.astype(jnp.float32)
-    img = jax.vmap(rotate_image)(img, K, angle.astype(jnp.float32))
+    img = jax.vmap(rotate_image)(img, K, angle, R)
     if color is not None:
         img = jax.vmap(_color)(img, color)
     if jnp.issubdtype(image.dtype, jnp.integer):
@@ -138,7 +168,8 @@ def sample_params(key: jax.Array, batch_size: int, rotation_range: float, color_
     return angle, color
 
 
-def augment_clip(clip: dict, angle: jnp.ndarray, color: jnp.ndarray | None) -> dict:
+def augment_clip(clip: dict, angle: jnp.ndarray, color: jnp.ndarray | None, about: str = "crop_centre"
+                 ) -> dict:
     """Apply per-clip rotation angles (B,) and colour factors (B, 3) (or None) to every frame of a
     clip dict (``image`` (B, n, S, S, 3), ``K`` (B, n, 3, 3), optional per-frame labels (B, n, ...)):
     one camera roll and one colour change per clip, so its motion is unchanged. Entries without the
@@ -146,7 +177,10 @@ def augment_clip(clip: dict, angle: jnp.ndarray, color: jnp.ndarray | None) -> d
     b, n = clip["image"].shape[:2]
     per_frame = {k: v for k, v in clip.items() if getattr(v, "ndim", 0) >= 2 and v.shape[:2] == (b, n)}
     flat = {k: v.reshape((b * n,) + v.shape[2:]) for k, v in per_frame.items()}
-    out = augment_frame(flat, jnp.repeat(angle, n), None if color is None else jnp.repeat(color, n, axis=0))
+    # one camera rotation per clip (about its first frame's crop centre), so the motion is unchanged
+    R = jnp.repeat(camera_rolls(clip["K"][:, 0], angle, clip["image"].shape[3], about), n, axis=0)
+    out = augment_frame(flat, jnp.repeat(angle, n), None if color is None else jnp.repeat(color, n, axis=0),
+                        R=R)
     return {**clip, **{k: out[k].reshape(per_frame[k].shape) for k in per_frame}}
 
 
@@ -174,6 +208,7 @@ def augment(batch: dict, key: jax.Array, data_config, padding_masks: bool = Fals
                 out[name] = augment(part, jax.random.fold_in(key, i), data_config)
         return out
     first = batch["s"] if pair else batch
+    about = getattr(data_config, "rotate_about", "crop_centre")
 
     def draw(k):
         return sample_params(k, first["image"].shape[0], float(data_config.rotation_range),
@@ -182,12 +217,14 @@ def augment(batch: dict, key: jax.Array, data_config, padding_masks: bool = Fals
     angle, color = draw(key)
     if not pair:
         if batch["image"].ndim == 5:  # a clip: one draw per clip
-            return augment_clip(batch, angle, color)
-        return augment_frame(batch, angle, color, padding_masks)
+            return augment_clip(batch, angle, color, about)
+        return augment_frame(batch, angle, color, padding_masks, about)
     out = dict(batch)
-    out["s"] = augment_frame(batch["s"], angle, color, padding_masks)
-    out["u"] = augment_frame(batch["u"], angle, color, padding_masks)
+    # s and u turn with ONE camera rotation (about s's crop centre): the pair's relative motion is kept
+    R = camera_rolls(batch["s"]["K"], angle, batch["s"]["image"].shape[2], about)
+    out["s"] = augment_frame(batch["s"], angle, color, padding_masks, R=R)
+    out["u"] = augment_frame(batch["u"], angle, color, padding_masks, R=R)
     others = [k for k, v in batch.items() if k not in ("s", "u") and isinstance(v, dict) and "image" in v]
     for i, name in enumerate(others):
-        out[name] = augment_frame(batch[name], *draw(jax.random.fold_in(key, i + 1)), padding_masks)
+        out[name] = augment_frame(batch[name], *draw(jax.random.fold_in(key, i + 1)), padding_masks, about)
     return out

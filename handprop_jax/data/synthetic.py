@@ -48,6 +48,12 @@ MIN_CROP = 0.15  # metres: smallest crop side at the root depth
 SPLAT_CONFIGS = ((8, 6), (12, 8), (16, 10), (24, 14))  # (large faces, other faces) splat windows
 SKIN_TONES = np.array([  # albedo, light to dark
     [0.96, 0.80, 0.69], [0.89, 0.68, 0.55], [0.78, 0.57, 0.42], [0.62, 0.43, 0.30], [0.42, 0.28, 0.19]])
+#: SynthSpec.style values: the demo's videos, and the differently styled pretraining source set
+STYLES = ("target", "source")
+#: the source style's albedos: gloves and painted hands as much as skin (no target tone among them)
+SOURCE_TONES = np.array([
+    [0.85, 0.85, 0.88], [0.20, 0.35, 0.75], [0.75, 0.25, 0.20], [0.30, 0.60, 0.35], [0.95, 0.75, 0.30],
+    [0.55, 0.45, 0.65], [0.15, 0.15, 0.18], [0.70, 0.52, 0.48]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +71,11 @@ class SynthSpec:
     seed: int = 0
     side: str = "right"
     mano_seed: int = 0
+    style: str = "target"
 
     def __post_init__(self):
+        if self.style not in STYLES:
+            raise ValueError(f"SynthSpec.style must be one of {STYLES}, got {self.style!r}")
         if len(self.videos) != 3 or min(self.videos) < 0:
             raise ValueError(f"SynthSpec.videos must be 3 counts (train, val, test), got {self.videos}")
         if self.frames < 2:
@@ -78,7 +87,8 @@ class SynthSpec:
     def name(self) -> str:
         """Builder-config name that identifies the data (used as the tfds config name)."""
         v = "-".join(str(n) for n in self.videos)
-        return f"v{v}_f{self.frames}_s{self.image_size}_seed{self.seed}"
+        style = "" if self.style == "target" else f"_{self.style}"
+        return f"v{v}_f{self.frames}_s{self.image_size}_seed{self.seed}{style}"
 
     def num_videos(self, split: str) -> int:
         return self.videos[SPLITS.index(split)]
@@ -87,7 +97,8 @@ class SynthSpec:
 def spec_from_config(data_config) -> SynthSpec:
     """SynthSpec of a ``handprop_jax.config.DataConfig``."""
     return SynthSpec(videos=tuple(data_config.synth_videos), frames=int(data_config.synth_frames),
-                     image_size=int(data_config.image_size), seed=int(getattr(data_config, "synth_seed", 0)))
+                     image_size=int(data_config.image_size), seed=int(getattr(data_config, "synth_seed", 0)),
+                     style=str(getattr(data_config, "synth_style", "target")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,6 +184,35 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return np.asarray(canvas, np.float32) / 255.0
 
 
+def _background_source(rng: np.random.Generator) -> np.ndarray:
+    """The source style's canvas (CANVAS_SIZE + (3,)) in [0, 1]: stripes or a checkerboard at a random
+    angle and scale, a vignette and value noise: other textures than :func:`_background`'s."""
+    H, W = CANVAS_SIZE
+    yy, xx = np.mgrid[0:H, 0:W] / max(H, W)
+    a = rng.uniform(0, np.pi)
+    u, v = np.cos(a) * xx + np.sin(a) * yy, -np.sin(a) * xx + np.cos(a) * yy
+    freq = rng.uniform(3, 25)
+    if rng.uniform() < 0.5:
+        pattern = 0.5 + 0.5 * np.sin(2 * np.pi * freq * u)
+    else:
+        pattern = ((np.floor(freq * u) + np.floor(freq * v)) % 2).astype(np.float64)
+    c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    img = c0 + pattern[..., None] * (c1 - c0)
+    grid = rng.normal(0, 1, (8 * H // W + 2, 8 + 2, 3))
+    img = img + 0.12 * ndimage.zoom(grid, (H / (grid.shape[0] - 1), W / (grid.shape[1] - 1), 1), order=1)[:H, :W]
+    vignette = 1 - rng.uniform(0, 0.5) * ((xx - xx.mean()) ** 2 + (yy - yy.mean()) ** 2) / 0.3
+    return np.clip(img * vignette[..., None], 0, 1).astype(np.float32)
+
+
+def _skin_source(rng: np.random.Generator, rest_vertices: np.ndarray) -> np.ndarray:
+    """The source style's (V, 3) albedo: one of :data:`SOURCE_TONES` jittered, with blotches."""
+    tone = SOURCE_TONES[rng.integers(len(SOURCE_TONES))] * rng.uniform(0.8, 1.2, 3)
+    freq = rng.normal(0, 80, (3, 2))
+    blotch = 0.15 * np.sin(rest_vertices @ freq + rng.uniform(0, 2 * np.pi, 2)).mean(-1, keepdims=True)
+    fine = rng.normal(0, 0.04, rest_vertices.shape)
+    return np.clip(tone * (1 + blotch) + fine, 0, 1).astype(np.float32)
+
+
 def _skin(rng: np.random.Generator, rest_vertices: np.ndarray) -> np.ndarray:
     """(V, 3) albedo: a tone between two neighbouring palette entries, smooth and fine variation."""
     i = rng.uniform(0, len(SKIN_TONES) - 1)
@@ -221,13 +261,15 @@ def video_parameters(spec: SynthSpec, split: str, video: int) -> dict[str, np.nd
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: expected one of {SPLITS}")
     hand = _hand(spec.side, spec.mano_seed)
-    rng = np.random.default_rng([spec.seed, SPLITS.index(split), video])
+    source = spec.style == "source"
+    # the source style draws from its own random streams: no source video repeats a target video
+    rng = np.random.default_rng([spec.seed, SPLITS.index(split), video] + ([STYLES.index(spec.style)] * source))
     T = spec.frames
     phase = _speed_profile(rng, T)
     nk = _n_keys(phase)
 
     # camera
-    f = rng.uniform(480, 720)
+    f = rng.uniform(380, 900) if source else rng.uniform(480, 720)
     K_full = np.array([[f, 0, (FULL_SIZE[1] - 1) / 2 + rng.normal(0, 8)],
                        [0, f, (FULL_SIZE[0] - 1) / 2 + rng.normal(0, 8)], [0, 0, 1]])
 
@@ -251,11 +293,16 @@ def video_parameters(spec: SynthSpec, split: str, video: int) -> dict[str, np.nd
     pose = np.concatenate([global_aa, fingers], 1)
 
     betas = np.clip(rng.normal(0, 1, 10), -2.5, 2.5)
-    light = np.array([rng.normal(0, 0.8), rng.normal(-0.4, 0.8), -rng.uniform(0.5, 1.5)])
+    if source:  # light from any side of the hand, a wider range of ambient levels
+        light = rng.normal(0, 1, 3) - np.array([0, 0, 0.3])
+        ambient = rng.uniform(0.1, 0.7)
+    else:
+        light = np.array([rng.normal(0, 0.8), rng.normal(-0.4, 0.8), -rng.uniform(0.5, 1.5)])
+        ambient = rng.uniform(0.25, 0.5)
     light = (light / np.linalg.norm(light)).astype(np.float32)
     return dict(root=root.astype(np.float32), pose=pose.astype(np.float32), betas=betas.astype(np.float32),
-                colors=_skin(rng, hand.rest_vertices), light=light,
-                ambient=np.float32(rng.uniform(0.25, 0.5)), canvas=_background(rng),
+                colors=(_skin_source if source else _skin)(rng, hand.rest_vertices), light=light,
+                ambient=np.float32(ambient), canvas=(_background_source if source else _background)(rng),
                 K_full=K_full.astype(np.float32), noise_seed=np.int64(rng.integers(2**31)))
 
 

@@ -160,6 +160,7 @@ def score(mano, predictions: dict) -> dict[str, dict[str, np.ndarray]]:
     for name, gamma in predictions["rows"].items():
         verts, joints = hand_mesh(mano, gamma)
         out[name] = metrics.per_frame(joints, gt_joints, verts, gt_verts)
+        out[name][metrics.ROTATION] = metrics.rotation_error_deg(gamma.pose, predictions["gt"].pose)
     return out
 
 
@@ -218,7 +219,7 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, models: dic
         seen += len(gap)
         bar.update(len(gap))
     bar.close()
-    merged = {name: {c: np.concatenate([p[c] for p in parts]) for c in metrics.COLUMNS}
+    merged = {name: {c: np.concatenate([p[c] for p in parts]) for c in (*metrics.COLUMNS, metrics.ROTATION)}
               for name, parts in per_row.items()}
     return merged, (np.concatenate(gaps) if gaps else np.zeros(0, np.int64))
 
@@ -233,7 +234,8 @@ def table_rows(results: dict[str, tuple[dict, np.ndarray]]) -> list[dict]:
                 continue
             n = len(per_row[name][metrics.COLUMNS[0]])
             rows.append({"split": split, "model": name, "scenario": scenario, "frames": n,
-                         **metrics.summarize(per_row[name])})
+                         **metrics.summarize(per_row[name]),
+                         metrics.ROTATION: float(np.median(per_row[name][metrics.ROTATION])) if n else None})
     return rows
 
 
@@ -274,11 +276,12 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
         needed = phases_needed(wanted)
         for phase in needed:
             try:
-                _, predictors[phase] = bound_from_run(workdir, phase, config.eval.batch_size)
+                _, predictors[phase] = bound_from_run(workdir, phase, config.eval.batch_size,
+                                                      config.eval.checkpoint)
             except FileNotFoundError as e:  # e.g. only some phases trained: leave those rows out
                 missing.append(f"evaluate: no {phase!r} checkpoint, its rows are left out ({e})")
                 continue
-            used[phase] = describe(workdir, phase)
+            used[phase] = describe(workdir, phase, config.eval.checkpoint)
         if needed and not predictors:
             raise RunNotFound(f"{workdir} has no checkpoint of {', '.join(needed)} (the phases the rows "
                               f"need); train it first: handprop train --workdir {workdir}")

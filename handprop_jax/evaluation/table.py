@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from handprop_jax.metrics import COLUMNS, HIGHER_IS_BETTER
+from handprop_jax.metrics import COLUMNS, HIGHER_IS_BETTER, ROTATION
 
 META = ("split", "scenario", "model", "frames")
 
@@ -20,9 +20,10 @@ def _fmt(column: str, value) -> str:
 def markdown(rows: list[dict], title: str | None = None) -> str:
     """A Markdown table: split, scenario, model, frames, then the Table I columns (F@ as fractions,
     errors in mm, arrows say which way is better); the best value per split and column in bold
-    (among the rows of scenarios 1 and 2, not the references)."""
+    (among the rows of scenarios 1 and 2, not the references); last, the side column ``Rot. (°)``: the
+    median geodesic error of the global rotation, degrees."""
     header = ["Split", "Scenario", "Model", "Frames"] + [
-        f"{c} {'↑' if c in HIGHER_IS_BETTER else '↓'}" for c in COLUMNS]
+        f"{c} {'↑' if c in HIGHER_IS_BETTER else '↓'}" for c in COLUMNS] + [f"{ROTATION} ↓"]
     best = {}
     for split in dict.fromkeys(r["split"] for r in rows):
         cands = [r for r in rows if r["split"] == split and r.get("scenario") in (1, 2)]
@@ -33,7 +34,8 @@ def markdown(rows: list[dict], title: str | None = None) -> str:
     lines = []
     if title:
         lines += [f"**{title}** (errors in mm; F-scores as fractions)", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * len(COLUMNS)) + "|"]
+    align = ["---"] * 4 + ["---:"] * (len(COLUMNS) + 1)
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for r in rows:
         cells = [str(r["split"]), str(r.get("scenario", "")), str(r["model"]), str(r.get("frames", ""))]
         for c in COLUMNS:
@@ -41,6 +43,7 @@ def markdown(rows: list[dict], title: str | None = None) -> str:
             if r.get("scenario") in (1, 2) and best.get((r["split"], c)) == r.get(c):
                 text = f"**{text}**"
             cells.append(text)
+        cells.append(_fmt(ROTATION, r.get(ROTATION)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -52,9 +55,10 @@ def write(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
     paths = {"md": out / "table1.md", "csv": out / "table1.csv", "json": out / "table1.json"}
     paths["md"].write_text(markdown(rows) + "\n")
     with paths["csv"].open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(META) + list(COLUMNS), extrasaction="ignore")
+        fields = list(META) + list(COLUMNS) + [ROTATION]
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: r.get(k) for k in list(META) + list(COLUMNS)})
+            w.writerow({k: r.get(k) for k in fields})
     paths["json"].write_text(json.dumps(rows, indent=2))
     return paths

@@ -7,7 +7,7 @@ in a jitted step or passed to ``jax.jit`` as an argument. Its methods are pure f
 variables or parameters passed explicitly (``variables`` = ``{"params", "batch_stats"}``):
 
 - :meth:`~HandPropModel.init` ``(key) -> variables`` (fresh, or the encoder from
-  ``model.torchvision_checkpoint``);
+  ``model.init_checkpoint``: :mod:`handprop_jax.model.pretrained`);
 - :meth:`~HandPropModel.encode` ``(variables, images uint8 (B,S,S,3), train=False) ->
   (Features, batch_stats)`` — ψ; in training mode the returned BatchNorm statistics are updated;
 - :meth:`~HandPropModel.regress` ``(params, features, K (B,3,3)) -> Gamma`` — π^r, π^θ (Eq. 1),
@@ -44,6 +44,7 @@ from handprop_jax.config import Config
 from handprop_jax.gamma import Gamma, concatenate
 from handprop_jax.hand import default_mano, hand_in_camera
 from handprop_jax.model import handprop as hp
+from handprop_jax.model import pretrained
 
 
 class Features(NamedTuple):
@@ -79,17 +80,13 @@ class HandPropModel:
 
     # ------------------------------------------------------------------------------ variables
     def init(self, key: jax.Array) -> dict:
-        """Fresh variables ({'params', 'batch_stats'}) for the config's image size; the encoder starts
-        from ``model.torchvision_checkpoint`` (a torchvision ResNet-18 ``.pth``) when one is set."""
+        """Fresh variables ({'params', 'batch_stats'}) for the config's image size, then
+        ``model.init_checkpoint`` when one is set: a torchvision ResNet-18 ``.pth`` (the encoder) or a
+        predictor ``.npz`` of ``handprop pretrain`` (:mod:`handprop_jax.model.pretrained`)."""
         s = self.config.data.image_size
         images = jnp.zeros((2, s, s, 3), jnp.uint8)
         variables = dict(jax.jit(lambda k: self.module.init(k, images, False))(key))  # one compilation
-        if self.config.model.torchvision_checkpoint:
-            from handprop_jax.model.torchvision_import import load_torchvision_resnet18
-
-            variables = dict(load_torchvision_resnet18(self.config.model.torchvision_checkpoint, variables,
-                                                       scope="encoder"))
-        return variables
+        return pretrained.initialise(variables, self.config)
 
     # ------------------------------------------------------------------------------ the network
     def encode(self, variables: dict, images: jnp.ndarray, train: bool = False,
@@ -115,7 +112,8 @@ class HandPropModel:
         raw_root, raw_pose = self.module.apply({"params": params}, features.z_r, features.z_theta,
                                                method=hp.HandProp.regress)
         return hp.regress_gamma(self.mano, raw_root, raw_pose, K,
-                                d.image_size if image_size is None else image_size, d.z_off, m.ncomps,
+                                d.image_size if image_size is None else image_size,
+                                d.z_off if m.root_z_off is None else m.root_z_off, m.ncomps,
                                 m.root_depth_unit)
 
     def predict(self, variables: dict, images: jnp.ndarray, K: jnp.ndarray, train: bool = False,

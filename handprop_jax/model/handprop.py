@@ -14,11 +14,11 @@ the Pose Alignment module (what stage 2 freezes / stage 1 leaves untouched).
 
 Methods (use with ``module.apply(variables, ..., method=...)``):
 
-- ``__call__(images_uint8, train)`` → (z_r, z_theta, raw_root (B, 3), raw_pose (B, 28)); also
+- ``__call__(images_uint8, train)`` → (z_r, z_theta, raw_root (B, 3), raw_pose (B, R + ncomps + 10)); also
   runs the aligners once at ``init`` so that every parameter is created.
 - ``encode(images_uint8, train, stem=None)`` → (z_r, z_theta), float32 (B, feature_dim); ``stem``
   is added to the first convolution's output (extra input channels, e.g. a temporal input).
-- ``regress(z_r, z_theta)`` → (raw_root (B, 3), raw_pose (B, 3 + ncomps + 10)).
+- ``regress(z_r, z_theta)`` → (raw_root (B, 3), raw_pose (B, R + ncomps + 10)), R = 3 (axis-angle) or 6.
 - ``align(root_b, pose_b, dz_r, dz_theta)`` → (Δr (B, 3) metres, Δθ (B, 48) radians).
 """
 
@@ -49,10 +49,11 @@ class HandProp(nn.Module):
     pose_aligner_blocks: int = 2
     pose_aligner_scale: float = jnp.pi
     compute_dtype: str = "float32"
+    rotation_dim: int = 3  # π^θ's global rotation: 3 (axis-angle) or 6 (6-D representation)
 
     def setup(self):
         self.root_regressor = heads.RootRegressor()
-        self.pose_regressor = heads.PoseShapeRegressor(ncomps=self.ncomps)
+        self.pose_regressor = heads.PoseShapeRegressor(ncomps=self.ncomps, rotation_dim=self.rotation_dim)
         self.root_aligner = heads.RootAligner(self.root_aligner_hidden, self.root_aligner_blocks)
         self.pose_aligner = heads.PoseAligner(self.pose_aligner_hidden, self.pose_aligner_blocks,
                                               self.pose_aligner_scale)
@@ -88,14 +89,20 @@ def from_config(config: Config) -> HandProp:
     return HandProp(encoder=encoder_lib.from_config(m), ncomps=m.ncomps,
                     root_aligner_hidden=m.root_aligner_hidden, root_aligner_blocks=m.root_aligner_blocks,
                     pose_aligner_hidden=m.pose_aligner_hidden, pose_aligner_blocks=m.pose_aligner_blocks,
-                    pose_aligner_scale=m.pose_aligner_scale, compute_dtype=m.dtype)
+                    pose_aligner_scale=m.pose_aligner_scale, compute_dtype=m.dtype,
+                    rotation_dim=heads.ROTATION_DIMS[m.global_rotation])
 
 
 def regress_gamma(mano: mano_jax.ManoModel, raw_root: jnp.ndarray, raw_pose: jnp.ndarray,
                   K: jnp.ndarray, image_size: int, z_off: float, ncomps: int,
                   depth_unit: float = 1e-3) -> Gamma:
     """Raw regressor outputs → γ^reg: root (B,3) m, pose (B,48) rad (full, with hands_mean), betas
-    (B,10) (handprop's γ convention, see docs/design.md)."""
+    (B,10) (handprop's γ convention, see docs/design.md). ``raw_pose`` (B, R + ncomps + 10): its
+    global rotation is axis-angle (R = 3) or 6-D (R = 6, converted to axis-angle in [0, π])."""
+    r = raw_pose.shape[-1] - ncomps - heads.N_BETAS
     root = heads.recover_root(raw_root, K, image_size, z_off, depth_unit)
-    pose = heads.pca_pose_to_full(mano, raw_pose[:, :3 + ncomps])
-    return Gamma(root=root, pose=pose, betas=raw_pose[:, 3 + ncomps:])
+    rotation = raw_pose[:, :r]
+    if r != 3:
+        rotation = mano_jax.matrix_to_axis_angle(heads.global_rotation_matrix(rotation))
+    pose = heads.pca_pose_to_full(mano, jnp.concatenate([rotation, raw_pose[:, r:r + ncomps]], -1))
+    return Gamma(root=root, pose=pose, betas=raw_pose[:, r + ncomps:])

@@ -78,17 +78,34 @@ class RootRegressor(nn.Module):
         return nn.Dense(ROOT_OUT, kernel_init=nn.initializers.zeros, name="out")(h)
 
 
+ROTATION_DIMS = {"axis_angle": 3, "6d": 6}
+#: the 6-D representation of the identity (:func:`mano_jax.rotation_6d_to_matrix`): added to π^θ's 6-D
+#: output so that the zero-initialised head starts at the identity rotation, like the axis-angle head
+IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
 class PoseShapeRegressor(nn.Module):
-    """π^θ: z^θ (B, F) → raw (B, 3 + ncomps + 10) = root axis-angle, PCA coefficients, β."""
+    """π^θ: z^θ (B, F) → raw (B, R + ncomps + 10) = global rotation (R = 3 axis-angle, or R = 6 for
+    the 6-D representation, as an offset from the identity), PCA coefficients, β."""
 
     ncomps: int = 15
     hidden: int = 512
+    rotation_dim: int = 3
 
     @nn.compact
     def __call__(self, z_theta: jnp.ndarray) -> jnp.ndarray:
         h = nn.relu(nn.Dense(self.hidden, name="fc1")(z_theta))
         h = nn.relu(nn.Dense(self.hidden, name="fc2")(h))
-        return nn.Dense(3 + self.ncomps + N_BETAS, kernel_init=nn.initializers.zeros, name="out")(h)
+        return nn.Dense(self.rotation_dim + self.ncomps + N_BETAS, kernel_init=nn.initializers.zeros,
+                        name="out")(h)
+
+
+def global_rotation_matrix(raw_rotation: jnp.ndarray) -> jnp.ndarray:
+    """π^θ's global-rotation output → (B, 3, 3) rotation matrices: (B, 3) axis-angle (Rodrigues) or
+    (B, 6) offsets from :data:`IDENTITY_6D` (Gram–Schmidt, :func:`mano_jax.rotation_6d_to_matrix`)."""
+    if raw_rotation.shape[-1] == 3:
+        return mano_jax.rodrigues(raw_rotation)
+    return mano_jax.rotation_6d_to_matrix(raw_rotation + jnp.asarray(IDENTITY_6D, raw_rotation.dtype))
 
 
 class ResidualBlock(nn.Module):

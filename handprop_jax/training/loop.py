@@ -169,18 +169,18 @@ def _diagnostics(spec, config: Config, state, logger, step: int, summary: dict, 
         summary.update(values)
 
 
-def _validate(eval_fn, state, source, mesh, max_batches: int) -> float | None:
+def _validate(eval_fn, state, source, mesh, max_batches: int) -> dict[str, float]:
+    """Validation metrics (:func:`steps.validation_metrics`) on up to ``max_batches`` batches of
+    ``source``; {} without a source."""
     if source is None:
-        return None
-    sums = []  # device scalars, fetched once at the end (no host sync per batch)
+        return {}
+    outputs = []  # device arrays, fetched once at the end (no host sync per batch)
     for i, batch in enumerate(source):
         if i >= max_batches:
             break
         batch = parallel.global_batch(steps.numeric_batch(batch), mesh)
-        sums.append(eval_fn(state.params, state.batch_stats, batch))
-    fetched = np.asarray(jax.device_get(sums), np.float64).reshape(-1, 2)
-    total, count = fetched.sum(0)
-    return float(total / count) if count else None
+        outputs.append(eval_fn(state.params, state.batch_stats, batch))
+    return steps.validation_metrics(jax.device_get(outputs))
 
 
 @functools.lru_cache(maxsize=16)
@@ -371,9 +371,10 @@ def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory
         if done % t.eval_every == 0 or is_last:
             val = _validate(eval_fn, state, sources(config, phase, "val", jax.process_index(),
                                                     jax.process_count()), mesh, t.val_batches)
-            if val is not None:
-                logger.log(done, {"val_mpjpe_mm": val})
-                summary["val_mpjpe_mm"] = val
+            if val:
+                logger.log(done, val)
+                summary.update(val)
+            val = val.get(ckpt_lib.VAL_KEY)
         if done % t.checkpoint_every == 0 or is_last:
             check_finite(done)
             meta = {"phase": phase, "stage": stage, "step": done, "total_steps": total,

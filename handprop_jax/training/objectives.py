@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+import mano_jax
 from handprop_jax import losses
 from handprop_jax.gamma import Gamma
 from handprop_jax.model.api import Frame, HandPropModel
@@ -44,10 +45,23 @@ def pair_predictions(model: HandPropModel, variables: dict, batch: dict, train: 
 
 
 def prediction_loss(model: HandPropModel, g_reg_s: Gamma, j_reg_s: jnp.ndarray, s: dict):
-    """L_pred (Eqs. 5–6) of the predictor's output on the labelled frame s against its ground truth."""
+    """L_pred of the predictor's output on the labelled frame s against its ground truth:
+    ``train.pred_objective`` "paper" is Eqs. 5–6, "decoupled" :func:`losses.decoupled_pred_loss`
+    (which needs the label's root, pose and betas besides its joints)."""
     t = model.config.train
-    return losses.pred_loss(s["joints3d"], j_reg_s, g_reg_s.pose, g_reg_s.betas, model.mano.hands_mean,
-                            t.lambda_j, t.lambda_theta, t.lambda_beta)
+    if t.pred_objective == "paper":
+        return losses.pred_loss(s["joints3d"], j_reg_s, g_reg_s.pose, g_reg_s.betas, model.mano.hands_mean,
+                                t.lambda_j, t.lambda_theta, t.lambda_beta)
+    ncomps = model.config.model.ncomps
+    no_rotation = jnp.concatenate([jnp.zeros_like(g_reg_s.pose[:, :3]), g_reg_s.pose[:, 3:]], -1)
+    (j_local,) = model.joints(Gamma(jnp.zeros_like(g_reg_s.root), no_rotation, g_reg_s.betas))
+    coeffs = lambda pose: mano_jax.axis_angle_to_pca(model.mano, pose[:, 3:], ncomps=ncomps)
+    return losses.decoupled_pred_loss(
+        s["joints3d"], s["root"], mano_jax.rodrigues(s["pose"][:, :3]), g_reg_s.root,
+        mano_jax.rodrigues(g_reg_s.pose[:, :3]), j_local, coeffs(g_reg_s.pose), coeffs(s["pose"]),
+        g_reg_s.betas, s["betas"], g_reg_s.pose, model.mano.hands_mean, lambda_j=t.lambda_j,
+        lambda_articulation=t.lambda_articulation, lambda_rotation=t.lambda_rotation,
+        lambda_params=t.lambda_params, lambda_theta=t.lambda_theta, lambda_beta=t.lambda_beta)
 
 
 def alignment_terms(model: HandPropModel, params: dict, frame_s: Frame, frame_u: Frame, g_reg_u: Gamma,

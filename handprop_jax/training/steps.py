@@ -47,6 +47,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import mano_jax
@@ -55,7 +56,7 @@ from handprop_jax.gamma import Gamma
 from handprop_jax.model import handprop as hp
 from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import registry
-from handprop_jax.training.objectives import pair_predictions, per_sample_mpjpe_mm
+from handprop_jax.training.objectives import pair_predictions
 from handprop_jax.training.phases import AUX_INPUT
 
 # a run stops at its first non-finite step; the guard must never give up and apply one
@@ -205,11 +206,14 @@ def jit_train_step(train_step, mesh=None, donate: bool = True):
 
 def make_eval_fn(config: Config, phase: str, mano: mano_jax.ManoModel | None = None,
                  module: hp.HandProp | None = None):
-    """Pure ``eval_fn(params, batch_stats, batch) -> (sum of per-sample MPJPE mm, count)``.
+    """Pure ``eval_fn(params, batch_stats, batch) -> dict`` of per-sample arrays: ``pred`` and ``gt``
+    joints (B, 21, 3) metres, ``rotation_deg`` (B,) the global rotation's geodesic error in degrees,
+    ``mask`` (B,) bool (False for padded rows, from ``batch["mask"]`` when present). The metrics
+    (MPJPE, MPJPE (T), MPJPE (P), median rotation error) are computed from them on the host
+    (:func:`validation_metrics`).
 
     For a phase validated on "pairs" (stage2, which trains only the aligners) on ``{"s", "u"}`` pair
-    batches: the propagation error of γ*_s → u (scenario 2 path); otherwise on frame batches: the
-    predictor's error. ``batch["mask"]`` (B,) bool, when present, excludes padded rows."""
+    batches: the propagation γ*_s → u (scenario 2 path); otherwise on frame batches: the predictor."""
     model = HandPropModel.create(config, mano, module)
     pairs = registry.get(phase).validation == "pairs"
 
@@ -223,9 +227,27 @@ def make_eval_fn(config: Config, phase: str, mano: mano_jax.ManoModel | None = N
             _, g, _ = model.predict(variables, batch["image"], batch["K"], train=False)
             target = batch
         (j,) = model.joints(g)
-        err = per_sample_mpjpe_mm(j, target["joints3d"])
-        mask = batch.get("mask", jnp.ones(err.shape, bool))
-        return jnp.sum(jnp.where(mask, err, 0.0)), jnp.sum(mask)
+        rotation = lambda pose: mano_jax.rodrigues(pose[:, :3])
+        angle = mano_jax.geodesic_angle(rotation(g.pose), rotation(target["pose"]))
+        mask = batch.get("mask", jnp.ones(angle.shape, bool))
+        return {"pred": j, "gt": target["joints3d"], "rotation_deg": jnp.degrees(angle), "mask": mask}
 
     return eval_fn
+
+
+def validation_metrics(outputs: list[dict]) -> dict[str, float]:
+    """The validation metrics of :func:`make_eval_fn`'s outputs (host arrays of several batches):
+    ``val_mpjpe_mm``, ``val_mpjpe_t_mm`` (root joint aligned), ``val_mpjpe_p_mm`` (Procrustes aligned)
+    and ``val_rotation_deg`` (median global-rotation error); {} when no row is valid."""
+    from handprop_jax import metrics
+
+    cat = {k: np.concatenate([np.asarray(o[k]) for o in outputs]) for k in outputs[0]} if outputs else {}
+    if not outputs or not cat["mask"].any():
+        return {}
+    keep = cat["mask"].astype(bool)
+    pred, gt = cat["pred"][keep], cat["gt"][keep]
+    mm = lambda p: float(1000.0 * metrics.point_error(p, gt).mean())
+    return {"val_mpjpe_mm": mm(pred), "val_mpjpe_t_mm": mm(metrics.align_root(pred, gt)),
+            "val_mpjpe_p_mm": mm(metrics.align_procrustes(pred, gt)),
+            "val_rotation_deg": float(np.median(cat["rotation_deg"][keep]))}
 
