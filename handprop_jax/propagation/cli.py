@@ -3,7 +3,7 @@
     handprop propagate --frames FRAMES_DIR_OR_VIDEO --labels LABELS.json --intrinsics fx,fy,cx,cy \\
         --out OUT/ [--method photometric|interpolate|crop|copy|paper] [--checkpoint RUN_DIR] \\
         [--boxes BOXES.json | --crop CX CY SIDE] [--nearest-only] [--overlays] [--labels-by name] \\
-        [--overwrite]
+        [--overwrite] [--force]
 
 Every unlabelled frame u gets an annotation from the labelled frames around it. By default the two
 labelled frames l < u < r are both propagated to u and blended by temporal distance, weight
@@ -62,8 +62,12 @@ betas (10,)), see docs/design.md. JSON::
 without the suffix ("frame_0016.png" or "frame_0016"), so that a frame missing from the folder
 cannot shift the labels onto the next file; keyed by index, labelled frames whose file name carries
 another number than their index are named in a warning. Refused (exit code 2, one line naming the
-file, frame and key): a frame labelled twice, a wrong shape, NaN/inf, a root with z <= 0; warned
-about: a root over 10 m away (millimetres?), a pose component over 2π (degrees?).
+file, frame and key): a frame labelled twice, a wrong shape, NaN/inf, booleans or strings for
+numbers, a root with z <= 0 or outside 0.05..20 m (``--force``: used with a warning); warned about:
+a pose component over 2π (degrees?). Intrinsics need focal lengths within 0.02..100 x the frame size
+and the principal point within 20 frame sizes of the frame's centre; a box (``--crop`` or a box
+file, one rule) must overlap the frames and be at most 4 x their size (docs/propagate.md, "Input
+limits").
 
 Intrinsics (``--intrinsics``): ``fx,fy,cx,cy`` in pixels of the original frames, or a .json /
 .npy / .txt file holding a 3x3 matrix (JSON: a 3x3 list or {"K": ...} or {"fx","fy","cx","cy"});
