@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from handprop_jax import config as config_lib
 from handprop_jax import hostmem
@@ -75,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"handprop {args.command}: {_one_line(e) if isinstance(e, InterruptedRun) else 'interrupted'}",
               file=sys.stderr)
         return 130
-    except OSError as e:
+    except SyntaxError as e:  # a config file of the user's (--config broken.py); ours never gets here
+        if e.filename is None or Path(e.filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+            raise
+        print(f"handprop {args.command}: {e.filename}, line {e.lineno}: {e.msg} (a Python syntax error in "
+              "the config file)", file=sys.stderr)
+        return 2
+    except Exception as e:  # a full disk is one line, however deep a library wrapped it
         full = disk_full(e)
         if full is None:
             raise

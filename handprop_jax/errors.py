@@ -49,3 +49,98 @@ def writable_dir(path: str | Path, what: str) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path}: {probe} is not writable")
     return path
+
+
+def numbers(value, where: str, error: type[Exception] = UserError, depth: int = 3):
+    """``value`` (decoded JSON, or an array read from .npy/.npz) as a float64 numpy array, strictly:
+    only ints and floats are numbers — ``true``/``false``, strings ("1.0"), null and objects are
+    refused (``error`` naming ``where``), as are lists nested deeper than ``depth`` and ragged ones.
+    The one reader of the numbers a user gives (labels, intrinsics, boxes)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise error(f"{where}: expected numbers, got an array of {value.dtype} (booleans, strings and "
+                        "objects are not numbers)")
+        return value.astype(np.float64)
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, list | tuple):
+            if level >= depth:
+                raise error(f"{where}: nested deeper than expected (at most {depth} levels of lists)")
+            stack.extend((v, level + 1) for v in item)
+        elif isinstance(item, bool) or not isinstance(item, int | float | np.integer | np.floating):
+            raise error(f"{where}: {_short(item)} is not a number (booleans, strings and null are not "
+                        "numbers)")
+    try:
+        with np.errstate(all="ignore"):
+            return np.asarray(value, np.float64)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise error(f"{where}: not a rectangular array of numbers") from e
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class Interrupts:
+    """Ctrl-C (SIGINT) that a callback cannot swallow: the handler counts every SIGINT before it raises
+    ``KeyboardInterrupt`` as Python's own does, so when JAX's garbage-collection callback (or any
+    ``__del__``) catches that exception ("Exception ignored in ..."), :meth:`check` still raises
+    :class:`InterruptedRun` at the next safe point. Inside :meth:`deferred` a SIGINT is only counted
+    (a step that must not be cut in two, e.g. the swap of results) and raised when the step is done.
+    Use :func:`watch_interrupts` to install it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._defer = 0
+
+    def handler(self, signum, frame) -> None:
+        self.count += 1
+        if not self._defer:
+            raise KeyboardInterrupt
+
+    def check(self, message: str = "interrupted") -> None:
+        """Raise InterruptedRun(message) when a SIGINT arrived (even one whose exception was lost)."""
+        if self.count:
+            raise InterruptedRun(message)
+
+    def deferred(self, message: str = "interrupted"):
+        import contextlib
+
+        @contextlib.contextmanager
+        def block():
+            self._defer += 1
+            try:
+                yield
+            finally:
+                self._defer -= 1
+            self.check(message)
+        return block()
+
+
+def watch_interrupts():
+    """Context manager: installs an :class:`Interrupts` handler for SIGINT (restored on exit) and
+    yields it; outside the main thread (where Python cannot install one) it yields an instance that
+    never sees a signal."""
+    import contextlib
+    import signal
+    import threading
+
+    @contextlib.contextmanager
+    def watch():
+        watcher = Interrupts()
+        if threading.current_thread() is not threading.main_thread():
+            yield watcher
+            return
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (nohup, &)
+            yield watcher
+            return
+        previous = signal.signal(signal.SIGINT, watcher.handler)
+        try:
+            yield watcher
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return watch()

@@ -251,6 +251,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from handprop_jax.errors import UserError
+
+    if args.frames < 1:
+        raise UserError(f"--frames {args.frames}: the number of rows of the overlay grid must be at least 1")
     paths = visualize(args.workdir, num_frames=args.frames, split=args.split)
     for name, p in paths.items():
         print(f"{name}: {p.resolve()}")

@@ -519,14 +519,19 @@ def test_implausible_labels_and_boxes(tmp_path, video, capsys):
     assert _propagate(frames, labels, tmp_path / "o", "--crop", "100", "10", "20") == 2  # frames: 24 x 20
     assert "--crop 100 10 20: the box lies outside the 24x20 frames" in _error_line(capsys)
     assert not (tmp_path / "o").exists()
-    # millimetres and degrees are warned about, not refused
+    # millimetres are refused (used with a warning under --force); degrees are warned about
     data["labels"]["5"]["root"] = [0.0, 0.0, 450.0]
     data["labels"]["11"]["pose"][4] = 90.0
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps(data))
-    assert _propagate(frames, odd, tmp_path / "o") == 0
+    assert _propagate(frames, odd, tmp_path / "o") == 2
+    assert _error_line(capsys) == (f"handprop propagate: {odd}: frame 5 (frame_5.png): root z = 450 m, "
+                                   "outside the plausible 0.05 to 20 m (millimetres or centimetres? root is "
+                                   "the wrist in the camera frame, in metres); pass --force to use it anyway")
+    assert not (tmp_path / "o").exists()
+    assert _propagate(frames, odd, tmp_path / "o", "--force") == 0
     err = capsys.readouterr().err
-    assert f"warning: {odd}: frame 5 (frame_5.png): the root is 450 m from the camera; millimetres?" in err
+    assert f"warning: {odd}: frame 5 (frame_5.png): root z = 450 m, outside the plausible 0.05 to 20 m" in err
     assert f"warning: {odd}: frame 11 (frame_11.png): a pose component is 90.0, over 2π; degrees?" in err
 
 

@@ -43,10 +43,41 @@ class BoxError(ValueError):
     """A box file that cannot be used, or a video without any box (the message names the file)."""
 
 
-def read_boxes(path: str | Path, num_frames: int | None = None) -> dict[int, Box]:
+#: a box's side may be at most this many times the frame's larger side (the label rule's limit)
+MAX_SIDE = 4.0
+
+
+def check_box(value, where: str, size: tuple[int, int] | None = None) -> Box:
+    """The one check of a user's box (a box file's entry, ``--crop``): three numbers cx, cy, side (not
+    booleans or strings), finite, side > 0 and, with the frames' ``size`` (H, W), at most
+    :data:`MAX_SIDE` x max(H, W) and overlapping the frame. Returns the Box; BoxError naming
+    ``where`` and what is allowed."""
+    from handprop_jax.errors import numbers
+
+    box = numbers(value, where, BoxError, depth=1)
+    if box.shape != (3,):
+        raise BoxError(f"{where}: expected [cx, cy, side], got shape {box.shape}")
+    if not np.all(np.isfinite(box)) or box[2] <= 0:
+        raise BoxError(f"{where}: box {box.tolist()} must be finite with side > 0")
+    b = Box(*map(float, box))
+    if size is not None:
+        height, width = size
+        if b.side > MAX_SIDE * max(height, width):
+            raise BoxError(f"{where}: side {b.side:g} is over {MAX_SIDE:g} x the {width}x{height} frames "
+                           f"(at most {MAX_SIDE * max(height, width):g} px)")
+        if (b.cx + b.side / 2 <= 0 or b.cx - b.side / 2 >= width
+                or b.cy + b.side / 2 <= 0 or b.cy - b.side / 2 >= height):
+            raise BoxError(f"{where}: the box lies outside the {width}x{height} frames (cx, cy: its centre "
+                           "in pixels, side: its side; it must overlap the frame)")
+    return b
+
+
+def read_boxes(path: str | Path, num_frames: int | None = None, size: tuple[int, int] | None = None
+               ) -> dict[int, Box]:
     """Boxes of a box file (module docstring): {frame index: Box}. Raises BoxError naming the file,
-    the frame and what is wrong (malformed, not 3 numbers, NaN in a JSON entry, side <= 0, a frame
-    index outside 0..num_frames-1)."""
+    the frame and what is wrong (malformed, not 3 numbers, NaN in a JSON entry, a frame index
+    outside 0..num_frames-1, and what :func:`check_box` refuses, with the frames' ``size`` (H, W)
+    when given)."""
     path = Path(path)
     if not path.is_file():
         raise BoxError(f"{path}: no such boxes file")
@@ -57,7 +88,9 @@ def read_boxes(path: str | Path, num_frames: int | None = None) -> dict[int, Box
             array = np.load(path) if suffix == ".npy" else np.loadtxt(path, ndmin=2)
         except (ValueError, OSError) as e:
             raise BoxError(f"{path}: not a readable (T, 3) array ({e})") from e
-        array = np.asarray(array, np.float64)
+        from handprop_jax.errors import numbers
+
+        array = numbers(np.asarray(array), str(path), BoxError)
         if array.ndim != 2 or array.shape[1] != 3:
             raise BoxError(f"{path}: expected a (T, 3) array of cx, cy, side, got shape {array.shape}")
         if num_frames is not None and len(array) != num_frames:
@@ -68,11 +101,15 @@ def read_boxes(path: str | Path, num_frames: int | None = None) -> dict[int, Box
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BoxError(f"{path}: malformed JSON ({e})") from e
+        except RecursionError as e:
+            raise BoxError(f"{path}: JSON nested too deeply to read") from e
         data = data.get("boxes", data) if isinstance(data, dict) else data
         if not isinstance(data, dict):
             raise BoxError(f"{path}: expected {{\"boxes\": {{frame index: [cx, cy, side]}}}}")
         for key, value in data.items():
             try:
+                if not key.strip().lstrip("+-").isdigit():
+                    raise ValueError(key)
                 entries[int(key)] = value
             except ValueError as e:
                 raise BoxError(f"{path}: box key {key!r} is not a frame index") from e
@@ -80,17 +117,9 @@ def read_boxes(path: str | Path, num_frames: int | None = None) -> dict[int, Box
         raise BoxError(f"{path}: boxes must be a .json, .npy or .txt file")
     out = {}
     for frame, value in sorted(entries.items()):
-        try:
-            box = np.asarray(value, np.float64)
-        except (ValueError, TypeError) as e:
-            raise BoxError(f"{path}: frame {frame}: box is not numeric") from e
-        if box.shape != (3,):
-            raise BoxError(f"{path}: frame {frame}: expected [cx, cy, side], got shape {box.shape}")
-        if not np.all(np.isfinite(box)) or box[2] <= 0:
-            raise BoxError(f"{path}: frame {frame}: box {box.tolist()} must be finite with side > 0")
         if num_frames is not None and not 0 <= frame < num_frames:
             raise BoxError(f"{path}: frame {frame}: outside the video (frames 0..{num_frames - 1})")
-        out[frame] = Box(*map(float, box))
+        out[frame] = check_box(value, f"{path}: frame {frame}", size)
     return out
 
 

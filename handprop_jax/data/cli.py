@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 from pathlib import Path
 
@@ -121,28 +122,68 @@ def run(args: argparse.Namespace) -> int:
         mano_model = mano_model or config.model.mano_model or "synthetic"
     elif mano_model is None and config.model.mano_model and Path(config.model.mano_model).is_file():
         mano_model = config.model.mano_model
+    # refused before anything is written (tfds writes downloads/ and the builder's folder first)
+    writable_dir(args.data_dir, "--data-dir")
+    if args.manual_dir is not None and not Path(args.manual_dir).is_dir():
+        raise UserError(f"--manual-dir {args.manual_dir}: no such folder")
+    if args.manual_dir is not None and not any(Path(args.manual_dir).iterdir()):
+        raise UserError(f"--manual-dir {args.manual_dir}: the folder is empty (expected the manual download "
+                        f"of {args.name}; docs/data.md and docs/own_videos.md say what goes there)")
+    if args.name in RUN_MANO and mano_model != "synthetic" and not Path(mano_model).is_file():
+        raise UserError(f"MANO model {mano_model} not found (model.mano_model): download MANO_RIGHT.pkl from "
+                        "https://mano.is.tue.mpg.de (licence required) and put it there (--set "
+                        "model.mano_model=PATH for another place), or --set model.mano_model=None for the "
+                        "synthetic hand (only for labels made with it)")
+    before = _incomplete(args.data_dir)
     try:
-        writable_dir(args.data_dir, "--data-dir")
-        if args.manual_dir is not None and not Path(args.manual_dir).is_dir():
-            raise UserError(f"--manual-dir {args.manual_dir}: no such folder")
         build(args.name, args.data_dir, manual_dir=args.manual_dir, builder_config=builder_config,
               data_config=config.data, mano_model=mano_model)
-    except (UserError, ValueError, OSError) as e:  # bad input, a filter that empties a split, a path
+    except Exception as e:  # bad input, a filter that empties a split, a path, a full disk
         full = disk_full(e)
+        if full is None and not isinstance(e, UserError | ValueError | OSError):
+            raise
+        left = [p for p in _incomplete(args.data_dir) - before if p.exists()]
+        for folder in left:  # tfds' unfinished output: nothing half-built stays behind
+            shutil.rmtree(folder, ignore_errors=True)
         message = f"disk full while writing ({full})" if full else str(e).strip().splitlines()[0]
-        print(f"handprop data: {message}", file=sys.stderr)
+        cleaned = f"; removed the unfinished {', '.join(str(p) for p in left)}" if left else ""
+        print(f"handprop data: {message}{cleaned}", file=sys.stderr)
         return 2
     return 0
 
 
+def _incomplete(data_dir: str | Path) -> set[Path]:
+    """tfds' unfinished build folders in ``data_dir`` (``<name>/<config>/incomplete.*`` and
+    ``<name>/<config>/<version>.incomplete*``)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        return set()
+    return {p for pattern in ("*/*/incomplete.*", "*/*/*incomplete*", "*/incomplete.*")
+            for p in root.glob(pattern) if p.is_dir()}
+
+
 def export(args: argparse.Namespace) -> int:
     """``handprop data export``: a built data set's videos in the hand_videos source format."""
+    from handprop_jax.data.sources import data_source
+    from handprop_jax.errors import UserError, writable_dir
     from handprop_jax.propagation.inputs import export_videos
 
     args.mano_model = None
     config, _ = resolve(args)
     if args.label_every is not None and args.label_every < 1:
         raise config_lib.ConfigError(f"--label-every: expected an integer >= 1, got {args.label_every}")
+    if args.videos is not None and args.videos < 1:
+        raise config_lib.ConfigError(f"--videos: expected an integer >= 1, got {args.videos}")
+    out = writable_dir(args.out, "--out")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held:  # as propagate: an earlier export's videos are never mixed with these
+        raise UserError(f"--out {out}: the folder is not empty ({', '.join(held[:3])}"
+                        f"{', ...' if len(held) > 3 else ''}); choose an absent or empty folder")
+    for split in args.splits:  # a data set that was never built, a split it does not have
+        try:
+            data_source(config.data, split)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from None
     written = export_videos(config, args.out, args.label_every, tuple(args.splits), args.videos)
     n = sum(len(v) for v in written.values())
     print(f"exported {n} video(s) ({', '.join(f'{s}: {len(v)}' for s, v in written.items())}) to "

@@ -35,6 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _check(config) -> None:
+    """The rows and splits asked for exist (UserError naming the value and what is allowed), before
+    any checkpoint is read."""
+    from handprop_jax.data.sources import data_source
+    from handprop_jax.errors import UserError
+    from handprop_jax.evaluation import rows as rows_lib
+
+    try:
+        rows_lib.by_name(config.eval.rows)
+    except ValueError as e:
+        raise UserError(f"eval.rows: {e}") from None
+    for split in config.eval.splits:
+        try:
+            data_source(config.data, split)
+        except FileNotFoundError:
+            pass  # a data set that is not built: said after the checkpoints are looked for
+        except ValueError as e:
+            raise UserError(f"--splits {split}: {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -49,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None:
         extra.append(f"eval.max_frames={args.max_frames}")
     config = config_lib.override(config, extra)
-    evaluate(args.workdir, config, progress=not args.no_progress)
+    _check(config)
+    try:
+        evaluate(args.workdir, config, progress=not args.no_progress)
+    except FileNotFoundError as e:  # e.g. the run's data set is not built (data_source names it)
+        from handprop_jax.errors import UserError
+
+        raise UserError(str(e)) from None
     print(f"\nwritten: {(Path(args.workdir) / 'eval').resolve()}/table1.{{md,csv,json}}, gap.{{csv,md,png}}")
     return 0

@@ -3,7 +3,7 @@
     handprop propagate --frames FRAMES_DIR_OR_VIDEO --labels LABELS.json --intrinsics fx,fy,cx,cy \\
         --out OUT/ [--method photometric|interpolate|crop|copy|paper] [--checkpoint RUN_DIR] \\
         [--boxes BOXES.json | --crop CX CY SIDE] [--nearest-only] [--overlays] [--labels-by name] \\
-        [--overwrite]
+        [--overwrite] [--force]
 
 Every unlabelled frame u gets an annotation from the labelled frames around it. By default the two
 labelled frames l < u < r are both propagated to u and blended by temporal distance, weight
@@ -62,8 +62,12 @@ betas (10,)), see docs/design.md. JSON::
 without the suffix ("frame_0016.png" or "frame_0016"), so that a frame missing from the folder
 cannot shift the labels onto the next file; keyed by index, labelled frames whose file name carries
 another number than their index are named in a warning. Refused (exit code 2, one line naming the
-file, frame and key): a frame labelled twice, a wrong shape, NaN/inf, a root with z <= 0; warned
-about: a root over 10 m away (millimetres?), a pose component over 2π (degrees?).
+file, frame and key): a frame labelled twice, a wrong shape, NaN/inf, booleans or strings for
+numbers, a root with z <= 0 or outside 0.05..20 m (``--force``: used with a warning); warned about:
+a pose component over 2π (degrees?). Intrinsics need focal lengths within 0.02..100 x the frame size
+and the principal point within 20 frame sizes of the frame's centre; a box (``--crop`` or a box
+file, one rule) must overlap the frames and be at most 4 x their size (docs/propagate.md, "Input
+limits").
 
 Intrinsics (``--intrinsics``): ``fx,fy,cx,cy`` in pixels of the original frames, or a .json /
 .npy / .txt file holding a 3x3 matrix (JSON: a 3x3 list or {"K": ...} or {"fx","fy","cx","cy"});
@@ -119,17 +123,25 @@ CLI_METHODS = ("photometric", "interpolate", "crop", "copy", "paper")
 
 #: what propagate writes in OUT/ (replaced as a whole by --overwrite)
 OUTPUTS = ("annotations.json", "annotations.npz", "overlays")
-_PARTIAL = ".handprop-partial-"
 
 
-def check_out(out: str | Path, overwrite: bool = False) -> Path:
+def check_out(out: str | Path, overwrite: bool = False, say=None) -> Path:
     """``--out``, checked before any work: a folder that can be created or written (else
     ``UserError``: a file, under a file, not writable) and, unless ``overwrite``, empty or absent (a
-    folder holding anything is refused: results are never mixed with older ones)."""
+    folder holding anything is refused: results are never mixed with older ones). A replacement of
+    the results there that was cut short (a killed run) is first finished or undone, and said so
+    (``say``, default stderr; :func:`handprop_jax.propagation.swap.recover`)."""
+    import sys
+
     from handprop_jax.errors import UserError, writable_dir
+    from handprop_jax.propagation import swap
 
     out = writable_dir(out, "--out")
-    held = sorted(p.name for p in out.iterdir() if not p.name.startswith(_PARTIAL)) if out.is_dir() else []
+    try:
+        swap.recover(out, OUTPUTS, say or (lambda line: print(f"propagate: {line}", file=sys.stderr)))
+    except FileExistsError as e:
+        raise UserError(f"--out {e}") from None
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if held and not overwrite:
         raise UserError(f"--out {out}: the folder is not empty ({', '.join(held[:3])}"
                         f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace "
@@ -137,29 +149,13 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
     return out
 
 
-def _publish(partial: Path, out: Path) -> None:
-    """Move the finished outputs from ``partial`` (a folder inside ``out``) into ``out``, replacing the
-    older ones (a previous run's overlays are removed even when this run writes none)."""
-    import shutil
-
-    for name in OUTPUTS:
-        old = out / name
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        elif old.exists() or old.is_symlink():
-            old.unlink()
-    for name in OUTPUTS:
-        if (partial / name).exists():
-            (partial / name).rename(out / name)
-
-
 def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Path, out: str | Path,
                     intrinsics: str | np.ndarray | None = None, both_sides: bool = True,
                     overlays: bool = False, model: str = "align", crop: Sequence[float] | None = None,
                     bound: tuple[Any, BoundModel] | None = None, boxes: str | Path | None = None,
                     crop_scale: float = CROP_SCALE, method: str = "photometric",
-                    config: Any = None, overwrite: bool = False, labels_by: str = "index"
-                    ) -> dict[str, np.ndarray]:
+                    config: Any = None, overwrite: bool = False, labels_by: str = "index",
+                    force: bool = False) -> dict[str, np.ndarray]:
     """Everything ``handprop propagate`` does; returns the arrays written to annotations.npz.
 
     ``method``: one of :data:`CLI_METHODS` (module docstring). ``checkpoint``: a run folder (needed by
@@ -167,22 +163,31 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
     without a checkpoint (default: ``synthetic``). ``bound`` = (config, BoundModel) replaces loading
     ``checkpoint`` (tests). ``overwrite``: replace the outputs of an earlier run in ``out`` (else a
     non-empty ``out`` is refused). ``labels_by``: "index" (label keys are frame indices) or "name"
-    (frame file names). Every check of the inputs and of ``out`` comes before the model runs; the
-    outputs are written to a folder inside ``out`` and moved into place at the end, so a failure
-    leaves ``out`` as it was."""
-    import os
-    import shutil
+    (frame file names). ``force``: labels at an implausible depth are warned about instead of refused.
+    Every check of the inputs and of ``out`` comes before the model runs; the outputs are written
+    to a folder inside ``out`` and swapped in at the end (:mod:`handprop_jax.propagation.swap`), so
+    a failure, Ctrl-C or a kill leaves ``out`` with either the old results or the new ones, complete.
+    Ctrl-C is noticed even when a JAX callback swallows its KeyboardInterrupt
+    (:class:`handprop_jax.errors.Interrupts`): nothing is written then."""
+    from handprop_jax.errors import watch_interrupts
 
+    with watch_interrupts() as interrupts:
+        return _propagate_files(checkpoint, frames, labels, out, intrinsics, both_sides, overlays, model,
+                                crop, bound, boxes, crop_scale, method, config, overwrite, labels_by,
+                                force, interrupts)
+
+
+def _propagate_files(checkpoint, frames, labels, out, intrinsics, both_sides, overlays, model, crop, bound,
+                     boxes, crop_scale, method, config, overwrite, labels_by, force, interrupts
+                     ) -> dict[str, np.ndarray]:
     from handprop_jax.camera import project
-    from handprop_jax.data.boxes import BoxError, label_joints, read_boxes, video_boxes
+    from handprop_jax.data.boxes import BoxError, check_box, label_joints, read_boxes, video_boxes
     from handprop_jax.data.crop import Box, crop_intrinsics
     from handprop_jax.errors import UserError
     from handprop_jax.hand import default_mano
+    from handprop_jax.propagation import swap
 
-    box = Box(*map(float, crop)) if crop is not None else None
-    if box is not None and box.side <= 0:
-        raise PropagationInputError(f"--crop: side must be positive, got {box.side}")
-    if box is not None and boxes is not None:
+    if crop is not None and boxes is not None:
         raise PropagationInputError("--crop (one box for every frame) and --boxes exclude each other")
     if not crop_scale > 0:
         raise PropagationInputError(f"--crop-scale: must be positive, got {crop_scale}")
@@ -194,24 +199,25 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
     if label_side(labels) != "right":
         raise PropagationInputError(f"{labels}: labels of a left hand ('side': 'left'); the networks are "
                                     "trained on right hands: mirror the video and its labels first")
-    check_labels(labels, lab, gamma_star, names if Path(frames).is_dir() else None, labels_by == "name")
+    check_labels(labels, lab, gamma_star, names if Path(frames).is_dir() else None, labels_by == "name",
+                 force=force)
     if intrinsics is None and K_labels is None:
         raise PropagationInputError("missing intrinsics: pass --intrinsics fx,fy,cx,cy (or a file), or put "
                                     "'K' in the labels file")
-    K = (parse_intrinsics(intrinsics) if isinstance(intrinsics, str)
-         else check_intrinsics(intrinsics, "intrinsics") if intrinsics is not None else K_labels)
-    K = np.broadcast_to(check_intrinsics(K, "intrinsics", len(names)), (len(names), 3, 3))
-    try:
-        file_boxes = read_boxes(boxes, len(names)) if boxes is not None else None
+    size = frame_size(frames)
+    height, width = size
+    where = "--intrinsics" if intrinsics is not None else f"{labels}: 'K'"
+    K = (parse_intrinsics(intrinsics, size) if isinstance(intrinsics, str)
+         else intrinsics if intrinsics is not None else K_labels)
+    K = np.broadcast_to(check_intrinsics(K, where, len(names), size), (len(names), 3, 3))
+    try:  # one rule for both: handprop_jax.data.boxes.check_box
+        box = check_box(list(crop), "--crop " + " ".join(f"{float(v):g}" for v in crop), size) \
+            if crop is not None else None
+        file_boxes = read_boxes(boxes, len(names), size) if boxes is not None else None
     except BoxError as e:
-        raise PropagationInputError(f"--boxes {e}") from e
+        raise PropagationInputError(f"--boxes {e}" if crop is None else str(e)) from e
     if method not in CLI_METHODS:
         raise PropagationInputError(f"--method {method!r}: expected one of {CLI_METHODS}")
-    height, width = frame_size(frames)
-    if box is not None and (box.cx + box.side / 2 <= 0 or box.cx - box.side / 2 >= width
-                            or box.cy + box.side / 2 <= 0 or box.cy - box.side / 2 >= height):
-        raise PropagationInputError(f"--crop {box.cx:g} {box.cy:g} {box.side:g}: the box lies outside the "
-                                    f"{width}x{height} frames (CX CY: its centre in pixels, SIDE: its side)")
     out = check_out(out, overwrite)
     if method == "interpolate":
         method, both_sides = "crop", True
@@ -250,6 +256,7 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
 
     propagator = Propagator.from_config(config, method, model=net)
     result = propagate_video(propagator, crops, K_crop, lab, gamma_star, both_sides=both_sides)
+    interrupts.check()  # a Ctrl-C whose KeyboardInterrupt a JAX callback swallowed
     verts, joints = hand_mesh(mano, result.gamma)
     joints2d = np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)))
     arrays = {
@@ -283,22 +290,24 @@ def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Pa
             "image_size": S, "num_frames": T, "num_labelled": int(len(lab)),
             "units": {"root": "m", "joints3d": "m (camera frame, OpenCV)", "pose": "rad, axis-angle",
                       "joints2d": "px of the original frames"}}
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / f"{_PARTIAL}{os.getpid()}"
-    try:
-        partial.mkdir()
-        np.savez(partial / "annotations.npz", **arrays)
-        doc = json.dumps({**meta, "frames_out": entries}, allow_nan=False)  # never NaN/Infinity (not JSON)
-        (partial / "annotations.json").write_text(doc)
+    doc = json.dumps({**meta, "frames_out": entries}, allow_nan=False)  # never NaN/Infinity (not JSON)
+
+    def write(folder: Path) -> None:
+        np.savez(folder / "annotations.npz", **arrays)
+        (folder / "annotations.json").write_text(doc)
         if overlays:
             from handprop_jax.propagation.overlays import write_overlays
 
-            write_overlays(partial / "overlays", crops, verts, K_crop, mano.faces, names)
-        _publish(partial, out)
+            write_overlays(folder / "overlays", crops, verts, K_crop, mano.faces, names)
+        interrupts.check()
+
+    interrupts.check()
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        swap.replace_results(out, OUTPUTS, write, interrupts)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
-        if created and not any(out.iterdir()):
+        if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
     return arrays
 
@@ -324,6 +333,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (absent or empty, else refused unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the annotations.json/.npz and overlays/ of an earlier run in --out")
+    parser.add_argument("--force", action="store_true",
+                        help="use labels whose root depth is implausible (outside 0.05..20 m) with a "
+                             "warning instead of refusing them")
     parser.add_argument("--labels-by", choices=("index", "name"), default="index",
                         help="label keys are frame indices (default; position in the sorted files, from 0) "
                              "or frame file names (e.g. \"frame_0016.png\" or \"frame_0016\")")
@@ -361,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
                              both_sides=args.both_sides, overlays=args.overlays, model=args.model,
                              crop=args.crop, boxes=args.boxes, crop_scale=args.crop_scale,
                              method=args.method, config=config, overwrite=args.overwrite,
-                             labels_by=args.labels_by)
+                             labels_by=args.labels_by, force=args.force)
     n, nl = len(arrays["frame_index"]), int(arrays["labelled"].sum())
     print(f"propagated {nl} labelled frame(s) to {n - nl} unlabelled frame(s) → {Path(args.out).resolve()}"
           f"/annotations.{{json,npz}}")

@@ -9,13 +9,14 @@ Every error is a :class:`PropagationInputError` naming the file, the frame and t
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from handprop_jax.errors import UserError
+from handprop_jax.errors import UserError, numbers
 from handprop_jax.gamma import FIELD_SHAPES, Gamma
 
 GAMMA_KEYS = Gamma._fields
@@ -58,6 +59,12 @@ def _iter_frames(path: Path, names_only: bool = False):
 
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        for f in files:
+            if not f.is_file():  # a broken symbolic link, or a folder named like an image
+                what = (f"a broken symbolic link (to {os.readlink(f)})" if f.is_symlink() and not f.exists()
+                        else "not a file")
+                raise PropagationInputError(f"{f}: {what}; every image in the frames folder must be a "
+                                            "readable frame (remove it or repair the link)")
         if not files:
             raise PropagationInputError(f"{path}: no frame images (expected files ending in "
                                         f"{', '.join(IMAGE_SUFFIXES)})")
@@ -137,7 +144,25 @@ def load_frames(source: str | Path, image_size: int, box=None, boxes=None
     return names, np.stack(crops), hw, box
 
 
-def parse_intrinsics(text: str) -> np.ndarray:
+def read_json(path: Path, pairs_hook=None) -> Any:
+    """A user's JSON file, decoded; PropagationInputError naming it when it is not JSON, not UTF-8, or
+    nested too deep to read (thousands of levels: Python's recursion limit)."""
+    try:
+        return json.loads(path.read_text(), object_pairs_hook=pairs_hook)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PropagationInputError(f"{path}: malformed JSON ({e})") from e
+    except RecursionError as e:
+        raise PropagationInputError(f"{path}: JSON nested too deeply to read") from e
+
+
+#: plausible intrinsics, as multiples of the frame size max(H, W): focal lengths from a 170° lens
+#: (0.044) to a narrow crop of a telephoto frame; the principal point at most this many frame
+#: sizes from the frame's centre (hand crops of a larger image may have theirs outside the crop)
+FOCAL_RANGE = (0.02, 100.0)
+CENTRE_RANGE = 20.0
+
+
+def parse_intrinsics(text: str, size: tuple[int, int] | None = None) -> np.ndarray:
     """``fx,fy,cx,cy`` or a .json/.npy/.txt file with a 3x3 matrix → (3, 3) float64."""
     path = Path(text)
     if path.suffix.lower() in (".json", ".npy", ".txt") or path.exists():
@@ -147,39 +172,66 @@ def parse_intrinsics(text: str) -> np.ndarray:
             if path.suffix.lower() == ".npy":
                 K = np.load(path)
             elif path.suffix.lower() == ".json":
-                data = json.loads(path.read_text())
+                data = read_json(path)
                 if isinstance(data, dict) and "K" in data:
                     data = data["K"]
                 if isinstance(data, dict):
-                    K = np.array([[data["fx"], 0, data["cx"]], [0, data["fy"], data["cy"]], [0, 0, 1]])
+                    f = {k: float(numbers(data[k], f"{path}: '{k}'", PropagationInputError, depth=0))
+                         for k in ("fx", "fy", "cx", "cy")}
+                    K = np.array([[f["fx"], 0, f["cx"]], [0, f["fy"], f["cy"]], [0, 0, 1]])
                 else:
-                    K = np.asarray(data, np.float64)
+                    K = data
             else:
                 K = np.loadtxt(path)
+        except PropagationInputError:
+            raise
         except (ValueError, KeyError, OSError) as e:
             raise PropagationInputError(f"--intrinsics {path}: cannot read a 3x3 matrix ({e!r})") from e
-        return check_intrinsics(K, str(path))
+        return check_intrinsics(K, str(path), size=size)
     parts = text.replace(" ", "").split(",")
     try:
         fx, fy, cx, cy = (float(p) for p in parts)
     except ValueError as e:
         raise PropagationInputError(f"--intrinsics {text!r}: expected fx,fy,cx,cy (pixels) or a file "
                                     f"with a 3x3 matrix") from e
-    return check_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), "--intrinsics")
+    return check_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), "--intrinsics", size=size)
 
 
-def check_intrinsics(K, source: str, num_frames: int | None = None) -> np.ndarray:
-    """Validate intrinsics: one (3, 3) matrix, or one per frame (T, 3, 3). Returns float64."""
-    try:
-        K = np.asarray(K, np.float64)
-    except (ValueError, TypeError) as e:
-        raise PropagationInputError(f"{source}: intrinsics are not a numeric 3x3 matrix") from e
+def check_intrinsics(K, source: str, num_frames: int | None = None, size: tuple[int, int] | None = None
+                     ) -> np.ndarray:
+    """The one check of intrinsics (``--intrinsics`` text or file, the labels' ``K``): one (3, 3)
+    matrix, or one per frame (T, 3, 3, T = ``num_frames`` when given), of numbers (not booleans or
+    strings), finite, last row (0, 0, 1), focal lengths positive and, with the frames' ``size`` (H,
+    W), within :data:`FOCAL_RANGE` x max(H, W) and the principal point within
+    :data:`CENTRE_RANGE` x max(H, W) of the frame's centre. Returns float64; PropagationInputError
+    naming ``source`` (and the frame) and what is allowed."""
+    K = numbers(K, f"{source}: intrinsics", PropagationInputError)
     if K.shape[-2:] != (3, 3) or K.ndim not in (2, 3) or not np.all(np.isfinite(K)) \
             or np.any(K[..., 0, 0] <= 0) or np.any(K[..., 1, 1] <= 0):
         raise PropagationInputError(f"{source}: intrinsics must be a finite 3x3 matrix (or one per frame, "
                                     f"(T, 3, 3)) with positive focal lengths, got shape {K.shape}")
+    if not np.allclose(K[..., 2, :], [0, 0, 1]):
+        raise PropagationInputError(f"{source}: the last row of the intrinsics must be 0, 0, 1 (got "
+                                    f"{K.reshape(-1, 3, 3)[0, 2].tolist()})")
     if K.ndim == 3 and num_frames is not None and K.shape[0] != num_frames:
         raise PropagationInputError(f"{source}: {K.shape[0]} per-frame intrinsics for {num_frames} frames")
+    if size is not None:
+        height, width = size
+        scale, flat = max(height, width), K.reshape(-1, 3, 3)
+        lo, hi = FOCAL_RANGE[0] * scale, FOCAL_RANGE[1] * scale
+        for t, k in enumerate(flat):
+            where = f"{source}" + (f" (frame {t})" if K.ndim == 3 else "")
+            for name, f in (("fx", k[0, 0]), ("fy", k[1, 1])):
+                if not lo <= f <= hi:
+                    raise PropagationInputError(
+                        f"{where}: {name} = {f:g} px is implausible for {width}x{height} frames (allowed: "
+                        f"{lo:g} to {hi:g} px, {FOCAL_RANGE[0]:g} to {FOCAL_RANGE[1]:g} x the frame size)")
+            for name, c, mid in (("cx", k[0, 2], (width - 1) / 2), ("cy", k[1, 2], (height - 1) / 2)):
+                if not abs(c - mid) <= CENTRE_RANGE * scale:
+                    raise PropagationInputError(
+                        f"{where}: {name} = {c:g} px is implausible for {width}x{height} frames (allowed: "
+                        f"within {CENTRE_RANGE * scale:g} px, {CENTRE_RANGE:g} x the frame size, of the "
+                        f"frame's centre {mid:g})")
     return K
 
 
@@ -287,19 +339,13 @@ def load_labels(path: str | Path, num_frames: int | None = None, names: list[str
         if "K" in data:
             K = check_intrinsics(data["K"], f"{path}: 'K'")
     elif path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text(), object_pairs_hook=_object)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise PropagationInputError(f"{path}: malformed JSON ({e})") from e
+        data = read_json(path, _object)
         if not isinstance(data, dict):
             raise PropagationInputError(f"{path}: expected a JSON object with 'labels'")
         if data.duplicates:
             raise PropagationInputError(f"{path}: key {data.duplicates[0]!r} appears twice")
         if "K" in data:
-            try:
-                K = check_intrinsics(data["K"], f"{path}: 'K'")
-            except (ValueError, TypeError) as e:
-                raise PropagationInputError(f"{path}: 'K' is not a 3x3 matrix") from e
+            K = check_intrinsics(data["K"], f"{path}: 'K'")
         entries = data.get("labels", {k: v for k, v in data.items() if k not in ("K", "side")})
         if not isinstance(entries, dict):
             raise PropagationInputError(f"{path}: 'labels' must map frame index → {{root, pose, betas}}")
@@ -317,10 +363,7 @@ def load_labels(path: str | Path, num_frames: int | None = None, names: list[str
             for k in GAMMA_KEYS:
                 if k not in entry:
                     raise PropagationInputError(f"{path}: frame {key}: missing key {k!r}")
-                try:
-                    a = np.asarray(entry[k], np.float64)
-                except (ValueError, TypeError) as e:
-                    raise PropagationInputError(f"{path}: frame {key}: '{k}' is not numeric") from e
+                a = numbers(entry[k], f"{path}: frame {key}: '{k}'", PropagationInputError)
                 if a.shape != FIELD_SHAPES[k]:
                     raise PropagationInputError(f"{path}: frame {key}: '{k}' has shape {a.shape}, "
                                                 f"expected {FIELD_SHAPES[k]}")
@@ -350,20 +393,22 @@ def load_labels(path: str | Path, num_frames: int | None = None, names: list[str
     return frames[order], Gamma.of(gamma).numpy().take(order), K
 
 
-#: a root farther than this (metres) looks like millimetres; a pose component larger than this
-#: (radians) looks like degrees: warned about, not refused
-ROOT_WARN_M = 10.0
+#: the plausible depth of a labelled root (metres, z in the camera frame): nearer than 5 cm or farther
+#: than 20 m is refused (millimetres? centimetres?), or only warned about with ``force``; a pose
+#: component larger than POSE_WARN_RAD (radians) looks like degrees: warned about, not refused
+ROOT_DEPTH_M = (0.05, 20.0)
 POSE_WARN_RAD = 2 * np.pi
 
 
 def check_labels(path: str | Path, frames: np.ndarray, gamma: Gamma, names: list[str] | None = None,
-                 by_name: bool = False, say=None) -> None:
-    """What ``handprop propagate`` asks of labels beyond their format: every root in front of the
-    camera (z > 0, else PropagationInputError naming the file and the frame). Warns (``say``, default
-    stderr), without refusing, on units that look wrong (a root over 10 m away: millimetres? a pose
-    component over 2π: degrees?) and, for labels keyed by frame index, on frames whose file names
-    carry another number than their index (a missing or extra file shifts every later label; key
-    the labels by file name with ``--labels-by name``)."""
+                 by_name: bool = False, say=None, force: bool = False) -> None:
+    """The one check of what labels hold beyond their format (``handprop propagate``): every root in
+    front of the camera (z > 0, else PropagationInputError naming the file and the frame) at a
+    plausible depth, :data:`ROOT_DEPTH_M` (else refused the same way, or, with ``force``, a warning
+    naming the frame). Warns (``say``, default stderr), without refusing, on a pose component over
+    2π (degrees?) and, for labels keyed by frame index, on frames whose file names carry another
+    number than their index (a missing or extra file shifts every later label; key the labels by
+    file name with ``--labels-by name``)."""
     import sys
 
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -381,10 +426,16 @@ def check_labels(path: str | Path, frames: np.ndarray, gamma: Gamma, names: list
     def more(n: int, what: str = "") -> str:
         return f" (and {n} more{what})" if n else ""
 
-    far = np.nonzero(np.linalg.norm(root, axis=-1) > ROOT_WARN_M)[0]
-    if len(far):
-        say(f"warning: {path}: {frame(far[0])}{more(len(far) - 1)}: the root is "
-            f"{np.linalg.norm(root[far[0]]):.0f} m from the camera; millimetres? (root is in metres)")
+    lo, hi = ROOT_DEPTH_M
+    odd = np.nonzero((root[:, 2] < lo) | (root[:, 2] > hi))[0]
+    if len(odd):
+        z = root[odd[0], 2]
+        unit = "millimetres or centimetres? " if z > hi else ""
+        line = (f"{path}: {frame(odd[0])}{more(len(odd) - 1)}: root z = {z:g} m, outside the plausible "
+                f"{lo:g} to {hi:g} m ({unit}root is the wrist in the camera frame, in metres)")
+        if not force:
+            raise PropagationInputError(f"{line}; pass --force to use it anyway")
+        say(f"warning: {line}; used anyway (--force)")
     big = np.nonzero(np.abs(pose).max(-1) > POSE_WARN_RAD)[0]
     if len(big):
         say(f"warning: {path}: {frame(big[0])}{more(len(big) - 1)}: a pose component is "
@@ -409,7 +460,7 @@ def label_side(path: str | Path) -> str:
     side = "right"
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text())
+            data = read_json(path)
             if isinstance(data, dict) and "side" in data:
                 side = data["side"]
         elif path.suffix.lower() == ".npz":
