@@ -22,7 +22,7 @@ def get_config() -> Config:
                         synth_seed=0),
         model=ModelConfig(pose_aligner_scale=1.0, conv_impl=fast_cpu_impl(), root_z_off=0.0),
         train=dataclasses.replace(TrainConfig(), phases=("stage1",), batch_size=32, lr=5e-4,
-                                  stage1_steps=6000, log_every=100, eval_every=500,
+                                  stage1_steps=2500, log_every=100, eval_every=500,
                                   checkpoint_every=500, val_batches=8),
         eval=EvalConfig(splits=("val",)),
     )
