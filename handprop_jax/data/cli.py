@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """``handprop data export``: a built data set's videos in the hand_videos source format."""
-    from handprop_jax.propagation.inputs import export_videos
+    from handprop_jax.data.export import export_videos
 
     args.mano_model = None
     config, _ = resolve(args)

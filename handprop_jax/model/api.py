@@ -44,6 +44,8 @@ from handprop_jax.config import Config
 from handprop_jax.gamma import Gamma, concatenate
 from handprop_jax.hand import default_mano, hand_in_camera
 from handprop_jax.model import handprop as hp
+from handprop_jax.model import temporal
+from handprop_jax.model.torchvision_import import load_torchvision_resnet18
 
 
 class Features(NamedTuple):
@@ -85,8 +87,6 @@ class HandPropModel:
         images = jnp.zeros((2, s, s, 3), jnp.uint8)
         variables = dict(jax.jit(lambda k: self.module.init(k, images, False))(key))  # one compilation
         if self.config.model.torchvision_checkpoint:
-            from handprop_jax.model.torchvision_import import load_torchvision_resnet18
-
             variables = dict(load_torchvision_resnet18(self.config.model.torchvision_checkpoint, variables,
                                                        scope="encoder"))
         return variables
@@ -148,8 +148,6 @@ class HandPropModel:
         """The jitted inference callables of ``variables`` (BatchNorm in inference mode); the variables
         and the MANO arrays are arguments of the compiled functions, not constants folded into them.
         ``batch_size`` (default ``eval.batch_size``) is the fixed batch callers pad to."""
-        from handprop_jax.model import temporal
-
         model, variables = jax.device_put((self, variables))  # once, not at every call
         return BoundModel(
             features=functools.partial(_features, model, variables),

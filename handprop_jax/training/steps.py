@@ -50,11 +50,13 @@ import jax.numpy as jnp
 import optax
 
 import mano_jax
+from handprop_jax.batching import numeric_batch
 from handprop_jax.config import Config
+from handprop_jax.data.augment import augment
 from handprop_jax.gamma import Gamma
 from handprop_jax.model import handprop as hp
 from handprop_jax.model.api import HandPropModel
-from handprop_jax.training import registry
+from handprop_jax.training import parallel, registry
 from handprop_jax.training.objectives import pair_predictions, per_sample_mpjpe_mm
 from handprop_jax.training.phases import AUX_INPUT
 
@@ -117,23 +119,11 @@ def phase_key(config: Config, phase: str) -> jax.Array:
 # ----------------------------------------------------------------------------- the step
 
 
-def numeric_batch(batch: dict) -> dict:
-    """Keep the array entries a step uses (drops text such as video_name)."""
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, dict):
-            out[k] = numeric_batch(v)
-        elif hasattr(v, "dtype") and getattr(v.dtype, "kind", "O") in "biuf":
-            out[k] = v
-    return out
-
-
 def augment_fn(config: Config, padding_masks: bool = False) -> Callable[[dict, jax.Array], dict]:
     """The batch augmentation applied inside the step (identity when ``data.augment`` is False; frames
     then have no padding, and no ``inside`` mask)."""
     if not config.data.augment:
         return lambda batch, key: batch
-    from handprop_jax.data.augment import augment
 
     return lambda batch, key: augment(batch, key, config.data, padding_masks=padding_masks)
 
@@ -191,8 +181,6 @@ def jit_train_step(train_step, mesh=None, donate: bool = True):
 
     With ``donate`` the input state's buffers are reused for the output state (do not use the
     input state after the call)."""
-    from handprop_jax.training import parallel
-
     kwargs = {"donate_argnums": (0,)} if donate else {}
     if mesh is None:
         return jax.jit(train_step, **kwargs)
