@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from handprop_jax.data.crop import Box, hand_box, visible_fraction
+from handprop_jax.errors import UserError
+from handprop_jax.gamma import Gamma
+from handprop_jax.hand import hand_in_camera_jit
 
 #: box side / extent of the projected joints, and the fraction of joints that must be inside the
 #: frame: the defaults of every builder (handprop_jax.data.builder_support.make_example callers)
@@ -39,7 +42,7 @@ MIN_VISIBLE = 0.5
 FROM_FILE, FROM_LABEL, INTERPOLATED = "file", "label", "interpolated"
 
 
-class BoxError(ValueError):
+class BoxError(UserError, ValueError):
     """A box file that cannot be used, or a video without any box (the message names the file)."""
 
 
@@ -162,9 +165,6 @@ def label_joints(mano, gamma) -> np.ndarray:
     """(L, 21, 3) camera-frame joints (metres) of labels γ (L, ...) with MANO ``mano`` (one jitted
     call, shared by the builder and the tool so that both get the same numbers)."""
     import jax.numpy as jnp
-
-    from handprop_jax.gamma import Gamma
-    from handprop_jax.hand import hand_in_camera_jit
 
     g = Gamma.of(gamma).numpy()
     if len(g.root) == 0:
