@@ -35,7 +35,7 @@ class Gamma(NamedTuple):
     betas: Any
 
     @classmethod
-    def of(cls, mapping: Mapping[str, Any]) -> Gamma:
+    def of(cls, mapping: Mapping[str, Any] | Gamma) -> Gamma:
         """The γ of a dict, or of a frame batch / video dict that holds ``root``, ``pose`` and
         ``betas`` among other keys (the other keys are ignored). A Gamma is returned as it is."""
         if isinstance(mapping, Gamma):

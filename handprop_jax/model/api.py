@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import flax.struct
 import jax
@@ -112,8 +112,8 @@ class HandPropModel:
         """π^r, π^θ (Eq. 1) → γ^reg: root recovered with K (B, 3, 3) for crops of ``image_size``
         pixels (default ``data.image_size``), PCA pose mapped to the full 48-d pose with hands_mean."""
         m, d = self.config.model, self.config.data
-        raw_root, raw_pose = self.module.apply({"params": params}, features.z_r, features.z_theta,
-                                               method=hp.HandProp.regress)
+        raw_root, raw_pose = cast(tuple[jax.Array, jax.Array], self.module.apply(
+            {"params": params}, features.z_r, features.z_theta, method=hp.HandProp.regress))
         return hp.regress_gamma(self.mano, raw_root, raw_pose, K,
                                 d.image_size if image_size is None else image_size, d.z_off, m.ncomps,
                                 m.root_depth_unit)
