@@ -70,7 +70,7 @@ NOT_USER_ERRORS = {
     "handprop_jax.training.loop.NonFiniteLossError": "a diverged training run (a FloatingPointError)",
     "handprop_jax.training.loop._DamagedFinal": "internal: the loop redoes a phase's damaged last step",
     "handprop_jax.data.builder_support.BadInput": "internal: a bad frame, counted and skipped by the build",
-    "handprop_jax.native.NativeBuildError": "the C++ compiler of the machine (the CPU convolution falls back)",
+    "handprop_jax.native.NativeBuildError": "the machine's C++ compiler (the CPU convolution falls back)",
     "handprop_jax.errors.InterruptedRun": "Ctrl-C (a KeyboardInterrupt), exit code 130",
 }
 
@@ -96,7 +96,8 @@ def test_one_root_for_user_errors():
     assert {"handprop_jax.config.ConfigError", "handprop_jax.data.boxes.BoxError",
             "handprop_jax.data.builder_support.EmptySplitError"} <= set(found)
     assert set(NOT_USER_ERRORS) <= set(found)  # the exceptions above still exist
-    not_user = sorted(n for n, c in found.items() if not issubclass(c, errors.UserError) and n not in NOT_USER_ERRORS)
+    not_user = sorted(n for n, c in found.items()
+                      if not issubclass(c, errors.UserError) and n not in NOT_USER_ERRORS)
     assert not not_user, f"exception classes that are not errors.UserError: {not_user}"
     for name in ("handprop_jax.config.ConfigError", "handprop_jax.data.boxes.BoxError",
                  "handprop_jax.data.builder_support.EmptySplitError", "handprop_jax.data.export.ExportError",

@@ -76,7 +76,8 @@ def missing(text: str, root: Path = ROOT) -> list[str]:
 def test_reference_parser_and_checker(tmp_path):
     (tmp_path / "handprop_jax" / "training").mkdir(parents=True)
     (tmp_path / "handprop_jax" / "training" / "objectives.py").write_text(
-        "X = 1\nclass Model:\n    def regress(self): ...\n    def predict(self): ...\ndef stage3_loss(): ...\n")
+        "X = 1\nclass Model:\n    def regress(self): ...\n    def predict(self): ...\n"
+        "def stage3_loss(): ...\n")
     text = ("| 9 | L | `training/objectives.py`: `stage3_loss`, `Model.regress` / `.predict`; "
             "`training/steps.py`: `_stage3_loss` (a remark), `X` | stage 3 `only` |\n"
             "the optimizer (`training/objectives.py`: `X`) and `training/objectives.py`: `Model.fit`.\n")
