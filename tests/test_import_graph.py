@@ -191,3 +191,47 @@ def test_every_import_points_down_the_layers_of_design_md():
     assert "handprop_datasets.ho3d.ho3d_dataset_builder" in graph["handprop_jax.data.build"]
     upward = upward_imports(graph, layers)
     assert not upward, "imports from a lower layer into a higher one:\n" + "\n".join(upward)
+
+
+#: files that may import our own modules inside functions, and why
+LAZY_IMPORTS_ALLOWED = {
+    # the command modules: `handprop CMD --help` imports only CMD's module, and it imports its work
+    # when it runs
+    "handprop_jax/cli.py", "handprop_jax/demo.py", "handprop_jax/data/cli.py",
+    "handprop_jax/training/cli.py", "handprop_jax/evaluation/cli.py", "handprop_jax/propagation/cli.py",
+    # `train` lazily, so that training.parallel can call jax.distributed.initialize first
+    "handprop_jax/training/__init__.py",
+    # tfds's `tfds new` layout: the module re-exports the package's Builder
+    "datasets/synthetic_hand_video/synthetic_hand_video_dataset_builder.py",
+    # TODO(issue 26): move these files' imports to the top (edited elsewhere at the time of writing)
+    "handprop_jax/evaluation/runner.py", "handprop_jax/propagation/inputs.py",
+    "handprop_jax/training/loop.py",
+}
+
+
+def function_level_imports(path: Path) -> list[str]:
+    """``line: module`` of every import of our packages inside a function of ``path``."""
+    out = []
+    for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else ["." * node.level + (node.module or "")] if isinstance(node, ast.ImportFrom)
+                         else [])
+                out += [f"{node.lineno}: {n}" for n in names
+                        if n.startswith(".") or n.split(".")[0] in PACKAGES]
+    return out
+
+
+def test_own_imports_are_at_the_top(tmp_path):
+    probe = tmp_path / "m.py"
+    probe.write_text("import os\nfrom mano_jax import io\ndef f():\n    import json\n"
+                     "    from handprop_jax.data import sparse\n    from . import x\n")
+    assert function_level_imports(probe) == ["5: handprop_jax.data", "6: ."]
+    lazy = {}
+    for folder in PACKAGES.values():
+        for path in sorted(folder.rglob("*.py")):
+            rel = str(path.relative_to(ROOT))
+            if rel not in LAZY_IMPORTS_ALLOWED and function_level_imports(path):
+                lazy[rel] = function_level_imports(path)
+    assert not lazy, f"imports of our modules inside functions (move them to the top): {lazy}"
