@@ -1,11 +1,12 @@
-# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Two commands do all set-up on a fresh machine: `make demo` and `make test` (`make test-fast`: the
+# quick tier for the edit-test loop).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/demo
 
-.PHONY: demo demo-compare test lint bench bench-gpu install clean
+.PHONY: demo demo-compare test test-fast typecheck lint bench bench-gpu install clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +27,20 @@ demo-compare: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# pyright (basic mode) on the folders [tool.pyright] names in pyproject.toml
+typecheck: $(STAMP)
+	$(VENV)/bin/pyright
+
+# everything (CI): lint, types, every test including the slow end-to-end ones
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pyright
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile tests
+
+# the edit-test loop: lint and the tests not marked slow (<= 3 min on 2 cores)
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 # Benchmarks compare against PyTorch (benchmarks/torch_step.py) when it is installed: `pip install torch`.
 bench: $(STAMP)

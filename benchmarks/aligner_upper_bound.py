@@ -18,7 +18,7 @@ Designs (``--design``; :data:`DESIGNS` — a new design is one class and one ent
 - ``paper``: the project's own RootAligner / PoseAligner (``handprop_jax.model.heads``, through
   ``HandPropModel.align``) on the feature difference z_u − z_s of an encoder, frozen, features
   cached: the encoder of a trained run (``--run RUN_DIR --phase stage1|align``, the checkpoint
-  ``handprop_jax.propagation.core.bound_from_run`` reads) or a randomly initialised one (no
+  ``handprop_jax.training.checkpoint.bound_from_run`` reads) or a randomly initialised one (no
   ``--run``). The aligner starts from the run's aligner (or zero-initialised output layers, i.e.
   copy). ``--crop-aware``: the aligner starts from the crop-aware transfer of the label
   (``handprop_jax.propagation.transfer``) instead of the raw label. Pairs s → u with
@@ -87,17 +87,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from handprop_jax import config as config_lib  # noqa: E402
+from handprop_jax.batching import batched  # noqa: E402
 from handprop_jax.data import augment as aug_lib  # noqa: E402
 from handprop_jax.data.sources import open_split  # noqa: E402
 from handprop_jax.data.sparse import labelled_frames, neighbours  # noqa: E402
 from handprop_jax.evaluation.gap import gap_bins  # noqa: E402
 from handprop_jax.gamma import Gamma, blend  # noqa: E402
-from handprop_jax.hand import default_mano, hand_in_camera  # noqa: E402
+from handprop_jax.hand import (  # noqa: E402
+    default_mano,
+    hand_in_camera,
+    hand_mesh,  # noqa: E402
+)
 from handprop_jax.model.api import BoundModel, Features, Frame, HandPropModel  # noqa: E402
 from handprop_jax.model.encoder import normalize_images  # noqa: E402
 from handprop_jax.model.handprop import ALIGNER_KEYS  # noqa: E402
 from handprop_jax.model.heads import recover_root, root_to_raw  # noqa: E402
-from handprop_jax.propagation.core import Propagator, batched, hand_mesh, propagate_video  # noqa: E402
+from handprop_jax.propagation.core import Propagator, propagate_video  # noqa: E402
 from handprop_jax.propagation.transfer import transfer  # noqa: E402
 
 BINS = gap_bins(31)  # 1, 2-3, 4-7, 8-15, 16-31
@@ -265,7 +270,7 @@ class PaperDesign:
         if a.run:
             from handprop_jax.training.checkpoint import load_run
 
-            # what propagation.core.bound_from_run reads; the variables are kept to train the aligner
+            # what training.checkpoint.bound_from_run reads; the variables are kept to train the aligner
             run_config, variables = load_run(a.run, a.phase)
             if run_config.data.image_size != d.image_size:
                 raise SystemExit(f"--run {a.run}: image size {run_config.data.image_size} != the data's "

@@ -23,8 +23,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from handprop_jax.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value or ``--set`` assignment that does not fit its field (the message names the field,
     what it expects and the given text). The ``handprop`` command reports it in one line, exit code 2."""
 

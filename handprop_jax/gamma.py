@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from mano_jax import slerp_axis_angle
+
 #: per-row shape of each field
 FIELD_SHAPES: dict[str, tuple[int, ...]] = {"root": (3,), "pose": (48,), "betas": (10,)}
 
@@ -33,7 +35,7 @@ class Gamma(NamedTuple):
     betas: Any
 
     @classmethod
-    def of(cls, mapping: Mapping[str, Any]) -> Gamma:
+    def of(cls, mapping: Mapping[str, Any] | Gamma) -> Gamma:
         """The γ of a dict, or of a frame batch / video dict that holds ``root``, ``pose`` and
         ``betas`` among other keys (the other keys are ignored). A Gamma is returned as it is."""
         if isinstance(mapping, Gamma):
@@ -94,8 +96,6 @@ def blend(gamma_a: Gamma, gamma_b: Gamma, weight_b: Any) -> Gamma:
     on ``gamma_b``. Weights exactly 0 or 1 return ``gamma_a`` or ``gamma_b`` unchanged (the rotation
     round trip is only accurate to rounding). Pure jax; jit it for repeated calls."""
     import jax.numpy as jnp
-
-    from mano_jax import slerp_axis_angle
 
     w = jnp.asarray(weight_b)
     B = w.shape[0]

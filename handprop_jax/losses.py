@@ -58,6 +58,9 @@ so it has no loss term of its own. The paper's L_θ in Eq. 7 regularises both al
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -90,36 +93,46 @@ def pred_loss(joints_gt_s: jnp.ndarray, joints_reg_s: jnp.ndarray, pose_reg_s: j
     return loss, terms
 
 
-def decoupled_pred_loss(joints_gt: jnp.ndarray, root_gt: jnp.ndarray, rot_gt: jnp.ndarray,
-                        root: jnp.ndarray, rot: jnp.ndarray, joints_local: jnp.ndarray,
-                        coeffs: jnp.ndarray, coeffs_gt: jnp.ndarray, betas: jnp.ndarray,
-                        betas_gt: jnp.ndarray, pose: jnp.ndarray, hands_mean: jnp.ndarray, *,
-                        lambda_j: float, lambda_articulation: float, lambda_rotation: float,
-                        lambda_params: float, lambda_theta: float, lambda_beta: float
-                        ) -> tuple[jnp.ndarray, dict]:
+class HandParts(NamedTuple):
+    """A hand split into the parts the decoupled L_pred trains separately (leading batch axis B):
+    ``root`` (B, 3) the wrist, metres; ``rot`` (B, 3, 3) the global rotation; ``joints_local``
+    (B, 21, 3) J⁰, the joints with the wrist at the origin and no global rotation, metres (used for
+    the prediction); ``coeffs`` (B, n) the fingers' PCA coefficients; ``betas`` (B, 10)."""
+
+    root: jnp.ndarray
+    rot: jnp.ndarray
+    joints_local: jnp.ndarray | None
+    coeffs: jnp.ndarray
+    betas: jnp.ndarray
+
+
+def decoupled_pred_loss(pred: HandParts, gt: HandParts, joints_gt: jnp.ndarray, pose: jnp.ndarray,
+                        hands_mean: jnp.ndarray, weights: Mapping[str, float]) -> tuple[jnp.ndarray, dict]:
     """The decoupled L_pred (module docstring): each part of γ gets the gradient of its own term.
 
     Args:
-      joints_gt: (B, 21, 3) J*, camera frame, metres. root_gt: (B, 3) r*, metres. rot_gt: (B, 3, 3) R*.
-      root: (B, 3) predicted root, metres. rot: (B, 3, 3) predicted global rotation.
-      joints_local: (B, 21, 3) J⁰ of the predicted fingers and β: wrist at the origin, no global
-        rotation, metres.
-      coeffs, coeffs_gt: (B, n) PCA coefficients, predicted and the label's. betas, betas_gt: (B, 10).
+      pred: the predicted parts (``joints_local`` needed). gt: the label's (``joints_local`` unused).
+      joints_gt: (B, 21, 3) J*, camera frame, metres.
       pose: (B, 48) predicted full pose, radians (for the paper's prior). hands_mean: (45,).
+      weights: ``lambda_j``, ``lambda_articulation``, ``lambda_rotation``, ``lambda_params``,
+        ``lambda_theta``, ``lambda_beta``.
     Returns:
       (loss scalar, dict of the unweighted terms ``global``, ``articulation``, ``rotation`` (mean
       radians), ``params``, ``pose``, ``shape``).
     """
     place = lambda j0, r, t: jnp.einsum("bij,bnj->bni", r, j0) + t[:, None, :]
-    terms = {"global": joints_sq_error(joints_gt, place(jax.lax.stop_gradient(joints_local), rot, root)),
-             "articulation": joints_sq_error(joints_gt, place(joints_local, rot_gt, root_gt)),
-             "rotation": jnp.mean(mano_jax.geodesic_angle(rot, rot_gt)),
-             "params": jnp.mean(jnp.square(coeffs - coeffs_gt)) + jnp.mean(jnp.square(betas - betas_gt)),
+    local = pred.joints_local
+    terms = {"global": joints_sq_error(joints_gt, place(jax.lax.stop_gradient(local), pred.rot, pred.root)),
+             "articulation": joints_sq_error(joints_gt, place(local, gt.rot, gt.root)),
+             "rotation": jnp.mean(mano_jax.geodesic_angle(pred.rot, gt.rot)),
+             "params": (jnp.mean(jnp.square(pred.coeffs - gt.coeffs))
+                        + jnp.mean(jnp.square(pred.betas - gt.betas))),
              "pose": pose_reg(pose, hands_mean),
-             "shape": shape_reg(betas)}
-    loss = (lambda_j * terms["global"] + lambda_articulation * terms["articulation"]
-            + lambda_rotation * terms["rotation"] + lambda_params * terms["params"]
-            + lambda_theta * terms["pose"] + lambda_beta * terms["shape"])
+             "shape": shape_reg(pred.betas)}
+    w = weights
+    loss = (w["lambda_j"] * terms["global"] + w["lambda_articulation"] * terms["articulation"]
+            + w["lambda_rotation"] * terms["rotation"] + w["lambda_params"] * terms["params"]
+            + w["lambda_theta"] * terms["pose"] + w["lambda_beta"] * terms["shape"])
     return loss, terms
 
 

@@ -54,6 +54,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+import mano_jax
+
 #: Table I column names, in the paper's order. F-scores are fractions, the others mm.
 COLUMNS: tuple[str, ...] = ("F@5", "F@15", "MPVPE", "MPVPE (P)", "MPJPE", "MPJPE (T)", "MPJPE (SD)",
                             "MPJPE (P)")
@@ -246,8 +248,6 @@ ROTATION = "Rot. (°)"
 def rotation_error_deg(pred_pose: np.ndarray, gt_pose: np.ndarray) -> np.ndarray:
     """Geodesic angle between predicted and true global rotations, degrees. pred_pose, gt_pose: (N, ≥3)
     axis-angle poses (radians; the first 3 components are the global rotation) → (N,)."""
-    import mano_jax
-
     rot = lambda p: mano_jax.rodrigues(np.asarray(p, np.float32)[:, :3])
     return np.degrees(np.asarray(mano_jax.geodesic_angle(rot(pred_pose), rot(gt_pose)), np.float64))
 

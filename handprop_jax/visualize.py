@@ -22,7 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
+from handprop_jax.data.crop import Box, crop_image, crop_intrinsics
+from handprop_jax.data.sparse import label_sets, neighbours
+from handprop_jax.errors import UserError
+from handprop_jax.evaluation import rows as rows_lib
+from handprop_jax.evaluation import runner
+from handprop_jax.evaluation.data import iter_videos
 from handprop_jax.gamma import concatenate
+from handprop_jax.hand import default_mano, hand_mesh
+from handprop_jax.metrics import point_error
+from handprop_jax.propagation.core import Propagator
+from handprop_jax.propagation.overlays import render_overlays
+from handprop_jax.training.checkpoint import bound_from_run, run_config
 
 HELP = "overlay grids and training curves for a run"
 
@@ -38,8 +49,6 @@ def pick_frames(videos, stride: int, count: int) -> list[tuple[dict, int]]:
     """(video, u) pairs: in each video the unlabelled frame farthest from its labelled frames, taken
     from successive videos (then the next-farthest frames again from the first videos) until
     ``count``."""
-    from handprop_jax.data.sparse import label_sets, neighbours
-
     per_video = []
     for video in videos:
         T = video["image"].shape[0]
@@ -68,9 +77,6 @@ def frame_predictions(picks, stride: int, models: dict, propagators: dict | None
 
     The prediction columns are the evaluation's rows (``evaluation.runner.video_predictions``, run
     once per picked video), so the grid shows exactly what Table I scores."""
-    from handprop_jax.evaluation import rows as rows_lib
-    from handprop_jax.evaluation import runner
-
     wanted = rows_lib.by_name(COLUMN_ROWS)
     rows_of = {}  # id(video) -> video_predictions
     cells = []
@@ -99,11 +105,6 @@ def overlay_grid(preds: dict, mano, path: str | Path, title: str = "", display: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from handprop_jax.data.crop import Box, crop_image, crop_intrinsics
-    from handprop_jax.metrics import point_error
-    from handprop_jax.propagation.core import hand_mesh
-    from handprop_jax.propagation.overlays import render_overlays
 
     images, K = preds["image"], preds["K"]
     N, S = images.shape[0], images.shape[1]
@@ -207,11 +208,6 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
 
     ``predictors`` ({phase: BoundModel}) and ``videos`` (an iterable of whole-video dicts)
     replace the checkpoints and the dataset (tests)."""
-    from handprop_jax.evaluation.data import iter_videos
-    from handprop_jax.hand import default_mano
-    from handprop_jax.propagation.core import bound_from_run
-    from handprop_jax.training.checkpoint import run_config
-
     workdir = Path(workdir)
     config = config or run_config(workdir)  # RunNotFound (one line, exit code 2) for a missing run
     out = workdir / "report"
@@ -219,7 +215,6 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
     paths = {}
     if predictors is None:
         predictors = {}
-        from handprop_jax.evaluation import rows as rows_lib
 
         for m in rows_lib.phases_needed(rows_lib.by_name(COLUMN_ROWS)):
             try:
@@ -229,8 +224,6 @@ def visualize(workdir: str | Path, config=None, *, num_frames: int = 6, split: s
     videos = iter_videos(config, split) if videos is None else videos
     picks = pick_frames(videos, config.data.label_stride, num_frames)
     if picks:
-        from handprop_jax.propagation.core import Propagator
-
         preds = frame_predictions(picks, config.data.label_stride, predictors,
                                   {"photometric": Propagator.from_config(config, "photometric")})
         paths["overlays"] = out / "overlays.png"
@@ -251,8 +244,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from handprop_jax.errors import UserError
-
     if args.frames < 1:
         raise UserError(f"--frames {args.frames}: the number of rows of the overlay grid must be at least 1")
     paths = visualize(args.workdir, num_frames=args.frames, split=args.split)

@@ -43,6 +43,8 @@ class _PickledStub:
 
     _module = "?"
     _name = "?"
+    _args: tuple = ()
+    _state: Any = None
 
     def __new__(cls, *args, **kwargs):
         obj = object.__new__(cls)
@@ -92,7 +94,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 self._stubs[key] = _stub_class(stub, module, name)
             return self._stubs[key]
         if top == "numpy" and name in self._NUMPY:
-            core = getattr(np, "_core", None) or np.core          # numpy >= 2 renamed numpy.core
+            core: Any = getattr(np, "_core", None) or np.core     # numpy >= 2 renamed numpy.core
             if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in (
                     "_reconstruct", "scalar"):
                 return getattr(core.multiarray, name)
@@ -102,7 +104,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 return getattr(np, name)
         if module in ("copy_reg", "copyreg") and name == "_reconstructor":
             import copyreg
-            return copyreg._reconstructor
+            return copyreg._reconstructor  # pyright: ignore[reportAttributeAccessIssue]  (private, no stub)
         if module in ("__builtin__", "builtins") and name in self._BUILTINS:
             import builtins
             return getattr(builtins, name)
@@ -118,7 +120,7 @@ def _sparse_to_dense(obj: _SparseStub, source: str, key: str) -> np.ndarray:
     st = obj._state
     if not isinstance(st, dict):
         raise ManoFileError(f"{source}: key {key!r}: unreadable sparse matrix state")
-    shape = st.get("_shape", st.get("shape"))
+    shape: Any = st.get("_shape", st.get("shape"))  # None: the TypeError below names the key
     fmt = st.get("format") or obj._name[:3]
     try:
         shape = tuple(int(s) for s in shape)
@@ -301,4 +303,5 @@ def save_npz(model: ManoModel, path: str | os.PathLike) -> None:
     kintree = np.stack([parents, np.arange(C.NUM_JOINTS)]).astype(np.int64)
     assert set(arrays) == set(ARRAY_SHAPES)
     with open(os.fspath(path), "wb") as f:
-        np.savez(f, **arrays, kintree_table=kintree, side=np.asarray(model.side))
+        entries: dict[str, Any] = {**arrays, "kintree_table": kintree, "side": np.asarray(model.side)}
+        np.savez(f, **entries)

@@ -9,6 +9,7 @@ posedirs) -> kinematic chain, level by level (``kinematic_chain``) -> linear ble
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -203,8 +204,8 @@ def _chain_generic(rotmats: jnp.ndarray, joints: jnp.ndarray, parents: tuple[int
     """Any tree: the joints of one depth are composed with their parents at once."""
     J = joints.shape[1]
     levels = _levels(parents)
-    g_rot = [None] * J
-    g_t = [None] * J
+    g_rot: list[Any] = [None] * J  # every entry is set below, parents first
+    g_t: list[Any] = [None] * J
     root = levels[0]
     for i in root:
         g_rot[i] = rotmats[:, i]

@@ -68,7 +68,7 @@ class ManoModel:
 
     def numpy(self) -> dict[str, np.ndarray]:
         """The arrays as a dict of numpy arrays (float64 for floats, int32 faces)."""
-        out = {f: np.asarray(getattr(self, f), np.float64) for f in ARRAY_SHAPES}
+        out: dict[str, np.ndarray] = {f: np.asarray(getattr(self, f), np.float64) for f in ARRAY_SHAPES}
         out["faces"] = np.asarray(self.faces, np.int32)
         return out
 

@@ -173,19 +173,45 @@ _E_FINGER = 0.85
 
 
 def _build(beta: np.ndarray):
-    """Vertex positions for shape ``beta``; also returns topology/annotations (same for all beta)."""
+    """Vertex positions for shape ``beta``; also returns topology/annotations (same for all beta).
+
+    The mesh is built in this order (the vertex ids follow it): the palm's rings and the wrist cap,
+    the webs between the fingers, each finger (index to pinky) from its base loop to its tip, the
+    thumb, and a few unreferenced vertices inside the palm."""
     lay = _Layout(beta)
     b = _Builder()
     faces: list[tuple[int, int, int]] = []
+    psi, borders, dorsal_z, kinds = _palm_angles(lay)
+    palm_rings, x_w = _palm(lay, b, faces, psi)
+    loops = _finger_base_loops(lay, b, palm_rings[-1], borders, dorsal_z, kinds)
+    tips = {}
+    joint_rings: dict[int, list[int]] = {}        # joint index -> vertex ids of the ring at that joint
+    for name in _FINGERS:
+        tips[name] = _finger(lay, b, faces, name, loops[name], palm_rings[-2], joint_rings)
+    tips["thumb"] = _thumb(lay, b, faces, joint_rings)
+    joint_rings[0] = palm_rings[0] + palm_rings[1]
+    # --- unreferenced interior vertices (inside the palm)
+    for k in range(_N_UNUSED):
+        t = 0.3 + 0.1 * k
+        zc_t, _, yc_t, _ = _palm_section(lay, t)
+        p = np.array([x_w + t * (-0.085 * lay.plen - x_w), yc_t, zc_t])
+        b.add(p, "interior", "palm", -1.0)
 
-    # --- distal palm ring layout: dorsal z targets, border (web) positions
+    pos = np.stack(b.pos) * lay.size
+    return pos, lay.J * lay.size, np.asarray(faces, np.int64), b.info, tips, joint_rings, lay
+
+
+def _palm_angles(lay: _Layout) -> tuple[np.ndarray, list[float], list[float], list[tuple]]:
+    """The distal palm ring's layout: its 30 superellipse angles ``psi``, the 3 web (border) z
+    positions between the fingers, the 11 dorsal z targets from the index side to the pinky side and
+    their kinds (("int", finger) or ("border", k))."""
     zf = {n: lay.mcp[n][2] for n in _FINGERS}
     borders = [0.5 * (zf["index"] + zf["middle"]), 0.5 * (zf["middle"] + zf["ring"]),
                0.5 * (zf["ring"] + zf["pinky"])]
     zc, hw, yc, hh = _palm_section(lay, 1.0)
     edges = [zc + hw, *borders, zc - hw]     # finger f spans (edges[f], edges[f+1])
     dorsal_z = []          # 11 points from the index side to the pinky side
-    kinds = []             # ("int", finger) or ("border", k)
+    kinds: list[tuple] = []             # ("int", finger) or ("border", k)
     for fi, name in enumerate(_FINGERS):
         hi, lo = edges[fi], edges[fi + 1]
         zc_f = zf[name]
@@ -209,8 +235,12 @@ def _build(beta: np.ndarray):
     psi_side_radial = psi_p[-1] + side * (2 * np.pi + psi_d[0] - psi_p[-1])
     psi = np.concatenate([psi_d, psi_side_ulnar, psi_p, psi_side_radial])        # 30 angles
     assert psi.size == _N_PALM and np.all(np.diff(psi) > 0)
+    return psi, borders, dorsal_z, kinds
 
-    # --- palm rings (proximal to distal); vertex s = signed axial distance to the knuckle line
+
+def _palm(lay: _Layout, b: _Builder, faces: list, psi: np.ndarray) -> tuple[list[list[int]], float]:
+    """The palm's rings (proximal to distal; vertex s = signed axial distance to the knuckle line)
+    and the wrist cap, with their faces; returns the rings' vertex ids and the wrist's x."""
     x_w = 0.018 * lay.plen
     palm_rings = []
     for t in (*_PALM_T, 1.0):
@@ -234,9 +264,13 @@ def _build(beta: np.ndarray):
         for k in range(_N_PALM):
             k1 = (k + 1) % _N_PALM
             faces += [(ra[k], ra[k1], rb[k1]), (ra[k], rb[k1], rb[k])]
+    return palm_rings, x_w
 
-    # --- web paths between fingers (dorsal border -> palmar border), 2 interior vertices each
-    distal = palm_rings[-1]
+
+def _finger_base_loops(lay: _Layout, b: _Builder, distal: list[int], borders: list[float],
+                       dorsal_z: list[float], kinds: list[tuple]) -> dict[str, list[int]]:
+    """The web paths between the fingers (dorsal border -> palmar border, 2 interior vertices each)
+    and each finger's base loop (12 vertices, ordered like the palm ring ``distal``)."""
     n_d = len(dorsal_z)
     border_d = [distal[i] for i, kd in enumerate(kinds) if kd[0] == "border"]
     pal_start = n_d + 4                                   # palmar row starts after ulnar side
@@ -252,7 +286,6 @@ def _build(beta: np.ndarray):
             ids.append(b.add(p, "web", f"web{k}", p[0] - _knuckle_x(lay, p[2:3])[0]))
         webs.append(ids)
 
-    # --- finger base loops (12 vertices each, ordered like the palm ring)
     def seg(a, c):
         """distal ring indices a..c inclusive, wrapping."""
         out, i = [], a
@@ -264,54 +297,58 @@ def _build(beta: np.ndarray):
 
     bd_idx = [i for i, kd in enumerate(kinds) if kd[0] == "border"]           # dorsal indices
     bp_idx = [pal_start + (n_d - 1 - i) for i in bd_idx]                      # palmar indices
-    loops = {
+    return {
         "index": seg(bp_idx[0], _N_PALM + bd_idx[0]) + webs[0],
         "middle": seg(bd_idx[0], bd_idx[1]) + webs[1] + seg(bp_idx[1], bp_idx[0]) + webs[0][::-1],
         "ring": seg(bd_idx[1], bd_idx[2]) + webs[2] + seg(bp_idx[2], bp_idx[1]) + webs[1][::-1],
         "pinky": seg(bd_idx[2], bp_idx[2]) + webs[2][::-1],
     }
 
-    tips = {}
-    joint_rings = {}        # joint index -> vertex ids of the ring at that joint
-    for name in _FINGERS:
-        loop = loops[name]
-        assert len(loop) == _N_FINGER, (name, len(loop))
-        d, mcp, r = lay.dirs[name], lay.mcp[name], lay.radius[name]
-        lat, dor = _finger_frame(d, np.array([0.0, 1.0, 0.0]))
-        rel = np.stack([b.pos[i] - mcp for i in loop])
-        ang = np.unwrap(np.arctan2(rel @ dor, rel @ lat))
-        steps = np.diff(np.append(ang, ang[0] + np.sign(ang[-1] - ang[0]) * 2 * np.pi))
-        assert np.all(steps > 0) or np.all(steps < 0), f"{name}: base loop is not star-shaped"
-        L1, L2, L3 = lay.seg[name]
-        L = L1 + L2 + L3
-        r_tip = 0.80 * r
-        nr = _RINGS[name]
-        s_vals = _ring_positions(0.012, L, r_tip, nr, (L1, L1 + L2))
-        prev = loop
-        j0 = _FINGER_JOINT0[name]
-        for si in s_vals:
-            radius = r * (1.0 - 0.2 * si / L)
-            cap_start = L - r_tip
-            if si > cap_start:
-                radius *= np.sqrt(max(1.0 - ((si - cap_start) / r_tip) ** 2, 0.0))
-            cx, cy = _superellipse(ang, _E_FINGER)
-            centre = mcp + si * d
-            ring = b.add_many(centre + radius * (np.outer(cx, lat) + 0.86 * np.outer(cy, dor)),
-                              "finger", name, si)
-            _strip(faces, prev, ring)
-            prev = ring
-            for jl, sj in enumerate((0.0, L1, L1 + L2)):
-                if abs(si - sj) < 1e-9 or (jl == 0 and si == s_vals[0]):
-                    joint_rings.setdefault(j0 + jl, []).extend(ring if jl else ring + loop)
-        # the knuckle joint sits between the palm's last proximal ring and the finger's first ring
-        zs = [b.pos[i][2] for i in loop]
-        joint_rings[j0] += [i for i in palm_rings[-2] if min(zs) <= b.pos[i][2] <= max(zs)]
-        tip = b.add(mcp + L * d, "finger", name, L)
-        tips[name] = tip
-        for k in range(_N_FINGER):
-            faces.append((prev[k], prev[(k + 1) % _N_FINGER], tip))
 
-    # --- thumb capsule
+def _finger(lay: _Layout, b: _Builder, faces: list, name: str, loop: list[int], last_palm_ring: list[int],
+            joint_rings: dict[int, list[int]]) -> int:
+    """Finger ``name``'s rings from its base ``loop`` to its tip, with their faces; adds the rings at
+    its joints to ``joint_rings``; returns the tip vertex."""
+    assert len(loop) == _N_FINGER, (name, len(loop))
+    d, mcp, r = lay.dirs[name], lay.mcp[name], lay.radius[name]
+    lat, dor = _finger_frame(d, np.array([0.0, 1.0, 0.0]))
+    rel = np.stack([b.pos[i] - mcp for i in loop])
+    ang = np.unwrap(np.arctan2(rel @ dor, rel @ lat))
+    steps = np.diff(np.append(ang, ang[0] + np.sign(ang[-1] - ang[0]) * 2 * np.pi))
+    assert np.all(steps > 0) or np.all(steps < 0), f"{name}: base loop is not star-shaped"
+    L1, L2, L3 = lay.seg[name]
+    L = L1 + L2 + L3
+    r_tip = 0.80 * r
+    nr = _RINGS[name]
+    s_vals = _ring_positions(0.012, L, r_tip, nr, (L1, L1 + L2))
+    prev = loop
+    j0 = _FINGER_JOINT0[name]
+    for si in s_vals:
+        radius = r * (1.0 - 0.2 * si / L)
+        cap_start = L - r_tip
+        if si > cap_start:
+            radius *= np.sqrt(max(1.0 - ((si - cap_start) / r_tip) ** 2, 0.0))
+        cx, cy = _superellipse(ang, _E_FINGER)
+        centre = mcp + si * d
+        ring = b.add_many(centre + radius * (np.outer(cx, lat) + 0.86 * np.outer(cy, dor)),
+                          "finger", name, si)
+        _strip(faces, prev, ring)
+        prev = ring
+        for jl, sj in enumerate((0.0, L1, L1 + L2)):
+            if abs(si - sj) < 1e-9 or (jl == 0 and si == s_vals[0]):
+                joint_rings.setdefault(j0 + jl, []).extend(ring if jl else ring + loop)
+    # the knuckle joint sits between the palm's last proximal ring and the finger's first ring
+    zs = [b.pos[i][2] for i in loop]
+    joint_rings[j0] += [i for i in last_palm_ring if min(zs) <= b.pos[i][2] <= max(zs)]
+    tip = b.add(mcp + L * d, "finger", name, L)
+    for k in range(_N_FINGER):
+        faces.append((prev[k], prev[(k + 1) % _N_FINGER], tip))
+    return tip
+
+
+def _thumb(lay: _Layout, b: _Builder, faces: list, joint_rings: dict[int, list[int]]) -> int:
+    """The thumb capsule (a base apex, rings, a tip) with its faces; sets its joints' rings in
+    ``joint_rings``; returns the tip vertex."""
     dt, cmc, tseg = lay.dirs["thumb"], lay.mcp["thumb"], lay.seg["thumb"]
     lat, dor = _finger_frame(dt, -lay.thumb_pad)
     L1, L2, L3 = tseg
@@ -322,7 +359,7 @@ def _build(beta: np.ndarray):
     s_vals = np.array([-0.015, 0.0, 0.012, 0.026, L1, L1 + 0.5 * L2, L1 + L2, L - 0.45 * r_tip])
     s_vals[:4] *= lay.plen
     ang = np.linspace(0, 2 * np.pi, _N_THUMB, endpoint=False) + np.pi / _N_THUMB
-    prev = None
+    prev: list[int] | None = None
     for si in s_vals:
         radius = np.interp(si, [s0, -0.015, 0.0, 0.012, 0.026, L1, L1 + L2, L - r_tip],
                            [0.004, 0.0125, 0.0165, 0.0165, 0.0145, 0.0118, 0.0106, r_tip]) * lay.finger_thick
@@ -341,20 +378,11 @@ def _build(beta: np.ndarray):
         for jl, sj in enumerate((0.0, L1, L1 + L2)):
             if abs(si - sj) < 1e-9:
                 joint_rings[_THUMB_JOINT0 + jl] = ring
-    tips["thumb"] = b.add(cmc + L * dt, "thumb", "thumb", L)
+    assert prev is not None  # s_vals is not empty
+    tip = b.add(cmc + L * dt, "thumb", "thumb", L)
     for k in range(_N_THUMB):
-        faces.append((prev[k], prev[(k + 1) % _N_THUMB], tips["thumb"]))
-
-    joint_rings[0] = palm_rings[0] + palm_rings[1]
-    # --- unreferenced interior vertices (inside the palm)
-    for k in range(_N_UNUSED):
-        t = 0.3 + 0.1 * k
-        zc_t, _, yc_t, _ = _palm_section(lay, t)
-        p = np.array([x_w + t * (-0.085 * lay.plen - x_w), yc_t, zc_t])
-        b.add(p, "interior", "palm", -1.0)
-
-    pos = np.stack(b.pos) * lay.size
-    return pos, lay.J * lay.size, np.asarray(faces, np.int64), b.info, tips, joint_rings, lay
+        faces.append((prev[k], prev[(k + 1) % _N_THUMB], tip))
+    return tip
 
 
 def _ring_positions(s_first: float, L: float, r_tip: float, n: int, joints: tuple) -> np.ndarray:

@@ -63,3 +63,58 @@ def test_evaluate_a_run_without_checkpoints(tmp_path, capsys):
     err = _one_line(capsys, "evaluate")
     assert f"{run} has no checkpoint of " in err and "train it first" in err, err
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+#: exception classes of ours that are not the user's to fix, and why
+NOT_USER_ERRORS = {
+    "handprop_jax.training.loop.NonFiniteLossError": "a diverged training run (a FloatingPointError)",
+    "handprop_jax.training.loop._DamagedFinal": "internal: the loop redoes a phase's damaged last step",
+    "handprop_jax.data.builder_support.BadInput": "internal: a bad frame, counted and skipped by the build",
+    "handprop_jax.native.NativeBuildError": "the machine's C++ compiler (the CPU convolution falls back)",
+    "handprop_jax.errors.InterruptedRun": "Ctrl-C (a KeyboardInterrupt), exit code 130",
+}
+
+
+def test_one_root_for_user_errors():
+    """Every exception class of handprop_jax and the data set builders is an ``errors.UserError`` (the
+    one thing ``handprop`` reports in one line, exit code 2) unless listed above; those that callers
+    catch as ValueError still are one."""
+    import importlib
+    import inspect
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_import_graph import PACKAGES, module_files
+
+    found = {}
+    for name in module_files({k: v for k, v in PACKAGES.items() if k != "mano_jax"}):
+        module = importlib.import_module(name)
+        for cls_name, cls in vars(module).items():
+            if inspect.isclass(cls) and issubclass(cls, BaseException) and cls.__module__ == name:
+                found[f"{name}.{cls_name}"] = cls
+    assert {"handprop_jax.config.ConfigError", "handprop_jax.data.boxes.BoxError",
+            "handprop_jax.data.builder_support.EmptySplitError"} <= set(found)
+    assert set(NOT_USER_ERRORS) <= set(found)  # the exceptions above still exist
+    not_user = sorted(n for n, c in found.items()
+                      if not issubclass(c, errors.UserError) and n not in NOT_USER_ERRORS)
+    assert not not_user, f"exception classes that are not errors.UserError: {not_user}"
+    for name in ("handprop_jax.config.ConfigError", "handprop_jax.data.boxes.BoxError",
+                 "handprop_jax.data.builder_support.EmptySplitError", "handprop_jax.data.export.ExportError",
+                 "handprop_jax.propagation.inputs.PropagationInputError"):
+        assert issubclass(found[name], ValueError), name
+
+
+def test_bad_mano_file_is_a_user_error(tmp_path):
+    """mano_jax's ManoFileError (mano_jax imports nothing of ours) reaches the commands as a UserError
+    that still is a ManoFileError, naming the file."""
+    import mano_jax
+    from handprop_jax.hand import load_mano
+
+    bad = tmp_path / "MANO_RIGHT.pkl"
+    bad.write_bytes(b"not a pickle")
+    with pytest.raises(errors.UserError, match="MANO_RIGHT.pkl") as e:
+        load_mano(str(bad))
+    assert isinstance(e.value, mano_jax.ManoFileError)
+    with pytest.raises(errors.UserError, match="model.noise.*no field"):  # a bad --set: ConfigError
+        config_lib.override(config_lib.Config(), ["model.noise=1"])

@@ -162,11 +162,13 @@ def test_cli_build_is_idempotent_and_reports(cfg, capsys):
 def test_export_example_in_the_tool_formats(cfg, tmp_path):
     """export_example writes a built video as handprop propagate reads it: frames, labels at the
     evaluation's labelled frames, per-frame intrinsics, ground truth."""
+    from handprop_jax.data.export import ExportError, export_example
+    from handprop_jax.errors import UserError
     from handprop_jax.gamma import Gamma
     from handprop_jax.propagation import inputs as P
 
     config, _ = cfg
-    files = P.export_example(config, "test", 0, tmp_path / "ex")
+    files = export_example(config, "test", 0, tmp_path / "ex")
     video = open_split(config.data, "test").video(0)
     names, crops, _, _ = P.load_frames(files["frames"], config.data.image_size)
     assert len(names) == 11
@@ -177,8 +179,9 @@ def test_export_example_in_the_tool_formats(cfg, tmp_path):
     for got, want in zip(gamma, Gamma.of(video).take(lab), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6)
     np.testing.assert_allclose(P.parse_intrinsics(str(files["intrinsics"])), video["K"], rtol=1e-6)
-    with pytest.raises(P.PropagationInputError, match="videos 0..0, not 3"):
-        P.export_example(config, "test", 3, tmp_path / "bad")
+    with pytest.raises(ExportError, match="videos 0..0, not 3") as e:
+        export_example(config, "test", 3, tmp_path / "bad")
+    assert isinstance(e.value, UserError)  # handprop reports it in one line
 
 
 def test_pseudo_labels_interpolate_from_labelled_frames_only(cfg, monkeypatch):
@@ -229,7 +232,7 @@ def test_pseudo_labels_interpolate_from_labelled_frames_only(cfg, monkeypatch):
     # cached: read back without propagating; another propagation setting is another file
     path = pseudo.cache_path(config)
     assert path.is_file() and path.parent.parent == Path(config.data.data_dir)
-    monkeypatch.setattr("handprop_jax.propagation.core.propagate_video", None)
+    monkeypatch.setattr(pseudo, "propagate_video", None)  # no propagation: the cache is read
     again = pseudo.pseudo_labels(config, "train", progress=False)
     np.testing.assert_array_equal(again["pose"], labels["pose"])
     other = config_lib.override(config, ["propagation.method='crop'"])

@@ -15,9 +15,8 @@ from handprop_jax.evaluation import rows as R
 from handprop_jax.evaluation import runner
 from handprop_jax.evaluation import table as table_lib
 from handprop_jax.gamma import Gamma
-from handprop_jax.hand import default_mano
+from handprop_jax.hand import default_mano, hand_mesh
 from handprop_jax.model.api import BoundModel, Features
-from handprop_jax.propagation.core import hand_mesh
 
 S = 16
 
@@ -207,12 +206,12 @@ def test_unfinished_phase_is_recorded(tmp_path, config, videos, monkeypatch, cap
     is unfinished."""
     from test_training_fakes import phase_checkpoint
 
-    from handprop_jax.propagation import core
+    from handprop_jax.training import checkpoint
     from handprop_jax.training.checkpoint import load_run
 
     config_lib.save_json(config, tmp_path / "config.json")
     phase_checkpoint(tmp_path, "align", step=3, total_steps=10)
-    monkeypatch.setattr(core, "bound_from_run", lambda workdir, phase, *a, **k: (  # read, stand-in net
+    monkeypatch.setattr(checkpoint, "bound_from_run", lambda workdir, phase, *a, **k: (  # read, stand-in net
         load_run(workdir, phase)[0], _predictor()))
     train_lab = Gamma.of(videos["train"][0]).take([0, 4, 8])
     rows = runner.evaluate(tmp_path, config, videos=lambda s: iter(videos[s]), labelled_train=train_lab,

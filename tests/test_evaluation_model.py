@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from handprop_jax import config as config_lib
+from handprop_jax.data.export import write_example
 from handprop_jax.evaluation import rows as R
 from handprop_jax.evaluation import runner
 from handprop_jax.gamma import Gamma
 from handprop_jax.model.api import HandPropModel
 from handprop_jax.propagation.cli import propagate_files
 from handprop_jax.propagation.core import propagate_video
-from handprop_jax.propagation.inputs import write_example
 
 S = 32
 pytestmark = pytest.mark.slow  # compiles a (tiny) ResNet: ~10 s alone, more on a busy machine

@@ -124,7 +124,8 @@ def test_propagated_annotations_equal_the_synthetic_path(walkthrough):
     run's settings) = ``propagate_video`` on the synthetic builder's test video with the same run and
     the same labelled frames."""
     from handprop_jax.data.sources import open_split
-    from handprop_jax.propagation.core import Propagator, bound_from_run, propagate_video
+    from handprop_jax.propagation.core import Propagator, propagate_video
+    from handprop_jax.training.checkpoint import bound_from_run
 
     work, _ = walkthrough
     out = dict(np.load(work / "example" / "annotations" / "test_0000" / "annotations.npz"))

@@ -107,10 +107,10 @@ def _decoupled(model, gt, pred, **lambdas):
     pose = jnp.concatenate([jnp.zeros((B, 3)), pred["fingers"]], -1)
     _, j_local = hand_in_camera(model, jnp.zeros((B, 3)), pose, pred["betas"])
     coeffs = lambda f: mano_jax.axis_angle_to_pca(model, f, ncomps=15)
-    return losses.decoupled_pred_loss(gt["j_gt"], gt["root_gt"], mano_jax.rodrigues(gt["pose_gt"][:, :3]),
-                                      pred["root"], pred["rot"], j_local, coeffs(pred["fingers"]),
-                                      coeffs(gt["pose_gt"][:, 3:]), pred["betas"], gt["betas_gt"], pose,
-                                      model.hands_mean, **weights)
+    mine = losses.HandParts(pred["root"], pred["rot"], j_local, coeffs(pred["fingers"]), pred["betas"])
+    label = losses.HandParts(gt["root_gt"], mano_jax.rodrigues(gt["pose_gt"][:, :3]), None,
+                             coeffs(gt["pose_gt"][:, 3:]), gt["betas_gt"])
+    return losses.decoupled_pred_loss(mine, label, gt["j_gt"], pose, model.hands_mean, weights)
 
 
 @pytest.mark.parametrize("term, moves, still", [

@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from handprop_jax import config as config_lib
+from handprop_jax.batching import batched
 from handprop_jax.data.sparse import neighbours
 from handprop_jax.errors import UserError
 from handprop_jax.gamma import Gamma, blend
+from handprop_jax.hand import hand_mesh
 from handprop_jax.model.api import BoundModel, Features
 from handprop_jax.propagation import cli, core
 from handprop_jax.propagation import inputs as I
@@ -175,13 +177,13 @@ def test_batched_pads_the_last_batch_and_keeps_pytrees():
 
     g = _gamma(np.random.default_rng(5), 7)
     x = np.arange(7.0, dtype=np.float32)
-    out_g, out_x = core.batched(fn, g, x, batch_size=3)
+    out_g, out_x = batched(fn, g, x, batch_size=3)
     assert calls == [3, 3, 3]  # 7 rows: the last batch is padded to 3, never a new shape
     assert isinstance(out_g, Gamma) and out_g.root.shape == (7, 3)
     np.testing.assert_allclose(out_g.root, g.root * x[:, None])
     np.testing.assert_array_equal(out_x, x + 1)
     with pytest.raises(ValueError, match="0 rows"):
-        core.batched(fn, g.take(slice(0, 0)), x[:0], batch_size=3)
+        batched(fn, g.take(slice(0, 0)), x[:0], batch_size=3)
 
 
 def _write_frames(folder, n, size=(24, 20), seed=0):
@@ -229,7 +231,7 @@ def test_output_schema_and_values(tmp_path, video, config):
     # the 3D joints are the MANO joints of γ, the 2D joints their projection in the original frame
     from handprop_jax.hand import default_mano
 
-    _, joints = core.hand_mesh(default_mano(config), Gamma.of(npz))
+    _, joints = hand_mesh(default_mano(config), Gamma.of(npz))
     np.testing.assert_allclose(npz["joints3d"], joints, atol=1e-6)
     uv = 30 * npz["joints3d"][..., :2] / npz["joints3d"][..., 2:] + np.array([12, 10])
     np.testing.assert_allclose(npz["joints2d"], uv, rtol=1e-4, atol=1e-3)

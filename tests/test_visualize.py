@@ -75,8 +75,7 @@ def test_overlays_and_curves(tmp_path, config):
 def test_rendered_mesh_changes_the_image(config):
     """The overlay of the ground-truth mesh differs from the input exactly where the hand projects."""
     from handprop_jax.gamma import Gamma
-    from handprop_jax.hand import default_mano
-    from handprop_jax.propagation.core import hand_mesh
+    from handprop_jax.hand import default_mano, hand_mesh
     from handprop_jax.propagation.overlays import render_overlays
 
     video = _video(config, 6, 3)

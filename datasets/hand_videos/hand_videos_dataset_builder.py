@@ -61,6 +61,21 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from handprop_jax.data import builder_support as support
+from handprop_jax.data.boxes import BoxError, label_box, label_joints, read_boxes, video_boxes
+from handprop_jax.data.crop import Box, crop_image, crop_intrinsics, crop_points
+from handprop_jax.data.features import encode_png, frame_features
+from handprop_jax.hand import load_mano
+from handprop_jax.propagation.inputs import (
+    IMAGE_SUFFIXES,
+    PropagationInputError,
+    check_intrinsics,
+    frame_size,
+    iter_frames,
+    label_side,
+    list_frames,
+    load_labels,
+    parse_intrinsics,
+)
 
 SPLITS = ("train", "val", "test")
 LABEL_FILES = ("labels.json", "labels.npz")
@@ -174,8 +189,6 @@ def _one_of(folder: Path, candidates: tuple[str, ...], what: str) -> Path | None
 def frames_source(folder: Path) -> Path:
     """Where a video folder's frames are: ``frames/``, else its one video file, else the folder
     itself when it holds images. ``BadInput("no frames")`` otherwise."""
-    from handprop_jax.propagation.inputs import IMAGE_SUFFIXES
-
     if (folder / "frames").is_dir():
         return folder / "frames"
     known = set(LABEL_FILES + INTRINSICS_FILES + BOX_FILES)
@@ -193,8 +206,6 @@ def frames_source(folder: Path) -> Path:
 def first_frame_size(folder: Path, names: list[str]) -> tuple[int, int]:
     """(H, W) of the first readable frame of a frames folder (the others must match it)."""
     from PIL import Image
-
-    from handprop_jax.propagation.inputs import PropagationInputError
 
     for name in names:
         try:
@@ -225,17 +236,6 @@ def read_video(folder: Path, split: str, mano, options: HandVideosOptions, skip_
                ) -> VideoInputs:
     """Read and check one video folder (labels, intrinsics, boxes, frame list; module docstring).
     Raises ``BadInput`` for a video that cannot be used; drops (and counts) single bad labels."""
-    from handprop_jax.data.boxes import BoxError, label_box, label_joints, read_boxes, video_boxes
-    from handprop_jax.propagation.inputs import (
-        PropagationInputError,
-        check_intrinsics,
-        frame_size,
-        label_side,
-        list_frames,
-        load_labels,
-        parse_intrinsics,
-    )
-
     source = frames_source(folder)
     try:
         names = list_frames(source)
@@ -334,8 +334,6 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
         return HandVideosConfig(image_size=int(data_config.image_size))
 
     def _info(self):
-        from handprop_jax.data.features import frame_features
-
         return self.dataset_info_from_configs(
             features=frame_features(None, has_label=True), disable_shuffling=True,
             homepage=self.HOMEPAGE, metadata=tfds.core.MetadataDict(options=self.options_json()))
@@ -350,8 +348,6 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
         return ("options differ (stored->requested): " + ", ".join(diff)) if diff else None
 
     def _split_generators(self, dl_manager):
-        from handprop_jax.hand import load_mano
-
         options = self.builder_config.options
         if options.mano is None:
             raise ValueError("hand_videos: give the MANO model (mano_model=PATH, or 'synthetic' for the "
@@ -401,8 +397,6 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
         out; the source number becomes the stored ``frame_time``)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from handprop_jax.propagation.inputs import PropagationInputError, iter_frames
-
         size = self.builder_config.options.image_size
         row = {int(f): i for i, f in enumerate(video.labelled)}
 
@@ -441,9 +435,6 @@ class Builder(support.OptionsBuilderMixin, tfds.core.GeneratorBasedBuilder):
 def frame_example(video: VideoInputs, t: int, frame: np.ndarray, row: dict[int, int], size: int) -> dict:
     """The stored features (less the video keys) of frame t: its crop with the video's box for t, the
     crop's K, and the label (NaN without one) with its joints projected into the crop."""
-    from handprop_jax.data.crop import Box, crop_image, crop_intrinsics, crop_points
-    from handprop_jax.data.features import encode_png
-
     if frame.shape[:2] != (video.height, video.width):
         raise support.BadInput("frame size differs", f"{video.source}: {video.names[t]}",
                                f"{frame.shape[1]}x{frame.shape[0]}, the first frame is "

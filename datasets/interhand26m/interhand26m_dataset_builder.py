@@ -78,7 +78,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from scipy.spatial.transform import Rotation
 
+import mano_jax
 from handprop_jax.data import builder_support as support
+from handprop_jax.hand import hand_in_camera
 
 # InterHand right-hand joint index of each manopth joint (wrist, thumb1-3, tip, index..., pinky...).
 IH_TO_MANOPTH = np.array([20, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 19, 18, 17, 16])
@@ -343,8 +345,6 @@ class RestWrist:
     so evaluated once at betas = 0 and the unit vectors."""
 
     def __init__(self, model):
-        import mano_jax
-
         basis = np.concatenate([np.zeros((1, 10)), np.eye(10)])
         j0 = np.asarray(mano_jax.regress_joints(model, mano_jax.blend_shapes(model, basis))[:, 0],
                         np.float64)
@@ -352,8 +352,6 @@ class RestWrist:
         self.hands_mean = np.asarray(model.hands_mean, np.float64)
         self.model = model
         import jax
-
-        from handprop_jax.hand import hand_in_camera
 
         self.hand_in_camera = jax.jit(hand_in_camera)  # for filling invalid joints
 
@@ -453,8 +451,6 @@ def convert_frame(ann: Annotations, image: dict, wrist: RestWrist, camera=None) 
 
 def resolve_mano(mano_model, manual_dir: str | None):
     """A ``mano_jax.ManoModel`` from a model, a path, or ``MANO_RIGHT.pkl`` in ``manual_dir``."""
-    import mano_jax
-
     if isinstance(mano_model, mano_jax.ManoModel):
         return mano_model
     candidates = [mano_model] if mano_model else []

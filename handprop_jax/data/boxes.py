@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from handprop_jax.data.crop import Box, hand_box, visible_fraction
+from handprop_jax.errors import UserError, numbers
+from handprop_jax.gamma import Gamma
+from handprop_jax.hand import hand_in_camera_jit
 
 #: box side / extent of the projected joints, and the fraction of joints that must be inside the
 #: frame: the defaults of every builder (handprop_jax.data.builder_support.make_example callers)
@@ -39,7 +42,7 @@ MIN_VISIBLE = 0.5
 FROM_FILE, FROM_LABEL, INTERPOLATED = "file", "label", "interpolated"
 
 
-class BoxError(ValueError):
+class BoxError(UserError, ValueError):
     """A box file that cannot be used, or a video without any box (the message names the file)."""
 
 
@@ -52,8 +55,6 @@ def check_box(value, where: str, size: tuple[int, int] | None = None) -> Box:
     booleans or strings), finite, side > 0 and, with the frames' ``size`` (H, W), at most
     :data:`MAX_SIDE` x max(H, W) and overlapping the frame. Returns the Box; BoxError naming
     ``where`` and what is allowed."""
-    from handprop_jax.errors import numbers
-
     box = numbers(value, where, BoxError, depth=1)
     if box.shape != (3,):
         raise BoxError(f"{where}: expected [cx, cy, side], got shape {box.shape}")
@@ -88,9 +89,7 @@ def read_boxes(path: str | Path, num_frames: int | None = None, size: tuple[int,
             array = np.load(path) if suffix == ".npy" else np.loadtxt(path, ndmin=2)
         except (ValueError, OSError) as e:
             raise BoxError(f"{path}: not a readable (T, 3) array ({e})") from e
-        from handprop_jax.errors import numbers
-
-        array = numbers(np.asarray(array), str(path), BoxError)
+            array = numbers(np.asarray(array), str(path), BoxError)
         if array.ndim != 2 or array.shape[1] != 3:
             raise BoxError(f"{path}: expected a (T, 3) array of cx, cy, side, got shape {array.shape}")
         if num_frames is not None and len(array) != num_frames:
@@ -191,9 +190,6 @@ def label_joints(mano, gamma) -> np.ndarray:
     """(L, 21, 3) camera-frame joints (metres) of labels γ (L, ...) with MANO ``mano`` (one jitted
     call, shared by the builder and the tool so that both get the same numbers)."""
     import jax.numpy as jnp
-
-    from handprop_jax.gamma import Gamma
-    from handprop_jax.hand import hand_in_camera_jit
 
     g = Gamma.of(gamma).numpy()
     if len(g.root) == 0:

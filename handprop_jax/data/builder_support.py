@@ -22,6 +22,9 @@ from etils import epath
 from PIL import Image
 
 from handprop_jax.data.crop import crop_frame
+from handprop_jax.data.features import encode_png
+from handprop_jax.errors import UserError
+from handprop_jax.data.features import frame_features
 
 
 class BadInput(Exception):
@@ -165,7 +168,7 @@ def checked_in_front(points: np.ndarray, key: str, path, where: str = "") -> np.
     return points
 
 
-class EmptySplitError(ValueError):
+class EmptySplitError(UserError, ValueError):
     """A build that would write a split without any example; the message names the split and the
     filter (or the skip reasons) that emptied it, and how to relax it."""
 
@@ -178,8 +181,6 @@ def make_example(image: np.ndarray, K: np.ndarray, root: np.ndarray, pose: np.nd
 
     Raises ``BadInput("hand outside the image", image_path)``.
     """
-    from handprop_jax.data.features import encode_png
-
     try:
         crop, K_crop, joints2d = crop_frame(image, K, joints3d, size, scale=scale,
                                             min_visible=min_visible)
@@ -277,8 +278,6 @@ class OptionsBuilderMixin:
         return epath.Path(inspect.getfile(cls))
 
     def _info(self):
-        from handprop_jax.data.features import frame_features
-
         return self.dataset_info_from_configs(
             features=frame_features(None),  # one config name for every crop size
             disable_shuffling=True,  # records stay grouped by video, in frame order

@@ -164,9 +164,9 @@ def _incomplete(data_dir: str | Path) -> set[Path]:
 
 def export(args: argparse.Namespace) -> int:
     """``handprop data export``: a built data set's videos in the hand_videos source format."""
+    from handprop_jax.data.export import export_videos
     from handprop_jax.data.sources import data_source
     from handprop_jax.errors import UserError, writable_dir
-    from handprop_jax.propagation.inputs import export_videos
 
     args.mano_model = None
     config, _ = resolve(args)

@@ -28,6 +28,11 @@ import numpy as np
 
 from handprop_jax.config import Config, DataConfig
 from handprop_jax.data.pipeline import MotionBank
+from handprop_jax.data import synthetic
+from handprop_jax.data.sources import data_source, open_split
+from handprop_jax.data.sparse import neighbours
+from handprop_jax.gamma import Gamma, blend
+from handprop_jax.hand import default_mano, hand_in_camera_jit
 
 SOURCES = ("unpaired", "labels")
 
@@ -35,8 +40,6 @@ SOURCES = ("unpaired", "labels")
 def unpaired_synthetic(data_config: DataConfig, videos: int, seed_offset: int) -> MotionBank:
     """(a): motions of ``videos`` synthetic train-split videos of the generator seeded with
     ``data.synth_seed + seed_offset`` (same frames per video and crop size as the data set)."""
-    from handprop_jax.data import synthetic
-
     if data_config.name != "synthetic_hand_video":
         raise ValueError(f"unpaired synthetic motion needs the synthetic data set, not {data_config.name!r}: "
                          "on real data use the 'labels only' variant (adversarial_motion_labels) or "
@@ -54,11 +57,6 @@ def interpolated_labels(config: Config, split: str = "train") -> MotionBank:
     frames (nearest left and right, ``gamma.blend``); K of every frame as stored. Only the labelled
     frames' labels are read."""
     import tensorflow_datasets as tfds
-
-    from handprop_jax.data.sources import data_source, open_split
-    from handprop_jax.data.sparse import neighbours
-    from handprop_jax.gamma import Gamma, blend
-    from handprop_jax.hand import default_mano, hand_in_camera_jit
 
     sp = open_split(config.data, split)
     source = data_source(config.data, split, decoders={"image": tfds.decode.SkipDecoding()})

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from handprop_jax.data.sources import open_split
 from handprop_jax.gamma import Gamma, concatenate
 
 
@@ -16,8 +17,6 @@ def iter_videos(config, split: str) -> Iterator[dict[str, np.ndarray]]:
     betas (T,10), joints3d (T,21,3), joints2d (T,21,2), video_id (T,), frame_index (T,) = 0..T-1,
     frame_time (T,) the source frame numbers (``handprop_jax.data.sparse``: K, N(u) and gaps use them),
     has_label (T,) bool (frames without a label have NaN labels)}."""
-    from handprop_jax.data.sources import open_split
-
     sp = open_split(config.data, split)
     for v in range(sp.table.num_videos):
         yield sp.video(v, with_labels=True)
@@ -26,16 +25,12 @@ def iter_videos(config, split: str) -> Iterator[dict[str, np.ndarray]]:
 def count_unlabelled(config, split: str) -> int:
     """Number of frames of ``split`` the evaluation scores (every unlabelled frame; with partial labels
     the held-back ones), from the pipeline's cached video table."""
-    from handprop_jax.data.sources import open_split
-
     return int(open_split(config.data, split).evaluated.sum())
 
 
 def labelled_gammas(config, split: str = "train", chunk: int = 256) -> Gamma:
     """γ* (L, ...) of the labelled frames of ``split`` (every K-th frame of each video, first and
     last included)."""
-    from handprop_jax.data.sources import open_split
-
     sp = open_split(config.data, split)
     pos = sp.labelled_positions
     if len(pos) == 0:

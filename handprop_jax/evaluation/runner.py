@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from handprop_jax import metrics
+from handprop_jax.batching import batched, rows
 from handprop_jax.data.sparse import neighbours
 from handprop_jax.evaluation.rows import (
     ALIGN,
@@ -46,8 +47,9 @@ from handprop_jax.evaluation.rows import (
     Row,
 )
 from handprop_jax.gamma import Gamma, broadcast
+from handprop_jax.hand import hand_mesh
 from handprop_jax.model.api import BoundModel
-from handprop_jax.propagation.core import Propagator, batched, hand_mesh, propagate_video, rows
+from handprop_jax.propagation.core import Propagator, propagate_video
 
 __all__ = ["ALIGN", "BASELINE", "BOTH_SIDES", "COPY", "MEAN_POSE", "MODEL_ROWS", "PROPAGATION", "evaluate",
            "evaluate_video", "mean_gamma", "video_predictions"]
@@ -260,7 +262,7 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
     from handprop_jax.evaluation import gap as gap_lib
     from handprop_jax.evaluation import table as table_lib
     from handprop_jax.hand import default_mano
-    from handprop_jax.propagation.core import bound_from_run
+    from handprop_jax.training.checkpoint import bound_from_run
 
     workdir = Path(workdir)
     if config is None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import flax.struct
 import jax
@@ -44,7 +44,7 @@ from handprop_jax.config import Config
 from handprop_jax.gamma import Gamma, concatenate
 from handprop_jax.hand import default_mano, hand_in_camera
 from handprop_jax.model import handprop as hp
-from handprop_jax.model import pretrained
+from handprop_jax.model import pretrained, temporal
 
 
 class Features(NamedTuple):
@@ -109,8 +109,8 @@ class HandPropModel:
         """π^r, π^θ (Eq. 1) → γ^reg: root recovered with K (B, 3, 3) for crops of ``image_size``
         pixels (default ``data.image_size``), PCA pose mapped to the full 48-d pose with hands_mean."""
         m, d = self.config.model, self.config.data
-        raw_root, raw_pose = self.module.apply({"params": params}, features.z_r, features.z_theta,
-                                               method=hp.HandProp.regress)
+        raw_root, raw_pose = cast(tuple[jax.Array, jax.Array], self.module.apply(
+            {"params": params}, features.z_r, features.z_theta, method=hp.HandProp.regress))
         return hp.regress_gamma(self.mano, raw_root, raw_pose, K,
                                 d.image_size if image_size is None else image_size,
                                 d.z_off if m.root_z_off is None else m.root_z_off, m.ncomps,
@@ -146,8 +146,6 @@ class HandPropModel:
         """The jitted inference callables of ``variables`` (BatchNorm in inference mode); the variables
         and the MANO arrays are arguments of the compiled functions, not constants folded into them.
         ``batch_size`` (default ``eval.batch_size``) is the fixed batch callers pad to."""
-        from handprop_jax.model import temporal
-
         model, variables = jax.device_put((self, variables))  # once, not at every call
         return BoundModel(
             features=functools.partial(_features, model, variables),

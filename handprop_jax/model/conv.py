@@ -33,6 +33,8 @@ the strings ``"SAME"`` / ``"VALID"`` (resolved with XLA's rules).
 from __future__ import annotations
 
 import functools
+import operator
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -138,11 +140,8 @@ def conv_taps(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -
     """Sum over kernel taps of (tap view @ kernel[i, j]); kh*kw matmuls with K = Cin."""
     kh, kw, cin, cout = kernel.shape
     views, ho, wo = tap_views(x, (kh, kw), strides, pads)
-    y = None
-    for t, v in enumerate(views):
-        term = v.reshape(-1, cin) @ kernel[t // kw, t % kw]
-        y = term if y is None else y + term
-    return y.reshape(x.shape[0], ho, wo, cout)
+    terms = (v.reshape(-1, cin) @ kernel[t // kw, t % kw] for t, v in enumerate(views))
+    return functools.reduce(operator.add, terms).reshape(x.shape[0], ho, wo, cout)  # ((t0 + t1) + t2)...
 
 
 def conv_s2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
@@ -225,13 +224,14 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | tuple[int, int] = 1,
     if x.shape[-1] != kernel.shape[2]:
         raise ValueError(f"conv2d: x has {x.shape[-1]} channels but kernel {kernel.shape} expects "
                          f"{kernel.shape[2]}")
-    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
-    pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
-    out_hw = output_hw(x.shape[1:3], kernel.shape[:2], strides, pads)
-    impl = resolve_impl(impl, None, kernel.shape[:2], strides, out_hw)
+    sh, sw = (strides, strides) if isinstance(strides, int) else strides
+    hw, kernel_hw = (x.shape[1], x.shape[2]), (kernel.shape[0], kernel.shape[1])
+    pads = explicit_padding(padding, hw, kernel_hw, (sh, sw))
+    out_hw = output_hw(hw, kernel_hw, (sh, sw), pads)
+    impl = resolve_impl(impl, None, kernel_hw, (sh, sw), out_hw)
     if impl == "hybrid":
-        plan = cpu_plan(kernel.shape[:2], strides, out_hw, x.shape[-1])
-        return conv_hybrid(x, kernel, strides, pads, plan)
-    if impl == "bf16_cols":
-        return conv_bf16_cols(x, kernel, strides, pads).astype(jnp.result_type(x, kernel))
-    return _IMPL_FNS[impl](x, kernel, strides, pads)
+        plan = cpu_plan(kernel_hw, (sh, sw), out_hw, x.shape[-1])
+        return conv_hybrid(x, kernel, (sh, sw), pads, plan)
+    if impl == "bf16_cols":  # (a custom_vjp function: its return type is lost to the checker)
+        return cast(jax.Array, conv_bf16_cols(x, kernel, (sh, sw), pads)).astype(jnp.result_type(x, kernel))
+    return _IMPL_FNS[impl](x, kernel, (sh, sw), pads)

@@ -147,6 +147,7 @@ def _bwd(strides, pads, residuals, dy):
     stride1_large = tuple(strides) == (1, 1) and not small
     dy16 = None if stride1_large else to_bf16(dy)  # (M, Cout): small maps' dW and col2im's dx
     if small:
+        assert dy16 is not None
         dw = _matmul(im2col_bf16(x, (kh, kw), strides, pads, transposed=True), dy16)
     else:
         # The barrier keeps XLA from folding the transpose into the dot (a bf16 dot with a
@@ -158,6 +159,7 @@ def _bwd(strides, pads, residuals, dy):
         full = ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
         dx = _matmul(im2col_bf16(dy, (kh, kw), (1, 1), full), kernel_bf16(kernel, 1)).reshape(x.shape)
     else:
+        assert dy16 is not None
         dx = col2im_f32(_matmul_nt(dy16, w0), x.shape, (kh, kw), strides, pads)
     return dx.astype(x.dtype), dw.astype(kernel.dtype)
 

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from handprop_jax.errors import UserError
+from handprop_jax.model.torchvision_import import load_torchvision_resnet18
 
 #: model fields (and data.image_size) that a predictor .npz must share with the run that loads it
 MATCHING_FIELDS = ("encoder_width", "feature_dim", "z_r_stage", "ncomps", "global_rotation", "root_z_off",
@@ -149,6 +150,4 @@ def initialise(variables: Mapping[str, Any], config) -> dict:
     path = resolve(name)
     if path.suffix == ".npz":
         return load_predictor(path, variables, config)
-    from handprop_jax.model.torchvision_import import load_torchvision_resnet18
-
     return dict(load_torchvision_resnet18(path, variables, scope="encoder"))

@@ -164,7 +164,7 @@ def read_pth(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"torchvision checkpoint {path} does not exist")
     try:
-        import torch
+        import torch  # pyright: ignore[reportMissingImports]  (optional: only to read .pth files)
     except ImportError:
         torch = None
     if torch is not None:

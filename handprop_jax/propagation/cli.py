@@ -103,8 +103,9 @@ import numpy as np
 
 from handprop_jax import config as config_lib
 from handprop_jax.data.boxes import CROP_SCALE
+from handprop_jax.hand import hand_mesh
 from handprop_jax.model.api import BoundModel
-from handprop_jax.propagation.core import Propagator, bound_from_run, hand_mesh, propagate_video
+from handprop_jax.propagation.core import Propagator, propagate_video
 from handprop_jax.propagation.inputs import (
     PropagationInputError,
     check_intrinsics,
@@ -116,6 +117,7 @@ from handprop_jax.propagation.inputs import (
     load_labels,
     parse_intrinsics,
 )
+from handprop_jax.training.checkpoint import bound_from_run
 
 HELP = "propagate sparse labels to every frame of a video"
 CLI_METHODS = ("photometric", "interpolate", "crop", "copy", "paper")

@@ -17,10 +17,11 @@ label moves to u is the :class:`Propagator`'s method:
 - ``photometric`` (the default): the crop-aware result refined against the labelled frames' images by
   analysis-by-synthesis (:mod:`.refine`); needs no trained network.
 
-- :func:`propagate_video` ``(propagator, images, K, labelled, labels, both_sides) -> VideoPropagation``;
-- :func:`batched` ``(fn, *args, batch_size)``: apply a jitted function in fixed-size batches;
-- :func:`hand_mesh` ``(mano, gamma) -> (verts (T, 778, 3), joints (T, 21, 3))``;
-- :func:`bound_from_run` ``(workdir, phase) -> (config, BoundModel)``: a trained run's model.
+- :func:`propagate_video` ``(propagator, images, K, labelled, labels, both_sides) -> VideoPropagation``.
+
+Batching (``batched``, ``rows``) is :mod:`handprop_jax.batching`, the hand mesh of annotations
+``hand_mesh`` is :mod:`handprop_jax.hand`, a trained run's model ``bound_from_run`` is
+:mod:`handprop_jax.training.checkpoint`.
 """
 
 from __future__ import annotations
@@ -28,44 +29,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from handprop_jax.batching import batched, rows
 from handprop_jax.config import PropagationConfig
 from handprop_jax.data.sparse import neighbours
 from handprop_jax.gamma import Gamma, blend
+from handprop_jax.hand import default_mano, hand_mesh
 from handprop_jax.model.api import BoundModel, Features, Frame
+from handprop_jax.propagation.refine import refine_batch
 from handprop_jax.propagation.transfer import transfer
+from handprop_jax.render import splat_window
 
 blend_jit = jax.jit(blend)
-
-
-def batched(fn: Callable, *args: Any, batch_size: int) -> Any:
-    """``fn(*args)`` for pytrees of arrays with a common leading axis M, in batches of ``batch_size``.
-
-    The last batch is padded (by repeating its last row) to ``batch_size``, so a jitted ``fn`` compiles
-    once; the outputs (any pytree, e.g. a Gamma) come back as numpy arrays, concatenated and cut back
-    to M rows."""
-    leaves = jax.tree_util.tree_leaves(args)
-    m = leaves[0].shape[0] if leaves else 0
-    outs = []
-    for start in range(0, m, batch_size):
-        stop = min(start + batch_size, m)
-        idx = np.minimum(np.arange(start, start + batch_size), stop - 1)
-        res = fn(*rows(args, idx))
-        outs.append(jax.tree_util.tree_map(lambda y, n=stop - start: np.asarray(y)[:n], res))
-    if not outs:
-        raise ValueError("batched: nothing to process (0 rows)")
-    return jax.tree_util.tree_map(lambda *ys: np.concatenate(ys, 0), *outs)
-
-
-def rows(tree: Any, index: Any) -> Any:
-    """Rows ``index`` of every leaf of a pytree (numpy)."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x)[index], tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +105,6 @@ class Propagator:
                     mano: Any = None) -> Propagator:
         """The propagator of a run config (``propagation.method`` unless ``method`` is given); ``mano``
         defaults to the config's MANO model."""
-        from handprop_jax.hand import default_mano
-
         method = method or config.propagation.method
         if method == "photometric" and mano is None:
             mano = default_mano(config)
@@ -240,9 +218,6 @@ def _refine(p: Propagator, images: np.ndarray, K: np.ndarray, u: np.ndarray, pri
             row_of: np.ndarray, refs: np.ndarray, ref_weights: np.ndarray) -> Gamma:
     """The photometric refinement of the priors of frames u (M,) against the labelled frames ``refs``
     (M, R) with weights (M, R)."""
-    from handprop_jax.propagation.refine import refine_batch
-    from handprop_jax.render import splat_window
-
     if images is None:
         raise ValueError("the photometric propagation needs the video's images")
     images = np.asarray(images)
@@ -265,21 +240,3 @@ def _with_rows(gamma: Gamma, index: np.ndarray, values: Gamma) -> Gamma:
     for field, new in zip(out, values, strict=True):
         field[index] = np.asarray(new, np.float32)
     return out
-
-
-def hand_mesh(mano, gamma: Gamma, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (T, 778, 3) and joints (T, 21, 3), camera frame, metres, of annotations γ (T, ...)."""
-    from handprop_jax.hand import hand_in_camera_jit
-
-    return batched(lambda g: hand_in_camera_jit(mano, *g), Gamma.of(gamma).numpy(), batch_size=batch_size)
-
-
-def bound_from_run(workdir: str | Path, phase: str = "align", batch_size: int | None = None,
-                   which: str = "latest") -> tuple[Any, BoundModel]:
-    """The inference functions of a trained run's checkpoint ``phase`` (``stage1``, ``baseline``,
-    ``stage2`` or ``align``; ``which``: ``latest`` or ``best``). Returns (config, BoundModel)."""
-    from handprop_jax.model.api import HandPropModel
-    from handprop_jax.training.checkpoint import load_run
-
-    config, variables = load_run(workdir, phase, which)
-    return config, HandPropModel.create(config).bind(variables, batch_size)

@@ -8,7 +8,8 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from handprop_jax.propagation.core import batched
+from handprop_jax.batching import batched
+from handprop_jax.render import render_batch, splat_window
 
 
 def render_overlays(crops: np.ndarray, verts: np.ndarray, K: np.ndarray, faces, alpha: float = 0.6,
@@ -17,8 +18,6 @@ def render_overlays(crops: np.ndarray, verts: np.ndarray, K: np.ndarray, faces, 
 
     crops uint8 (T, S, S, 3), verts (T, 778, 3) metres, K (T, 3, 3) of the crops, color RGB in [0, 1]
     → uint8 (T, S, S, 3)."""
-    from handprop_jax.render import render_batch, splat_window
-
     T, S = crops.shape[0], crops.shape[1]
     color = np.broadcast_to(np.asarray(color, np.float32), verts.shape[1:])
     # the splat rasteriser when exact for every face, else (close-ups) the dense one

@@ -52,6 +52,7 @@ import optax
 
 from handprop_jax.camera import project
 from handprop_jax.config import Config
+from handprop_jax.data import motion, pipeline
 from handprop_jax.model import handprop as hp
 from handprop_jax.training import objectives
 from handprop_jax.training.phases import AUX_INPUT, Phase
@@ -203,8 +204,6 @@ def _batches(source: str):
     unlabelled clips, "motion": real motions of ``source``}; val = labelled val frames."""
 
     def batches(config: Config, split: str, shard_index: int, shard_count: int):
-        from handprop_jax.data import motion, pipeline
-
         if split != "train":
             return pipeline.val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
         a = config.adversarial

@@ -8,7 +8,8 @@ Each checkpoint holds two items:
 - ``meta``: JSON ``{phase, stage, step, total_steps, data_state, val_mpjpe_mm, config_name}``;
   ``data_state`` is the data iterator's state (``get_state()``, bytes stored as latin-1 text).
 
-:func:`load_run` reads a run back as (config, variables) for inference.
+:func:`load_run` reads a run back as (config, variables) for inference; :func:`bound_from_run` as
+(config, :class:`~handprop_jax.model.api.BoundModel`), the jitted inference functions.
 
 Preservation: the last ``keep`` checkpoints **and** the best one on validation (lowest
 ``val_mpjpe_mm``; checkpoints saved without a validation value never count as best). The final
@@ -35,7 +36,10 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from handprop_jax import config as config_lib
 from handprop_jax.errors import UserError
+from handprop_jax.model.api import BoundModel, HandPropModel
+from handprop_jax.training import registry
 
 VAL_KEY = "val_mpjpe_mm"
 #: the TrainState fields a checkpoint holds (``aux``: the phase's extra state, see ``Phase.init_aux``)
@@ -259,8 +263,6 @@ def _chosen_step(ckpt: PhaseCheckpoints, which: str) -> int | None:
 def run_config(workdir: str | Path) -> Any:
     """The Config of a run folder (its ``config.json``); RunNotFound naming the folder when there is
     none, ConfigError when it is not a valid config."""
-    from handprop_jax import config as config_lib
-
     cfg_path = Path(workdir) / "config.json"
     if not cfg_path.is_file():
         raise RunNotFound(f"{cfg_path} not found (is {workdir} a handprop run folder?)")
@@ -268,8 +270,6 @@ def run_config(workdir: str | Path) -> Any:
 
 
 def _open_run(workdir: str | Path, model: str, which: str) -> tuple[Any, PhaseCheckpoints]:
-    from handprop_jax.training import registry
-
     registry.get(model)  # ValueError naming the known phases
     if which not in ("latest", "best"):
         raise ValueError(f"load_run: which {which!r} must be 'latest' or 'best'")
@@ -339,3 +339,12 @@ def load_run(workdir: str | Path, model: str = "align", which: str = "latest") -
         print(f"warning: phase {model!r} of {workdir} is unfinished (step {latest} of {total}); "
               f"using its step-{step} checkpoint", file=sys.stderr, flush=True)
     return config, {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
+def bound_from_run(workdir: str | Path, phase: str = "align", batch_size: int | None = None,
+                   which: str = "latest") -> tuple[Any, BoundModel]:
+    """The inference functions of a trained run's checkpoint ``phase`` (``stage1``, ``baseline``,
+    ``stage2`` or ``align``; ``which``: ``latest`` or ``best``; :func:`load_run`). Returns
+    (config, BoundModel)."""
+    config, variables = load_run(workdir, phase, which)
+    return config, HandPropModel.create(config).bind(variables, batch_size)

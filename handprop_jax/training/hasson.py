@@ -56,9 +56,12 @@ import numpy as np
 
 from handprop_jax import losses
 from handprop_jax import photometric as P
+from handprop_jax.batching import numeric_batch
 from handprop_jax.config import Config
+from handprop_jax.data import pipeline
 from handprop_jax.gamma import Gamma, concatenate
 from handprop_jax.model import handprop as hp
+from handprop_jax.model.api import HandPropModel
 from handprop_jax.render import SPLAT_WINDOWS
 from handprop_jax.training import objectives
 from handprop_jax.training.phases import Phase
@@ -176,8 +179,6 @@ def aux_step(model, params, batch_stats, aux, batch, key):
 def batches(config: Config, split: str, shard_index: int, shard_count: int):
     """Train: ``{"labelled", "s", "u"}`` batches (:func:`handprop_jax.data.pipeline.labelled_and_pairs`);
     val: labelled val frames (the predictor's MPJPE, as the baseline's validation)."""
-    from handprop_jax.data import pipeline
-
     if split == "train":
         return pipeline.labelled_and_pairs(config, shard_index, shard_count)
     return pipeline.val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
@@ -190,8 +191,6 @@ def batches(config: Config, split: str, shard_index: int, shard_count: int):
 def _pair_losses_fn(config: Config):
     """jit: (variables, pair batch) → per-pair L_photo of u's ground truth, of the copied mesh (s's
     ground truth) and of the prediction on u, and the pixels each used (the config's model)."""
-    from handprop_jax.model.api import HandPropModel
-
     model = HandPropModel.create(config)
 
     def fn(variables, batch):
@@ -215,9 +214,6 @@ def pair_losses(config: Config, variables: dict, split: str = "val", max_pairs: 
     """Per-pair L_photo of (u, N(u)) over the unlabelled frames u of ``split`` (the evaluation's
     scenario-2 pairs, evenly spaced subset of ``max_pairs``; no augmentation; the config's model):
     {"gt", "copy", "pred", "<name>_pixels", "gap"} arrays (P,)."""
-    from handprop_jax.data import pipeline
-    from handprop_jax.training.steps import numeric_batch
-
     fn = _pair_losses_fn(config)
     parts: dict[str, list] = {}
     for batch in pipeline.eval_batches(config.data, split, 2, config.train.batch_size, max_items=max_pairs):

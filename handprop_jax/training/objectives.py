@@ -55,13 +55,15 @@ def prediction_loss(model: HandPropModel, g_reg_s: Gamma, j_reg_s: jnp.ndarray, 
     ncomps = model.config.model.ncomps
     no_rotation = jnp.concatenate([jnp.zeros_like(g_reg_s.pose[:, :3]), g_reg_s.pose[:, 3:]], -1)
     (j_local,) = model.joints(Gamma(jnp.zeros_like(g_reg_s.root), no_rotation, g_reg_s.betas))
-    coeffs = lambda pose: mano_jax.axis_angle_to_pca(model.mano, pose[:, 3:], ncomps=ncomps)
-    return losses.decoupled_pred_loss(
-        s["joints3d"], s["root"], mano_jax.rodrigues(s["pose"][:, :3]), g_reg_s.root,
-        mano_jax.rodrigues(g_reg_s.pose[:, :3]), j_local, coeffs(g_reg_s.pose), coeffs(s["pose"]),
-        g_reg_s.betas, s["betas"], g_reg_s.pose, model.mano.hands_mean, lambda_j=t.lambda_j,
-        lambda_articulation=t.lambda_articulation, lambda_rotation=t.lambda_rotation,
-        lambda_params=t.lambda_params, lambda_theta=t.lambda_theta, lambda_beta=t.lambda_beta)
+
+    def parts(g: Gamma, joints_local):
+        return losses.HandParts(g.root, mano_jax.rodrigues(g.pose[:, :3]), joints_local,
+                                mano_jax.axis_angle_to_pca(model.mano, g.pose[:, 3:], ncomps=ncomps), g.betas)
+
+    weights = {f"lambda_{k}": getattr(t, f"lambda_{k}")
+               for k in ("j", "articulation", "rotation", "params", "theta", "beta")}
+    return losses.decoupled_pred_loss(parts(g_reg_s, j_local), parts(Gamma.of(s), None), s["joints3d"],
+                                      g_reg_s.pose, model.mano.hands_mean, weights)
 
 
 def alignment_terms(model: HandPropModel, params: dict, frame_s: Frame, frame_u: Frame, g_reg_u: Gamma,

@@ -26,10 +26,16 @@ import grain.python as grain
 import jax.numpy as jnp
 import numpy as np
 
+from handprop_jax import config as config_lib
+from handprop_jax.camera import project
 from handprop_jax.config import Config
+from handprop_jax.data import pipeline
 from handprop_jax.data.features import LABEL_KEYS
 from handprop_jax.data.sources import Split, open_split
+from handprop_jax.gamma import Gamma
+from handprop_jax.hand import default_mano
 from handprop_jax.model import handprop as hp
+from handprop_jax.propagation.core import Propagator, hand_mesh, propagate_video
 from handprop_jax.training import objectives
 from handprop_jax.training.phases import Phase
 
@@ -37,8 +43,6 @@ from handprop_jax.training.phases import Phase
 def cache_path(config: Config, split: str = "train") -> Path:
     """Where the pseudo-labels of ``split`` are cached: a name that changes with the data set, the
     label stride, the MANO model and every propagation setting."""
-    from handprop_jax import config as config_lib
-
     d = config_lib.to_dict(config)
     key = json.dumps({"data": {k: v for k, v in d["data"].items() if k not in ("num_workers", "data_dir")},
                       "propagation": d["propagation"], "mano": d["model"]["mano_model"], "split": split},
@@ -59,11 +63,6 @@ def pseudo_labels(config: Config, split: str = "train", progress: bool = True,
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
     from tqdm import tqdm
-
-    from handprop_jax.camera import project
-    from handprop_jax.gamma import Gamma
-    from handprop_jax.hand import default_mano
-    from handprop_jax.propagation.core import Propagator, hand_mesh, propagate_video
 
     sp = split_data or open_split(config.data, split)
     table = sp.table
@@ -135,8 +134,6 @@ class PseudoExample(grain.RandomMapTransform):
 
 
 def batches(config: Config, split: str, shard_index: int, shard_count: int):
-    from handprop_jax.data import pipeline
-
     if split != "train":
         return pipeline.val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
     sp = open_split(config.data, "train")

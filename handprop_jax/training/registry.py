@@ -24,17 +24,17 @@ temporal_  3      stage1      predictor + temporal input           temporal_cons
 =========  =====  ==========  ===================================  ====================================
 
 Which phases a run trains is ``train.phases`` (default: all of them, in this order). A phase module
-(e.g. a comparison method) adds itself here with one entry in :data:`_MODULES`.
+(e.g. a comparison method) adds itself here with one import and one entry in :data:`_MODULES`.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 
 from handprop_jax.config import Config
+from handprop_jax.data import pipeline
 from handprop_jax.model import handprop as hp
-from handprop_jax.training import objectives
+from handprop_jax.training import adversarial_motion, hasson, objectives, pseudo, temporal_consistency
 from handprop_jax.training.phases import Phase
 
 
@@ -42,8 +42,6 @@ def _pipeline_batches(stage: int, val_stage: int | None):
     """Batches of :mod:`handprop_jax.data.pipeline` for a paper stage (train) and validation."""
 
     def batches(config: Config, split: str, shard_index: int, shard_count: int):
-        from handprop_jax.data import pipeline
-
         if split == "train":
             return pipeline.train_iterator(config, stage, shard_index=shard_index, shard_count=shard_count)
         if val_stage is None:
@@ -69,19 +67,18 @@ def _core() -> tuple[Phase, ...]:
 
 
 #: Modules that define more phases: each has a module-level ``PHASE`` (a Phase) or ``PHASES`` (a
-#: tuple of them, e.g. one method with two variants), added in this order.
-#: They may use the propagation and evaluation layers (loaded by name, so the layering stays acyclic).
-_MODULES: tuple[str, ...] = ("handprop_jax.training.pseudo", "handprop_jax.training.hasson",
-                             "handprop_jax.training.adversarial_motion",  # Spurr et al.: (a), (b)
-                             "handprop_jax.training.temporal_consistency")  # Chen et al. (TASSN)
+#: tuple of them, e.g. one method with two variants), added in this order. They may use the
+#: propagation layer (below training; docs/design.md, "Layers"), never the training loop or steps.
+_MODULES = (pseudo, hasson,
+            adversarial_motion,  # Spurr et al.: (a), (b)
+            temporal_consistency)  # Chen et al. (TASSN)
 
 
 @functools.cache
 def phases() -> dict[str, Phase]:
     """{name: Phase} of every known phase, in training order."""
     out = {p.name: p for p in _core()}
-    for name in _MODULES:
-        module = importlib.import_module(name)
+    for module in _MODULES:
         for phase in getattr(module, "PHASES", None) or (module.PHASE,):
             out[phase.name] = phase
     return out

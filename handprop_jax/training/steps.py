@@ -51,11 +51,14 @@ import numpy as np
 import optax
 
 import mano_jax
+from handprop_jax import metrics as metrics_lib
+from handprop_jax.batching import numeric_batch
 from handprop_jax.config import Config
+from handprop_jax.data.augment import augment
 from handprop_jax.gamma import Gamma
 from handprop_jax.model import handprop as hp
 from handprop_jax.model.api import HandPropModel
-from handprop_jax.training import registry
+from handprop_jax.training import parallel, registry
 from handprop_jax.training.objectives import pair_predictions
 from handprop_jax.training.phases import AUX_INPUT
 
@@ -118,23 +121,11 @@ def phase_key(config: Config, phase: str) -> jax.Array:
 # ----------------------------------------------------------------------------- the step
 
 
-def numeric_batch(batch: dict) -> dict:
-    """Keep the array entries a step uses (drops text such as video_name)."""
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, dict):
-            out[k] = numeric_batch(v)
-        elif hasattr(v, "dtype") and getattr(v.dtype, "kind", "O") in "biuf":
-            out[k] = v
-    return out
-
-
 def augment_fn(config: Config, padding_masks: bool = False) -> Callable[[dict, jax.Array], dict]:
     """The batch augmentation applied inside the step (identity when ``data.augment`` is False; frames
     then have no padding, and no ``inside`` mask)."""
     if not config.data.augment:
         return lambda batch, key: batch
-    from handprop_jax.data.augment import augment
 
     return lambda batch, key: augment(batch, key, config.data, padding_masks=padding_masks)
 
@@ -192,8 +183,6 @@ def jit_train_step(train_step, mesh=None, donate: bool = True):
 
     With ``donate`` the input state's buffers are reused for the output state (do not use the
     input state after the call)."""
-    from handprop_jax.training import parallel
-
     kwargs = {"donate_argnums": (0,)} if donate else {}
     if mesh is None:
         return jax.jit(train_step, **kwargs)
@@ -239,15 +228,13 @@ def validation_metrics(outputs: list[dict]) -> dict[str, float]:
     """The validation metrics of :func:`make_eval_fn`'s outputs (host arrays of several batches):
     ``val_mpjpe_mm``, ``val_mpjpe_t_mm`` (root joint aligned), ``val_mpjpe_p_mm`` (Procrustes aligned)
     and ``val_rotation_deg`` (median global-rotation error); {} when no row is valid."""
-    from handprop_jax import metrics
-
     cat = {k: np.concatenate([np.asarray(o[k]) for o in outputs]) for k in outputs[0]} if outputs else {}
     if not outputs or not cat["mask"].any():
         return {}
     keep = cat["mask"].astype(bool)
     pred, gt = cat["pred"][keep], cat["gt"][keep]
-    mm = lambda p: float(1000.0 * metrics.point_error(p, gt).mean())
-    return {"val_mpjpe_mm": mm(pred), "val_mpjpe_t_mm": mm(metrics.align_root(pred, gt)),
-            "val_mpjpe_p_mm": mm(metrics.align_procrustes(pred, gt)),
+    mm = lambda p: float(1000.0 * metrics_lib.point_error(p, gt).mean())
+    return {"val_mpjpe_mm": mm(pred), "val_mpjpe_t_mm": mm(metrics_lib.align_root(pred, gt)),
+            "val_mpjpe_p_mm": mm(metrics_lib.align_procrustes(pred, gt)),
             "val_rotation_deg": float(np.median(cat["rotation_deg"][keep]))}
 

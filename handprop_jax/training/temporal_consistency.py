@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from handprop_jax.config import Config
+from handprop_jax.data import pipeline
 from handprop_jax.model import handprop as hp
 from handprop_jax.model import temporal
 from handprop_jax.training import objectives
@@ -129,8 +130,6 @@ def loss(model, params, batch_stats, aux, batch):
 def _batches(config: Config, split: str, shard_index: int, shard_count: int):
     """train: {"frames": the stage-1 labelled batch (the baseline's stream), "clips": clips of n
     frames with the labels of their labelled frames only}; val: labelled val frames."""
-    from handprop_jax.data import pipeline
-
     if split != "train":
         return pipeline.val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
     t = config.temporal
