@@ -144,3 +144,15 @@ def watch_interrupts():
         finally:
             signal.signal(signal.SIGINT, previous)
     return watch()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user counts as alive); the
+    owner checks of the run lock and of propagate's interrupted swaps."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -23,6 +23,8 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from handprop_jax.errors import process_alive
+
 PARTIAL = ".handprop-partial-"
 BACKUP = ".handprop-backup-"
 MARKER = ".complete"
@@ -44,15 +46,7 @@ def _pid(folder: Path) -> int | None:
 
 
 def _alive(pid: int | None) -> bool:
-    if pid is None or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid is not None and pid != os.getpid() and process_alive(pid)
 
 
 def _remove(path: Path) -> None:

@@ -18,23 +18,13 @@ import socket
 import sys
 from pathlib import Path
 
-from handprop_jax.errors import UserError
+from handprop_jax.errors import UserError, process_alive
 
 LOCK_NAME = ".lock"
 
 
 class WorkdirInUse(UserError):
     """Another live process trains in this run folder."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _holder(text: str) -> tuple[int | None, str, str]:
@@ -63,7 +53,7 @@ class WorkdirLock:
                 os.close(fd)
                 raise
             pid, host, command = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
-            if pid is not None and pid != os.getpid() and host == socket.gethostname() and _alive(pid):
+            if pid is not None and pid != os.getpid() and host == socket.gethostname() and process_alive(pid):
                 os.close(fd)
                 raise WorkdirInUse(self._message(pid, host, command)) from None
         os.ftruncate(fd, 0)
