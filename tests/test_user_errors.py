@@ -82,6 +82,17 @@ def test_data_build_hand_videos_refuses_before_writing(tmp_path, capsys):
     assert _snapshot(tmp_path) == before + [("videos/clip", -1)]
 
 
+def test_train_without_data_refuses_before_writing(tmp_path, capsys):
+    """No data set built: ``train`` says which and how to build it, and writes nothing (no run folder,
+    lock, config.json or checkpoints)."""
+    before = _snapshot(tmp_path)
+    data = tmp_path / "nodata"
+    assert main(["train", "--config", "tiny", "--workdir", str(tmp_path / "run"), "--no-progress",
+                 "--set", f"data.data_dir={data}"]) == 2
+    assert f"is not prepared in '{data}'" in _one_line(capsys, "train")
+    assert _snapshot(tmp_path) == before
+
+
 def test_data_build_on_a_full_disk_is_one_line_and_cleans_up(tmp_path, capsys, monkeypatch):
     from handprop_datasets.synthetic_hand_video import synthetic_hand_video_dataset_builder as synth
 

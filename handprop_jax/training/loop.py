@@ -42,6 +42,7 @@ import numpy as np
 
 from handprop_jax import config as config_lib
 from handprop_jax.config import Config
+from handprop_jax.data.sources import data_source
 from handprop_jax.errors import InterruptedRun, UserError, disk_full, writable_dir
 from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import checkpoint as ckpt_lib
@@ -91,6 +92,16 @@ def resolve_phases(stages: Iterable[str | int] | None, config: Config | None = N
 def default_sources(config: Config, phase: str, split: str, shard_index: int, shard_count: int):
     """The phase's own batches (``Phase.batches``: process-local share of the global batch)."""
     return registry.get(phase).batches(config, split, shard_index, shard_count)
+
+
+def _check_data(config: Config) -> None:
+    """The default sources' data set exists and matches the config (FileNotFoundError / ValueError
+    naming it and the command that builds it)."""
+    data_source(config.data, "train")
+
+
+# ``train`` asks a source factory that has a ``check(config)`` to check its data before it writes
+default_sources.check = _check_data
 
 
 def _check_config(workdir: Path, config: Config) -> None:
@@ -415,6 +426,9 @@ def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | Non
     parallel.maybe_initialize_distributed(config.train)
     workdir = Path(workdir)
     writable_dir(workdir, "--workdir")
+    sources = default_sources if sources is None else sources
+    if hasattr(sources, "check"):  # before anything is written (no lock, no config.json)
+        sources.check(config)
     lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
     if lock is not None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -422,7 +436,6 @@ def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | Non
     try:
         _check_config(workdir, config)
         mesh = parallel.make_mesh()
-        sources = default_sources if sources is None else sources
         out = {}
         for phase in resolve_phases(stages, config):
             cut = interrupt_at[1] if interrupt_at is not None and interrupt_at[0] == phase else None
