@@ -75,9 +75,12 @@ def _content(out: Path) -> dict[str, str]:
 
 
 def _child(out: Path, kill_at: int, sig: str, old_overlays: bool, new_overlays: bool):
+    # the child gets the default SIGINT disposition: a test run started in the background (nohup, &)
+    # has SIGINT ignored, which the child would inherit (and propagate then rightly leaves it ignored)
     return subprocess.run([sys.executable, "-c", CHILD, str(out), str(kill_at), sig,
                            "1" if new_overlays else "0", ",".join(OUTPUTS)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.mark.parametrize("old_overlays, new_overlays", [(True, True), (True, False), (False, True)])

@@ -134,6 +134,10 @@ def test_ctrl_c_swallowed_by_a_callback_still_stops_propagate(tmp_path, capsys, 
     leave the earlier results as they were."""
     from handprop_jax.propagation import cli as pcli
 
+    # Python's own SIGINT handler for this test: a test run started in the background (nohup, &) has
+    # SIGINT ignored, and propagate rightly leaves an ignored SIGINT ignored
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.default_int_handler)
+
     frames = tmp_path / "frames"
     frames.mkdir()
     rng = np.random.default_rng(0)
