@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 
@@ -22,16 +23,21 @@ class InterruptedRun(KeyboardInterrupt):
     at step N of phase stage1; re-run the same command to resume")."""
 
 
-def disk_full(error: BaseException) -> OSError | None:
+def disk_full(error: BaseException | None) -> OSError | None:
     """The ``OSError`` with errno ENOSPC/EDQUOT in ``error``'s cause/context chain, else None (orbax and
-    tensorstore wrap the original error)."""
+    tensorstore wrap the original error: their message becomes an ENOSPC ``OSError`` naming the file
+    their message names last, e.g. ``[Errno 28] No space left on device: '.../ocdbt.process_0/d/...'``)."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return error
-        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
-            return error if isinstance(error, OSError) else OSError(errno.ENOSPC, str(error))
+        for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded")):
+            if text in str(error):
+                if isinstance(error, OSError):
+                    return error
+                files = re.findall(r'"(/[^"]+)"', str(error).split(text)[0])
+                return OSError(code, text, files[-1]) if files else OSError(code, str(error))
         error = error.__cause__ or error.__context__
     return None
 
