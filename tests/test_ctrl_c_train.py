@@ -11,7 +11,8 @@ SIGINT that arrives during a compilation, and ``handprop train`` raises it at th
 The child runs the real CLI with JAX's compiler entry wrapped to append a line to a file each time
 a compilation starts (so that the SIGINT lands inside a compilation on purpose, not by luck) and
 each time one is cut short by an exception (the abort at exit is a race; the cut is certain).
-Cost: four processes that start JAX and compile (about 3-4 min on a busy 2-core machine; marked slow).
+Cost: six processes that start JAX and compile: 7.7 min on a busy 2-core machine, 19 min with other
+tests beside it (marked slow); the compiler-entry check is instant.
 """
 
 import os

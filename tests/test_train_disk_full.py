@@ -6,7 +6,8 @@ write, "Event loop is closed"), and the line does not claim the failed checkpoin
 No real full disk: every fragment write of orbax's background save fails as a full disk makes it
 fail, either as tensorstore words it (a ValueError "RESOURCE_EXHAUSTED: ... No space left on device",
 what a full tmpfs gave) or as an ``OSError(ENOSPC)``. In this process, on the in-memory frames and the
-small stand-in encoder of tests/test_training_loop.py.
+small stand-in encoder of tests/test_training_loop.py. Cost: 3.8 min for the two cases on a busy 2-core
+machine with other tests beside it (marked slow).
 """
 
 import errno
@@ -20,6 +21,7 @@ from test_training_loop import cli_fakes, data, tiny_encoder  # noqa: F401  (fix
 from handprop_jax.cli import main
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tensorstore", "oserror"])
 def test_full_disk_during_a_checkpoint_is_one_line(cli_fakes, tmp_path, capfd, caplog, monkeypatch,  # noqa: F811
                                                    kind):
