@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 
@@ -22,16 +23,21 @@ class InterruptedRun(KeyboardInterrupt):
     at step N of phase stage1; re-run the same command to resume")."""
 
 
-def disk_full(error: BaseException) -> OSError | None:
+def disk_full(error: BaseException | None) -> OSError | None:
     """The ``OSError`` with errno ENOSPC/EDQUOT in ``error``'s cause/context chain, else None (orbax and
-    tensorstore wrap the original error)."""
+    tensorstore wrap the original error: their message becomes an ENOSPC ``OSError`` naming the file
+    their message names last, e.g. ``[Errno 28] No space left on device: '.../ocdbt.process_0/d/...'``)."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return error
-        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
-            return error if isinstance(error, OSError) else OSError(errno.ENOSPC, str(error))
+        for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded")):
+            if text in str(error):
+                if isinstance(error, OSError):
+                    return error
+                files = re.findall(r'"(/[^"]+)"', str(error).split(text)[0])
+                return OSError(code, text, files[-1]) if files else OSError(code, str(error))
         error = error.__cause__ or error.__context__
     return None
 
@@ -85,13 +91,34 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+#: JAX's call of the XLA compiler (file suffix, function). jaxlib polls for Ctrl-C while XLA compiles
+#: and, when Python's handler raises, returns at once with the compilation still running in a detached
+#: C++ thread; the interpreter's exit then destroys what that thread uses and the process dies after
+#: its last line ("pure virtual method called", "terminate called", SIGABRT/SIGSEGV, issue 27 item 3).
+#: tests/test_ctrl_c_train.py checks that the function still exists under this name.
+XLA_COMPILE = ("jax/_src/compiler.py", "backend_compile_and_load")
+
+
+def compiling(frame) -> bool:
+    """Whether ``frame`` (the main thread's frame a signal handler receives) or a caller of it is JAX
+    running the XLA compiler (:data:`XLA_COMPILE`)."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == XLA_COMPILE[1] and code.co_filename.replace(os.sep, "/").endswith(XLA_COMPILE[0]):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class Interrupts:
     """Ctrl-C (SIGINT) that a callback cannot swallow: the handler counts every SIGINT before it raises
     ``KeyboardInterrupt`` as Python's own does, so when JAX's garbage-collection callback (or any
     ``__del__``) catches that exception ("Exception ignored in ..."), :meth:`check` still raises
     :class:`InterruptedRun` at the next safe point. Inside :meth:`deferred` a SIGINT is only counted
     (a step that must not be cut in two, e.g. the swap of results) and raised when the step is done.
-    Use :func:`watch_interrupts` to install it."""
+    While XLA compiles (:func:`compiling`) a SIGINT is only counted too: cutting the compilation short
+    leaves it running in a C++ thread that crashes the process at exit, so the Ctrl-C takes effect at
+    the first :meth:`check` after the compilation. Use :func:`watch_interrupts` to install it."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -99,7 +126,7 @@ class Interrupts:
 
     def handler(self, signum, frame) -> None:
         self.count += 1
-        if not self._defer:
+        if not self._defer and not compiling(frame):
             raise KeyboardInterrupt
 
     def check(self, message: str = "interrupted") -> None:

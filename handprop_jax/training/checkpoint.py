@@ -37,7 +37,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from handprop_jax import config as config_lib
-from handprop_jax.errors import UserError
+from handprop_jax.errors import UserError, disk_full
 from handprop_jax.model.api import BoundModel, HandPropModel
 from handprop_jax.training import registry
 
@@ -97,7 +97,10 @@ class PhaseCheckpoints:
         return list(self.manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict, val_mpjpe_mm: float | None = None) -> None:
-        """Save asynchronously (call :meth:`wait` before relying on it on disk)."""
+        """Save asynchronously (call :meth:`wait` before relying on it on disk). A write that fails
+        (e.g. a full disk) raises here at the next save or at :meth:`wait` / :meth:`close`; orbax's
+        own reports of it are kept quiet (:func:`_quiet_orbax_leftovers`)."""
+        _quiet_orbax_leftovers()
         meta = {**meta, VAL_KEY: val_mpjpe_mm}
         metrics = None if val_mpjpe_mm is None else {VAL_KEY: float(val_mpjpe_mm)}
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_as_dict(state)),
@@ -176,6 +179,13 @@ class PhaseCheckpoints:
                        else f"no earlier checkpoint: phase {self.phase!r} restarts from step 0"))
         return None, None, None
 
+    def saved_steps(self) -> list[int]:
+        """The steps whose checkpoint is complete on disk (a write under way or one that failed, still
+        in its ``<step>.orbax-checkpoint-tmp`` folder, is not one), in order."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir())
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
@@ -194,7 +204,7 @@ def _from_orbax(exc: BaseException | None) -> bool:
 
 
 class _DropOrbaxLeftovers(logging.Filter):
-    """asyncio's "Task/Future exception was never retrieved" for an abandoned orbax read."""
+    """asyncio's "Task/Future exception was never retrieved" for an abandoned orbax read or write."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else record.__dict__.get("exception")
@@ -204,15 +214,26 @@ class _DropOrbaxLeftovers(logging.Filter):
                                          and _from_orbax(ValueError(record.getMessage()))))
 
 
+class _DropDiskFullLog(logging.Filter):
+    """orbax's error log (absl, with a traceback) of a background write that failed on a full disk:
+    the save raises the same error again, which training reports in one line (``loop.DiskFull``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return disk_full(record.exc_info[1] if record.exc_info else None) is None
+
+
 _quiet_installed = False
 
 
 def _quiet_orbax_leftovers() -> None:
-    """When one array of a checkpoint cannot be read, orbax raises and abandons the other reads;
-    Python reports each abandoned coroutine, task or future as an "Exception ignored in ..." or
-    "... exception was never retrieved" traceback (dozens for one truncated file) whenever it is
-    collected, up to the end of the process. After the first failed restore those reports are dropped
-    (the DamagedCheckpoint names the failure); every other report goes through as usual."""
+    """When one array of a checkpoint cannot be read or written (a truncated file, a full disk), orbax
+    raises and abandons the other reads or writes; Python reports each abandoned coroutine, task or
+    future as an "Exception ignored in ..." or "... exception was never retrieved" traceback (dozens
+    for one file, up to "Event loop is closed") whenever it is collected, up to the end of the process,
+    and orbax logs a failed background write with its traceback. From the first failed restore, or the
+    first save, those reports of orbax's errors are dropped, and orbax's logs of a full disk (the
+    DamagedCheckpoint, or the error the save raises again, names the failure); every other report goes
+    through as usual."""
     global _quiet_installed
     if _quiet_installed:
         return
@@ -225,6 +246,7 @@ def _quiet_orbax_leftovers() -> None:
 
     sys.unraisablehook = quiet
     logging.getLogger("asyncio").addFilter(_DropOrbaxLeftovers())
+    logging.getLogger("absl").addFilter(_DropDiskFullLog())
 
 
 def _as_dict(state: Any) -> dict:

@@ -9,12 +9,17 @@ Examples:
 Re-running the same command resumes: finished phases are skipped and an interrupted phase
 continues from its latest checkpoint (workdir/checkpoints/<phase>). Logs go to stdout,
 workdir/logs/metrics.jsonl and workdir/logs/tb (TensorBoard).
+
+Ctrl-C stops the run with one line naming the step to resume from (exit code 130); one that arrives
+while XLA compiles takes effect when the compilation ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from handprop_jax.errors import Interrupts, watch_interrupts
 
 HELP = "train the three stages and the baseline control"
 
@@ -34,6 +39,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with watch_interrupts() as interrupts:
+        return _run(args, interrupts)
+
+
+def _checked(sources, interrupts: Interrupts):
+    """The source factory ``sources`` with a Ctrl-C check before each phase's sources and each batch:
+    a SIGINT that a JAX callback swallowed, or that arrived while XLA compiled (both only counted,
+    :class:`~handprop_jax.errors.Interrupts`), stops the phase there as a KeyboardInterrupt, which
+    ``loop.run_phase`` turns into the line naming the phase and step."""
+
+    def stop_if_interrupted() -> None:
+        if interrupts.count:
+            raise KeyboardInterrupt
+
+    class Checked:
+        def __init__(self, source):
+            self._source = source
+
+        def __next__(self):
+            stop_if_interrupted()
+            return next(self._source)
+
+        def __iter__(self):
+            for batch in self._source:
+                stop_if_interrupted()
+                yield batch
+
+        def __getattr__(self, name):  # get_state, set_state
+            return getattr(self._source, name)
+
+    def factory(config, phase, split, shard_index, shard_count):
+        stop_if_interrupted()
+        source = sources(config, phase, split, shard_index, shard_count)
+        return None if source is None else Checked(source)
+
+    if hasattr(sources, "check"):
+        factory.check = sources.check
+    return factory
+
+
+def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
     from handprop_jax import config as config_lib
     from handprop_jax.training import parallel
 
@@ -52,13 +98,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"handprop train: {e}", file=sys.stderr)
         return 2
     try:
-        summary = loop.train(config, args.workdir, phases, progress=not args.no_progress)
+        summary = loop.train(config, args.workdir, phases, progress=not args.no_progress,
+                             sources=_checked(loop.default_sources, interrupts))
     except loop.NonFiniteLossError as e:
         print(f"handprop train: {e}", file=sys.stderr)
         return 3
     except (ValueError, FileNotFoundError) as e:
         print(f"handprop train: {e}", file=sys.stderr)
         return 2
+    # a Ctrl-C counted during the last compilation (no batch came after it)
+    interrupts.check("interrupted as training finished; the run is complete")
     for phase, s in summary.items():
         if s.get("skipped"):
             print(f"{phase}: already finished (step {s['step']})")
