@@ -11,8 +11,9 @@ SIGINT that arrives during a compilation, and ``handprop train`` raises it at th
 The child runs the real CLI with JAX's compiler entry wrapped to append a line to a file each time
 a compilation starts (so that the SIGINT lands inside a compilation on purpose, not by luck) and
 each time one is cut short by an exception (the abort at exit is a race; the cut is certain).
-Cost: six processes that start JAX and compile: 7.7 min on a busy 2-core machine, 19 min with other
-tests beside it (marked slow); the compiler-entry check is instant.
+Cost: two processes that start JAX and compile per moment (the three moments took 7.7 min on a busy
+2-core machine; the suite runs the one that crashed before the fix; marked slow); the compiler-entry
+check is instant.
 """
 
 import os
@@ -104,7 +105,12 @@ def test_the_compiler_entry_the_handler_watches_exists():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", ["set up", "first compilation", "second compilation"])
+# The suite runs the moment that crashed before the fix (a compilation), to keep its time down; add
+# "set up" and "second compilation" for the other two (both passed when the test was written, f9cebea).
+MOMENTS = ["first compilation"]
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
 def test_ctrl_c_before_the_first_step_is_one_line_and_the_run_resumes(env, tmp_path, moment):  # noqa: F811
     workdir, marks = tmp_path / "run", tmp_path / "marks"
     proc = _train(env, workdir, marks)
