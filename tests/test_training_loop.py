@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 from tb_events import read_events
-from test_training_fakes import FakeSource, TinyEncoder, fake_sources, make_frames, tiny_config
+from test_training_fakes import FakeSource, TinyEncoder, fake_sources, interrupting, make_frames, tiny_config
 
 from handprop_jax import config as config_lib
 from handprop_jax.errors import UserError
@@ -89,8 +89,8 @@ def test_all_phases_run_and_are_checkpointed(full_run, data):
 def test_kill_and_resume_gives_the_uninterrupted_parameters(full_run, data, tmp_path, phase, at):
     config, frames, val = data
     with pytest.raises(KeyboardInterrupt):
-        loop.train(config, tmp_path, sources=fake_sources(frames, val), progress=False,
-                   interrupt_at=(phase, at))
+        loop.train(config, tmp_path, sources=interrupting(fake_sources(frames, val), phase, at),
+                   progress=False)
     loop.train(config, tmp_path, sources=fake_sources(frames, val), progress=False)
     for p in ("stage1", "align"):
         resumed, _ = _params(tmp_path, p)
@@ -165,8 +165,8 @@ def long_reference(data, tmp_path_factory):
     workdir, stopped = tmp_path_factory.mktemp("long"), tmp_path_factory.mktemp("stopped")
     loop.train(config, workdir, ["stage1"], sources=fake_sources(data[1], data[2]), progress=False)
     with pytest.raises(KeyboardInterrupt):
-        loop.train(config, stopped, ["stage1"], sources=fake_sources(data[1], data[2]), progress=False,
-                   interrupt_at=("stage1", 5))
+        loop.train(config, stopped, ["stage1"], progress=False,
+                   sources=interrupting(fake_sources(data[1], data[2]), "stage1", 5))
     return config, workdir, stopped
 
 
