@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from handprop_jax.data.crop import Box, crop_image
 from handprop_jax.errors import UserError, numbers
 from handprop_jax.gamma import FIELD_SHAPES, Gamma
 
@@ -119,10 +120,8 @@ def _iter_video(path: Path, names_only: bool):
             raise PropagationInputError(f"{path}: unreadable video ({e})") from e
 
 
-def centre_box(height: int, width: int):
+def centre_box(height: int, width: int) -> Box:
     """The largest centred square crop box of an image (``handprop_jax.data.crop.Box``)."""
-    from handprop_jax.data.crop import Box
-
     return Box(cx=(width - 1) / 2, cy=(height - 1) / 2, side=float(min(height, width)))
 
 
@@ -134,8 +133,6 @@ def load_frames(source: str | Path, image_size: int, box=None, boxes=None
 
     Returns (names (T,), crops uint8 (T, S, S, 3), (H, W) of the original frames, the Box used (the
     first frame's with ``boxes``))."""
-    from handprop_jax.data.crop import Box, crop_image
-
     names, crops, hw = [], [], None
     for name, frame in iter_frames(source):
         if hw is None:
