@@ -323,6 +323,7 @@ def tiny_encoder():
         yield
 
 
+@pytest.mark.slow  # trains stage 1 and the photometric phase twice (one killed and resumed)
 def test_phase_trains_the_predictor_logs_the_check_and_resumes(data_config, tiny_encoder, tmp_path):
     summary = loop.train(data_config, tmp_path / "full", progress=False)
     assert list(summary) == ["stage1", "photometric"]
