@@ -20,6 +20,7 @@ import importlib.util
 import json
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -282,8 +283,42 @@ def _describe(tp: Any, bound: str = "") -> str:
     return _NAMES.get(tp, (getattr(tp, "__name__", str(tp)),))[0] + bound
 
 
+def _to_bool(value: Any, text: str | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise TypeError
+
+
+def _to_int(value: Any, text: str | None) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError
+
+
+def _to_float(value: Any, text: str | None) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError
+
+
+def _to_str(value: Any, text: str | None) -> str:
+    if isinstance(value, str):
+        return value
+    if text is not None and value is not None:  # e.g. a numeric-looking name
+        return text
+    raise TypeError
+
+
+#: the scalar field types and their conversions: (value, raw text or None) → value, else TypeError
+_SCALARS: dict[Any, Callable[[Any, str | None], Any]] = {
+    bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+
+
 def _convert(tp: Any, value: Any, text: str | None) -> Any:
-    """``value`` as type ``tp`` (raw ``text`` for text fields), or raise TypeError."""
+    """``value`` as type ``tp`` (raw ``text`` for text fields), or raise TypeError: a union tries its
+    members in order, a tuple converts each item, a scalar goes through :data:`_SCALARS`."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -301,26 +336,8 @@ def _convert(tp: Any, value: Any, text: str | None) -> Any:
         if len(items) != len(value):
             raise TypeError
         return tuple(_convert(a, v, None) for a, v in zip(items, value, strict=True))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise TypeError
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise TypeError
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise TypeError
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if text is not None and value is not None:  # e.g. a numeric-looking name
-            return text
-        raise TypeError
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, text)
     raise TypeError
 
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     times["train"] = time.perf_counter() - t
 
     t = phase("evaluate: Table I")
-    from handprop_jax.evaluation import evaluate
+    from handprop_jax.evaluation.runner import evaluate
 
     rows = evaluate(workdir, config)
     times["evaluate"] = time.perf_counter() - t

@@ -51,6 +51,7 @@ def test_eval_items_follow_table_one(data):
     np.testing.assert_allclose(it.weight[:7], [0.25, 0.5, 0.75, 0.25, 0.5, 0.75, 0.5])
 
 
+@pytest.mark.slow  # compiles the aligner benchmark
 def test_zero_residual_is_exactly_the_crop_aware_prior(data):
     ctx = _context(data, ["--design", "stacked", "--width", "8", "--eval-batch", "8"])
     design = ub.StackedDesign(ctx)
@@ -65,6 +66,7 @@ def test_zero_residual_is_exactly_the_crop_aware_prior(data):
     assert np.abs(moved.root - refs["Interpolation (crop-aware)"].root).max() > 1e-4
 
 
+@pytest.mark.slow  # compiles the paper's aligner
 def test_untrained_paper_aligner_from_the_crop_aware_transfer_is_its_reference(data):
     # random encoder, aligner output layers zero: the crop-aware start passes through unchanged
     ctx = _context(data, ["--design", "paper", "--eval-batch", "8", "--crop-aware"])

@@ -272,6 +272,7 @@ def test_consistency_and_masked_prediction_losses_against_hand_computed_values(s
     assert float(none) == 0.0
 
 
+@pytest.mark.slow  # compiles the temporal-consistency train step
 def test_temporal_consistency_step_trains_the_temporal_input_and_the_predictor(setup, chen):
     config, module, _, _, _, lab, _ = setup
     step = jax.jit(steps.make_train_step(config, tc.NAME, module=module))

@@ -194,6 +194,7 @@ def _rounded_bwd(strides, pads, res, dy):
 _rounded_operand_conv.defvjp(_rounded_fwd, _rounded_bwd)
 
 
+@pytest.mark.slow  # gradients of a whole ResNet-18 twice (bf16_cols and the rounded reference)
 def test_encoder_gradients_match_a_rounded_operand_reference(monkeypatch):
     """A whole ResNet-18 (width 8, 64 px, batch 4) with bf16_cols against the same encoder whose
     convolutions are lax.conv on bfloat16-rounded operands: the parameter gradients agree to

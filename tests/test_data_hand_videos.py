@@ -258,9 +258,9 @@ def test_propagate_crops_as_the_builder(built, source, tmp_path):
     video = open_split(config, "val").video(0)
     lab = np.nonzero(video["has_label"])[0]
     ref = propagate_video(net, video["image"], video["K"], lab, Gamma.of(video).take(lab))
-    out = cli.propagate_files("unused", source / "good2" / "clip.gif", source / "good2" / "labels.json",
-                              tmp_path / "o", bound=(run, net), boxes=source / "good2" / "boxes.json",
-                              method="paper", both_sides=False)
+    options = cli.PropagateOptions(boxes=source / "good2" / "boxes.json", method="paper", both_sides=False)
+    out = cli.propagate_files(source / "good2" / "clip.gif", source / "good2" / "labels.json", tmp_path / "o",
+                              options, bound=(run, net))
     assert out["labelled"].sum() == 3
     for k, v in ref.gamma.as_dict().items():
         np.testing.assert_allclose(out[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
@@ -270,9 +270,11 @@ def test_propagate_crops_as_the_builder(built, source, tmp_path):
     assert [e["box_source"] for e in doc["frames_out"]][:4] == ["label", "interpolated", "label", "file"]
     # the left hand and a malformed box file are refused before anything is computed
     with pytest.raises(cli.PropagationInputError, match="left hand"):
-        cli.propagate_files("unused", source / "left" / "frames", source / "left" / "labels.json",
-                            tmp_path / "o2", intrinsics="60,60,23.5,19.5", bound=(run, net))
+        cli.propagate_files(source / "left" / "frames", source / "left" / "labels.json", tmp_path / "o2",
+                            cli.PropagateOptions(intrinsics="60,60,23.5,19.5"),
+                            bound=(run, net))
     (tmp_path / "bad.json").write_text('{"boxes": {"0": [1, 2]}}')
     with pytest.raises(cli.PropagationInputError, match="--boxes .*bad.json"):
-        cli.propagate_files("unused", source / "good2" / "clip.gif", source / "good2" / "labels.json",
-                            tmp_path / "o3", bound=(run, net), boxes=tmp_path / "bad.json")
+        cli.propagate_files(source / "good2" / "clip.gif", source / "good2" / "labels.json", tmp_path / "o3",
+                            cli.PropagateOptions(boxes=tmp_path / "bad.json"),
+                            bound=(run, net))

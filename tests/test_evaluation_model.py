@@ -14,7 +14,7 @@ from handprop_jax.evaluation import rows as R
 from handprop_jax.evaluation import runner
 from handprop_jax.gamma import Gamma
 from handprop_jax.model.api import HandPropModel
-from handprop_jax.propagation.cli import propagate_files
+from handprop_jax.propagation.cli import PropagateOptions, propagate_files
 from handprop_jax.propagation.core import propagate_video
 
 S = 32
@@ -89,9 +89,10 @@ def test_propagate_tool_reproduces_evaluation_rows(setup, tmp_path, both_sides):
     pred = predictor_from_variables(config, {**variables, "params": params})
     video = _video(10, 2)
     files = write_example(video, tmp_path / "example", stride=4)
-    arrays = propagate_files("unused", files["frames"], files["labels"], tmp_path / "out",
-                             intrinsics=str(files["intrinsics"]), both_sides=both_sides,
-                             bound=(config, pred), boxes=files["boxes"], method="paper")
+    arrays = propagate_files(files["frames"], files["labels"], tmp_path / "out",
+                             PropagateOptions(intrinsics=str(files["intrinsics"]), both_sides=both_sides,
+                                              boxes=files["boxes"], method="paper"),
+                             bound=(config, pred))
     table = runner.video_predictions(video, 4, {"align": pred}, None, both_sides=both_sides)
     unl = table["frames"]
     np.testing.assert_array_equal(unl, np.nonzero(~arrays["labelled"])[0])

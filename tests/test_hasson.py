@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_photometric import _texture
-from test_training_fakes import TinyEncoder, make_frames, tiny_config
+from test_training_fakes import TinyEncoder, interrupting, make_frames, tiny_config
 
 import mano_jax
 from handprop_jax import config as config_lib
@@ -323,6 +323,7 @@ def tiny_encoder():
         yield
 
 
+@pytest.mark.slow  # trains stage 1 and the photometric phase twice (one killed and resumed)
 def test_phase_trains_the_predictor_logs_the_check_and_resumes(data_config, tiny_encoder, tmp_path):
     summary = loop.train(data_config, tmp_path / "full", progress=False)
     assert list(summary) == ["stage1", "photometric"]
@@ -348,7 +349,8 @@ def test_phase_trains_the_predictor_logs_the_check_and_resumes(data_config, tiny
     assert not any(jax.tree.leaves({k: changed[k] for k in hp.ALIGNER_KEYS}))
     # killed at step 2 and resumed: the same parameters and λ_c counter as the uninterrupted run
     with pytest.raises(KeyboardInterrupt):
-        loop.train(data_config, tmp_path / "cut", progress=False, interrupt_at=("photometric", 2))
+        loop.train(data_config, tmp_path / "cut", progress=False,
+                   sources=interrupting(loop.default_sources, "photometric", 2))
     loop.train(data_config, tmp_path / "cut", progress=False)
 
     def final(w):

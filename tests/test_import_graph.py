@@ -204,9 +204,6 @@ LAZY_IMPORTS_ALLOWED = {
     "handprop_jax/training/__init__.py",
     # tfds's `tfds new` layout: the module re-exports the package's Builder
     "datasets/synthetic_hand_video/synthetic_hand_video_dataset_builder.py",
-    # TODO(issue 26): move these files' imports to the top (edited elsewhere at the time of writing)
-    "handprop_jax/evaluation/runner.py", "handprop_jax/propagation/inputs.py",
-    "handprop_jax/training/loop.py",
 }
 
 

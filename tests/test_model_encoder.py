@@ -81,6 +81,7 @@ class ConvTest(chex.TestCase):
                                                err_msg=f"{what} {name} k{k} s{s} {pad}")
 
     @chex.variants(with_jit=True)
+    @pytest.mark.slow  # values and both gradients of every formulation on every ResNet-18 case
     def test_all_formulations_all_resnet_cases(self):
         self._check(IMPLS, _cases(np.random.RandomState(0), CONV_CASES))
 

@@ -217,8 +217,10 @@ def video(tmp_path):
 def test_output_schema_and_values(tmp_path, video, config):
     frames, labels, g = video
     out = tmp_path / "out"
-    arrays = cli.propagate_files("unused", frames, labels, out, intrinsics="30,30,12,10",
-                                 bound=(config, _fake_model()), both_sides=True, method="paper")
+    arrays = cli.propagate_files(frames, labels, out,
+                                 cli.PropagateOptions(intrinsics="30,30,12,10", both_sides=True,
+                                                      method="paper"),
+                                 bound=(config, _fake_model()))
     npz = dict(np.load(out / "annotations.npz"))
     shapes = {"frame_index": (12,), "labelled": (12,), "source": (12, 2), "weight": (12, 2), "root": (12, 3),
               "pose": (12, 48), "betas": (12, 10), "joints3d": (12, 21, 3), "joints2d": (12, 21, 2),
@@ -251,8 +253,9 @@ def test_gif_video_and_intrinsics_in_labels(tmp_path, config):
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=40)
     labels = tmp_path / "l.json"
     _write_labels(labels, [2], rng, with_k=True)
-    arrays = cli.propagate_files("unused", gif, labels, tmp_path / "o", bound=(config, _fake_model()),
-                                 method="paper", both_sides=False)
+    arrays = cli.propagate_files(gif, labels, tmp_path / "o",
+                                 cli.PropagateOptions(method="paper", both_sides=False),
+                                 bound=(config, _fake_model()))
     assert arrays["root"].shape == (6, 3) and arrays["labelled"].sum() == 1
     np.testing.assert_array_equal(arrays["source"][:, 0], 2)  # a single label feeds every frame
 
@@ -344,8 +347,9 @@ def test_label_outside_video(tmp_path, video, config):
     labels = tmp_path / "far.json"
     _write_labels(labels, [0, 12], np.random.default_rng(0))
     with pytest.raises(I.PropagationInputError, match="frame index 12 is outside the video"):
-        cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
-                            bound=(config, _fake_model()), method="paper")
+        cli.propagate_files(frames, labels, tmp_path / "o",
+                            cli.PropagateOptions(intrinsics="30,30,12,10", method="paper"),
+                            bound=(config, _fake_model()))
 
 
 def test_npz_missing_arrays(tmp_path):
@@ -357,8 +361,8 @@ def test_npz_missing_arrays(tmp_path):
 def test_missing_intrinsics(tmp_path, video, config):
     frames, labels, _ = video
     with pytest.raises(I.PropagationInputError, match="missing intrinsics"):
-        cli.propagate_files("unused", frames, labels, tmp_path / "o", bound=(config, _fake_model()),
-                            method="paper")
+        cli.propagate_files(frames, labels, tmp_path / "o", cli.PropagateOptions(method="paper"),
+                            bound=(config, _fake_model()))
     with pytest.raises(I.PropagationInputError, match="fx,fy,cx,cy"):
         I.parse_intrinsics("30,30,12")
 
@@ -367,8 +371,9 @@ def test_unreadable_frames(tmp_path, video, config):
     frames, labels, _ = video
     (frames / "frame_99.png").write_bytes(b"this is not a png")
     with pytest.raises(I.PropagationInputError, match="frame_99.png: unreadable frame"):
-        cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
-                            bound=(config, _fake_model()), method="paper")
+        cli.propagate_files(frames, labels, tmp_path / "o",
+                            cli.PropagateOptions(intrinsics="30,30,12,10", method="paper"),
+                            bound=(config, _fake_model()))
     with pytest.raises(I.PropagationInputError, match="no frame images"):
         I.list_frames(tmp_path)
     bad = tmp_path / "video.mp4"
@@ -402,15 +407,17 @@ def test_per_frame_intrinsics(tmp_path, video, config):
     K = np.tile(np.array([[30.0, 0, 12], [0, 30.0, 10], [0, 0, 1]]), (12, 1, 1))
     K[:, 0, 2] += np.arange(12)  # a principal point that moves with the frame
     np.save(tmp_path / "K.npy", K)
-    arrays = cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K.npy"),
-                                 bound=(config, _fake_model()), method="paper")
+    arrays = cli.propagate_files(frames, labels, tmp_path / "o",
+                                 cli.PropagateOptions(intrinsics=str(tmp_path / "K.npy"), method="paper"),
+                                 bound=(config, _fake_model()))
     j = arrays["joints3d"]
     np.testing.assert_allclose(arrays["joints2d"][..., 0], 30 * j[..., 0] / j[..., 2] + K[:, None, 0, 2],
                                rtol=1e-4, atol=1e-3)
     np.save(tmp_path / "K5.npy", K[:5])
     with pytest.raises(I.PropagationInputError, match="5 per-frame intrinsics for 12 frames"):
-        cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics=str(tmp_path / "K5.npy"),
-                            bound=(config, _fake_model()), method="paper")
+        cli.propagate_files(frames, labels, tmp_path / "o",
+                            cli.PropagateOptions(intrinsics=str(tmp_path / "K5.npy"), method="paper"),
+                            bound=(config, _fake_model()))
 
 
 def test_cli_methods_without_checkpoint(tmp_path, video, capsys):
@@ -541,8 +548,9 @@ def test_non_finite_results_are_never_written(tmp_path, video, config):
     frames, labels, _ = video
     nan = _fake_model(align=lambda g, a, b: g._replace(root=g.root * jnp.nan))
     with pytest.raises(UserError, match=r"method paper\) gave NaN or inf for 9 frame\(s\) \(first: frame_1"):
-        cli.propagate_files("unused", frames, labels, tmp_path / "o", intrinsics="30,30,12,10",
-                            bound=(config, nan), method="paper")
+        cli.propagate_files(frames, labels, tmp_path / "o",
+                            cli.PropagateOptions(intrinsics="30,30,12,10", method="paper"),
+                            bound=(config, nan))
     assert not (tmp_path / "o").exists()
 
 

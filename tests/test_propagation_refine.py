@@ -79,6 +79,7 @@ def _scene(mano, gamma, colours, background):
     return np.clip(np.asarray(out["image"]) * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
+@pytest.mark.slow  # renders a scene and compiles the refinement
 def test_refinement_recovers_a_known_motion(config):
     """Frame u is the labelled frame's hand moved 6 mm sideways and turned by 0.1 rad: starting from the
     copied label, the refinement against the rendered frames gets much closer to u's hand."""
@@ -109,6 +110,7 @@ def test_refinement_recovers_a_known_motion(config):
     assert float(losses[-1]) < float(losses[0])
 
 
+@pytest.mark.slow  # compiles the refinement for every method
 def test_propagator_methods_on_a_video(config):
     """copy/crop give the hand-computed transfers; photometric with no step is crop-aware interpolation."""
     T = 5

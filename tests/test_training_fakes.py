@@ -104,6 +104,39 @@ def fake_sources(frames: dict, val_frames: dict | None = None, seed: int = 0):
     return factory
 
 
+def interrupting(sources, phase: str, step: int):
+    """``sources`` whose train batches of ``phase`` stop before step ``step`` with a KeyboardInterrupt,
+    as a kill or Ctrl-C would (counted from the phase's first step: for a phase that starts afresh).
+    The injection point of the kill tests: :func:`handprop_jax.training.loop.train` has no test hook."""
+
+    class Interrupting:
+        def __init__(self, source):
+            self.source, self.drawn = source, 0
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            if self.drawn == step:
+                raise KeyboardInterrupt(f"test interrupt at step {step} of {phase}")
+            self.drawn += 1
+            return next(self.source)
+
+        def get_state(self):
+            return self.source.get_state()
+
+        def set_state(self, state):
+            self.source.set_state(state)
+
+    def factory(config, phase_, split, shard_index, shard_count):
+        source = sources(config, phase_, split, shard_index, shard_count)
+        return Interrupting(source) if (phase_, split) == (phase, "train") else source
+
+    if hasattr(sources, "check"):  # train checks the data of a factory that can
+        factory.check = sources.check
+    return factory
+
+
 class TinyEncoder(nn.Module):
     """Stand-in encoder (conv + BatchNorm + pooled Dense features) for fast unit tests."""
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 from tb_events import read_events
-from test_training_fakes import FakeSource, TinyEncoder, fake_sources, make_frames, tiny_config
+from test_training_fakes import FakeSource, TinyEncoder, fake_sources, interrupting, make_frames, tiny_config
 
 from handprop_jax import config as config_lib
 from handprop_jax.errors import UserError
@@ -50,6 +50,7 @@ def _params(workdir, phase):
     return state, meta
 
 
+@pytest.mark.slow  # trains every phase of the tiny config (the full_run fixture): minutes on 2 busy cores
 def test_all_phases_run_and_are_checkpointed(full_run, data):
     config = data[0]
     workdir, summary = full_run
@@ -85,12 +86,13 @@ def test_all_phases_run_and_are_checkpointed(full_run, data):
     assert all(s.get("skipped") for s in again.values())
 
 
+@pytest.mark.slow  # full_run plus two interrupted and resumed runs
 @pytest.mark.parametrize("phase,at", [("stage1", 3), ("align", 2)])
 def test_kill_and_resume_gives_the_uninterrupted_parameters(full_run, data, tmp_path, phase, at):
     config, frames, val = data
     with pytest.raises(KeyboardInterrupt):
-        loop.train(config, tmp_path, sources=fake_sources(frames, val), progress=False,
-                   interrupt_at=(phase, at))
+        loop.train(config, tmp_path, sources=interrupting(fake_sources(frames, val), phase, at),
+                   progress=False)
     loop.train(config, tmp_path, sources=fake_sources(frames, val), progress=False)
     for p in ("stage1", "align"):
         resumed, _ = _params(tmp_path, p)
@@ -126,6 +128,7 @@ def test_nan_loss_stops_with_clear_message_and_good_checkpoint(data, tmp_path):
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state["params"]))
 
 
+@pytest.mark.slow  # needs the full_run fixture
 def test_resume_with_a_different_config_is_refused(full_run, data):
     config = data[0]
     other = tiny_config(**{**STEPS, "lr": 0.5})
@@ -165,8 +168,8 @@ def long_reference(data, tmp_path_factory):
     workdir, stopped = tmp_path_factory.mktemp("long"), tmp_path_factory.mktemp("stopped")
     loop.train(config, workdir, ["stage1"], sources=fake_sources(data[1], data[2]), progress=False)
     with pytest.raises(KeyboardInterrupt):
-        loop.train(config, stopped, ["stage1"], sources=fake_sources(data[1], data[2]), progress=False,
-                   interrupt_at=("stage1", 5))
+        loop.train(config, stopped, ["stage1"], progress=False,
+                   sources=interrupting(fake_sources(data[1], data[2]), "stage1", 5))
     return config, workdir, stopped
 
 
@@ -187,6 +190,7 @@ QUIET = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarni
 
 
 @QUIET
+@pytest.mark.slow  # the long_reference fixture trains stage 1 twice
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damaged_checkpoint_is_named_set_aside_and_the_phase_resumes_from_the_previous(
         long_reference, data, tmp_path, capsys, damage):
@@ -211,6 +215,7 @@ def test_damaged_checkpoint_is_named_set_aside_and_the_phase_resumes_from_the_pr
 
 
 @QUIET
+@pytest.mark.slow  # long_reference
 def test_a_damaged_final_checkpoint_makes_the_phase_redo_its_last_steps(long_reference, data, tmp_path,
                                                                         capsys):
     config, reference, _ = long_reference
@@ -223,6 +228,7 @@ def test_a_damaged_final_checkpoint_makes_the_phase_redo_its_last_steps(long_ref
     assert _same_stage1(run, reference)
 
 
+@pytest.mark.slow  # long_reference
 def test_resuming_with_other_data_workers_names_the_value_to_use(long_reference, data, tmp_path):
     config, reference, stopped = long_reference
     other = dataclasses.replace(config, data=dataclasses.replace(config.data, num_workers=2))
@@ -244,6 +250,7 @@ def cli_fakes(data, monkeypatch):
     return config
 
 
+@pytest.mark.slow  # compiles the tiny config's real train step (ResNet-18, width 8)
 def test_disk_full_is_one_line_naming_phase_and_step(cli_fakes, tmp_path, capsys):
     from handprop_jax.cli import main
 

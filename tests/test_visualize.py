@@ -57,6 +57,7 @@ def test_columns_are_the_evaluation_rows(config):
     assert set(only_align) == {"image", "K", "Ground truth", R.ALIGN}
 
 
+@pytest.mark.slow  # renders the overlay grid of a run
 def test_overlays_and_curves(tmp_path, config):
     vids = [_video(config, 9, 0), _video(config, 6, 1)]
     logs = tmp_path / "logs"

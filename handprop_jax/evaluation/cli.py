@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from handprop_jax import config as config_lib
-    from handprop_jax.evaluation import evaluate
+    from handprop_jax.evaluation.runner import evaluate
     from handprop_jax.training.checkpoint import run_config
 
     config = run_config(args.workdir)  # RunNotFound: one line, exit code 2

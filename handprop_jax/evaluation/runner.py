@@ -31,10 +31,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from handprop_jax import metrics
 from handprop_jax.batching import batched, rows
-from handprop_jax.data.sparse import neighbours
+from handprop_jax.config import load_json
+from handprop_jax.data.sparse import label_sets, neighbours
+from handprop_jax.evaluation import data as eval_data
+from handprop_jax.evaluation import gap as gap_lib
+from handprop_jax.evaluation import table as table_lib
 from handprop_jax.evaluation.rows import (
     ALIGN,
     BASELINE,
@@ -45,11 +50,15 @@ from handprop_jax.evaluation.rows import (
     PROPAGATION,
     ROWS,
     Row,
+    by_name,
+    phases_needed,
 )
 from handprop_jax.gamma import Gamma, broadcast
-from handprop_jax.hand import hand_mesh
+from handprop_jax.hand import default_mano, hand_mesh
 from handprop_jax.model.api import BoundModel
 from handprop_jax.propagation.core import Propagator, propagate_video
+from handprop_jax.training import checkpoint as ckpt_lib
+from mano_jax import chordal_mean_axis_angle
 
 __all__ = ["ALIGN", "BASELINE", "BOTH_SIDES", "COPY", "MEAN_POSE", "MODEL_ROWS", "PROPAGATION", "evaluate",
            "evaluate_video", "mean_gamma", "video_predictions"]
@@ -63,8 +72,6 @@ def mean_gamma(gammas: Gamma) -> Gamma:
     Returns:
       γ of one annotation: root (3,), pose (48,), betas (10,), float32.
     """
-    from mano_jax import chordal_mean_axis_angle
-
     g = Gamma.of(gammas)
     pose = np.asarray(g.pose, np.float32)
     if pose.ndim != 2 or pose.shape[0] == 0:
@@ -94,8 +101,6 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
       {"frames" (M,) unlabelled frame indices, "gap" (M,) |t_u - t_N(u)| in source frames, "gt" γ*_u (M, ...),
        "gt_joints" (M, 21, 3), "rows": {row name: γ (M, ...)}} — empty M when every frame is labelled.
     """
-    from handprop_jax.data.sparse import label_sets
-
     T, S = video["image"].shape[:2]
     times = video.get("frame_time")  # source times: holes in a video shift nothing (data.sparse)
     lab, unl = label_sets(T, stride, video.get("has_label"), times)
@@ -179,8 +184,6 @@ def evaluate_video(mano, video: dict, stride: int, models: dict[str, BoundModel]
 def _truncate(video: dict, budget: int, stride: int) -> dict:
     """Cut a video so that it has at most ``budget`` unlabelled frames (its last frame is then
     labelled, as in a shorter video)."""
-    from handprop_jax.data.sparse import label_sets
-
     T = video["image"].shape[0]
     unl_cum = np.cumsum(np.isin(np.arange(T), label_sets(T, stride, video.get("has_label"),
                                                          video.get("frame_time"))[1]))
@@ -194,10 +197,6 @@ def evaluate_split(config, split: str, videos: Iterable[dict], mano, models: dic
                    table_rows: tuple[Row, ...] = ROWS) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Per-frame metrics of every row over a split: ({row: {column: (N,)}}, gap (N,)).
     ``total``: unlabelled frames expected (progress bar length)."""
-    from tqdm import tqdm
-
-    from handprop_jax.data.sparse import label_sets
-
     stride = config.data.label_stride
     cap = config.eval.max_frames
     per_row: dict[str, list] = {}
@@ -257,36 +256,25 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
       videos: split → iterator of whole-video dicts instead of the dataset (tests).
       labelled_train: γ* of the train split's labelled frames for the mean-pose row (default: read).
     """
-    from handprop_jax.config import load_json
-    from handprop_jax.evaluation import data as eval_data
-    from handprop_jax.evaluation import gap as gap_lib
-    from handprop_jax.evaluation import table as table_lib
-    from handprop_jax.hand import default_mano
-    from handprop_jax.training.checkpoint import bound_from_run
-
     workdir = Path(workdir)
     if config is None:
         config = load_json(workdir / "config.json")
-    from handprop_jax.evaluation.rows import by_name, phases_needed
-
     wanted = by_name(config.eval.rows)
     used = None  # {phase: the checkpoint read (training.checkpoint.describe)}, for eval/checkpoints.json
     if predictors is None:
-        from handprop_jax.training.checkpoint import RunNotFound, describe
-
         predictors, used, missing = {}, {}, []
         needed = phases_needed(wanted)
         for phase in needed:
             try:
-                _, predictors[phase] = bound_from_run(workdir, phase, config.eval.batch_size,
-                                                      config.eval.checkpoint)
+                _, predictors[phase] = ckpt_lib.bound_from_run(workdir, phase, config.eval.batch_size,
+                                                               config.eval.checkpoint)
             except FileNotFoundError as e:  # e.g. only some phases trained: leave those rows out
                 missing.append(f"evaluate: no {phase!r} checkpoint, its rows are left out ({e})")
                 continue
-            used[phase] = describe(workdir, phase, config.eval.checkpoint)
+            used[phase] = ckpt_lib.describe(workdir, phase, config.eval.checkpoint)
         if needed and not predictors:
-            raise RunNotFound(f"{workdir} has no checkpoint of {', '.join(needed)} (the phases the rows "
-                              f"need); train it first: handprop train --workdir {workdir}")
+            raise ckpt_lib.RunNotFound(f"{workdir} has no checkpoint of {', '.join(needed)} (the phases "
+                                       f"the rows need); train it first: handprop train --workdir {workdir}")
         for line in missing:
             print(line, file=sys.stderr)
     propagators = {m: Propagator.from_config(config, method=m) for m in ("photometric", "crop", "copy")}

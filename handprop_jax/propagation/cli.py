@@ -94,6 +94,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from handprop_jax import config as config_lib
-from handprop_jax.data.boxes import CROP_SCALE
-from handprop_jax.hand import hand_mesh
+from handprop_jax.camera import project
+from handprop_jax.data.boxes import CROP_SCALE, BoxError, check_box, label_joints, read_boxes, video_boxes
+from handprop_jax.data.crop import Box, crop_intrinsics
+from handprop_jax.errors import Interrupts, UserError, watch_interrupts, writable_dir
+from handprop_jax.hand import default_mano, hand_mesh
 from handprop_jax.model.api import BoundModel
+from handprop_jax.propagation import overlays, swap
 from handprop_jax.propagation.core import Propagator, propagate_video
 from handprop_jax.propagation.inputs import (
     PropagationInputError,
@@ -117,7 +122,7 @@ from handprop_jax.propagation.inputs import (
     load_labels,
     parse_intrinsics,
 )
-from handprop_jax.training.checkpoint import bound_from_run
+from handprop_jax.training.checkpoint import bound_from_run, describe, run_config
 
 HELP = "propagate sparse labels to every frame of a video"
 CLI_METHODS = ("photometric", "interpolate", "crop", "copy", "paper")
@@ -133,11 +138,6 @@ def check_out(out: str | Path, overwrite: bool = False, say=None) -> Path:
     folder holding anything is refused: results are never mixed with older ones). A replacement of
     the results there that was cut short (a killed run) is first finished or undone, and said so
     (``say``, default stderr; :func:`handprop_jax.propagation.swap.recover`)."""
-    import sys
-
-    from handprop_jax.errors import UserError, writable_dir
-    from handprop_jax.propagation import swap
-
     out = writable_dir(out, "--out")
     try:
         swap.recover(out, OUTPUTS, say or (lambda line: print(f"propagate: {line}", file=sys.stderr)))
@@ -151,113 +151,171 @@ def check_out(out: str | Path, overwrite: bool = False, say=None) -> Path:
     return out
 
 
-def propagate_files(checkpoint: str | Path, frames: str | Path, labels: str | Path, out: str | Path,
-                    intrinsics: str | np.ndarray | None = None, both_sides: bool = True,
-                    overlays: bool = False, model: str = "align", crop: Sequence[float] | None = None,
-                    bound: tuple[Any, BoundModel] | None = None, boxes: str | Path | None = None,
-                    crop_scale: float = CROP_SCALE, method: str = "photometric",
-                    config: Any = None, overwrite: bool = False, labels_by: str = "index",
-                    force: bool = False) -> dict[str, np.ndarray]:
+@dataclasses.dataclass(frozen=True)
+class PropagateOptions:
+    """How ``handprop propagate`` propagates: its options (module docstring; ``add_arguments``).
+
+    ``method``: one of :data:`CLI_METHODS`. ``both_sides``: blend the labels on both sides (else the
+    nearest). ``model``: the checkpoint whose aligner ``paper`` uses. ``intrinsics``: ``fx,fy,cx,cy``
+    text or a file (pixels), a (3, 3) / (T, 3, 3) array, or None (the labels' ``K``). ``crop``: one
+    box (cx, cy, side px) for every frame; ``boxes``: a per-frame box file; ``crop_scale``: box side /
+    extent of a label's projected joints. ``labels_by``: "index" (label keys are frame indices) or
+    "name" (frame file names). ``force``: labels at an implausible depth are warned about instead of
+    refused. ``overlays``: also write overlays/. ``overwrite``: replace the outputs of an earlier run
+    in OUT (else a non-empty OUT is refused)."""
+
+    method: str = "photometric"
+    both_sides: bool = True
+    model: str = "align"
+    intrinsics: str | np.ndarray | None = None
+    crop: Sequence[float] | None = None
+    boxes: str | Path | None = None
+    crop_scale: float = CROP_SCALE
+    labels_by: str = "index"
+    force: bool = False
+    overlays: bool = False
+    overwrite: bool = False
+
+
+def propagate_files(frames: str | Path, labels: str | Path, out: str | Path,
+                    options: PropagateOptions = PropagateOptions(), *, checkpoint: str | Path | None = None,
+                    config: Any = None, bound: tuple[Any, BoundModel] | None = None) -> dict[str, np.ndarray]:
     """Everything ``handprop propagate`` does; returns the arrays written to annotations.npz.
 
-    ``method``: one of :data:`CLI_METHODS` (module docstring). ``checkpoint``: a run folder (needed by
-    ``paper``; for the other methods it only supplies the config) or None. ``config``: the Config used
-    without a checkpoint (default: ``synthetic``). ``bound`` = (config, BoundModel) replaces loading
-    ``checkpoint`` (tests). ``overwrite``: replace the outputs of an earlier run in ``out`` (else a
-    non-empty ``out`` is refused). ``labels_by``: "index" (label keys are frame indices) or "name"
-    (frame file names). ``force``: labels at an implausible depth are warned about instead of refused.
-    Every check of the inputs and of ``out`` comes before the model runs; the outputs are written
-    to a folder inside ``out`` and swapped in at the end (:mod:`handprop_jax.propagation.swap`), so
-    a failure, Ctrl-C or a kill leaves ``out`` with either the old results or the new ones, complete.
-    Ctrl-C is noticed even when a JAX callback swallows its KeyboardInterrupt
+    ``checkpoint``: a run folder (needed by ``--method paper``; for the other methods it only supplies
+    the config) or None. ``config``: the Config used without a checkpoint (default: ``synthetic``).
+    ``bound`` = (config, BoundModel) replaces loading ``checkpoint`` (tests).
+    Three steps: the inputs are read and checked (:func:`read_inputs`, then ``out``: every check comes
+    before the model runs), propagated (:func:`propagate_inputs`), written (:func:`write_results`: to a
+    folder inside ``out``, swapped in at the end, :mod:`handprop_jax.propagation.swap`, so a failure,
+    Ctrl-C or a kill leaves ``out`` with either the old results or the new ones, complete). Ctrl-C is
+    noticed even when a JAX callback swallows its KeyboardInterrupt
     (:class:`handprop_jax.errors.Interrupts`): nothing is written then."""
-    from handprop_jax.errors import watch_interrupts
-
     with watch_interrupts() as interrupts:
-        return _propagate_files(checkpoint, frames, labels, out, intrinsics, both_sides, overlays, model,
-                                crop, bound, boxes, crop_scale, method, config, overwrite, labels_by,
-                                force, interrupts)
+        inputs = read_inputs(frames, labels, options)
+        out = check_out(out, options.overwrite)
+        if options.method == "interpolate":
+            options = dataclasses.replace(options, method="crop", both_sides=True)
+        config, net, used = _model(checkpoint, config, bound, options)
+        result = propagate_inputs(inputs, config, net, options, interrupts)
+        _check_finite(result, inputs.names, options.method, out)
+        meta = {"checkpoint": None if checkpoint is None else str(checkpoint), "method": options.method,
+                "model": options.model if options.method == "paper" else None, "checkpoint_used": used}
+        write_results(out, result, inputs, options, meta, interrupts)
+        return result.arrays
 
 
-def _propagate_files(checkpoint, frames, labels, out, intrinsics, both_sides, overlays, model, crop, bound,
-                     boxes, crop_scale, method, config, overwrite, labels_by, force, interrupts
-                     ) -> dict[str, np.ndarray]:
-    from handprop_jax.camera import project
-    from handprop_jax.data.boxes import BoxError, check_box, label_joints, read_boxes, video_boxes
-    from handprop_jax.data.crop import Box, crop_intrinsics
-    from handprop_jax.errors import UserError
-    from handprop_jax.hand import default_mano
-    from handprop_jax.propagation import swap
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What ``handprop propagate`` was given, read and checked (:func:`read_inputs`).
 
-    if crop is not None and boxes is not None:
+    ``names`` (T,) frame names in order; ``frame_indices`` (L,) sorted labelled frames and
+    ``gamma_star`` (L, ...) their labels; ``K`` (T, 3, 3) intrinsics in pixels of the original frames;
+    ``size`` (H, W) of the frames; ``box``: the one ``--crop`` box or None; ``file_boxes``: the
+    ``--boxes`` file's boxes (T, 3) / NaN rows where none, or None."""
+
+    frames: str | Path
+    labels: str | Path
+    names: list[str]
+    frame_indices: np.ndarray
+    gamma_star: Any
+    K: np.ndarray
+    size: tuple[int, int]
+    box: Box | None
+    file_boxes: np.ndarray | None
+
+
+def read_inputs(frames: str | Path, labels: str | Path, options: PropagateOptions) -> Inputs:
+    """Read and check the frames' names and size, the labels, intrinsics and boxes, cheap checks first
+    (bad labels or intrinsics fail before frames are decoded); PropagationInputError naming the file,
+    frame and key."""
+    if options.crop is not None and options.boxes is not None:
         raise PropagationInputError("--crop (one box for every frame) and --boxes exclude each other")
-    if not crop_scale > 0:
-        raise PropagationInputError(f"--crop-scale: must be positive, got {crop_scale}")
-    if labels_by not in ("index", "name"):
-        raise PropagationInputError(f"--labels-by {labels_by!r}: expected index or name")
-    # cheap checks first: bad labels, intrinsics or --out fail before a checkpoint is loaded or frames decoded
+    if not options.crop_scale > 0:
+        raise PropagationInputError(f"--crop-scale: must be positive, got {options.crop_scale}")
+    if options.labels_by not in ("index", "name"):
+        raise PropagationInputError(f"--labels-by {options.labels_by!r}: expected index or name")
+    by_name = options.labels_by == "name"
     names = list_frames(frames)
-    lab, gamma_star, K_labels = load_labels(labels, len(names), names if labels_by == "name" else None)
+    lab, gamma_star, K_labels = load_labels(labels, len(names), names if by_name else None)
     if label_side(labels) != "right":
         raise PropagationInputError(f"{labels}: labels of a left hand ('side': 'left'); the networks are "
                                     "trained on right hands: mirror the video and its labels first")
-    check_labels(labels, lab, gamma_star, names if Path(frames).is_dir() else None, labels_by == "name",
-                 force=force)
+    check_labels(labels, lab, gamma_star, names if Path(frames).is_dir() else None, by_name,
+                 force=options.force)
+    intrinsics = options.intrinsics
     if intrinsics is None and K_labels is None:
         raise PropagationInputError("missing intrinsics: pass --intrinsics fx,fy,cx,cy (or a file), or put "
                                     "'K' in the labels file")
     size = frame_size(frames)
-    height, width = size
     where = "--intrinsics" if intrinsics is not None else f"{labels}: 'K'"
     K = (parse_intrinsics(intrinsics, size) if isinstance(intrinsics, str)
          else intrinsics if intrinsics is not None else K_labels)
     K = np.broadcast_to(check_intrinsics(K, where, len(names), size), (len(names), 3, 3))
+    crop, boxes = options.crop, options.boxes
     try:  # one rule for both: handprop_jax.data.boxes.check_box
         box = check_box(list(crop), "--crop " + " ".join(f"{float(v):g}" for v in crop), size) \
             if crop is not None else None
         file_boxes = read_boxes(boxes, len(names), size) if boxes is not None else None
     except BoxError as e:
         raise PropagationInputError(f"--boxes {e}" if crop is None else str(e)) from e
-    if method not in CLI_METHODS:
-        raise PropagationInputError(f"--method {method!r}: expected one of {CLI_METHODS}")
-    out = check_out(out, overwrite)
-    if method == "interpolate":
-        method, both_sides = "crop", True
-    net, used = None, None
+    if options.method not in CLI_METHODS:
+        raise PropagationInputError(f"--method {options.method!r}: expected one of {CLI_METHODS}")
+    return Inputs(frames, labels, names, lab, gamma_star, K, size, box, file_boxes)
+
+
+def _model(checkpoint: str | Path | None, config: Any, bound: tuple[Any, BoundModel] | None,
+           options: PropagateOptions) -> tuple[Any, BoundModel | None, dict | None]:
+    """(config, the network or None, what ``paper`` read of the checkpoint or None): ``bound`` as given,
+    else the run's config (and for ``paper`` its network), else ``config`` (default ``synthetic``)."""
     if bound is not None:
-        config, net = bound
-    elif checkpoint is not None:
+        return bound[0], bound[1], None
+    if checkpoint is not None:
         if not Path(checkpoint).is_dir():
             raise PropagationInputError(f"--checkpoint {checkpoint}: no such run folder")
-        from handprop_jax.training.checkpoint import describe, run_config
-
-        if method == "paper":
-            config, net = bound_from_run(checkpoint, model)  # warns when the phase is unfinished
-            used = describe(checkpoint, model)
-        else:
-            config = run_config(checkpoint)
-    elif method == "paper":
+        if options.method == "paper":
+            config, net = bound_from_run(checkpoint, options.model)  # warns when the phase is unfinished
+            return config, net, describe(checkpoint, options.model)
+        return run_config(checkpoint), None, None
+    if options.method == "paper":
         raise PropagationInputError("--method paper needs --checkpoint RUN_DIR (a trained run)")
-    elif config is None:
-        config = config_lib.load("synthetic")
+    return (config_lib.load("synthetic") if config is None else config), None, None
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A propagation (:func:`propagate_inputs`): ``arrays`` as written to annotations.npz (module
+    docstring), ``boxes`` (T, 3) float64 each frame's box (cx, cy, side px of the original frames),
+    ``box_source`` (T,) where it came from, ``crops`` (T, S, S, 3) uint8,
+    ``K_crop`` (T, 3, 3) the crops' intrinsics, ``verts`` (T, 778, 3) metres, ``faces`` (F, 3) and
+    the crop side S."""
+
+    arrays: dict[str, np.ndarray]
+    boxes: np.ndarray
+    box_source: np.ndarray
+    crops: np.ndarray
+    K_crop: np.ndarray
+    verts: np.ndarray
+    faces: np.ndarray
+    image_size: int
+
+
+def propagate_inputs(inputs: Inputs, config: Any, net: BoundModel | None, options: PropagateOptions,
+                     interrupts: Interrupts) -> Result:
+    """Crop the frames around the hand, propagate the labels (``options.method``, not
+    ``interpolate``), and the MANO joints in 3D and in the original frames' pixels (not checked for
+    NaN/inf here: :func:`_check_finite`)."""
     S = config.data.image_size
     mano = default_mano(config)
-    T = len(names)
-    if box is not None:
-        frame_boxes = np.tile([box.cx, box.cy, box.side], (T, 1))
-        box_source = np.full(T, "fixed")
-    else:  # the hand_videos builder's rule (handprop_jax.data.boxes)
-        try:
-            frame_boxes, box_source = video_boxes(T, height, width, K, lab, label_joints(mano, gamma_star),
-                                                  file_boxes, crop_scale)
-        except BoxError as e:
-            raise PropagationInputError(f"{frames}: {e}") from e
-    names, crops, _, _ = load_frames(frames, S, boxes=frame_boxes)
+    K, T = inputs.K, len(inputs.names)
+    frame_boxes, box_source = _frame_boxes(inputs, mano, options.crop_scale)
+    _, crops, _, _ = load_frames(inputs.frames, S, boxes=frame_boxes)
     K_crop = np.stack([crop_intrinsics(k, Box(*b), S) for k, b in zip(K, frame_boxes, strict=True)]
                       ).astype(np.float32)
 
-    propagator = Propagator.from_config(config, method, model=net)
-    result = propagate_video(propagator, crops, K_crop, lab, gamma_star, both_sides=both_sides)
+    propagator = Propagator.from_config(config, options.method, model=net)
+    result = propagate_video(propagator, crops, K_crop, inputs.frame_indices, inputs.gamma_star,
+                             both_sides=options.both_sides)
     interrupts.check()  # a Ctrl-C whose KeyboardInterrupt a JAX callback swallowed
     verts, joints = hand_mesh(mano, result.gamma)
     joints2d = np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)))
@@ -267,40 +325,76 @@ def _propagate_files(checkpoint, frames, labels, out, intrinsics, both_sides, ov
         "joints2d": joints2d.astype(np.float32), "K": K.astype(np.float32),
         "box": np.asarray(frame_boxes, np.float32),
     }
+    return Result(arrays, frame_boxes, box_source, crops, K_crop, verts, mano.faces, S)
+
+
+def _check_finite(result: Result, names: list[str], method: str, out: Path) -> None:
+    """UserError naming the first frame whose result holds NaN or inf (nothing is written then)."""
+    arrays = result.arrays
+    T = len(arrays["frame_index"])
     finite = np.all([np.isfinite(arrays[k]).reshape(T, -1).all(-1)
                      for k in ("root", "pose", "betas", "joints3d", "joints2d")], axis=0)
     if not finite.all():
         bad = np.nonzero(~finite)[0]
         raise UserError(f"the propagation (method {method}) gave NaN or inf for {len(bad)} frame(s) (first: "
                         f"{names[bad[0]]}, index {bad[0]}); nothing was written to {out}")
+
+
+def _frame_boxes(inputs: Inputs, mano, crop_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's box (T, 3) cx, cy, side px of the original frames and where it came from (T,):
+    the ``--crop`` box, else the hand_videos builder's rule (:func:`handprop_jax.data.boxes.video_boxes`)."""
+    T = len(inputs.names)
+    if inputs.box is not None:
+        box = inputs.box
+        return np.tile([box.cx, box.cy, box.side], (T, 1)), np.full(T, "fixed")
+    height, width = inputs.size
+    try:
+        return video_boxes(T, height, width, inputs.K, inputs.frame_indices,
+                           label_joints(mano, inputs.gamma_star), inputs.file_boxes, crop_scale)
+    except BoxError as e:
+        raise PropagationInputError(f"{inputs.frames}: {e}") from e
+
+
+def annotations_json(result: Result, inputs: Inputs, options: PropagateOptions, meta: dict) -> str:
+    """annotations.json's text: the run's metadata (``meta``: checkpoint, method, model,
+    checkpoint_used; then the inputs and options) and one entry per frame (module docstring);
+    never NaN or Infinity (not JSON)."""
+    arrays, T = result.arrays, len(inputs.names)
     entries = []
     for i in range(T):
         valid = arrays["source"][i] >= 0
         entries.append({
-            "index": i, "file": names[i], "labelled": bool(arrays["labelled"][i]),
+            "index": i, "file": inputs.names[i], "labelled": bool(arrays["labelled"][i]),
             "sources": arrays["source"][i][valid].tolist(), "K": arrays["K"][i].tolist(),
-            "box": [float(v) for v in frame_boxes[i]], "box_source": str(box_source[i]),
+            "box": [float(v) for v in result.boxes[i]], "box_source": str(result.box_source[i]),
             "weights": [round(float(w), 6) for w in arrays["weight"][i][valid]],
             **{k: np.round(arrays[k][i].astype(np.float64), 7).tolist()
                for k in ("root", "pose", "betas", "joints3d", "joints2d")},
         })
-    meta = {"checkpoint": None if checkpoint is None else str(checkpoint), "method": method,
-            "model": model if method == "paper" else None, "checkpoint_used": used,
-            "frames": str(frames), "labels": str(labels), "labels_by": labels_by, "both_sides": both_sides,
+    box, boxes, crop_scale = inputs.box, options.boxes, options.crop_scale
+    meta = {**meta, "frames": str(inputs.frames), "labels": str(inputs.labels),
+            "labels_by": options.labels_by, "both_sides": options.both_sides,
             "boxes": ({"fixed": dataclasses.asdict(box)} if box is not None else
                       {"file": str(boxes) if boxes is not None else None, "crop_scale": crop_scale}),
-            "image_size": S, "num_frames": T, "num_labelled": int(len(lab)),
+            "image_size": result.image_size, "num_frames": T, "num_labelled": int(len(inputs.frame_indices)),
             "units": {"root": "m", "joints3d": "m (camera frame, OpenCV)", "pose": "rad, axis-angle",
                       "joints2d": "px of the original frames"}}
-    doc = json.dumps({**meta, "frames_out": entries}, allow_nan=False)  # never NaN/Infinity (not JSON)
+    return json.dumps({**meta, "frames_out": entries}, allow_nan=False)
+
+
+def write_results(out: Path, result: Result, inputs: Inputs, options: PropagateOptions, meta: dict,
+                  interrupts: Interrupts) -> None:
+    """annotations.npz, annotations.json and (``options.overlays``) overlays/ into ``out``, swapped in
+    as a whole (:func:`handprop_jax.propagation.swap.replace_results`); a folder ``out`` this call
+    created is removed again when nothing was written."""
+    doc = annotations_json(result, inputs, options, meta)
 
     def write(folder: Path) -> None:
-        np.savez(folder / "annotations.npz", **arrays)
+        np.savez(folder / "annotations.npz", **result.arrays)
         (folder / "annotations.json").write_text(doc)
-        if overlays:
-            from handprop_jax.propagation.overlays import write_overlays
-
-            write_overlays(folder / "overlays", crops, verts, K_crop, mano.faces, names)
+        if options.overlays:
+            overlays.write_overlays(folder / "overlays", result.crops, result.verts, result.K_crop,
+                                    result.faces, inputs.names)
         interrupts.check()
 
     interrupts.check()
@@ -311,7 +405,6 @@ def _propagate_files(checkpoint, frames, labels, out, intrinsics, both_sides, ov
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
-    return arrays
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -361,8 +454,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Errors (PropagationInputError, the run's RunNotFound, a bad --set) are UserError/ConfigError:
     ``handprop_jax.cli.main`` reports them in one line, exit code 2."""
-    from handprop_jax.errors import UserError
-
     if args.checkpoint is not None and (args.config is not None or args.overrides):
         raise UserError("--config/--set apply without --checkpoint only (a run's config is the one it was "
                         "trained with)")
@@ -371,11 +462,12 @@ def run(args: argparse.Namespace) -> int:
                   if args.checkpoint is None else None)
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
-    arrays = propagate_files(args.checkpoint, args.frames, args.labels, args.out, args.intrinsics,
-                             both_sides=args.both_sides, overlays=args.overlays, model=args.model,
-                             crop=args.crop, boxes=args.boxes, crop_scale=args.crop_scale,
-                             method=args.method, config=config, overwrite=args.overwrite,
-                             labels_by=args.labels_by, force=args.force)
+    options = PropagateOptions(
+        method=args.method, both_sides=args.both_sides, model=args.model, intrinsics=args.intrinsics,
+        crop=args.crop, boxes=args.boxes, crop_scale=args.crop_scale, labels_by=args.labels_by,
+        force=args.force, overlays=args.overlays, overwrite=args.overwrite)
+    arrays = propagate_files(args.frames, args.labels, args.out, options, checkpoint=args.checkpoint,
+                             config=config)
     n, nl = len(arrays["frame_index"]), int(arrays["labelled"].sum())
     print(f"propagated {nl} labelled frame(s) to {n - nl} unlabelled frame(s) → {Path(args.out).resolve()}"
           f"/annotations.{{json,npz}}")

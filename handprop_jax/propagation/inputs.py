@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from handprop_jax.data.crop import Box, crop_image
 from handprop_jax.errors import UserError, numbers
 from handprop_jax.gamma import FIELD_SHAPES, Gamma
 
@@ -55,29 +58,40 @@ def frame_size(source: str | Path) -> tuple[int, int]:
 
 
 def _iter_frames(path: Path, names_only: bool = False):
+    """(name, frame or None with ``names_only``) of a folder of images or a video file, in order."""
+    if path.is_dir():
+        yield from _iter_folder(path, names_only)
+    else:
+        yield from _iter_video(path, names_only)
+
+
+def _iter_folder(path: Path, names_only: bool):
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    for f in files:
+        if not f.is_file():  # a broken symbolic link, or a folder named like an image
+            what = (f"a broken symbolic link (to {os.readlink(f)})" if f.is_symlink() and not f.exists()
+                    else "not a file")
+            raise PropagationInputError(f"{f}: {what}; every image in the frames folder must be a "
+                                        "readable frame (remove it or repair the link)")
+    if not files:
+        raise PropagationInputError(f"{path}: no frame images (expected files ending in "
+                                    f"{', '.join(IMAGE_SUFFIXES)})")
+    for f in files:
+        if names_only:
+            yield f.name, None
+            continue
+        try:
+            with Image.open(f) as im:
+                yield f.name, np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise PropagationInputError(f"{f}: unreadable frame ({e})") from e
+
+
+def _iter_video(path: Path, names_only: bool):
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
-    if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
-        for f in files:
-            if not f.is_file():  # a broken symbolic link, or a folder named like an image
-                what = (f"a broken symbolic link (to {os.readlink(f)})" if f.is_symlink() and not f.exists()
-                        else "not a file")
-                raise PropagationInputError(f"{f}: {what}; every image in the frames folder must be a "
-                                            "readable frame (remove it or repair the link)")
-        if not files:
-            raise PropagationInputError(f"{path}: no frame images (expected files ending in "
-                                        f"{', '.join(IMAGE_SUFFIXES)})")
-        for f in files:
-            if names_only:
-                yield f.name, None
-                continue
-            try:
-                with Image.open(f) as im:
-                    yield f.name, np.asarray(im.convert("RGB"))
-            except (UnidentifiedImageError, OSError) as e:
-                raise PropagationInputError(f"{f}: unreadable frame ({e})") from e
-        return
     if not path.exists():
         raise PropagationInputError(f"{path}: no such frames folder or video file")
     try:
@@ -106,10 +120,8 @@ def _iter_frames(path: Path, names_only: bool = False):
             raise PropagationInputError(f"{path}: unreadable video ({e})") from e
 
 
-def centre_box(height: int, width: int):
+def centre_box(height: int, width: int) -> Box:
     """The largest centred square crop box of an image (``handprop_jax.data.crop.Box``)."""
-    from handprop_jax.data.crop import Box
-
     return Box(cx=(width - 1) / 2, cy=(height - 1) / 2, side=float(min(height, width)))
 
 
@@ -121,8 +133,6 @@ def load_frames(source: str | Path, image_size: int, box=None, boxes=None
 
     Returns (names (T,), crops uint8 (T, S, S, 3), (H, W) of the original frames, the Box used (the
     first frame's with ``boxes``))."""
-    from handprop_jax.data.crop import Box, crop_image
-
     names, crops, hw = [], [], None
     for name, frame in iter_frames(source):
         if hw is None:
@@ -292,14 +302,29 @@ def load_labels(path: str | Path, num_frames: int | None = None, names: list[str
     path = Path(path)
     if not path.is_file():
         raise PropagationInputError(f"{path}: no such labels file")
+    if names is not None:
+        num_frames = len(names)
+    index = _label_index(path, names)
+    if path.suffix.lower() == ".npz":
+        keys, frames, gamma, K = _labels_from_npz(path, index, by_name=names is not None)
+    elif path.suffix.lower() == ".json":
+        keys, frames, gamma, K = _labels_from_json(path, index)
+    else:
+        raise PropagationInputError(f"{path}: labels must be a .json or .npz file")
+    _check_label_set(path, keys, frames, gamma, num_frames)
+    order = np.argsort(frames)
+    return frames[order], Gamma.of(gamma).numpy().take(order), K
+
+
+def _label_index(path: Path, names: list[str] | None) -> Callable[[Any], int]:
+    """The frame index a label key names: the key as an integer, or with ``names`` (the frames' file
+    names, in order) the frame whose file name is the key, with or without its suffix (a suffix-less
+    name shared by two files does not count). PropagationInputError naming ``path`` and the key."""
     by_name = None
     if names is not None:
-        from collections import Counter
-
         stems = [Path(n).stem for n in names]
         once = Counter(stems)
         by_name = {st: i for i, st in enumerate(stems) if once[st] == 1} | {n: i for i, n in enumerate(names)}
-        num_frames = len(names)
 
     def index(key) -> int:
         if by_name is None:
@@ -312,67 +337,82 @@ def load_labels(path: str | Path, num_frames: int | None = None, names: list[str
                                         f"are {names[0]} ... {names[-1]}; labels are keyed by file name)")
         return by_name[str(key)]
 
-    K = None
-    if path.suffix.lower() == ".npz":
-        data = _read_npz(path)
-        missing = [k for k in ("frames", *GAMMA_KEYS) if k not in data]
-        if missing:
-            raise PropagationInputError(f"{path}: missing arrays {missing} (have {sorted(data)}); expected "
-                                        f"frames (L,), root (L, 3), pose (L, 48), betas (L, 10)")
-        keys = np.asarray(data["frames"])
-        if by_name is not None:
-            if keys.ndim != 1 or keys.dtype.kind not in "UO":
-                raise PropagationInputError(f"{path}: 'frames' must be a 1-D array of frame file names, got "
-                                            f"{keys.dtype} {keys.shape}")
-        elif keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
-            raise PropagationInputError(f"{path}: 'frames' must be a 1-D integer array, got "
+    return index
+
+
+#: what a labels reader returns: (the keys as written (L,), frame indices (L,) int64 in the file's
+#: order, γ* as {root (L, 3), pose (L, 48), betas (L, 10)} float64, K (3, 3) / (T, 3, 3) or None)
+_Labels = tuple[list, np.ndarray, dict[str, np.ndarray], np.ndarray | None]
+
+
+def _labels_from_npz(path: Path, index: Callable[[Any], int], by_name: bool) -> _Labels:
+    """The arrays of a labels .npz (``frames`` integer indices, or file names when ``by_name``)."""
+    data = _read_npz(path)
+    missing = [k for k in ("frames", *GAMMA_KEYS) if k not in data]
+    if missing:
+        raise PropagationInputError(f"{path}: missing arrays {missing} (have {sorted(data)}); expected "
+                                    f"frames (L,), root (L, 3), pose (L, 48), betas (L, 10)")
+    keys = np.asarray(data["frames"])
+    if by_name:
+        if keys.ndim != 1 or keys.dtype.kind not in "UO":
+            raise PropagationInputError(f"{path}: 'frames' must be a 1-D array of frame file names, got "
                                         f"{keys.dtype} {keys.shape}")
-        keys = [str(k) for k in keys] if by_name is not None else [int(k) for k in keys]
-        frames = np.asarray([index(k) for k in keys], np.int64)
-        gamma = {}
+    elif keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
+        raise PropagationInputError(f"{path}: 'frames' must be a 1-D integer array, got "
+                                    f"{keys.dtype} {keys.shape}")
+    keys = [str(k) for k in keys] if by_name else [int(k) for k in keys]
+    frames = np.asarray([index(k) for k in keys], np.int64)
+    gamma = {}
+    for k in GAMMA_KEYS:
+        a = np.asarray(data[k])
+        if a.shape != (len(frames),) + FIELD_SHAPES[k] or a.dtype.kind not in "iuf":
+            raise PropagationInputError(f"{path}: '{k}' has shape {a.shape} ({a.dtype}), expected "
+                                        f"{(len(frames),) + FIELD_SHAPES[k]} numbers")
+        gamma[k] = a.astype(np.float64)
+    K = check_intrinsics(data["K"], f"{path}: 'K'") if "K" in data else None
+    return keys, frames, gamma, K
+
+
+def _labels_from_json(path: Path, index: Callable[[Any], int]) -> _Labels:
+    """The entries of a labels .json (``{"K": ..., "labels": {key: {root, pose, betas}}}`` or the
+    entries at the top level); a key given twice anywhere is refused (``json`` keeps the last)."""
+    data = read_json(path, _object)
+    if not isinstance(data, dict):
+        raise PropagationInputError(f"{path}: expected a JSON object with 'labels'")
+    if data.duplicates:
+        raise PropagationInputError(f"{path}: key {data.duplicates[0]!r} appears twice")
+    K = check_intrinsics(data["K"], f"{path}: 'K'") if "K" in data else None
+    entries = data.get("labels", {k: v for k, v in data.items() if k not in ("K", "side")})
+    if not isinstance(entries, dict):
+        raise PropagationInputError(f"{path}: 'labels' must map frame index → {{root, pose, betas}}")
+    if getattr(entries, "duplicates", None):
+        raise PropagationInputError(f"{path}: frame {entries.duplicates[0]} is labelled twice (JSON "
+                                    "would keep only the last one); remove one")
+    keys, frames, gamma = [], [], {k: [] for k in GAMMA_KEYS}
+    for key, entry in entries.items():
+        keys.append(key)
+        frames.append(index(key))
+        if not isinstance(entry, dict):
+            raise PropagationInputError(f"{path}: frame {key}: expected {{root, pose, betas}}")
+        if entry.duplicates:
+            raise PropagationInputError(f"{path}: frame {key}: key {entry.duplicates[0]!r} appears twice")
         for k in GAMMA_KEYS:
-            a = np.asarray(data[k])
-            if a.shape != (len(frames),) + FIELD_SHAPES[k] or a.dtype.kind not in "iuf":
-                raise PropagationInputError(f"{path}: '{k}' has shape {a.shape} ({a.dtype}), expected "
-                                            f"{(len(frames),) + FIELD_SHAPES[k]} numbers")
-            gamma[k] = a.astype(np.float64)
-        if "K" in data:
-            K = check_intrinsics(data["K"], f"{path}: 'K'")
-    elif path.suffix.lower() == ".json":
-        data = read_json(path, _object)
-        if not isinstance(data, dict):
-            raise PropagationInputError(f"{path}: expected a JSON object with 'labels'")
-        if data.duplicates:
-            raise PropagationInputError(f"{path}: key {data.duplicates[0]!r} appears twice")
-        if "K" in data:
-            K = check_intrinsics(data["K"], f"{path}: 'K'")
-        entries = data.get("labels", {k: v for k, v in data.items() if k not in ("K", "side")})
-        if not isinstance(entries, dict):
-            raise PropagationInputError(f"{path}: 'labels' must map frame index → {{root, pose, betas}}")
-        if getattr(entries, "duplicates", None):
-            raise PropagationInputError(f"{path}: frame {entries.duplicates[0]} is labelled twice (JSON "
-                                        "would keep only the last one); remove one")
-        keys, frames, gamma = [], [], {k: [] for k in GAMMA_KEYS}
-        for key, entry in entries.items():
-            keys.append(key)
-            frames.append(index(key))
-            if not isinstance(entry, dict):
-                raise PropagationInputError(f"{path}: frame {key}: expected {{root, pose, betas}}")
-            if entry.duplicates:
-                raise PropagationInputError(f"{path}: frame {key}: key {entry.duplicates[0]!r} appears twice")
-            for k in GAMMA_KEYS:
-                if k not in entry:
-                    raise PropagationInputError(f"{path}: frame {key}: missing key {k!r}")
-                a = numbers(entry[k], f"{path}: frame {key}: '{k}'", PropagationInputError)
-                if a.shape != FIELD_SHAPES[k]:
-                    raise PropagationInputError(f"{path}: frame {key}: '{k}' has shape {a.shape}, "
-                                                f"expected {FIELD_SHAPES[k]}")
-                gamma[k].append(a)
-        frames = np.asarray(frames, np.int64)
-        gamma = {k: np.asarray(v, np.float64).reshape((len(frames),) + FIELD_SHAPES[k])
-                 for k, v in gamma.items()}
-    else:
-        raise PropagationInputError(f"{path}: labels must be a .json or .npz file")
+            if k not in entry:
+                raise PropagationInputError(f"{path}: frame {key}: missing key {k!r}")
+            a = numbers(entry[k], f"{path}: frame {key}: '{k}'", PropagationInputError)
+            if a.shape != FIELD_SHAPES[k]:
+                raise PropagationInputError(f"{path}: frame {key}: '{k}' has shape {a.shape}, "
+                                            f"expected {FIELD_SHAPES[k]}")
+            gamma[k].append(a)
+    frames = np.asarray(frames, np.int64)
+    return keys, frames, {k: np.asarray(v, np.float64).reshape((len(frames),) + FIELD_SHAPES[k])
+                          for k, v in gamma.items()}, K
+
+
+def _check_label_set(path: Path, keys: list, frames: np.ndarray, gamma: dict[str, np.ndarray],
+                     num_frames: int | None) -> None:
+    """At least one label, finite numbers, no frame labelled twice, every frame index inside the video
+    (0..``num_frames`` - 1 when known); else PropagationInputError naming the file and the key."""
     if len(frames) == 0:
         raise PropagationInputError(f"{path}: no labelled frame at all; label at least one frame")
     for k in GAMMA_KEYS:
@@ -389,8 +429,6 @@ def load_labels(path: str | Path, num_frames: int | None = None, names: list[str
         if len(bad):
             raise PropagationInputError(f"{path}: label frame index {int(bad[0])} is outside the video "
                                         f"(frames 0..{num_frames - 1})")
-    order = np.argsort(frames)
-    return frames[order], Gamma.of(gamma).numpy().take(order), K
 
 
 #: the plausible depth of a labelled root (metres, z in the camera frame): nearer than 5 cm or farther

@@ -28,6 +28,7 @@ with another ``data.num_workers`` is refused naming the value to use (it decides
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -39,6 +40,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from handprop_jax import config as config_lib
 from handprop_jax.config import Config
@@ -48,6 +50,7 @@ from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import checkpoint as ckpt_lib
 from handprop_jax.training import parallel, registry, steps
 from handprop_jax.training.logs import RunLogger
+from handprop_jax.training.runlock import WorkdirLock
 
 STAGE_ALIASES = {"1": "stage1", "2": "stage2", "3": "align", "stage3": "align"}
 
@@ -218,24 +221,36 @@ def _data_workers(meta: dict) -> int | None:
         return None
 
 
+@dataclasses.dataclass
+class _Progress:
+    """How far a phase got, kept up to date by :func:`_run_phase` for :func:`run_phase`'s message when
+    it stops (Ctrl-C, a full disk): ``step`` the steps done (None: before its first), ``saved`` the
+    last checkpoint written (None: none yet), ``checkpoints`` the phase's open checkpoints (closed
+    on Ctrl-C, so that one being written finishes)."""
+
+    step: int | None = None
+    saved: int | None = None
+    checkpoints: ckpt_lib.PhaseCheckpoints | None = None
+
+
 def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory, mesh,
-              progress: bool = True, interrupt_at: int | None = None) -> dict:
+              progress: bool = True) -> dict:
     """Train one phase to completion (resuming if possible). Returns its final summary dict.
 
     Raises ``InterruptedRun`` on Ctrl-C and ``DiskFull`` when the disk fills up, both naming the
     phase, the step reached and the last checkpoint."""
-    where = {"step": None, "saved": None, "ck": None}  # progress, for the messages
+    at = _Progress()
     try:
-        return _run_phase(config, workdir, phase, sources, mesh, progress, interrupt_at, where)
+        return _run_phase(config, workdir, phase, sources, mesh, progress, at)
     except KeyboardInterrupt as e:
         if isinstance(e, InterruptedRun):
             raise
-        if where.get("ck") is not None:
+        if at.checkpoints is not None:
             try:  # let a checkpoint being written finish, so that the message is true
-                where["ck"].close()
+                at.checkpoints.close()
             except Exception:
-                where["saved"] = where["ck"].latest_step()
-        raise InterruptedRun(_stopped("interrupted", phase, where)) from e
+                at.saved = at.checkpoints.latest_step()
+        raise InterruptedRun(_stopped("interrupted", phase, at)) from e
     except Exception as e:
         full = disk_full(e)
         if full is None:
@@ -243,7 +258,7 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         if where.get("ck") is not None:  # the save that failed is no checkpoint
             where["saved"] = max(where["ck"].saved_steps(), default=None)
         where_ = "" if full.filename or str(workdir) in str(full) else f", writing in {workdir}"
-        raise DiskFull(_stopped(f"disk full ({full}{where_})", phase, where)) from e
+        raise DiskFull(_stopped(f"disk full ({full}{where_})", phase, at)) from e
 
 
 def _abstract_state(config: Config, phase: str, mesh) -> steps.TrainState:
@@ -257,7 +272,7 @@ def _abstract_state(config: Config, phase: str, mesh) -> steps.TrainState:
     def fresh(key):
         variables = dict(model.module.init(key, jnp.zeros((2, s, s, 3), jnp.uint8), False))
         phase_key = steps.phase_key(config, phase)
-        if spec.extend_params is not None:  # the parameter groups the phase adds (as in _run_phase)
+        if spec.extend_params is not None:  # the parameter groups the phase adds (as in _initial_state)
             variables = spec.extend_params(config, variables, jax.random.fold_in(phase_key, 11))
         return steps.init_state(config, phase, variables, phase_key)
 
@@ -266,114 +281,112 @@ def _abstract_state(config: Config, phase: str, mesh) -> steps.TrainState:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
 
 
-def _stopped(what: str, phase: str, where: dict) -> str:
-    at = f"at step {where['step']}" if where["step"] is not None else "before its first step"
-    saved = (f"the last checkpoint is step {where['saved']}" if where["saved"] is not None
+def _stopped(what: str, phase: str, at: _Progress) -> str:
+    where = f"at step {at.step}" if at.step is not None else "before its first step"
+    saved = (f"the last checkpoint is step {at.saved}" if at.saved is not None
              else "no checkpoint of it yet")
-    return f"{what} {at} of phase {phase!r} ({saved}); re-run the same command to resume"
+    return f"{what} {where} of phase {phase!r} ({saved}); re-run the same command to resume"
 
 
-def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory, mesh,
-               progress: bool, interrupt_at: int | None, where: dict) -> dict:
+def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory, mesh, progress: bool,
+               at: _Progress) -> dict:
+    """:func:`run_phase`'s work: the phase's state (restored, or initialised), then its steps; ``at``
+    follows the step reached and the last checkpoint."""
     t = config.train
-    spec = registry.get(phase)
-    stage = spec.stage
     total = steps.phase_steps(config, phase)
-    main = jax.process_index() == 0
     parallel.local_batch_size(t.batch_size, mesh)  # clear error before any work when it does not divide
-    ck = ckpt_lib.PhaseCheckpoints(workdir, phase, keep=t.keep_checkpoints)
-    latest = where["saved"] = where["step"] = ck.latest_step()
-    where["ck"] = ck
-    if latest is not None and latest >= total:
-        try:  # finished: make sure its final checkpoint reads back (later phases start from it)
-            ck.restore(latest)
-        except ckpt_lib.DamagedCheckpoint:
-            latest, _, _ = ck.restore_latest_good()  # names it, sets it aside: redo the last steps
-            where["saved"] = where["step"] = latest
-        else:
+    ck = at.checkpoints = ckpt_lib.PhaseCheckpoints(workdir, phase, keep=t.keep_checkpoints)
+    latest = at.saved = at.step = ck.latest_step()
+    if latest is not None and latest >= total:  # finished: its final checkpoint must read back
+        if _reads_back(ck, latest):              # (later phases start from it)
             ck.close()
             return {"phase": phase, "step": latest, "skipped": True}
-
-    if latest is not None:  # resuming: refuse a changed worker count before any work
-        try:
-            workers = _data_workers(ck.read_meta(latest))
-        except Exception:  # a damaged step: restore_latest_good below names it
-            workers = None
-        if workers is not None and workers != config.data.num_workers:
-            ck.close()
-            raise UserError(f"phase {phase!r} was checkpointed at step {latest} with data.num_workers="
-                            f"{workers}; resume it with --set data.num_workers={workers} (the worker count "
-                            "decides the batch order; it may change once this phase has finished)")
-        # only the state's structure is needed to restore into: no initialisation to compile and run
-        latest, restored, meta = ck.restore_latest_good(_abstract_state(config, phase, mesh))
-        where["saved"] = where["step"] = latest
+        latest, _, _ = ck.restore_latest_good()  # names it, sets it aside: redo the last steps
+        at.saved = at.step = latest
+    restored = _restored_state(config, phase, ck, latest, mesh, at) if latest is not None else None
     train_source = sources(config, phase, "train", jax.process_index(), jax.process_count())
-    if latest is not None:
-        state = parallel.replicate(restored, mesh)
-        train_source.set_state(ckpt_lib.decode_data_state(meta["data_state"]))
+    if restored is not None:
+        state = parallel.replicate(restored[0], mesh)
+        train_source.set_state(ckpt_lib.decode_data_state(restored[1]["data_state"]))
     else:
-        prev = spec.init_from
-        if prev is None:
-            variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
-        else:
-            variables = _load_final_variables(workdir, prev, config)
-        key = steps.phase_key(config, phase)
-        if spec.extend_params is not None:  # parameter groups the phase adds to the ones it starts from
-            variables = spec.extend_params(config, variables, jax.random.fold_in(key, 11))
-        state = steps.init_state(config, phase, variables, key)
-        state = parallel.replicate(state, mesh)
-    start = int(jax.device_get(state.step))
-    where["step"] = start
+        state = parallel.replicate(_initial_state(config, workdir, phase), mesh)
+    return _train_steps(config, workdir, phase, state, train_source, sources, mesh, ck, progress, at)
 
+
+def _reads_back(ck: ckpt_lib.PhaseCheckpoints, step: int) -> bool:
+    """Whether checkpoint ``step`` can be restored (False: it is damaged)."""
+    try:
+        ck.restore(step)
+    except ckpt_lib.DamagedCheckpoint:
+        return False
+    return True
+
+
+def _initial_state(config: Config, workdir: Path, phase: str) -> steps.TrainState:
+    """A phase's first state: from the end of the phase it starts from (``Phase.init_from``), else
+    freshly initialised, plus the parameter groups it adds (``Phase.extend_params``)."""
+    spec = registry.get(phase)
+    if spec.init_from is None:
+        variables = HandPropModel.create(config).init(jax.random.PRNGKey(config.train.seed))
+    else:
+        variables = _load_final_variables(workdir, spec.init_from, config)
+    key = steps.phase_key(config, phase)
+    if spec.extend_params is not None:  # parameter groups the phase adds to the ones it starts from
+        variables = spec.extend_params(config, variables, jax.random.fold_in(key, 11))
+    return steps.init_state(config, phase, variables, key)
+
+
+def _restored_state(config: Config, phase: str, ck: ckpt_lib.PhaseCheckpoints, latest: int, mesh,
+                    at: _Progress) -> tuple[Any, dict]:
+    """(the train state, its checkpoint's meta, holding the data iterator's state) of an interrupted
+    phase's latest good checkpoint at or before ``latest``; UserError, before any work, when it was
+    checkpointed with another ``data.num_workers``."""
+    try:
+        workers = _data_workers(ck.read_meta(latest))
+    except Exception:  # a damaged step: restore_latest_good below names it
+        workers = None
+    if workers is not None and workers != config.data.num_workers:
+        ck.close()
+        raise UserError(f"phase {phase!r} was checkpointed at step {latest} with data.num_workers="
+                        f"{workers}; resume it with --set data.num_workers={workers} (the worker count "
+                        "decides the batch order; it may change once this phase has finished)")
+    # only the state's structure is needed to restore into: no initialisation to compile and run
+    latest, restored, meta = ck.restore_latest_good(_abstract_state(config, phase, mesh))
+    at.saved = at.step = latest
+    return restored, meta
+
+
+def _train_steps(config: Config, workdir: Path, phase: str, state, train_source, sources: SourceFactory,
+                 mesh, ck: ckpt_lib.PhaseCheckpoints, progress: bool, at: _Progress) -> dict:
+    """The phase's steps from ``state``'s step to its last: each dispatched asynchronously; every
+    ``log_every`` steps the mean metrics (after a finiteness check), every ``eval_every`` the
+    validation, every ``checkpoint_every`` a checkpoint, and all three at the last step. Returns
+    the summary (the last logged numbers, "phase" and "step")."""
+    t, spec = config.train, registry.get(phase)
+    total = steps.phase_steps(config, phase)
+    main = jax.process_index() == 0
+    start = at.step = int(jax.device_get(state.step))
     # phases with the same step (stage1, baseline) and the same validation share the compilations
     step_fn = _compiled_step(config, spec.shares_step_with or phase, mesh)
     eval_fn = _compiled_eval(config, spec.validation)
     base_key = np.asarray(jax.device_get(state.rng))  # the state (and its rng) is donated each step
-    logger = RunLogger(workdir, phase, stage, is_main=main, resume_step=start)
-
-    def check_finite(at_step: int) -> None:
-        bad = int(jax.device_get(state.bad_step))
-        if bad >= 0:
-            good = ck.latest_step()
-            where = f"step {good} in {ck.directory}" if good is not None else "none saved yet"
-            ck.close()
-            logger.close()
-            raise NonFiniteLossError(
-                f"non-finite loss or gradient in phase {phase!r} (stage {stage}) at step {bad + 1} of "
-                f"{total} (detected by step {at_step}); parameters were not updated by that step; last "
-                f"good checkpoint: {where}. Lower train.lr or check the data.")
-
-    bar = None
-    if progress and main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=start, desc=f"{phase} (stage {stage})", unit="step",
-                   dynamic_ncols=True, leave=True)
-        logger.write = bar.write  # log lines above the bar
+    logger = RunLogger(workdir, phase, spec.stage, is_main=main, resume_step=start)
+    bar = _progress_bar(phase, spec.stage, start, total, logger) if progress and main else None
     history: list[dict] = []
-    images_per_step = t.batch_size * spec.images_per_sample
     summary: dict = {"phase": phase}
     if start == 0 and start < total:
         _diagnostics(spec, config, state, logger, 0, summary, main)
-    t_last, n_last = time.perf_counter(), 0
+    rate = _Rate(t.batch_size * spec.images_per_sample)
     for step in range(start, total):
-        if interrupt_at is not None and step == interrupt_at:
-            ck.wait()
-            raise KeyboardInterrupt(f"test interrupt at step {step} of {phase}")
         batch = parallel.global_batch(steps.numeric_batch(next(train_source)), mesh)
-        key = jax.random.fold_in(base_key, step)
-        state, metrics = step_fn(state, batch, key)
+        state, metrics = step_fn(state, batch, jax.random.fold_in(base_key, step))
         history.append(metrics)
-        n_last += 1
-        done = where["step"] = step + 1
+        done = at.step = step + 1
         is_last = done == total
         if done % t.log_every == 0 or is_last:
-            check_finite(done)
-            mean = _mean_metrics(history)
+            _check_finite(state, phase, total, done, ck, logger)
+            mean = {**_mean_metrics(history), "images_per_s": rate.per_second(len(history))}
             history = []
-            now = time.perf_counter()
-            mean["images_per_s"] = n_last * images_per_step / max(now - t_last, 1e-9)
-            t_last, n_last = now, 0
             if bar is not None:
                 bar.set_postfix(loss=f"{mean['loss']:.4g}", img_s=f"{mean['images_per_s']:.0f}")
             logger.log(done, mean)
@@ -389,12 +402,12 @@ def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory
                 summary.update(val)
             val = val.get(ckpt_lib.VAL_KEY)
         if done % t.checkpoint_every == 0 or is_last:
-            check_finite(done)
-            meta = {"phase": phase, "stage": stage, "step": done, "total_steps": total,
+            _check_finite(state, phase, total, done, ck, logger)
+            meta = {"phase": phase, "stage": spec.stage, "step": done, "total_steps": total,
                     "config_name": config.name, "num_workers": config.data.num_workers,
                     "data_state": ckpt_lib.encode_data_state(train_source.get_state())}
             ck.save(done, state, meta, val)
-            where["saved"] = done
+            at.saved = done
         if is_last:
             _diagnostics(spec, config, state, logger, done, summary, main)
     if bar is not None:
@@ -405,17 +418,54 @@ def _run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory
     return summary
 
 
+class _Rate:
+    """Images per second since the previous call (wall clock), for the logged ``images_per_s``."""
+
+    def __init__(self, images_per_step: int):
+        self.images_per_step = images_per_step
+        self.last = time.perf_counter()
+
+    def per_second(self, num_steps: int) -> float:
+        now = time.perf_counter()
+        rate = num_steps * self.images_per_step / max(now - self.last, 1e-9)
+        self.last = now
+        return rate
+
+
+def _progress_bar(phase: str, stage: int, start: int, total: int, logger: RunLogger):
+    """A tqdm bar for the phase's steps; the logger's lines are written above it."""
+    bar = tqdm(total=total, initial=start, desc=f"{phase} (stage {stage})", unit="step",
+               dynamic_ncols=True, leave=True)
+    logger.write = bar.write
+    return bar
+
+
+def _check_finite(state, phase: str, total: int, at_step: int, ck: ckpt_lib.PhaseCheckpoints,
+                  logger: RunLogger) -> None:
+    """NonFiniteLossError naming the first step (the state's ``bad_step``) whose loss or gradient was
+    not finite, and the last good checkpoint (the checkpoints and the logger are closed first)."""
+    bad = int(jax.device_get(state.bad_step))
+    if bad >= 0:
+        good = ck.latest_step()
+        where = f"step {good} in {ck.directory}" if good is not None else "none saved yet"
+        ck.close()
+        logger.close()
+        raise NonFiniteLossError(
+            f"non-finite loss or gradient in phase {phase!r} (stage {registry.get(phase).stage}) at step "
+            f"{bad + 1} of {total} (detected by step {at_step}); parameters were not "
+            f"updated by that step; last good checkpoint: {where}. Lower train.lr or check the data.")
+
+
 def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | None = None, *,
-          sources: SourceFactory | None = None, progress: bool = True,
-          interrupt_at: tuple[str, int] | None = None) -> dict[str, dict]:
+          sources: SourceFactory | None = None, progress: bool = True) -> dict[str, dict]:
     """Train ``stages`` (None = ``train.phases``) into ``workdir``; resumable.
 
     Args:
       config: the resolved config. workdir: run folder (created).
       stages: phase names or stage numbers (1 → stage1, 2 → stage2, 3 → align).
-      sources: batch source factory (default: :func:`default_sources`, the grain pipeline).
+      sources: batch source factory (default: :func:`default_sources`, the grain pipeline; tests
+        stop a run abruptly, as a kill would, with a source that raises KeyboardInterrupt).
       progress: tqdm bar per phase (stdout lines instead when False).
-      interrupt_at: (phase, step) — tests only: stop abruptly before that step, as a kill would.
     Returns:
       {phase: summary dict with the last logged metrics, "val_mpjpe_mm" and "step"}.
     Raises:
@@ -423,8 +473,6 @@ def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | Non
       ``runlock.WorkdirInUse`` when another process trains in ``workdir``; ``InterruptedRun`` (Ctrl-C)
       and ``DiskFull`` naming the phase and step; ``UserError`` for a workdir that is a file.
     """
-    from handprop_jax.training.runlock import WorkdirLock
-
     parallel.maybe_initialize_distributed(config.train)
     workdir = Path(workdir)
     writable_dir(workdir, "--workdir")
@@ -440,11 +488,9 @@ def train(config: Config, workdir: str | Path, stages: Iterable[str | int] | Non
         mesh = parallel.make_mesh()
         out = {}
         for phase in resolve_phases(stages, config):
-            cut = interrupt_at[1] if interrupt_at is not None and interrupt_at[0] == phase else None
             for _ in range(len(registry.names()) + 1):
                 try:
-                    out[phase] = run_phase(config, workdir, phase, sources, mesh, progress=progress,
-                                           interrupt_at=cut)
+                    out[phase] = run_phase(config, workdir, phase, sources, mesh, progress=progress)
                     break
                 except _DamagedFinal as e:  # the previous phase's end is damaged: redo its last steps
                     run_phase(config, workdir, e.phase, sources, mesh, progress=progress)
