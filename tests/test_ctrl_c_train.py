@@ -104,12 +104,12 @@ def test_the_compiler_entry_the_handler_watches_exists():
     assert callable(getattr(compiler, errors.XLA_COMPILE[1]))
 
 
-@pytest.mark.slow
 # The suite runs the moment that crashed before the fix (a compilation), to keep its time down; add
 # "set up" and "second compilation" for the other two (both passed when the test was written, f9cebea).
 MOMENTS = ["first compilation"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_ctrl_c_before_the_first_step_is_one_line_and_the_run_resumes(env, tmp_path, moment):  # noqa: F811
     workdir, marks = tmp_path / "run", tmp_path / "marks"

@@ -255,8 +255,8 @@ def run_phase(config: Config, workdir: Path, phase: str, sources: SourceFactory,
         full = disk_full(e)
         if full is None:
             raise
-        if where.get("ck") is not None:  # the save that failed is no checkpoint
-            where["saved"] = max(where["ck"].saved_steps(), default=None)
+        if at.checkpoints is not None:  # the save that failed is no checkpoint
+            at.saved = max(at.checkpoints.saved_steps(), default=None)
         where_ = "" if full.filename or str(workdir) in str(full) else f", writing in {workdir}"
         raise DiskFull(_stopped(f"disk full ({full}{where_})", phase, at)) from e
 
