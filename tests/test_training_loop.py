@@ -274,3 +274,20 @@ def test_workdir_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
         assert main(["train", "--config", "tiny", "--workdir", str(workdir)]) == 2
         err = capsys.readouterr().err
         assert err == f"handprop train: --workdir {workdir}: {tmp_path / 'a_file'} is a file, not a folder\n"
+
+
+def test_resuming_with_another_config_is_one_line(cli_fakes, tmp_path, capsys):
+    """A run folder trained with one config and resumed with another is refused with one line naming
+    the differing field (exit code 2, no traceback), before anything is trained or overwritten."""
+    from handprop_jax.cli import main
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config_lib.save_json(dataclasses.replace(cli_fakes, train=dataclasses.replace(cli_fakes.train, lr=0.5)),
+                         workdir / "config.json")
+    recorded = (workdir / "config.json").read_text()
+    rc = main(["train", "--config", "tiny", "--workdir", str(workdir), "--stage", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("handprop train: ") and "records a different config (train.lr)" in err, err
+    assert (workdir / "config.json").read_text() == recorded and not (workdir / "checkpoints").exists()

@@ -125,7 +125,7 @@ def _check_config(workdir: Path, config: Config) -> None:
         diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]
                   and k not in _RESUME_FREE_TOP]
         if diffs:
-            raise ValueError(f"{path} records a different config ({', '.join(diffs)}); use a new "
+            raise UserError(f"{path} records a different config ({', '.join(diffs)}); use a new "
                              "--workdir or the same config to resume")
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
