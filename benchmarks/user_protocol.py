@@ -40,6 +40,8 @@ def main() -> None:
                    help="re-crop rounds of the photometric propagation on user crops (-1: no re-cropping)")
     p.add_argument("--recrop-box-terms", type=int, default=int(protocol_lib.DEFAULT_RECROP.box_terms),
                    help="1: the second pass keeps the box/centre weights, 0: off")
+    p.add_argument("--recrop-prior", default=protocol_lib.DEFAULT_RECROP.prior,
+                   choices=("transfer", "previous"), help="the second pass's starting point (Recrop.prior)")
     p.add_argument("--rows", default="all", choices=("all", "photometric", "reference", "both-sides"),
                    help="all rows, the photometric ones, the references, or the both-sides rows")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -50,7 +52,7 @@ def main() -> None:
     pick = {"all": lambda r: True, "photometric": lambda r: r.method == "photometric",
             "reference": lambda r: r.method != "photometric", "both-sides": lambda r: r.both_sides}[args.rows]
     wanted = tuple(r for r in protocol_lib.user_rows(ROWS) if r.method != "paper" and pick(r))
-    recrop = None if args.recrop < 0 else Recrop(args.recrop, bool(args.recrop_box_terms))
+    recrop = None if args.recrop < 0 else Recrop(args.recrop, bool(args.recrop_box_terms), args.recrop_prior)
     mano = default_mano(config)
     propagators = {m: Propagator.from_config(config, method=m) for m in ("photometric", "crop", "copy")}
     protocols = protocol_lib.resolve(args.protocol, config)

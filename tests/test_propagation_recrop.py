@@ -9,9 +9,11 @@ import pytest
 
 from handprop_jax import config as config_lib
 from handprop_jax.data import boxes as boxes_lib
+from handprop_jax.data import crop as crop_lib
 from handprop_jax.data.synthetic import crop_intrinsics
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import default_mano
+from handprop_jax.propagation import recrop as recrop_lib
 from handprop_jax.propagation.core import Propagator, propagate_video
 from handprop_jax.propagation.recrop import Recrop, hand_boxes, propagate_recrop
 
@@ -85,3 +87,12 @@ def test_no_round_is_photometric_without_box_terms(setup):
     want = propagate_video(off, images, K, lab, gamma.take(lab))
     for a, b in zip(res.gamma, want.gamma, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_crop_intrinsics_is_data_crop():
+    """The vectorised crop intrinsics are data.crop's, box by box."""
+    boxes = np.array([[320.0, 240.0, 150.0], [10.5, 400.0, 77.0]])
+    got = recrop_lib.crop_intrinsics(K_FULL, boxes, 64)
+    for g, b in zip(got, boxes, strict=True):
+        want = crop_lib.crop_intrinsics(K_FULL, crop_lib.Box(*b), 64)
+        np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-4)

@@ -31,16 +31,23 @@ import numpy as np
 from handprop_jax.data.boxes import MIN_SIDE_M, VERTEX_SCALE, square_boxes
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import hand_mesh
-from handprop_jax.propagation.core import Propagator, VideoPropagation, propagate_video
+from handprop_jax.propagation.core import Propagator, VideoPropagation, propagate_video, refine_frames
 
 
 @dataclasses.dataclass(frozen=True)
 class Recrop:
     """rounds: re-crop + second-pass rounds after the first pass (0: first pass only).
-    box_terms: the second pass keeps the configured box/centre weights (else 0, as in the first)."""
+    box_terms: the second pass keeps the configured box/centre weights (else 0, as in the first).
+    prior: the second pass starts from "transfer" (the labels' crop-aware transfer into the new
+    crops, as the first) or "previous" (the previous pass's annotations: the refinement goes on)."""
 
     rounds: int = 1
     box_terms: bool = True
+    prior: str = "transfer"
+
+    def __post_init__(self):
+        if self.prior not in ("transfer", "previous"):
+            raise ValueError(f"Recrop.prior {self.prior!r}: expected 'transfer' or 'previous'")
 
 
 def hand_boxes(mano, gamma: Gamma, K_full: np.ndarray, scale: float = VERTEX_SCALE,
@@ -54,6 +61,31 @@ def hand_boxes(mano, gamma: Gamma, K_full: np.ndarray, scale: float = VERTEX_SCA
     uv = uvw[..., :2] / uvw[..., 2:3]
     centre, side = square_boxes(uv, scale, K_full[:, 0, 0] * min_side / np.asarray(joints)[:, 0, 2])
     return np.concatenate([centre, side[:, None]], 1)
+
+
+def crop_intrinsics(K_full: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(T, 3, 3) float32 intrinsics of square crops (``data.crop.crop_intrinsics``, vectorised): K_full
+    (T, 3, 3) or (3, 3) and boxes (T, 3) cx, cy, side in full-frame pixels, crops of ``size`` px."""
+    boxes = np.asarray(boxes, np.float64)
+    s = size / boxes[:, 2]
+    A = np.zeros((len(boxes), 3, 3))
+    A[:, 0, 0] = A[:, 1, 1] = s
+    A[:, :2, 2] = -s[:, None] * (boxes[:, :2] - boxes[:, 2:3] / 2) - 0.5
+    A[:, 2, 2] = 1.0
+    return (A @ np.asarray(K_full, np.float64)).astype(np.float32)
+
+
+def frame_cropper(frames, image_size: int, K_full: np.ndarray) -> Callable:
+    """``crop(boxes)`` for :func:`propagate_recrop` on a user's full frames (``handprop propagate``):
+    ``frames`` a folder or video file read by ``propagation.inputs.load_frames``, K_full (T, 3, 3) or
+    (3, 3) of the full frames; returns (crops uint8 (T, S, S, 3), K (T, 3, 3))."""
+    from handprop_jax.propagation.inputs import load_frames
+
+    def crop(boxes):
+        _, crops, _, _ = load_frames(frames, image_size, boxes=np.asarray(boxes, np.float64))
+        return crops, crop_intrinsics(K_full, boxes, image_size)
+
+    return crop
 
 
 def _without_box_terms(p: Propagator) -> Propagator:
@@ -75,8 +107,30 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
         boxes = np.array(boxes, np.float64)
         boxes[u] = hand_boxes(p.mano, res.gamma.take(u), K_full[u])
         images, K = crop(boxes)
-        res = propagate_video(second, images, K, labelled, labels, both_sides=both_sides, times=times)
+        if recrop.prior == "transfer":
+            res = propagate_video(second, images, K, labelled, labels, both_sides=both_sides, times=times)
+        else:
+            res = _refine_again(second, images, K, res, labelled, labels)
     return res, boxes
+
+
+def _refine_again(p: Propagator, images: np.ndarray, K: np.ndarray, res: VideoPropagation,
+                  labelled: np.ndarray, labels: Gamma) -> VideoPropagation:
+    """The photometric refinement of the unlabelled frames of ``res`` from ``res`` itself, against the
+    same labelled frames with the same weights (``res.source``, ``res.weight``), on new crops."""
+    T = len(res.labelled)
+    u = np.nonzero(~res.labelled)[0]
+    row_of = np.full(T, -1, np.int64)
+    row_of[np.asarray(labelled, np.int64)] = np.arange(len(labelled))
+    src, wts = res.source[u], res.weight[u]
+    refs = np.where(src >= 0, src, src[:, ::-1])  # a missing side: the other one, weight 0
+    keep = slice(0, 1) if np.all(src[:, 1] < 0) else slice(None)  # nearest-only: one reference
+    refined = refine_frames(p, images, K, u, res.gamma.take(u), Gamma.of(labels).numpy(), row_of,
+                            refs[:, keep], wts[:, keep])
+    gamma = Gamma(*(np.array(f, np.float32) for f in res.gamma))
+    for field, new in zip(gamma, refined, strict=True):
+        field[u] = np.asarray(new, np.float32)
+    return dataclasses.replace(res, gamma=gamma, nearest=None)
 
 
 def propagate_recrop(propagator: Propagator, crop: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
