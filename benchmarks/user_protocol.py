@@ -42,15 +42,17 @@ def main() -> None:
                    help="1: the second pass keeps the box/centre weights, 0: off")
     p.add_argument("--recrop-prior", default=protocol_lib.DEFAULT_RECROP.prior,
                    choices=("transfer", "previous"), help="the second pass's starting point (Recrop.prior)")
-    p.add_argument("--rows", default="all", choices=("all", "photometric", "reference", "both-sides"),
-                   help="all rows, the photometric ones, the references, or the both-sides rows")
+    p.add_argument("--rows", default="all",
+                   choices=("all", "photometric", "reference", "both-sides", "nearest"),
+                   help="all rows, the photometric ones, the references, both-sides or nearest-only rows")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     config = config_lib.override(config_lib.load("synthetic"), [
         f"data.data_dir={str(Path(args.data_dir).resolve())!r}", f"data.synth_seed={args.seed}",
         *args.overrides])
     pick = {"all": lambda r: True, "photometric": lambda r: r.method == "photometric",
-            "reference": lambda r: r.method != "photometric", "both-sides": lambda r: r.both_sides}[args.rows]
+            "reference": lambda r: r.method != "photometric", "both-sides": lambda r: r.both_sides,
+            "nearest": lambda r: not r.both_sides}[args.rows]
     wanted = tuple(r for r in protocol_lib.user_rows(ROWS) if r.method != "paper" and pick(r))
     recrop = None if args.recrop < 0 else Recrop(args.recrop, bool(args.recrop_box_terms), args.recrop_prior)
     mano = default_mano(config)

@@ -12,9 +12,13 @@ crop) pull it to the wrong place, and part of the hand may fall outside the crop
    labels' own rule (``data.boxes.square_boxes``: the square around the projected mesh vertices,
    VERTEX_SCALE x their extent, at least MIN_SIDE_M metres at the wrist's depth), so the crop now
    follows the (estimated) hand as the labelled frames' crops follow theirs;
-3. **second pass**: the photometric propagation again, from the crop-aware transfer into the new
-   crops, with the configured box and centre weights (``box_terms``) — the paper protocol's method
-   on crops made from the first pass instead of from the ground truth. ``rounds`` > 1 repeats 2–3.
+3. **second pass**: the photometric refinement again on the new crops, against the same labelled
+   frames, from the first pass's annotations (``prior="previous"``, the default; ``"transfer"``:
+   from the labels' crop-aware transfer into the new crops, i.e. the paper protocol's method on
+   crops made from the first pass instead of from the ground truth), with the configured box and
+   centre weights (``box_terms``; the crop now follows the estimated hand). ``rounds`` > 1 repeats
+   2–3. Measured on the user protocol (docs/results.md, "Propagation under the user protocol"):
+   "previous" with the box terms beat "transfer" with or without them on data seed 0.
 
 The crops are made by the caller's ``crop(boxes) -> (images, K)`` (the tool cuts its full frames;
 the evaluation re-renders the synthetic scene, ``handprop_jax.evaluation.protocol``), so nothing
@@ -43,7 +47,7 @@ class Recrop:
 
     rounds: int = 1
     box_terms: bool = True
-    prior: str = "transfer"
+    prior: str = "previous"
 
     def __post_init__(self):
         if self.prior not in ("transfer", "previous"):
