@@ -36,6 +36,7 @@ from handprop_jax.data.boxes import MIN_SIDE_M, VERTEX_SCALE, square_boxes
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import hand_mesh
 from handprop_jax.propagation.core import Propagator, VideoPropagation, propagate_video, refine_frames
+from handprop_jax.propagation.inputs import load_frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +84,6 @@ def frame_cropper(frames, image_size: int, K_full: np.ndarray) -> Callable:
     """``crop(boxes)`` for :func:`propagate_recrop` on a user's full frames (``handprop propagate``):
     ``frames`` a folder or video file read by ``propagation.inputs.load_frames``, K_full (T, 3, 3) or
     (3, 3) of the full frames; returns (crops uint8 (T, S, S, 3), K (T, 3, 3))."""
-    from handprop_jax.propagation.inputs import load_frames
-
     def crop(boxes):
         _, crops, _, _ = load_frames(frames, image_size, boxes=np.asarray(boxes, np.float64))
         return crops, crop_intrinsics(K_full, boxes, image_size)
