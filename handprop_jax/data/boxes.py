@@ -4,11 +4,14 @@
 The rule (:func:`video_boxes`), for each frame t of a video of T frames:
 
 1. a box given for t in the user's **box file** (:func:`read_boxes`) is used as it is;
-2. otherwise, on a **labelled** frame, the square box around the label's projected 21 MANO joints
-   (``handprop_jax.data.crop.hand_box``: centre of their bounding box, side = ``scale`` x its larger
-   extent; the HO-3D/InterHand builders' crop) — unless the hand is behind the camera, fewer than
-   ``min_visible`` of its joints project inside the frame, or the box is over 4x the frame: then the
-   frame gets no box from its label;
+2. otherwise, on a **labelled** frame, the square box around the label's hand — given its mesh
+   vertices (``vertices3d``), the synthetic renderer's rule, i.e. the training crops of the demo and
+   of the pretrained predictor (:func:`square_boxes`: centre of the projected vertices' bounding box,
+   side = VERTEX_SCALE x its larger extent, at least MIN_SIDE_M metres at the wrist's depth); given
+   only its 21 joints, the HO-3D/InterHand builders' crop (``handprop_jax.data.crop.hand_box``: the
+   projected joints' box, side = ``scale`` x its larger extent) — unless the hand is behind the
+   camera, fewer than ``min_visible`` of its joints project inside the frame, or the box is over 4x
+   the frame: then the frame gets no box from its label;
 3. every other frame: the boxes of the nearest frames before and after it that have one (from 1 or
    2) interpolated linearly in time (centre and side); before the first / after the last such frame,
    that frame's box. A video where no frame has a box is an error.
