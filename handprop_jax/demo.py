@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     t = phase("evaluate: Table I")
     from handprop_jax.evaluation.runner import evaluate
 
-    rows = evaluate(workdir, config)
+    rows = evaluate(workdir, config, protocol=None)  # both protocols (paper, user crops)
     times["evaluate"] = time.perf_counter() - t
 
     if not args.skip_report:

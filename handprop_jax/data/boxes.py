@@ -4,11 +4,14 @@
 The rule (:func:`video_boxes`), for each frame t of a video of T frames:
 
 1. a box given for t in the user's **box file** (:func:`read_boxes`) is used as it is;
-2. otherwise, on a **labelled** frame, the square box around the label's projected 21 MANO joints
-   (``handprop_jax.data.crop.hand_box``: centre of their bounding box, side = ``scale`` x its larger
-   extent; the HO-3D/InterHand builders' crop) — unless the hand is behind the camera, fewer than
-   ``min_visible`` of its joints project inside the frame, or the box is over 4x the frame: then the
-   frame gets no box from its label;
+2. otherwise, on a **labelled** frame, the square box around the label's hand — given its mesh
+   vertices (``vertices3d``), the synthetic renderer's rule, i.e. the training crops of the demo and
+   of the pretrained predictor (:func:`square_boxes`: centre of the projected vertices' bounding box,
+   side = VERTEX_SCALE x its larger extent, at least MIN_SIDE_M metres at the wrist's depth); given
+   only its 21 joints, the HO-3D/InterHand builders' crop (``handprop_jax.data.crop.hand_box``: the
+   projected joints' box, side = ``scale`` x its larger extent) — unless the hand is behind the
+   camera, fewer than ``min_visible`` of its joints project inside the frame, or the box is over 4x
+   the frame: then the frame gets no box from its label;
 3. every other frame: the boxes of the nearest frames before and after it that have one (from 1 or
    2) interpolated linearly in time (centre and side); before the first / after the last such frame,
    that frame's box. A video where no frame has a box is an error.
@@ -38,6 +41,11 @@ from handprop_jax.hand import hand_in_camera_jit
 #: frame: the defaults of every builder (handprop_jax.data.builder_support.make_example callers)
 CROP_SCALE = 1.5
 MIN_VISIBLE = 0.5
+#: the synthetic renderer's crop (the training crops of the demo and the pretrained predictor): the
+#: square around the projected mesh **vertices**, side = VERTEX_SCALE x their larger extent but at
+#: least MIN_SIDE_M metres at the root's depth (``fx * MIN_SIDE_M / z_root`` pixels)
+VERTEX_SCALE = 1.2
+MIN_SIDE_M = 0.15
 #: where each frame's box came from (``video_boxes``' second output)
 FROM_FILE, FROM_LABEL, INTERPOLATED = "file", "label", "interpolated"
 
@@ -122,19 +130,45 @@ def read_boxes(path: str | Path, num_frames: int | None = None, size: tuple[int,
     return out
 
 
-def label_box(joints3d: np.ndarray, K: np.ndarray, height: int, width: int, scale: float = CROP_SCALE,
-              min_visible: float = MIN_VISIBLE) -> Box | None:
+def square_boxes(uv: np.ndarray, scale: float, min_side) -> tuple[np.ndarray, np.ndarray]:
+    """The vertex rule's squares (the synthetic renderer calls this too): points uv (..., N, 2)
+    pixels, ``min_side`` (...) pixels -> (centre (..., 2) of their bounding box, side (...) =
+    max(scale x its larger extent, min_side)). Keeps the input dtype."""
+    lo, hi = uv.min(-2), uv.max(-2)
+    return (lo + hi) / 2, np.maximum(scale * np.max(hi - lo, axis=-1), min_side)
+
+
+def _project(points3d: np.ndarray, K: np.ndarray) -> np.ndarray:
+    uvw = points3d @ np.asarray(K, np.float64).T
+    return uvw[:, :2] / uvw[:, 2:3]
+
+
+def label_box(joints3d: np.ndarray, K: np.ndarray, height: int, width: int, scale: float | None = None,
+              min_visible: float = MIN_VISIBLE, vertices3d: np.ndarray | None = None) -> Box | None:
     """The box of one labelled frame from its (21, 3) camera-frame joints and (3, 3) K, or None when
-    the hand is behind the camera, less than ``min_visible`` of it inside the frame, or its box is
-    over 4x the frame (rule 2 of the module docstring; the checks of ``crop.crop_frame``)."""
+    the hand is behind the camera, less than ``min_visible`` of its joints inside the frame, or its
+    box is over 4x the frame (rule 2 of the module docstring; the checks of ``crop.crop_frame``).
+
+    Without ``vertices3d``: the square around the projected joints, side = ``scale`` (default
+    CROP_SCALE) x their larger extent. With the label's (V, 3) mesh ``vertices3d`` (camera frame,
+    metres): the synthetic renderer's rule — the square around the projected vertices, side =
+    ``scale`` (default VERTEX_SCALE) x their larger extent, at least MIN_SIDE_M metres at the wrist's
+    depth (:func:`square_boxes`)."""
     joints3d = np.asarray(joints3d, np.float64)
     if not np.all(np.isfinite(joints3d)) or np.any(joints3d[:, 2] <= 0):
         return None
-    uvw = joints3d @ np.asarray(K, np.float64).T
-    uv = uvw[:, :2] / uvw[:, 2:3]
+    uv = _project(joints3d, K)
     if visible_fraction(uv, height, width) < min_visible:
         return None
-    box = hand_box(uv, scale=scale)
+    if vertices3d is None:
+        box = hand_box(uv, scale=CROP_SCALE if scale is None else scale)
+    else:
+        vertices3d = np.asarray(vertices3d, np.float64)
+        if not np.all(np.isfinite(vertices3d)) or np.any(vertices3d[:, 2] <= 0):
+            return None
+        centre, side = square_boxes(_project(vertices3d, K), VERTEX_SCALE if scale is None else scale,
+                                    float(K[0, 0]) * MIN_SIDE_M / joints3d[0, 2])
+        box = Box(float(centre[0]), float(centre[1]), float(side))
     return None if box.side > 4 * max(height, width) else box
 
 
@@ -154,8 +188,8 @@ def interpolate(num_frames: int, anchors: dict[int, Box]) -> np.ndarray:
 
 def video_boxes(num_frames: int, height: int, width: int, K: np.ndarray, labelled: np.ndarray,
                 joints3d: np.ndarray, file_boxes: dict[int, Box] | None = None,
-                scale: float = CROP_SCALE, min_visible: float = MIN_VISIBLE
-                ) -> tuple[np.ndarray, np.ndarray]:
+                scale: float | None = None, min_visible: float = MIN_VISIBLE,
+                vertices3d: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every frame's box by the module's rule.
 
     Args:
@@ -164,6 +198,9 @@ def video_boxes(num_frames: int, height: int, width: int, K: np.ndarray, labelle
       labelled: (L,) frame indices with labels; joints3d: (L, 21, 3) their joints, camera frame,
         metres (:func:`label_joints`).
       file_boxes: {frame: Box} from the user's box file (None: no file).
+      scale, min_visible: :func:`label_box`'s.
+      vertices3d: (L, V, 3) the labels' mesh vertices (:func:`label_geometry`): the labelled frames'
+        boxes by the vertex rule (:func:`label_box`); None: by the joints.
     Returns:
       (boxes (T, 3) float64 cx, cy, side; source (T,) str: FROM_FILE, FROM_LABEL or INTERPOLATED).
     Raises:
@@ -173,10 +210,12 @@ def video_boxes(num_frames: int, height: int, width: int, K: np.ndarray, labelle
     anchors = dict(file_boxes or {})
     source = np.full(num_frames, INTERPOLATED, dtype=object)
     source[list(anchors)] = FROM_FILE
-    for f, joints in zip(np.asarray(labelled, np.int64), np.asarray(joints3d), strict=True):
+    labelled = np.asarray(labelled, np.int64)
+    verts = [None] * len(labelled) if vertices3d is None else np.asarray(vertices3d)
+    for f, joints, v in zip(labelled, np.asarray(joints3d), verts, strict=True):
         if int(f) in anchors:
             continue
-        box = label_box(joints, K[f], height, width, scale, min_visible)
+        box = label_box(joints, K[f], height, width, scale, min_visible, v)
         if box is not None:
             anchors[int(f)] = box
             source[f] = FROM_LABEL
@@ -184,6 +223,17 @@ def video_boxes(num_frames: int, height: int, width: int, K: np.ndarray, labelle
         raise BoxError("no frame has a hand box: no labelled frame's hand is inside the frame "
                        f"(>= {min_visible:.0%} of its joints, in front of the camera) and no boxes file")
     return interpolate(num_frames, anchors), source.astype(str)
+
+
+def label_geometry(mano, gamma) -> tuple[np.ndarray, np.ndarray]:
+    """((L, 21, 3) joints, (L, V, 3) vertices) in the camera frame (metres) of labels γ (L, ...)."""
+    import jax.numpy as jnp
+
+    g = Gamma.of(gamma).numpy()
+    if len(g.root) == 0:
+        return np.zeros((0, 21, 3), np.float32), np.zeros((0, 0, 3), np.float32)
+    verts, joints = hand_in_camera_jit(mano, *(jnp.asarray(x, jnp.float32) for x in g))
+    return np.asarray(joints, np.float32), np.asarray(verts, np.float32)
 
 
 def label_joints(mano, gamma) -> np.ndarray:

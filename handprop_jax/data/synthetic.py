@@ -36,6 +36,7 @@ from scipy.interpolate import CubicSpline
 
 import mano_jax
 from handprop_jax.camera import project
+from handprop_jax.data.boxes import MIN_SIDE_M, VERTEX_SCALE, square_boxes
 from handprop_jax.hand import hand_in_camera_jit
 from handprop_jax.render import face_extents, render_batch
 
@@ -44,7 +45,7 @@ FULL_SIZE = (480, 640)  # (H, W) of the virtual full camera image, pixels
 CANVAS_SIZE = (240, 320)  # background painted at half the full resolution
 KEY_SPACING = 20.0  # frames (of normal-speed time) between trajectory keyframes
 RENDER_CHUNK = 32  # frames rendered per render_batch call
-MIN_CROP = 0.15  # metres: smallest crop side at the root depth
+MIN_CROP = MIN_SIDE_M  # metres: smallest crop side at the root depth
 SPLAT_CONFIGS = ((8, 6), (12, 8), (16, 10), (24, 14))  # (large faces, other faces) splat windows
 SKIN_TONES = np.array([  # albedo, light to dark
     [0.96, 0.80, 0.69], [0.89, 0.68, 0.55], [0.78, 0.57, 0.42], [0.62, 0.43, 0.30], [0.42, 0.28, 0.19]])
@@ -350,11 +351,9 @@ def _hand_and_crops(hand: _Hand, p: dict, size: int) -> tuple[np.ndarray, ...]:
     verts, joints = (np.asarray(a) for a in hand_in_camera_jit(
         hand.model, jnp.asarray(p["root"]), jnp.asarray(p["pose"]), jnp.asarray(betas)))
     uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(p["K_full"])))  # (T, V, 2) full image
-    lo, hi = uv.min(1), uv.max(1)
-    centre = (lo + hi) / 2
     # 1.2x the larger bounding-box extent, but at least MIN_CROP metres at the root depth (bounds the
-    # zoom on compact, end-on views)
-    side = np.maximum(1.2 * np.max(hi - lo, axis=1), p["K_full"][0, 0] * MIN_CROP / p["root"][:, 2])
+    # zoom on compact, end-on views): the vertex rule of handprop_jax.data.boxes (the tool's boxes)
+    centre, side = square_boxes(uv, VERTEX_SCALE, p["K_full"][0, 0] * MIN_CROP / p["root"][:, 2])
     K = crop_intrinsics(p["K_full"], centre, side, size).astype(np.float32)
     return verts, joints, centre, side, K
 
@@ -380,6 +379,47 @@ def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarra
     T, S = spec.frames, spec.image_size
     betas = np.broadcast_to(p["betas"], (T, 10))
     verts, joints, centre, side, K = _hand_and_crops(hand, p, S)
+    image = _render_crops(hand, p, verts, centre, side, K, S)
+    joints2d = np.asarray(project(jnp.asarray(joints), jnp.asarray(K)), np.float32)
+    return {
+        "image": image, "K": K, "root": p["root"], "pose": p["pose"], "betas": np.ascontiguousarray(betas),
+        "joints3d": joints.astype(np.float32), "joints2d": joints2d,
+        "video_id": np.full(T, video, np.int32), "video_name": f"{split}_{video:04d}",
+        "frame_index": np.arange(T, dtype=np.int32), "frame_time": np.arange(T, dtype=np.int32),
+        "video_length": np.full(T, T, np.int32),
+    }
+
+
+def render_video_at(spec: SynthSpec, split: str, video: int, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame of one video cropped with the given boxes instead of the crops that follow the
+    hand: the same scene (hand, light, background, camera noise) seen through other crops of the
+    full 640x480 camera. ``boxes`` (T, 3) float: cx, cy, side in full-image pixels (the convention of
+    ``handprop_jax.data.boxes``). Returns (image uint8 (T, S, S, 3), K (T, 3, 3) float32 of the crops).
+    At the boxes ``render_video`` uses, the images and K are ``render_video``'s bit for bit."""
+    hand = _hand(spec.side, spec.mano_seed)
+    p = video_parameters(spec, split, video)
+    S = spec.image_size
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.shape != (spec.frames, 3):
+        raise ValueError(f"render_video_at: boxes of shape {boxes.shape}, expected ({spec.frames}, 3)")
+    verts, _, _, _, _ = _hand_and_crops(hand, p, S)
+    centre, side = boxes[:, :2], boxes[:, 2]
+    K = crop_intrinsics(p["K_full"], centre, side, S).astype(np.float32)
+    return _render_crops(hand, p, verts, centre, side, K, S), K
+
+
+def crop_boxes(spec: SynthSpec, split: str, video: int) -> np.ndarray:
+    """(T, 3) float64 the boxes (cx, cy, side, full-image pixels) of the crops ``render_video`` draws."""
+    _, _, centre, side, _ = _hand_and_crops(_hand(spec.side, spec.mano_seed),
+                                            video_parameters(spec, split, video), spec.image_size)
+    return np.concatenate([centre, side[:, None]], 1).astype(np.float64)
+
+
+def _render_crops(hand: _Hand, p: dict, verts: np.ndarray, centre: np.ndarray, side: np.ndarray,
+                  K: np.ndarray, S: int) -> np.ndarray:
+    """uint8 (T, S, S, 3): the posed hand ``verts`` (T, V, 3) over the canvas, seen through the crops
+    (centre (T, 2), side (T,) full-image pixels; their K (T, 3, 3)), with the video's camera noise."""
+    T = len(verts)
     background = _crop_background(p["canvas"], centre, side, S)
     faces = jnp.asarray(hand.faces)
     extents = np.asarray(face_extents(jnp.asarray(verts), faces, jnp.asarray(K)))  # (T, F)
@@ -398,15 +438,7 @@ def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarra
         n = min(chunk, T - start)
         images[start:start + n] = np.asarray(out["image"])[:n]
     noise = np.random.default_rng(int(p["noise_seed"])).normal(0, 1.5, images.shape)
-    image = np.clip(np.round(images * 255 + noise), 0, 255).astype(np.uint8)
-    joints2d = np.asarray(project(jnp.asarray(joints), jnp.asarray(K)), np.float32)
-    return {
-        "image": image, "K": K, "root": p["root"], "pose": p["pose"], "betas": np.ascontiguousarray(betas),
-        "joints3d": joints.astype(np.float32), "joints2d": joints2d,
-        "video_id": np.full(T, video, np.int32), "video_name": f"{split}_{video:04d}",
-        "frame_index": np.arange(T, dtype=np.int32), "frame_time": np.arange(T, dtype=np.int32),
-        "video_length": np.full(T, T, np.int32),
-    }
+    return np.clip(np.round(images * 255 + noise), 0, 255).astype(np.uint8)
 
 
 def iterate_split(spec: SynthSpec, split: str, progress: bool = True) -> Iterator[dict[str, np.ndarray]]:

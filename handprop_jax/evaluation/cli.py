@@ -12,6 +12,10 @@ constant hand, the mean of the labelled training frames). Rows whose phase has n
 out. Columns: F@5, F@15 (fractions), MPVPE, MPVPE (P), MPJPE, MPJPE (T),
 MPJPE (SD), MPJPE (P) in mm (definitions: ``handprop_jax.metrics``).
 
+``--protocol paper|user|both`` (default: both on the synthetic data, else paper): the scenario-2 and
+reference rows also on the crops ``handprop propagate`` would cut from the labels alone (split
+"<split> (user crops)"; ``handprop_jax.evaluation.protocol``).
+
 Writes RUN_DIR/eval/table1.{md,csv,json}, the error vs frame gap RUN_DIR/eval/gap.{csv,md,png} and
 RUN_DIR/eval/checkpoints.json (the step of each phase's checkpoint that was read, of how many, and
 whether its phase had finished: an unfinished phase is evaluated as it is, with a warning), and prints
@@ -32,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap on unlabelled frames per split, for a quick look")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the run's config, e.g. --set eval.batch_size=32")
+    parser.add_argument("--protocol", choices=("paper", "user", "both"), default=None,
+                        help="crops of the unlabelled frames: the stored ground-truth-centred ones (paper), "
+                             "the ones handprop propagate would cut (user: boxes interpolated between the "
+                             "labels, synthetic data only), or both (default: both where available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -71,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_lib.override(config, extra)
     _check(config)
     try:
-        evaluate(args.workdir, config, progress=not args.no_progress)
+        evaluate(args.workdir, config, progress=not args.no_progress, protocol=args.protocol)
     except FileNotFoundError as e:  # e.g. the run's data set is not built (data_source names it)
         from handprop_jax.errors import UserError
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from handprop_jax.evaluation.rows import MODEL_ROWS
 from handprop_jax.metrics import COLUMNS, HIGHER_IS_BETTER
 
 
@@ -64,30 +65,65 @@ def markdown(rows: list[dict], column: str = "MPJPE") -> str:
     return "\n".join(out)
 
 
+#: line style by Table I scenario: predictors (1) solid, propagation (2) dashed, references dotted
+SCENARIO_STYLE = {1: ("-", "predictor (scenario 1)"), 2: ("--", "propagation (scenario 2)"),
+                  "ref": (":", "reference")}
+
+
+def _style(model: str) -> str:
+    """The line style of a Table I row (dash-dot for a name that is no row)."""
+    return SCENARIO_STYLE.get(MODEL_ROWS.get(model), ("-.", ""))[0]
+
+
+def colours(models: list[str]) -> dict[str, tuple]:
+    """One distinct colour per model name (tab20's 20 colours, dark shades first, then tab20b's)."""
+    import matplotlib
+
+    palette = [matplotlib.colormaps["tab20"](i) for i in (*range(0, 20, 2), *range(1, 20, 2))]
+    palette += [matplotlib.colormaps["tab20b"](i) for i in range(20)]
+    return {m: palette[i % len(palette)] for i, m in enumerate(models)}
+
+
 def plot(rows: list[dict], path: str | Path, column: str = "MPJPE") -> None:
-    """PNG: ``column`` vs gap (log2 axis), one panel per split, one line per model."""
+    """PNG: ``column`` vs gap (log2 axis), one panel per split (a protocol's split, e.g. "test (user
+    crops)", is a panel of its own), one line per model: a distinct colour per model (the same in
+    every panel), the line style by scenario (:data:`SCENARIO_STYLE`), one legend outside the axes;
+    errors on a log axis (the mean pose is ~10x the propagation)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    from matplotlib.lines import Line2D
 
     splits = list(dict.fromkeys(r["split"] for r in rows)) or ["(no data)"]
-    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    colour = colours(models)
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.0 * len(splits) + 3.2, 4.2), squeeze=False,
+                             sharey=True)
     for ax, split in zip(axes[0], splits, strict=True):
         sub = [r for r in rows if r["split"] == split]
         for model in dict.fromkeys(r["model"] for r in sub):
             pts = [r for r in sub if r["model"] == model]
             x = [r["gap_mean"] for r in pts]  # mean gap of the bin's frames
-            ax.plot(x, [r[column] for r in pts], marker="o", label=model)
+            ax.plot(x, [r[column] for r in pts], marker="o", markersize=3.5, linestyle=_style(model),
+                    color=colour[model], label=model)
         ax.set_xscale("log", base=2)
+        if column not in HIGHER_IS_BETTER:  # errors from ~5 mm (propagation) to ~150 (mean pose)
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("frame gap |u − N(u)| (mean of the bin)")
-        ax.set_ylabel(column + ("" if column in HIGHER_IS_BETTER else " (mm)"))
         ax.set_title(split)
         ax.grid(alpha=0.3)
-        if sub:
-            ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(column + ("" if column in HIGHER_IS_BETTER else " (mm)"))
+    handles = [Line2D([], [], color=colour[m], marker="o", markersize=3.5, linestyle=_style(m), label=m)
+               for m in models]
+    handles += [Line2D([], [], color="grey", linestyle=st, label=text)
+                for st, text in SCENARIO_STYLE.values()]
+    if models:
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -39,6 +39,7 @@ from handprop_jax.config import load_json
 from handprop_jax.data.sparse import label_sets, neighbours
 from handprop_jax.evaluation import data as eval_data
 from handprop_jax.evaluation import gap as gap_lib
+from handprop_jax.evaluation import protocol as protocol_lib
 from handprop_jax.evaluation import table as table_lib
 from handprop_jax.evaluation.rows import (
     ALIGN,
@@ -57,6 +58,7 @@ from handprop_jax.gamma import Gamma, broadcast
 from handprop_jax.hand import default_mano, hand_mesh
 from handprop_jax.model.api import BoundModel
 from handprop_jax.propagation.core import Propagator, propagate_video
+from handprop_jax.propagation.recrop import propagate_recrop
 from handprop_jax.training import checkpoint as ckpt_lib
 from mano_jax import chordal_mean_axis_angle
 
@@ -149,14 +151,26 @@ def video_predictions(video: dict, stride: int, models: dict[str, BoundModel], m
             if key not in done:
                 need_both = any(r.both_sides for r in wanted if (r.method, r.phase) == key)
                 need_near = any(not r.both_sides for r in wanted if (r.method, r.phase) == key)
-                done[key] = propagate_video(
-                    prop, video["image"], K, lab, gt_all.take(lab), both_sides=need_both,
-                    features=feats(row.phase) if row.method == "paper" else None, with_nearest=need_near,
-                    times=times)
+                done[key] = _propagate(prop, video, K, lab, gt_all.take(lab), need_both, need_near,
+                                       feats(row.phase) if row.method == "paper" else None, times)
             res = done[key]
             gamma = res.gamma if row.both_sides or res.nearest is None else res.nearest
             out["rows"][row.name] = gamma.take(unl)
     return out
+
+
+def _propagate(prop: Propagator, video: dict, K: np.ndarray, lab: np.ndarray, labels: Gamma, need_both: bool,
+               need_near: bool, features, times):
+    """One method's VideoPropagation of a video: ``propagate_video``, or for the photometric method on
+    crops that do not follow the hand (a video of the user protocol, with ``recrop``) the re-cropping
+    propagation (:mod:`handprop_jax.propagation.recrop`)."""
+    if isinstance(prop, Propagator) and prop.method == "photometric" and video.get("recrop") is not None:
+        res, _ = propagate_recrop(prop, video["crop"], video["box"], video["K_full"], lab, labels,
+                                  both_sides=need_both, with_nearest=need_near, times=times,
+                                  recrop=video["recrop"], images=video["image"], K=K)
+        return res
+    return propagate_video(prop, video["image"], K, lab, labels, both_sides=need_both, features=features,
+                           with_nearest=need_near, times=times)
 
 
 def score(mano, predictions: dict) -> dict[str, dict[str, np.ndarray]]:
@@ -242,7 +256,7 @@ def table_rows(results: dict[str, tuple[dict, np.ndarray]]) -> list[dict]:
 
 def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundModel] | None = None,
              videos: Callable[[str], Iterator[dict]] | None = None, labelled_train: Gamma | None = None,
-             progress: bool = True, write: bool = True) -> list[dict]:
+             progress: bool = True, write: bool = True, protocol: str | None = "paper") -> list[dict]:
     """Table I of a run: writes ``workdir/eval/table1.{md,csv,json}``, ``gap.{csv,png}`` and, for the
     checkpoints read from ``workdir``, ``checkpoints.json`` ({phase: the step read, total_steps,
     finished, ...}: :func:`handprop_jax.training.checkpoint.describe`); prints the Markdown table,
@@ -255,11 +269,16 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
       predictors: {phase: BoundModel} instead of the checkpoints (tests).
       videos: split → iterator of whole-video dicts instead of the dataset (tests).
       labelled_train: γ* of the train split's labelled frames for the mean-pose row (default: read).
+      protocol: "paper" (the stored crops), "user" (the scenario-2 and reference rows on the crops
+        ``handprop propagate`` would cut: :mod:`handprop_jax.evaluation.protocol`; their split is
+        labelled ``"<split> (user crops)"``), "both", or None (both where available: the synthetic
+        data set, videos not given).
     """
     workdir = Path(workdir)
     if config is None:
         config = load_json(workdir / "config.json")
     wanted = by_name(config.eval.rows)
+    protocols = protocol_lib.resolve(protocol, config, injected_videos=videos is not None)
     used = None  # {phase: the checkpoint read (training.checkpoint.describe)}, for eval/checkpoints.json
     if predictors is None:
         predictors, used, missing = {}, {}, []
@@ -288,8 +307,13 @@ def evaluate(workdir: str | Path, config=None, *, predictors: dict[str, BoundMod
     mano = default_mano(config)
     results = {}
     for split in config.eval.splits:
-        results[split] = evaluate_split(config, split, videos(split), mano, predictors, mean, progress,
-                                        totals.get(split), propagators, wanted)
+        if "paper" in protocols:
+            results[split] = evaluate_split(config, split, videos(split), mano, predictors, mean, progress,
+                                            totals.get(split), propagators, wanted)
+        if "user" in protocols and protocol_lib.user_rows(wanted):
+            results[protocol_lib.user_split(split)] = evaluate_split(
+                config, split, protocol_lib.user_videos(config, split, videos(split), mano), mano, predictors,
+                mean, progress, totals.get(split), propagators, protocol_lib.user_rows(wanted))
     rows = table_rows(results)
     if write:
         out = workdir / "eval"

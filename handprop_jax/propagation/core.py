@@ -234,6 +234,10 @@ def _refine(p: Propagator, images: np.ndarray, K: np.ndarray, u: np.ndarray, pri
                    ref_weights.astype(np.float32), keys, batch_size=p.batch_size)
 
 
+#: the photometric refinement of given priors (``handprop_jax.propagation.recrop`` refines again)
+refine_frames = _refine
+
+
 def _with_rows(gamma: Gamma, index: np.ndarray, values: Gamma) -> Gamma:
     """A float32 copy of ``gamma`` with rows ``index`` replaced by ``values``."""
     out = Gamma(*(np.array(field, np.float32) for field in gamma))  # copies

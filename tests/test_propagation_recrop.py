@@ -1,0 +1,98 @@
+"""The re-cropping photometric propagation (handprop_jax.propagation.recrop): its boxes are the labels'
+rule applied to the first pass's hands, the crops are asked for at those boxes only, and without a
+re-crop round it is the photometric propagation with the box and centre terms off."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from handprop_jax import config as config_lib
+from handprop_jax.data import boxes as boxes_lib
+from handprop_jax.data import crop as crop_lib
+from handprop_jax.data.synthetic import crop_intrinsics
+from handprop_jax.gamma import Gamma
+from handprop_jax.hand import default_mano
+from handprop_jax.propagation import recrop as recrop_lib
+from handprop_jax.propagation.core import Propagator, propagate_video
+from handprop_jax.propagation.recrop import Recrop, hand_boxes, propagate_recrop
+
+S, T = 16, 7
+K_FULL = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = config_lib.load("synthetic", [f"data.image_size={S}", "propagation.steps=2",
+                                           "propagation.blur=(1.0,)", "propagation.pixels=16"])
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, T)[:, None]
+    pose = np.concatenate([np.tile([[2.8, 0.3, -0.2]], (T, 1)), rng.normal(0, 0.1, (T, 45))], 1)
+    gamma = Gamma((np.array([-0.03, 0.0, 0.45]) + t * [0.06, 0.02, 0.05]).astype(np.float32),
+                  pose.astype(np.float32), np.zeros((T, 10), np.float32))
+    prop = Propagator.from_config(config, method="photometric")
+    return config, prop, gamma
+
+
+def _crop_fn(calls):
+    """A frame source: crops of noise images whose K is the boxes' crop of K_FULL; records the calls."""
+    def crop(boxes):
+        calls.append(np.array(boxes))
+        rng = np.random.default_rng(len(calls))
+        K = crop_intrinsics(K_FULL, boxes[:, :2], boxes[:, 2], S).astype(np.float32)
+        return rng.integers(0, 255, (len(boxes), S, S, 3), dtype=np.uint8), K
+    return crop
+
+
+def test_hand_boxes_is_the_label_rule(setup):
+    config, _, gamma = setup
+    mano = default_mano(config)
+    got = hand_boxes(mano, gamma, np.tile(K_FULL, (T, 1, 1)))
+    joints, verts = boxes_lib.label_geometry(mano, gamma)
+    for i in range(T):
+        box = boxes_lib.label_box(joints[i], K_FULL, 480, 640, vertices3d=verts[i])
+        np.testing.assert_allclose(got[i], [box.cx, box.cy, box.side], rtol=1e-5)
+
+
+def test_recrop_crops_at_the_first_pass_hands(setup):
+    config, prop, gamma = setup
+    lab = np.array([0, 6])
+    joints, verts = boxes_lib.label_geometry(prop.mano, gamma.take(lab))
+    boxes, _ = boxes_lib.video_boxes(T, 480, 640, K_FULL, lab, joints, vertices3d=verts)
+    calls = []
+    res, last = propagate_recrop(prop, _crop_fn(calls), boxes, K_FULL, lab, gamma.take(lab), both_sides=True,
+                                 recrop=Recrop(rounds=1))
+    assert len(calls) == 2  # the first crops, then one re-crop
+    np.testing.assert_array_equal(calls[0], boxes)
+    first = propagate_video(dataclasses.replace(prop, settings=dataclasses.replace(
+        prop.settings, box_weight=0.0, centre_weight=0.0)), *_crop_fn([])(boxes), lab, gamma.take(lab),
+        both_sides=True)
+    u = np.arange(1, 6)
+    want = hand_boxes(prop.mano, first.gamma.take(u), np.tile(K_FULL, (5, 1, 1)))
+    np.testing.assert_allclose(calls[1][u], want, rtol=1e-5)
+    np.testing.assert_array_equal(calls[1][lab], boxes[lab])  # labelled frames keep their boxes
+    np.testing.assert_array_equal(last, calls[1])
+    np.testing.assert_array_equal(res.gamma.root[lab], gamma.root[lab])
+
+
+def test_no_round_is_photometric_without_box_terms(setup):
+    config, prop, gamma = setup
+    lab = np.array([0, 3, 6])
+    boxes = np.tile([320.0, 240.0, 150.0], (T, 1))
+    images, K = _crop_fn([])(boxes)
+    res, _ = propagate_recrop(prop, _crop_fn([]), boxes, K_FULL, lab, gamma.take(lab),
+                              recrop=Recrop(rounds=0), images=images, K=K)
+    settings = dataclasses.replace(prop.settings, box_weight=0.0, centre_weight=0.0)
+    off = dataclasses.replace(prop, settings=settings)
+    want = propagate_video(off, images, K, lab, gamma.take(lab))
+    for a, b in zip(res.gamma, want.gamma, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_crop_intrinsics_is_data_crop():
+    """The vectorised crop intrinsics are data.crop's, box by box."""
+    boxes = np.array([[320.0, 240.0, 150.0], [10.5, 400.0, 77.0]])
+    got = recrop_lib.crop_intrinsics(K_FULL, boxes, 64)
+    for g, b in zip(got, boxes, strict=True):
+        want = crop_lib.crop_intrinsics(K_FULL, crop_lib.Box(*b), 64)
+        np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-4)
