@@ -132,7 +132,7 @@ def test_nan_loss_stops_with_clear_message_and_good_checkpoint(data, tmp_path):
 def test_resume_with_a_different_config_is_refused(full_run, data):
     config = data[0]
     other = tiny_config(**{**STEPS, "lr": 0.5})
-    with pytest.raises(ValueError, match="train.lr"):
+    with pytest.raises(UserError, match="train.lr"):
         loop.train(other, full_run[0], sources=fake_sources(data[1]), progress=False)
     assert config.train.lr != 0.5
 
