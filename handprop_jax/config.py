@@ -80,7 +80,9 @@ class DataConfig:
     # follows the paper). Stored in the built data set's metadata: a data set built with other values
     # is refused (rebuilt by `handprop data build`).
     on_bad_input: str = field("skip", choices=("skip", "raise"))  # a bad frame: skip and count, or stop
-    crop_scale: float | None = field(None, gt=0)  # crop side / extent of the projected joints (1.5)
+    # crop side / extent; None: the builder's default (HO-3D, InterHand2.6M: 1.5 x the projected joints'
+    # extent; hand_videos: 1.2 x the projected mesh's, the synthetic crops' rule, data.boxes)
+    crop_scale: float | None = field(None, gt=0)
     min_visible: float | None = field(None, ge=0, le=1)  # joints that must project inside the frame (0.5)
     ho3d_val_sequences: tuple[str, ...] | None = None  # Mini-HO-3D val sequences (ABF11, BB12, GPMF13, GSF14)
     ho3d_test_sequences: tuple[str, ...] | None = None  # Mini-HO-3D test sequences (12 named)

@@ -603,3 +603,47 @@ def test_labels_by_file_name_when_a_frame_is_missing(tmp_path, video, capsys):
     np.testing.assert_allclose(entry["root"], g.root[1], atol=1e-6)
     assert _propagate(frames, by_index, tmp_path / "x", "--labels-by", "name") == 2
     assert f"{by_index}: label key '0' is not the name of a frame" in _error_line(capsys)
+
+
+@pytest.mark.slow  # two photometric passes (~1 min on 2 busy cores)
+def test_default_recrops_the_interpolated_frames(tmp_path, video, monkeypatch):
+    """The default (photometric, boxes from the labels): the labelled frames are cut by the training
+    crops' rule (data.boxes' vertex rule, computed here from the labels' meshes), the frames between
+    them first with those boxes interpolated, then re-cropped around their propagated hands
+    (propagation.recrop, called once with exactly those boxes); the outputs record the re-crop's
+    boxes with ``box_source`` "propagated". With a box file nothing is re-cropped."""
+    from handprop_jax.data import boxes as boxes_lib
+    from handprop_jax.hand import default_mano
+    from handprop_jax.propagation import cli, recrop
+
+    frames, labels, g = video  # labels at 0, 5, 11 of 12 frames (24 x 20 px)
+    calls = []
+
+    def spy(*args, **kwargs):
+        out = recrop.propagate_recrop(*args, **kwargs)
+        calls.append((np.array(args[2]), np.array(out[1])))
+        return out
+
+    monkeypatch.setattr(cli, "propagate_recrop", spy)
+    options = cli.PropagateOptions(intrinsics="30,30,12,10")
+    run = config_lib.override(config_lib.load("tiny"), [f"data.image_size={S}", "propagation.steps=2"])
+    out = cli.propagate_files(frames, labels, tmp_path / "o", options, config=run)
+    joints, verts = boxes_lib.label_geometry(default_mano(run), g)
+    K = np.tile(np.array([[30.0, 0, 12], [0, 30.0, 10], [0, 0, 1]]), (12, 1, 1))
+    expected, _ = boxes_lib.video_boxes(12, 20, 24, K, np.array([0, 5, 11]), joints, vertices3d=verts)
+    assert len(calls) == 1
+    np.testing.assert_allclose(calls[0][0], expected, rtol=1e-6)
+    np.testing.assert_allclose(out["box"], calls[0][1], rtol=1e-6)
+    unlabelled = np.setdiff1d(np.arange(12), [0, 5, 11])
+    assert not np.allclose(out["box"][unlabelled], expected[unlabelled])  # the re-crop moved them
+    np.testing.assert_allclose(out["box"][[0, 5, 11]], expected[[0, 5, 11]], rtol=1e-6)
+    doc = json.loads((tmp_path / "o" / "annotations.json").read_text())
+    sources = [e["box_source"] for e in doc["frames_out"]]
+    assert [sources[i] for i in (0, 5, 11)] == ["label"] * 3
+    assert {sources[i] for i in unlabelled} == {"propagated"}
+
+    (tmp_path / "b.json").write_text(json.dumps({"boxes": {"3": [12, 10, 20]}}))
+    cli.propagate_files(frames, labels, tmp_path / "o2", cli.PropagateOptions(intrinsics="30,30,12,10",
+                                                                             boxes=tmp_path / "b.json"),
+                        config=run)
+    assert len(calls) == 1

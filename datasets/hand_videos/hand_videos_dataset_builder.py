@@ -22,13 +22,14 @@ of a video, cropped to ``image_size`` around the hand with K adjusted (``handpro
 with ``has_label`` True on the frames the labels file labels. Frames without a label store NaN in
 root/pose/betas/joints3d/joints2d: nothing may read them (the pipeline never puts a label of a frame
 outside S_V in a training batch, and the evaluation scores only frames with a label). Labelled
-frames store the label, its MANO joints (``handprop_jax.data.boxes.label_joints``, with the MANO
+frames store the label, its MANO joints (``handprop_jax.data.boxes.label_geometry``, with the MANO
 model of the run: ``mano_model``, or the synthetic hand) and their projection into the crop.
 
 Per-frame hand boxes: ``handprop_jax.data.boxes.video_boxes`` — the box file's box where given, else
-the labelled frame's projected joints (scale ``crop_scale``), else linear interpolation between the
-nearest frames with a box; ``handprop propagate`` uses the same function, so its crops are the
-stored crops.
+the labelled frame's projected mesh vertices (the synthetic training crops' rule: ``crop_scale``,
+default 1.2, x their extent, at least 0.15 m at the wrist's depth), else linear interpolation between
+the nearest frames with a box; ``handprop propagate`` uses the same function, so its first crops are
+the stored crops (it then re-crops the interpolated ones around its propagated hands).
 
 Bad input is named or counted, never silently dropped (``<dataset dir>/skipped.json`` lists counts
 per split and reason and the first messages naming the files; ``on_bad_input="raise"`` stops at the
@@ -61,7 +62,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from handprop_jax.data import builder_support as support
-from handprop_jax.data.boxes import BoxError, label_box, label_joints, read_boxes, video_boxes
+from handprop_jax.data.boxes import BoxError, label_box, label_geometry, read_boxes, video_boxes
 from handprop_jax.data.crop import Box, crop_image, crop_intrinsics, crop_points
 from handprop_jax.data.features import encode_png, frame_features
 from handprop_jax.hand import load_mano
@@ -92,7 +93,7 @@ class HandVideosOptions:
     ``fingerprint`` are None when unknown (a builder opened to read the data): not compared then."""
 
     image_size: int = 224
-    crop_scale: float = 1.5
+    crop_scale: float | None = None  # None: data.boxes.VERTEX_SCALE (the training crops' rule)
     min_visible: float = 0.5
     split_seed: int = 0
     val_fraction: float = 0.1
@@ -276,14 +277,14 @@ def read_video(folder: Path, split: str, mano, options: HandVideosOptions, skip_
         file_boxes = read_boxes(box_path, T) if box_path is not None else None
     except BoxError as e:
         raise support.BadInput("bad boxes", box_path, str(e)) from e
-    joints3d = label_joints(mano, gamma)
+    joints3d, vertices = label_geometry(mano, gamma)
     try:
         boxes, _ = video_boxes(T, height, width, K, frames, joints3d, file_boxes, options.crop_scale,
-                               options.min_visible)
+                               options.min_visible, vertices3d=vertices)
     except BoxError as e:
         raise support.BadInput("hand outside the image", folder, str(e)) from e
-    visible = np.array([label_box(j, K[f], height, width, options.crop_scale, options.min_visible)
-                        is not None for f, j in zip(frames, joints3d, strict=True)], bool)
+    visible = np.array([label_box(j, K[f], height, width, options.crop_scale, options.min_visible, v)
+                        is not None for f, j, v in zip(frames, joints3d, vertices, strict=True)], bool)
     for f in frames[~visible]:
         skip_log.handle(split, support.BadInput("hand outside the image", labels_path,
                                                 f"frame {int(f)}: its label is kept out, the frame stays"))

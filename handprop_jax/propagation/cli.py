@@ -42,8 +42,12 @@ so every frame is cropped around the hand, as the training data was, resized to 
 mapped to the crop exactly (``handprop_jax.data.crop``). Each frame's box follows the rule of the
 ``hand_videos`` builder (:mod:`handprop_jax.data.boxes`): the box given for it in ``--boxes FILE``
 (``{"boxes": {"<frame>": [cx, cy, side]}}``, any subset of frames; or a (T, 3) .npy/.txt), else on a
-labelled frame the square around its label's projected MANO joints (side = ``--crop-scale`` x their
-extent, 1.5 as the builders), else linear interpolation between the nearest frames with a box.
+labelled frame the square around its label's projected MANO mesh (side = ``--crop-scale`` x its
+extent, 1.2 and at least 0.15 m at the wrist's depth: the rule of the synthetic training crops and
+of the builders), else linear interpolation between the nearest frames with a box. With the default
+photometric method and no box file, the interpolated crops are then re-cropped around each frame's
+propagated hand and refined again (:mod:`handprop_jax.propagation.recrop`; ``box_source``
+"propagated").
 ``--crop CX CY SIDE`` uses one fixed box for every frame instead. Boxes are pixels of the original
 frames. Outputs are in the original frame: 3D in the camera frame (metres, OpenCV axes, unaffected by
 cropping) and 2D joints in the original frame's pixels.
@@ -104,7 +108,15 @@ import numpy as np
 
 from handprop_jax import config as config_lib
 from handprop_jax.camera import project
-from handprop_jax.data.boxes import CROP_SCALE, BoxError, check_box, label_joints, read_boxes, video_boxes
+from handprop_jax.data.boxes import (
+    INTERPOLATED,
+    VERTEX_SCALE,
+    BoxError,
+    check_box,
+    label_geometry,
+    read_boxes,
+    video_boxes,
+)
 from handprop_jax.data.crop import Box, crop_intrinsics
 from handprop_jax.errors import Interrupts, UserError, watch_interrupts, writable_dir
 from handprop_jax.hand import default_mano, hand_mesh
@@ -122,6 +134,7 @@ from handprop_jax.propagation.inputs import (
     load_labels,
     parse_intrinsics,
 )
+from handprop_jax.propagation.recrop import FROM_PROPAGATION, frame_cropper, propagate_recrop
 from handprop_jax.training.checkpoint import bound_from_run, describe, run_config
 
 HELP = "propagate sparse labels to every frame of a video"
@@ -159,7 +172,8 @@ class PropagateOptions:
     nearest). ``model``: the checkpoint whose aligner ``paper`` uses. ``intrinsics``: ``fx,fy,cx,cy``
     text or a file (pixels), a (3, 3) / (T, 3, 3) array, or None (the labels' ``K``). ``crop``: one
     box (cx, cy, side px) for every frame; ``boxes``: a per-frame box file; ``crop_scale``: box side /
-    extent of a label's projected joints. ``labels_by``: "index" (label keys are frame indices) or
+    extent of a label's projected mesh vertices (None: VERTEX_SCALE, the training crops' rule).
+    ``labels_by``: "index" (label keys are frame indices) or
     "name" (frame file names). ``force``: labels at an implausible depth are warned about instead of
     refused. ``overlays``: also write overlays/. ``overwrite``: replace the outputs of an earlier run
     in OUT (else a non-empty OUT is refused)."""
@@ -170,7 +184,7 @@ class PropagateOptions:
     intrinsics: str | np.ndarray | None = None
     crop: Sequence[float] | None = None
     boxes: str | Path | None = None
-    crop_scale: float = CROP_SCALE
+    crop_scale: float | None = None
     labels_by: str = "index"
     force: bool = False
     overlays: bool = False
@@ -231,7 +245,7 @@ def read_inputs(frames: str | Path, labels: str | Path, options: PropagateOption
     frame and key."""
     if options.crop is not None and options.boxes is not None:
         raise PropagationInputError("--crop (one box for every frame) and --boxes exclude each other")
-    if not options.crop_scale > 0:
+    if options.crop_scale is not None and not options.crop_scale > 0:
         raise PropagationInputError(f"--crop-scale: must be positive, got {options.crop_scale}")
     if options.labels_by not in ("index", "name"):
         raise PropagationInputError(f"--labels-by {options.labels_by!r}: expected index or name")
@@ -314,8 +328,20 @@ def propagate_inputs(inputs: Inputs, config: Any, net: BoundModel | None, option
                       ).astype(np.float32)
 
     propagator = Propagator.from_config(config, options.method, model=net)
-    result = propagate_video(propagator, crops, K_crop, inputs.frame_indices, inputs.gamma_star,
-                             both_sides=options.both_sides)
+    if options.method == "photometric" and np.all(np.isin(box_source, ("label", INTERPOLATED))) \
+            and np.any(box_source == INTERPOLATED):
+        # the unlabelled frames' crops do not follow the hand: propagate, re-crop each frame around
+        # its propagated hand, refine again (handprop_jax.propagation.recrop)
+        crop = frame_cropper(inputs.frames, S, K)
+        result, frame_boxes = propagate_recrop(propagator, crop, frame_boxes, K, inputs.frame_indices,
+                                               inputs.gamma_star, both_sides=options.both_sides, images=crops,
+                                               K=K_crop)
+        box_source = np.where(result.labelled, box_source, FROM_PROPAGATION)
+        crops, K_crop = crop(frame_boxes)  # the crops the result was refined on (overlays)
+        K_crop = np.asarray(K_crop, np.float32)
+    else:
+        result = propagate_video(propagator, crops, K_crop, inputs.frame_indices, inputs.gamma_star,
+                                 both_sides=options.both_sides)
     interrupts.check()  # a Ctrl-C whose KeyboardInterrupt a JAX callback swallowed
     verts, joints = hand_mesh(mano, result.gamma)
     joints2d = np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)))
@@ -340,7 +366,7 @@ def _check_finite(result: Result, names: list[str], method: str, out: Path) -> N
                         f"{names[bad[0]]}, index {bad[0]}); nothing was written to {out}")
 
 
-def _frame_boxes(inputs: Inputs, mano, crop_scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _frame_boxes(inputs: Inputs, mano, crop_scale: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Each frame's box (T, 3) cx, cy, side px of the original frames and where it came from (T,):
     the ``--crop`` box, else the hand_videos builder's rule (:func:`handprop_jax.data.boxes.video_boxes`)."""
     T = len(inputs.names)
@@ -349,8 +375,9 @@ def _frame_boxes(inputs: Inputs, mano, crop_scale: float) -> tuple[np.ndarray, n
         return np.tile([box.cx, box.cy, box.side], (T, 1)), np.full(T, "fixed")
     height, width = inputs.size
     try:
-        return video_boxes(T, height, width, inputs.K, inputs.frame_indices,
-                           label_joints(mano, inputs.gamma_star), inputs.file_boxes, crop_scale)
+        joints, vertices = label_geometry(mano, inputs.gamma_star)
+        return video_boxes(T, height, width, inputs.K, inputs.frame_indices, joints, inputs.file_boxes,
+                           crop_scale, vertices3d=vertices)
     except BoxError as e:
         raise PropagationInputError(f"{inputs.frames}: {e}") from e
 
@@ -446,9 +473,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", type=float, nargs=3, metavar=("CX", "CY", "SIDE"), default=None,
                         help="one square crop box (pixels of the original frames) for every frame "
                              "instead of per-frame hand boxes")
-    parser.add_argument("--crop-scale", type=float, default=CROP_SCALE,
-                        help=f"box side / extent of a label's projected joints (default {CROP_SCALE}, "
-                             "as the data set builders)")
+    parser.add_argument("--crop-scale", type=float, default=None,
+                        help=f"box side / extent of a label's projected mesh vertices (default "
+                             f"{VERTEX_SCALE}, the training crops' rule; at least 0.15 m at the wrist)")
 
 
 def run(args: argparse.Namespace) -> int:

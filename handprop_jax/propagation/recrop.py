@@ -38,6 +38,9 @@ from handprop_jax.hand import hand_mesh
 from handprop_jax.propagation.core import Propagator, VideoPropagation, propagate_video, refine_frames
 from handprop_jax.propagation.inputs import load_frames
 
+#: ``box_source`` of a frame re-cropped around its propagated hand (``handprop propagate``'s outputs)
+FROM_PROPAGATION = "propagated"
+
 
 @dataclasses.dataclass(frozen=True)
 class Recrop:
