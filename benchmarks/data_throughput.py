@@ -16,13 +16,13 @@ import tempfile
 import time
 
 from handprop_jax import config as config_lib
-from handprop_jax.data import pipeline
+from handprop_jax.data import train_batches
 from handprop_jax.data.build import build
 
 
 def measure(config, stage: int, workers: int, batches: int) -> float:
     """Examples (pairs or frames) per second over ``batches`` batches, after 3 warm-up batches."""
-    it = pipeline.train_iterator(config, stage, 0, 1, worker_count=workers)
+    it = train_batches.train_iterator(config, stage, 0, 1, worker_count=workers)
     for _ in range(3):
         next(it)
     t = time.perf_counter()

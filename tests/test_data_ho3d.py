@@ -249,7 +249,7 @@ def test_frame_time_keeps_holes_and_k_nu_gaps_use_it(tmp_path):
     time: the stored frame_time keeps the frame numbers, and K, the labelled set, N(u) and the gaps
     are measured in them (before, the frames after a hole were renumbered)."""
     from handprop_jax.config import DataConfig
-    from handprop_jax.data.pipeline import eval_items
+    from handprop_jax.data.eval_batches import eval_items
     from handprop_jax.data.sources import Split
 
     raw = str(tmp_path / "raw")

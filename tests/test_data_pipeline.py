@@ -1,6 +1,7 @@
 """tfds builder + grain pipeline on a tiny synthetic build: storage order, label hiding, sampling
 rules, determinism, checkpointable state, sharding, evaluation batches, the CLI."""
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from handprop_jax import config as config_lib
-from handprop_jax.data import pipeline, sparse
+from handprop_jax.data import sparse, train_batches
+from handprop_jax.data.clips import clip_iterator
+from handprop_jax.data.eval_batches import eval_batches
 from handprop_jax.data.features import LABEL_KEYS
+from handprop_jax.data.iterators import CombinedIterator
 from handprop_jax.data.sources import open_split
 
 
@@ -62,7 +66,7 @@ def _take(it, n):
 
 def test_training_batches_never_carry_unlabelled_labels(cfg):
     config, _ = cfg
-    b1, b2, b3 = (_take(pipeline.train_iterator(config, s, 0, 1), 6) for s in (1, 2, 3))
+    b1, b2, b3 = (_take(train_batches.train_iterator(config, s, 0, 1), 6) for s in (1, 2, 3))
     for b in b1:
         assert set(LABEL_KEYS) <= set(b) and b["image"].shape == (4, 32, 32, 3)
         assert _labelled(b["frame_index"]).all()
@@ -89,34 +93,34 @@ def test_partner_rules(cfg):
     config, _ = cfg
     lab = sparse.labelled_frames(11, 4)  # 0 4 8 10
     three = {int(s): set(sparse.n_nearest_labelled(11, 4, 3)[i].tolist()) for i, s in enumerate(lab)}
-    for b in _take(pipeline.train_iterator(config, 2, 0, 1), 8):
+    for b in _take(train_batches.train_iterator(config, 2, 0, 1), 8):
         for s, u in zip(b["s"]["frame_index"], b["u"]["frame_index"], strict=True):
             assert int(u) in three[int(s)]
-    for b in _take(pipeline.train_iterator(config, 3, 0, 1), 8):
+    for b in _take(train_batches.train_iterator(config, 3, 0, 1), 8):
         for s, u, ul in zip(b["s"]["frame_index"], b["u"]["frame_index"], b["u_labelled"], strict=True):
             assert (int(u) in three[int(s)]) if ul else (abs(int(u) - int(s)) < 3)
 
 
 def test_deterministic_resumable_and_sharded(cfg):
     config, _ = cfg
-    first = _take(pipeline.train_iterator(config, 3, 0, 1), 5)
-    second = _take(pipeline.train_iterator(config, 3, 0, 1), 5)
+    first = _take(train_batches.train_iterator(config, 3, 0, 1), 5)
+    second = _take(train_batches.train_iterator(config, 3, 0, 1), 5)
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a["u"]["image"], b["u"]["image"])
         np.testing.assert_array_equal(a["s"]["frame_index"], b["s"]["frame_index"])
-    it = pipeline.train_iterator(config, 3, 0, 1)
+    it = train_batches.train_iterator(config, 3, 0, 1)
     _take(it, 2)
     state = it.get_state()
-    resumed = pipeline.train_iterator(config, 3, 0, 1)
+    resumed = train_batches.train_iterator(config, 3, 0, 1)
     resumed.set_state(state)
     for a, b in zip(first[2:], _take(resumed, 3), strict=True):
         np.testing.assert_array_equal(a["s"]["video_id"], b["s"]["video_id"])
         np.testing.assert_array_equal(a["u"]["frame_index"], b["u"]["frame_index"])
     other = dataclasses.replace(config, data=dataclasses.replace(config.data, seed=1))
     assert any(not np.array_equal(a["s"]["frame_index"], b["s"]["frame_index"])
-               for a, b in zip(first, _take(pipeline.train_iterator(other, 3, 0, 1), 5), strict=True))
+               for a, b in zip(first, _take(train_batches.train_iterator(other, 3, 0, 1), 5), strict=True))
     # two processes: half the global batch each, disjoint anchors within an epoch
-    shards = [pipeline.train_iterator(config, 1, i, 2) for i in range(2)]
+    shards = [train_batches.train_iterator(config, 1, i, 2) for i in range(2)]
     seen = [set(), set()]
     for i, it in enumerate(shards):
         for b in _take(it, 3):  # 12 labelled anchors / 2 shards / 2 per batch = 3 batches = 1 epoch
@@ -125,17 +129,56 @@ def test_deterministic_resumable_and_sharded(cfg):
     assert len(seen[0]) == len(seen[1]) == 6 and not seen[0] & seen[1]
 
 
+def _same_batches(got, want):
+    for g, w in zip(got, want, strict=True):
+        assert set(g) == set(w)
+        for k in w:
+            if isinstance(w[k], dict):
+                _same_batches([g[k]], [w[k]])
+            else:
+                np.testing.assert_array_equal(g[k], w[k], strict=True)
+
+
+def test_comparison_batches_resume_from_the_old_checkpoint_encodings(cfg):
+    """The consistency phase's batches (was ZipIterator: dict state) and the temporal phase's (was
+    JointIterator: bytes state) resume from states in those encodings, built from the parts' grain
+    states as the old code built them, with the batches of the uninterrupted iterator."""
+    config, _ = cfg
+    want = _take(train_batches.labelled_and_pairs(config, 0, 1), 4)
+    parts = {"labelled": train_batches.train_iterator(config, 1, 0, 1),
+             "pairs": train_batches.neighbour_pairs(config, 0, 1)}
+    for it in parts.values():
+        _take(it, 2)
+    resumed = train_batches.labelled_and_pairs(config, 0, 1)
+    resumed.set_state({name: it.get_state().decode("latin-1") for name, it in parts.items()})
+    _same_batches(_take(resumed, 2), want[2:])
+
+    def frames_and_clips():
+        return {"frames": train_batches.train_iterator(config, 1, 0, 1),
+                "clips": clip_iterator(config, 3, 2, 0, 1, with_labelled_labels=True, seed_offset=7000)}
+
+    want = _take(CombinedIterator(frames_and_clips()), 4)
+    assert not np.array_equal(want[1]["clips"]["image"], want[3]["clips"]["image"])
+    parts = frames_and_clips()
+    for it in parts.values():
+        _take(it, 1)
+    old = json.dumps({name: it.get_state().decode("latin-1") for name, it in parts.items()}).encode("latin-1")
+    resumed = CombinedIterator(frames_and_clips())
+    resumed.set_state(old)
+    _same_batches(_take(resumed, 3), want[1:])
+
+
 def test_validation_and_evaluation_batches(cfg):
     config, _ = cfg
-    val = list(pipeline.val_batches(config, 2, 0, 1))
+    val = list(train_batches.val_batches(config, 2, 0, 1))
     assert len(val) == 1 and val[0]["s"]["image"].shape[0] == 4  # 4 labelled val frames
-    ev1 = list(pipeline.eval_batches(config.data, "train", 1, batch_size=5))
+    ev1 = list(eval_batches(config.data, "train", 1, batch_size=5))
     n_unlab = 33 - 12
     assert len(ev1) == -(-n_unlab // 5) and int(sum(b["mask"].sum() for b in ev1)) == n_unlab
     assert not ev1[-1]["mask"][-4:].any() and ev1[-1]["image"].shape[0] == 5
     frames = np.concatenate([b["frame_index"][b["mask"]] for b in ev1])
     assert not _labelled(frames).any() and set(LABEL_KEYS) <= set(ev1[0])
-    ev2 = list(pipeline.eval_batches(config.data, "train", 2, batch_size=8))
+    ev2 = list(eval_batches(config.data, "train", 2, batch_size=8))
     for b in ev2:
         m = b["mask"]
         u, s = b["u"]["frame_index"][m], b["s"]["frame_index"][m]

@@ -292,11 +292,11 @@ def data_config(tmp_path_factory):
 
 
 def test_pairs_are_every_frame_with_its_nearest_label_and_resume(data_config):
-    from handprop_jax.data import pipeline
     from handprop_jax.data.sources import open_split
+    from handprop_jax.data.train_batches import labelled_and_pairs
 
     sp = open_split(data_config.data, "train")
-    it = pipeline.labelled_and_pairs(data_config, 0, 1)
+    it = labelled_and_pairs(data_config, 0, 1)
     seen = set()
     for _ in range(6):
         b = next(it)
@@ -307,9 +307,10 @@ def test_pairs_are_every_frame_with_its_nearest_label_and_resume(data_config):
             assert sp.table.frame[sp.nearest[pos]] == fs and b["s"]["video_id"][0] >= 0
             seen.add((int(vid), int(fu)))
     assert len(seen) > len(sp.labelled_positions)  # unlabelled frames are anchors too
-    state = json.loads(json.dumps(it.get_state()))
+    # the state as a checkpoint's meta holds it (JSON)
+    state = checkpoint.decode_data_state(json.loads(json.dumps(checkpoint.encode_data_state(it.get_state()))))
     want = next(it)
-    again = pipeline.labelled_and_pairs(data_config, 0, 1)
+    again = labelled_and_pairs(data_config, 0, 1)
     again.set_state(state)
     got = next(again)
     for part in ("labelled", "s", "u"):

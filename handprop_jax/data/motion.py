@@ -1,5 +1,5 @@
 """Real hand motions (joint sequences without images) for the adversarial motion prior (Spurr et al.,
-:mod:`handprop_jax.training.adversarial_motion`), as :class:`~handprop_jax.data.pipeline.MotionBank`.
+:mod:`handprop_jax.training.adversarial_motion`), as :class:`~handprop_jax.data.clips.MotionBank`.
 
 Two sources, one per Table I row:
 
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from handprop_jax.config import Config, DataConfig
-from handprop_jax.data.pipeline import MotionBank
+from handprop_jax.data.clips import MotionBank
 from handprop_jax.data import synthetic
 from handprop_jax.data.sources import data_source, open_split
 from handprop_jax.data.sparse import neighbours

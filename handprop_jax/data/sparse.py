@@ -1,7 +1,7 @@
 """Sparse labels within a video and the frame-pair sampling rules of the paper (section IV).
 
 All functions work on the frames *of one video as stored* (0-based positions ``0 <= f < length``,
-in time order) and are vectorised numpy; the pipeline (``handprop_jax.data.pipeline``) maps them
+in time order) and are vectorised numpy; the training batches (``handprop_jax.data.train_batches``) maps them
 to record indices. Every rule is defined on **source time**: ``times`` (length,) are the frames'
 numbers in the source video (the stored ``frame_time``; strictly increasing), so frames missing from
 the stored video (skipped as bad input, or never annotated) leave a hole in time instead of shifting

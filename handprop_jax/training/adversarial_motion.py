@@ -52,7 +52,10 @@ import optax
 
 from handprop_jax.camera import project
 from handprop_jax.config import Config
-from handprop_jax.data import motion, pipeline
+from handprop_jax.data import motion
+from handprop_jax.data.clips import clip_iterator, motion_iterator
+from handprop_jax.data.iterators import CombinedIterator
+from handprop_jax.data.train_batches import train_iterator, val_batches
 from handprop_jax.model import handprop as hp
 from handprop_jax.training import objectives
 from handprop_jax.training.phases import AUX_INPUT, Phase
@@ -205,17 +208,17 @@ def _batches(source: str):
 
     def batches(config: Config, split: str, shard_index: int, shard_count: int):
         if split != "train":
-            return pipeline.val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
+            return val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
         a = config.adversarial
         if source == "unpaired":
             bank = motion.unpaired_synthetic(config.data, a.motion_videos, a.motion_seed)
         else:
             bank = motion.interpolated_labels(config, "train")
-        return pipeline.JointIterator({
-            "frames": pipeline.train_iterator(config, 1, shard_index=shard_index, shard_count=shard_count),
-            "clips": pipeline.clip_iterator(config, a.clip_length, a.clips, shard_index, shard_count),
-            "motion": pipeline.motion_iterator(bank, a.clip_length, a.clips, config.data.seed + 6000,
-                                               shard_index, shard_count)})
+        return CombinedIterator({
+            "frames": train_iterator(config, 1, shard_index=shard_index, shard_count=shard_count),
+            "clips": clip_iterator(config, a.clip_length, a.clips, shard_index, shard_count),
+            "motion": motion_iterator(bank, a.clip_length, a.clips, config.data.seed + 6000,
+                                      shard_index, shard_count)})
 
     return batches
 

@@ -4,7 +4,7 @@ training phase ``photometric``.
 From the ``stage1`` checkpoint, for as many steps as the ``baseline`` control (``stage2_steps +
 stage3_steps``), the predictor (encoder, π^r, π^θ) is trained on one batch of labelled frames plus one
 batch of pairs (u, s = N(u)) per step — u any training frame (labelled or not, read without its
-labels), s its nearest labelled frame (:func:`handprop_jax.data.pipeline.labelled_and_pairs`):
+labels), s its nearest labelled frame (:func:`handprop_jax.data.train_batches.labelled_and_pairs`):
 
     L = λ_d (L_pred(labelled) + L_reg(u)) + λ_c L_photo(u, s),
     λ_c = hasson.lambda_consist · min(t / hasson.ramp_steps, 1),  λ_d = hasson.lambda_data − λ_c
@@ -58,7 +58,8 @@ from handprop_jax import losses
 from handprop_jax import photometric as P
 from handprop_jax.batching import numeric_batch
 from handprop_jax.config import Config
-from handprop_jax.data import pipeline
+from handprop_jax.data.eval_batches import eval_batches
+from handprop_jax.data.train_batches import labelled_and_pairs, val_batches
 from handprop_jax.gamma import Gamma, concatenate
 from handprop_jax.model import handprop as hp
 from handprop_jax.model.api import HandPropModel
@@ -177,11 +178,11 @@ def aux_step(model, params, batch_stats, aux, batch, key):
 
 
 def batches(config: Config, split: str, shard_index: int, shard_count: int):
-    """Train: ``{"labelled", "s", "u"}`` batches (:func:`handprop_jax.data.pipeline.labelled_and_pairs`);
+    """Train: ``{"labelled", "s", "u"}`` batches (:func:`handprop_jax.data.train_batches.labelled_and_pairs`);
     val: labelled val frames (the predictor's MPJPE, as the baseline's validation)."""
     if split == "train":
-        return pipeline.labelled_and_pairs(config, shard_index, shard_count)
-    return pipeline.val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
+        return labelled_and_pairs(config, shard_index, shard_count)
+    return val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -216,7 +217,7 @@ def pair_losses(config: Config, variables: dict, split: str = "val", max_pairs: 
     {"gt", "copy", "pred", "<name>_pixels", "gap"} arrays (P,)."""
     fn = _pair_losses_fn(config)
     parts: dict[str, list] = {}
-    for batch in pipeline.eval_batches(config.data, split, 2, config.train.batch_size, max_items=max_pairs):
+    for batch in eval_batches(config.data, split, 2, config.train.batch_size, max_items=max_pairs):
         mask = np.asarray(batch["mask"])
         out = jax.device_get(fn(variables, numeric_batch(batch)))
         for k, v in {**out, "gap": batch["gap"]}.items():

@@ -29,9 +29,10 @@ import numpy as np
 from handprop_jax import config as config_lib
 from handprop_jax.camera import project
 from handprop_jax.config import Config
-from handprop_jax.data import pipeline
 from handprop_jax.data.features import LABEL_KEYS
+from handprop_jax.data.iterators import TrainIterator, local_batch_size
 from handprop_jax.data.sources import Split, open_split
+from handprop_jax.data.train_batches import make_loader, val_batches
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import default_mano
 from handprop_jax.model import handprop as hp
@@ -135,14 +136,13 @@ class PseudoExample(grain.RandomMapTransform):
 
 def batches(config: Config, split: str, shard_index: int, shard_count: int):
     if split != "train":
-        return pipeline.val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
+        return val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
     sp = open_split(config.data, "train")
     example = PseudoExample(sp, pseudo_labels(config, "train", split_data=sp), config.train.pseudo_fraction)
-    loader = pipeline.make_loader(config.data, "train", 1,
-                                  pipeline.local_batch_size(config.train.batch_size, shard_count),
-                                  seed=config.data.seed + 4000, shard_index=shard_index,
-                                  shard_count=shard_count, split_data=sp, example=example)
-    return pipeline.TrainIterator(loader)
+    loader = make_loader(config.data, "train", 1, local_batch_size(config.train.batch_size, shard_count),
+                         seed=config.data.seed + 4000, shard_index=shard_index, shard_count=shard_count,
+                         split_data=sp, example=example)
+    return TrainIterator(loader)
 
 
 PHASE = Phase("pseudo", 3, "stage1", hp.PREDICTOR_KEYS,

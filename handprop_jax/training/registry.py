@@ -32,21 +32,21 @@ from __future__ import annotations
 import functools
 
 from handprop_jax.config import Config
-from handprop_jax.data import pipeline
+from handprop_jax.data.train_batches import train_iterator, val_batches
 from handprop_jax.model import handprop as hp
 from handprop_jax.training import adversarial_motion, hasson, objectives, pseudo, temporal_consistency
 from handprop_jax.training.phases import Phase
 
 
 def _pipeline_batches(stage: int, val_stage: int | None):
-    """Batches of :mod:`handprop_jax.data.pipeline` for a paper stage (train) and validation."""
+    """Batches of :mod:`handprop_jax.data.train_batches` for a paper stage (train) and validation."""
 
     def batches(config: Config, split: str, shard_index: int, shard_count: int):
         if split == "train":
-            return pipeline.train_iterator(config, stage, shard_index=shard_index, shard_count=shard_count)
+            return train_iterator(config, stage, shard_index=shard_index, shard_count=shard_count)
         if val_stage is None:
             return None
-        return pipeline.val_batches(config, val_stage, shard_index=shard_index, shard_count=shard_count)
+        return val_batches(config, val_stage, shard_index=shard_index, shard_count=shard_count)
 
     return batches
 

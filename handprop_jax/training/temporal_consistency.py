@@ -45,7 +45,9 @@ import jax
 import jax.numpy as jnp
 
 from handprop_jax.config import Config
-from handprop_jax.data import pipeline
+from handprop_jax.data.clips import clip_iterator
+from handprop_jax.data.iterators import CombinedIterator
+from handprop_jax.data.train_batches import train_iterator, val_batches
 from handprop_jax.model import handprop as hp
 from handprop_jax.model import temporal
 from handprop_jax.training import objectives
@@ -131,12 +133,12 @@ def _batches(config: Config, split: str, shard_index: int, shard_count: int):
     """train: {"frames": the stage-1 labelled batch (the baseline's stream), "clips": clips of n
     frames with the labels of their labelled frames only}; val: labelled val frames."""
     if split != "train":
-        return pipeline.val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
+        return val_batches(config, 1, shard_index=shard_index, shard_count=shard_count)
     t = config.temporal
-    return pipeline.JointIterator({
-        "frames": pipeline.train_iterator(config, 1, shard_index=shard_index, shard_count=shard_count),
-        "clips": pipeline.clip_iterator(config, t.clip_length, t.clips, shard_index, shard_count,
-                                        with_labelled_labels=True, seed_offset=7000)})
+    return CombinedIterator({
+        "frames": train_iterator(config, 1, shard_index=shard_index, shard_count=shard_count),
+        "clips": clip_iterator(config, t.clip_length, t.clips, shard_index, shard_count,
+                               with_labelled_labels=True, seed_offset=7000)})
 
 
 PHASE = Phase(NAME, 3, "stage1", hp.PREDICTOR_KEYS + (temporal.KEY,),
