@@ -31,6 +31,38 @@ def test_projection_commutes_with_crop():
     assert np.isclose(np.max(c.max(0) - c.min(0)), 37 / 1.7)
 
 
+def test_crop_intrinsics_vectorised_are_the_crop_matrix_box_by_box():
+    """(T, 3) boxes with one K or T of them (skew, an unnormalised last row included): box by box the
+    closed form ``crop_matrix(box) @ K``; a Box gives the same as its array."""
+    rng = np.random.default_rng(2)
+    T = 50
+    boxes = np.stack([rng.uniform(-50, 700, T), rng.uniform(-50, 500, T), rng.uniform(20, 400, T)], 1)
+    Ks = np.tile(np.array([[600.0, 0, 320], [0, 580.0, 240], [0, 0, 1]]), (T, 1, 1))
+    Ks[:, 0, 1] = rng.uniform(-2, 2, T)  # skew
+    Ks[::3] *= 2.5  # the same camera, last row (0, 0, 2.5)
+    for K in (Ks, Ks[0]):
+        got = crop_lib.crop_intrinsics(K, boxes, 64)
+        assert got.shape == (T, 3, 3) and got.dtype == np.float64
+        for g, k, b in zip(got, np.broadcast_to(K, (T, 3, 3)), boxes, strict=True):
+            want = crop_lib.crop_matrix(crop_lib.Box(*b), 64) @ k
+            np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-9)
+    one = crop_lib.crop_intrinsics(Ks[7], crop_lib.Box(*boxes[7]), 64)
+    np.testing.assert_array_equal(one, crop_lib.crop_intrinsics(Ks[7], boxes[7], 64))
+
+
+def test_crop_intrinsics_keep_float32_and_map_pixels_into_the_crop():
+    """float32 K and boxes give float32 intrinsics (the synthetic renderer's arithmetic); a 3D point
+    seen through them lands at (u - c) * size / side + (size - 1) / 2 of its source pixel u."""
+    K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]], np.float32)
+    boxes = np.array([[400.0, 200.0, 100.0], [100.5, 300.25, 61.0]], np.float32)
+    got = crop_lib.crop_intrinsics(K, boxes, 50)
+    assert got.dtype == np.float32
+    X = np.array([0.03, -0.02, 0.5])
+    full = (K.astype(np.float64) @ X)[:2] / X[2]
+    for k, (cx, cy, side) in zip(got.astype(np.float64), boxes.astype(np.float64), strict=True):
+        np.testing.assert_allclose((k @ X)[:2] / X[2], (full - [cx, cy]) * 50 / side + 24.5, atol=1e-4)
+
+
 def test_crop_image_unit_scale_is_an_exact_copy():
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)

@@ -9,6 +9,7 @@ import pytest
 from handprop_jax.camera import project
 from handprop_jax.data import sparse
 from handprop_jax.data import synthetic as sy
+from handprop_jax.data.crop import crop_intrinsics
 from handprop_jax.hand import hand_in_camera
 
 SPEC = sy.SynthSpec(videos=(2, 1, 1), frames=12, image_size=32, seed=5)
@@ -53,7 +54,7 @@ def test_image_shows_the_hand_over_a_textured_background(video):
 def test_crop_intrinsics_map_full_image_pixels_to_the_crop():
     K_full = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
     centre, side = np.array([[400.0, 200.0]]), np.array([100.0])
-    K = sy.crop_intrinsics(K_full, centre, side, 50)[0]
+    K = crop_intrinsics(K_full, np.concatenate([centre, side[:, None]], 1), 50)[0]
     p = np.array([0.03, -0.02, 0.5])
     full = K_full @ p / p[2]
     crop = K @ p / p[2]

@@ -10,7 +10,6 @@ import pytest
 from handprop_jax import config as config_lib
 from handprop_jax.data import boxes as boxes_lib
 from handprop_jax.data import crop as crop_lib
-from handprop_jax.data.synthetic import crop_intrinsics
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import default_mano
 from handprop_jax.propagation import recrop as recrop_lib
@@ -39,7 +38,7 @@ def _crop_fn(calls):
     def crop(boxes):
         calls.append(np.array(boxes))
         rng = np.random.default_rng(len(calls))
-        K = crop_intrinsics(K_FULL, boxes[:, :2], boxes[:, 2], S).astype(np.float32)
+        K = crop_lib.crop_intrinsics(K_FULL, boxes, S).astype(np.float32)
         return rng.integers(0, 255, (len(boxes), S, S, 3), dtype=np.uint8), K
     return crop
 
@@ -89,10 +88,13 @@ def test_no_round_is_photometric_without_box_terms(setup):
         np.testing.assert_array_equal(a, b)
 
 
-def test_crop_intrinsics_is_data_crop():
-    """The vectorised crop intrinsics are data.crop's, box by box."""
+def test_frame_cropper_intrinsics_are_the_boxes_crops(monkeypatch):
+    """A user's frames cut at boxes come with data.crop's intrinsics of those boxes (float32)."""
     boxes = np.array([[320.0, 240.0, 150.0], [10.5, 400.0, 77.0]])
-    got = recrop_lib.crop_intrinsics(K_FULL, boxes, 64)
-    for g, b in zip(got, boxes, strict=True):
-        want = crop_lib.crop_intrinsics(K_FULL, crop_lib.Box(*b), 64)
-        np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-4)
+    monkeypatch.setattr(recrop_lib, "load_frames",
+                        lambda frames, size, boxes: (None, np.zeros((len(boxes), size, size, 3), np.uint8),
+                                                     None, None))
+    _, K = recrop_lib.frame_cropper("frames", 64, K_FULL)(boxes)
+    assert K.dtype == np.float32
+    for k, b in zip(K, boxes, strict=True):  # the closed form A @ K (data.crop's module docstring)
+        np.testing.assert_allclose(k, crop_lib.crop_matrix(crop_lib.Box(*b), 64) @ K_FULL, rtol=1e-6)

@@ -138,6 +138,24 @@ def square_boxes(uv: np.ndarray, scale: float, min_side) -> tuple[np.ndarray, np
     return (lo + hi) / 2, np.maximum(scale * np.max(hi - lo, axis=-1), min_side)
 
 
+def vertex_boxes(vertices3d: np.ndarray, wrist_depth, K: np.ndarray, scale: float = VERTEX_SCALE,
+                 min_side: float = MIN_SIDE_M) -> tuple[np.ndarray, np.ndarray]:
+    """The vertex rule (module docstring, rule 2), vectorised over hands.
+
+    Args:
+      vertices3d: (..., V, 3) the hands' mesh vertices, camera frame, metres.
+      wrist_depth: (...) the wrists' (joint 0's) depth z, metres.
+      K: (..., 3, 3) intrinsics of the frames, pixels.
+      scale: side / larger extent of the projected vertices; min_side: least side, metres at the
+        wrist's depth (``fx * min_side / wrist_depth`` pixels).
+    Returns:
+      (centre (..., 2), side (...)) float64 pixels (:func:`square_boxes`).
+    """
+    K = np.asarray(K, np.float64)
+    uvw = np.asarray(vertices3d, np.float64) @ np.swapaxes(K, -1, -2)
+    return square_boxes(uvw[..., :2] / uvw[..., 2:3], scale, K[..., 0, 0] * min_side / wrist_depth)
+
+
 def _project(points3d: np.ndarray, K: np.ndarray) -> np.ndarray:
     uvw = points3d @ np.asarray(K, np.float64).T
     return uvw[:, :2] / uvw[:, 2:3]
@@ -166,8 +184,7 @@ def label_box(joints3d: np.ndarray, K: np.ndarray, height: int, width: int, scal
         vertices3d = np.asarray(vertices3d, np.float64)
         if not np.all(np.isfinite(vertices3d)) or np.any(vertices3d[:, 2] <= 0):
             return None
-        centre, side = square_boxes(_project(vertices3d, K), VERTEX_SCALE if scale is None else scale,
-                                    float(K[0, 0]) * MIN_SIDE_M / joints3d[0, 2])
+        centre, side = vertex_boxes(vertices3d, joints3d[0, 2], K, VERTEX_SCALE if scale is None else scale)
         box = Box(float(centre[0]), float(centre[1]), float(side))
     return None if box.side > 4 * max(height, width) else box
 
@@ -196,7 +213,7 @@ def video_boxes(num_frames: int, height: int, width: int, K: np.ndarray, labelle
       num_frames: T; height, width: of the original frames, pixels.
       K: (3, 3) or (T, 3, 3) intrinsics of the original frames.
       labelled: (L,) frame indices with labels; joints3d: (L, 21, 3) their joints, camera frame,
-        metres (:func:`label_joints`).
+        metres (:func:`label_geometry`).
       file_boxes: {frame: Box} from the user's box file (None: no file).
       scale, min_visible: :func:`label_box`'s.
       vertices3d: (L, V, 3) the labels' mesh vertices (:func:`label_geometry`): the labelled frames'
@@ -234,15 +251,3 @@ def label_geometry(mano, gamma) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((0, 21, 3), np.float32), np.zeros((0, 0, 3), np.float32)
     verts, joints = hand_in_camera_jit(mano, *(jnp.asarray(x, jnp.float32) for x in g))
     return np.asarray(joints, np.float32), np.asarray(verts, np.float32)
-
-
-def label_joints(mano, gamma) -> np.ndarray:
-    """(L, 21, 3) camera-frame joints (metres) of labels γ (L, ...) with MANO ``mano`` (one jitted
-    call, shared by the builder and the tool so that both get the same numbers)."""
-    import jax.numpy as jnp
-
-    g = Gamma.of(gamma).numpy()
-    if len(g.root) == 0:
-        return np.zeros((0, 21, 3), np.float32)
-    _, joints = hand_in_camera_jit(mano, *(jnp.asarray(x, jnp.float32) for x in g))
-    return np.asarray(joints, np.float32)

@@ -1,7 +1,9 @@
 """Square crops centred on the hand, with the intrinsics adjusted to the crop.
 
-Shared by the real-data tfds builders (HO-3D, InterHand2.6M). Numpy/PIL only: this runs once per
-frame while a dataset is built, never inside a jitted function.
+Shared by the real-data tfds builders (HO-3D, InterHand2.6M, hand_videos); :func:`crop_intrinsics`
+is the one crop-intrinsics formula of the package (also the synthetic renderer's, ``handprop
+propagate``'s and the re-crop's). Numpy/PIL only: this runs once per frame while a dataset is built
+or a video cropped, never inside a jitted function.
 
 Pixel convention (see ``handprop_jax.camera``): the centre of pixel (row i, column j) is at
 (u = j, v = i). A crop is the square box ``[cx - side/2, cx + side/2] x [cy - side/2, cy + side/2]``
@@ -61,9 +63,30 @@ def crop_matrix(box: Box, size: int) -> np.ndarray:
     return np.array([[s, 0.0, -s * x0 - 0.5], [0.0, s, -s * y0 - 0.5], [0.0, 0.0, 1.0]])
 
 
-def crop_intrinsics(K: np.ndarray, box: Box, size: int) -> np.ndarray:
-    """(3, 3) intrinsics of the crop, pixels, given the source intrinsics ``K`` (3, 3)."""
-    return crop_matrix(box, size) @ np.asarray(K, dtype=np.float64)
+def crop_intrinsics(K: np.ndarray, boxes: np.ndarray | Box, size: int) -> np.ndarray:
+    """Intrinsics of square crops, pixels: ``A @ K`` (module docstring), vectorised over frames.
+
+    Args:
+      K: (..., 3, 3) intrinsics of the source images, pixels (broadcast against ``boxes``).
+      boxes: (..., 3) crop boxes cx, cy, side in source-image pixels, or one :class:`Box`.
+      size: crop side, pixels.
+    Returns:
+      (..., 3, 3) crop intrinsics in the dtype of ``K`` and ``boxes`` (float32 inputs: float32
+      arithmetic; a ``Box`` is float64): rows 0 and 1 are ``s (K_r - c_r K_2) + (size - 1)/2 K_2``
+      with s = size / side and c = (cx, cy), the crop pixel of source pixel u being
+      ``(u - c) s + (size - 1)/2``; row 2 is K's.
+    """
+    if isinstance(boxes, Box):
+        boxes = np.array([boxes.cx, boxes.cy, boxes.side], np.float64)
+    K, boxes = np.asarray(K), np.asarray(boxes)
+    K, boxes = np.broadcast_arrays(K, boxes[..., None, :])  # boxes (..., 1, 3)
+    boxes = boxes[..., 0, :]
+    s = (size / boxes[..., 2])[..., None]
+    half = (size - 1) / 2
+    out = np.array(K, dtype=np.result_type(K, boxes), copy=True)
+    for r in (0, 1):
+        out[..., r, :] = (K[..., r, :] - boxes[..., r, None] * K[..., 2, :]) * s + half * K[..., 2, :]
+    return out
 
 
 def crop_points(uv: np.ndarray, box: Box, size: int) -> np.ndarray:

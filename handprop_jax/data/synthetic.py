@@ -37,6 +37,7 @@ from scipy.interpolate import CubicSpline
 import mano_jax
 from handprop_jax.camera import project
 from handprop_jax.data.boxes import MIN_SIDE_M, VERTEX_SCALE, square_boxes
+from handprop_jax.data.crop import crop_intrinsics
 from handprop_jax.hand import hand_in_camera_jit
 from handprop_jax.render import face_extents, render_batch
 
@@ -307,18 +308,6 @@ def video_parameters(spec: SynthSpec, split: str, video: int) -> dict[str, np.nd
                 K_full=K_full.astype(np.float32), noise_seed=np.int64(rng.integers(2**31)))
 
 
-def crop_intrinsics(K_full: np.ndarray, centre: np.ndarray, side: np.ndarray, size: int) -> np.ndarray:
-    """Intrinsics of square crops: K (3, 3) full image, centre (T, 2) and side (T,) in full-image
-    pixels, output side ``size`` pixels. The crop maps u -> (u - centre) * size / side + (size-1)/2."""
-    s = size / side
-    K = np.broadcast_to(K_full, (len(side), 3, 3)).copy()
-    K[:, 0, 0] *= s
-    K[:, 1, 1] *= s
-    K[:, 0, 2] = (K_full[0, 2] - centre[:, 0]) * s + (size - 1) / 2
-    K[:, 1, 2] = (K_full[1, 2] - centre[:, 1]) * s + (size - 1) / 2
-    return K
-
-
 def _crop_background(canvas: np.ndarray, centre: np.ndarray, side: np.ndarray, size: int) -> np.ndarray:
     """Bilinear samples of the canvas under each crop: (T, size, size, 3) float."""
     H, W = CANVAS_SIZE
@@ -354,7 +343,7 @@ def _hand_and_crops(hand: _Hand, p: dict, size: int) -> tuple[np.ndarray, ...]:
     # 1.2x the larger bounding-box extent, but at least MIN_CROP metres at the root depth (bounds the
     # zoom on compact, end-on views): the vertex rule of handprop_jax.data.boxes (the tool's boxes)
     centre, side = square_boxes(uv, VERTEX_SCALE, p["K_full"][0, 0] * MIN_CROP / p["root"][:, 2])
-    K = crop_intrinsics(p["K_full"], centre, side, size).astype(np.float32)
+    K = crop_intrinsics(p["K_full"], np.concatenate([centre, side[:, None]], 1), size).astype(np.float32)
     return verts, joints, centre, side, K
 
 
@@ -404,7 +393,7 @@ def render_video_at(spec: SynthSpec, split: str, video: int, boxes: np.ndarray) 
         raise ValueError(f"render_video_at: boxes of shape {boxes.shape}, expected ({spec.frames}, 3)")
     verts, _, _, _, _ = _hand_and_crops(hand, p, S)
     centre, side = boxes[:, :2], boxes[:, 2]
-    K = crop_intrinsics(p["K_full"], centre, side, S).astype(np.float32)
+    K = crop_intrinsics(p["K_full"], boxes, S).astype(np.float32)
     return _render_crops(hand, p, verts, centre, side, K, S), K
 
 

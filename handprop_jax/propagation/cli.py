@@ -109,6 +109,7 @@ import numpy as np
 from handprop_jax import config as config_lib
 from handprop_jax.camera import project
 from handprop_jax.data.boxes import (
+    FROM_LABEL,
     INTERPOLATED,
     VERTEX_SCALE,
     BoxError,
@@ -328,7 +329,7 @@ def propagate_inputs(inputs: Inputs, config: Any, net: BoundModel | None, option
                       ).astype(np.float32)
 
     propagator = Propagator.from_config(config, options.method, model=net)
-    if options.method == "photometric" and np.all(np.isin(box_source, ("label", INTERPOLATED))) \
+    if options.method == "photometric" and np.all(np.isin(box_source, (FROM_LABEL, INTERPOLATED))) \
             and np.any(box_source == INTERPOLATED):
         # the unlabelled frames' crops do not follow the hand: propagate, re-crop each frame around
         # its propagated hand, refine again (handprop_jax.propagation.recrop)

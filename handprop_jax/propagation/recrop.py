@@ -32,7 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from handprop_jax.data.boxes import MIN_SIDE_M, VERTEX_SCALE, square_boxes
+from handprop_jax.data.boxes import MIN_SIDE_M, VERTEX_SCALE, vertex_boxes
+from handprop_jax.data.crop import crop_intrinsics
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import hand_mesh
 from handprop_jax.propagation.core import Propagator, VideoPropagation, propagate_video, refine_frames
@@ -61,26 +62,10 @@ class Recrop:
 def hand_boxes(mano, gamma: Gamma, K_full: np.ndarray, scale: float = VERTEX_SCALE,
                min_side: float = MIN_SIDE_M) -> np.ndarray:
     """(M, 3) float64 boxes cx, cy, side (full-frame pixels) of hands γ (M, ...) seen through
-    K_full (M, 3, 3): the labels' box rule (``data.boxes.label_box`` with vertices), vectorised."""
+    K_full (M, 3, 3): the labels' box rule (``data.boxes.label_box`` with vertices, ``vertex_boxes``)."""
     verts, joints = hand_mesh(mano, gamma)
-    verts = np.asarray(verts, np.float64)
-    K_full = np.asarray(K_full, np.float64)
-    uvw = np.einsum("mvc,mkc->mvk", verts, K_full)
-    uv = uvw[..., :2] / uvw[..., 2:3]
-    centre, side = square_boxes(uv, scale, K_full[:, 0, 0] * min_side / np.asarray(joints)[:, 0, 2])
+    centre, side = vertex_boxes(verts, np.asarray(joints)[:, 0, 2], K_full, scale, min_side)
     return np.concatenate([centre, side[:, None]], 1)
-
-
-def crop_intrinsics(K_full: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """(T, 3, 3) float32 intrinsics of square crops (``data.crop.crop_intrinsics``, vectorised): K_full
-    (T, 3, 3) or (3, 3) and boxes (T, 3) cx, cy, side in full-frame pixels, crops of ``size`` px."""
-    boxes = np.asarray(boxes, np.float64)
-    s = size / boxes[:, 2]
-    A = np.zeros((len(boxes), 3, 3))
-    A[:, 0, 0] = A[:, 1, 1] = s
-    A[:, :2, 2] = -s[:, None] * (boxes[:, :2] - boxes[:, 2:3] / 2) - 0.5
-    A[:, 2, 2] = 1.0
-    return (A @ np.asarray(K_full, np.float64)).astype(np.float32)
 
 
 def frame_cropper(frames, image_size: int, K_full: np.ndarray) -> Callable:
@@ -89,7 +74,8 @@ def frame_cropper(frames, image_size: int, K_full: np.ndarray) -> Callable:
     (3, 3) of the full frames; returns (crops uint8 (T, S, S, 3), K (T, 3, 3))."""
     def crop(boxes):
         _, crops, _, _ = load_frames(frames, image_size, boxes=np.asarray(boxes, np.float64))
-        return crops, crop_intrinsics(K_full, boxes, image_size)
+        return crops, crop_intrinsics(np.asarray(K_full, np.float64), np.asarray(boxes, np.float64),
+                                      image_size).astype(np.float32)
 
     return crop
 
