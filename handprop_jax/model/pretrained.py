@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from handprop_jax.errors import UserError
 from handprop_jax.model.torchvision_import import load_torchvision_resnet18
@@ -59,12 +60,9 @@ def resolve(path: str | Path) -> Path:
     return q
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}/{k}" if prefix else str(k)
-        out.update(_flatten(v, key) if isinstance(v, Mapping) else {key: v})
-    return out
+def _flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """{"a/b/c": leaf} of a nested mapping (flax's ``flatten_dict`` with "/" keys)."""
+    return traverse_util.flatten_dict(dict(tree), sep="/")
 
 
 def _meta(config) -> dict:
@@ -78,8 +76,8 @@ def export_predictor(variables: Mapping[str, Any], config, path: str | Path, sou
     file's SHA-256."""
     arrays = {}
     for k in PREDICTOR_KEYS:
-        for name, leaf in _flatten(variables["params"][k], f"params/{k}").items():
-            arrays[name] = np.asarray(leaf, np.float16)
+        for name, leaf in _flatten(variables["params"][k]).items():
+            arrays[f"params/{k}/{name}"] = np.asarray(leaf, np.float16)
     for name, leaf in _flatten(variables.get("batch_stats", {})).items():
         arrays[f"batch_stats/{name}"] = np.asarray(leaf, np.float32)
     meta = {**_meta(config), "source": source, "format": "handprop-predictor-1"}
