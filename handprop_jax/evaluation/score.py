@@ -135,8 +135,9 @@ def check_pair(pred: Annotations, truth: Annotations) -> None:
     """ScoreInputError when ``pred`` and ``truth`` cannot be the same video: other frame counts, or a
     frame whose file name differs (where both name it)."""
     if len(pred.root) != len(truth.root):
-        raise ScoreInputError(f"{pred.path} has {len(pred.root)} frames, {truth.path} {len(truth.root)}: "
-                              "not the same video (pair --pred and --truth in the same order)")
+        raise ScoreInputError(f"{pred.path} has {len(pred.root)} frames but {truth.path} has "
+                              f"{len(truth.root)} frames: not the same video (pair --pred and --truth in the "
+                              "same order)")
     for i, (a, b) in enumerate(zip(pred.files, truth.files, strict=True)):
         if a is not None and b is not None and a != b:
             raise ScoreInputError(f"frame {i} is {a} in {pred.path} but {b} in {truth.path}: not the same "
@@ -226,7 +227,7 @@ def score(pred_dirs: list[str | Path], truth_dirs: list[str | Path], mano, all_f
     names = _names(pred_dirs)
     rows, pers, gaps, scored_all, by_video = [], [], [], [], {}
     for name, (pred, truth) in tqdm(list(zip(names, pairs, strict=True)), desc="score", unit="video",
-                                    disable=not progress, file=sys.stderr):
+                                    disable=not progress or len(pairs) < 2, leave=False, file=sys.stderr):
         per, gap = score_video(mano, pred, truth)
         scored = np.ones(len(gap), bool) if all_frames else ~pred.labelled
         by_video[name] = summary(per, gap, scored)
