@@ -4,7 +4,11 @@ generated videos against independent truths (labels = ground truth, the frame's 
 camera's, the hand drawn where its joints project, over a still background); the scores against
 numpy on the arrays."""
 
+import glob
 import json
+import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from PIL import Image
 from handprop_jax.cli import main
 from handprop_jax.data import synthetic
 
+ROOT = Path(__file__).resolve().parent.parent
 SIZE = ("160x120", 120, 160)
 FRAMES, EVERY = 17, 8
 #: |u - N(u)| for labels at 0, 8, 16 (ties to the earlier label): 1 2 3 4 3 2 1 on each side
@@ -94,43 +99,68 @@ def test_generated_videos(videos):
     assert diff[on_hand].mean() > 15.0, diff[on_hand].mean()
 
 
-def _propagate(videos, out, *extra):
-    video = videos / "video_0000"
-    return main(["propagate", "--frames", str(video / "frames"), "--labels", str(video / "labels.json"),
-                 "--out", str(out), *extra])
+MARKER = "<!-- walkthrough: tests/test_full_frame_walkthrough.py runs this block -->"
+#: the sizes of the README's commands, shrunk for the test (later values win)
+SHRINK = {"synth-videos": ["--videos", "1", "--frames", str(FRAMES), "--size", SIZE[0], "--every", str(EVERY),
+                           "--seed", "3"]}
 
 
-def _score(pred, truth, out):
-    assert main(["score", "--pred", str(pred), "--truth", str(truth), "--out", str(out)]) == 0
-    return json.loads((out / "summary.json").read_text())
+def readme_commands() -> list[str]:
+    """The lines of README's marked bash block (each a ``handprop`` command or a one-line
+    ``for v in GLOB; do handprop ...; done``)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split(MARKER, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def run_line(line: str) -> None:
+    """One line of the block in this process, as bash would run it: ``for v in GLOB; do CMD; done``
+    runs CMD with ``$v`` and ``${v##*/}`` (its last path part) for each match of GLOB, sorted; an
+    argument holding ``*`` is expanded to its sorted matches."""
+    loop = re.fullmatch(r"for v in (\S+); do (.*); done", line)
+    if loop:
+        for v in sorted(glob.glob(loop.group(1))):
+            run_line(loop.group(2).replace("${v##*/}", Path(v).name).replace("$v", v))
+        return
+    argv = shlex.split(line)
+    assert argv[0] == "handprop", line
+    argv = [x for a in argv[1:] for x in (sorted(glob.glob(a)) if "*" in a else [a])]
+    argv += SHRINK.get(argv[1], []) if argv[0] == "data" else []
+    assert main(argv) == 0, argv
 
 
 @pytest.mark.slow  # the default propagation on 17 frames (~1 min on 2 busy cores)
-def test_walkthrough_generate_propagate_score(videos, tmp_path):
-    truth = videos / "video_0000" / "truth"
-    itself = _score(truth, truth, tmp_path / "s_truth")["overall"]
+def test_readme_walkthrough_generate_propagate_score(tmp_path, monkeypatch):
+    """README's commands (one 17-frame 160x120 video, labels at 0, 8, 16): the truth scores 0 against
+    itself; copy's and interpolate's scores equal numpy on the arrays (overall and per gap bucket,
+    gaps counted by hand); labelled frames keep their labels; the default beats copy."""
+    lines = readme_commands()
+    assert [line.split()[0] for line in lines] == ["handprop"] + ["for"] * 3 + ["handprop"] * 3
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        run_line(line)
+    ff = tmp_path / "ff"
+    truth = ff / "my_videos" / "video_0000" / "truth"
+    assert main(["score", "--pred", str(truth), "--truth", str(truth), "--out", "itself"]) == 0
+    itself = json.loads((tmp_path / "itself" / "summary.json").read_text())["overall"]
     assert max(itself[c] for c in ("MPJPE", "MPVPE", "MPJPE (P)", "MPJPE (T)", "MPJPE (SD)")) < 1e-6
     assert itself["frames"] == FRAMES - 3
 
     t = np.load(truth / "annotations.npz")
     unl = ~t["labelled"]
-    summaries = {}
+    scores = {m: json.loads((ff / "scores" / m / "summary.json").read_text())
+              for m in ("default", "interpolate", "copy")}
     for method in ("copy", "interpolate"):
-        assert _propagate(videos, tmp_path / method, "--method", method) == 0
-        summary = _score(tmp_path / method, truth, tmp_path / f"s_{method}")
-        pred = np.load(tmp_path / method / "annotations.npz")
+        pred = np.load(ff / method / "video_0000" / "annotations.npz")
         for k in ("root", "pose", "betas"):  # labelled frames keep their labels
             np.testing.assert_array_equal(pred[k][~unl], t[k][~unl])
         err = 1000 * np.linalg.norm(pred["joints3d"].astype(np.float64) - t["joints3d"], axis=-1).mean(-1)
-        np.testing.assert_allclose(summary["overall"]["MPJPE"], err[unl].mean(), rtol=1e-4)
-        by_gap = {r["gap"]: r for r in summary["by_gap"]}
+        np.testing.assert_allclose(scores[method]["overall"]["MPJPE"], err[unl].mean(), rtol=1e-4)
+        by_gap = {r["gap"]: r for r in scores[method]["by_gap"]}
         for label, sel in (("1", GAPS == 1), ("2–3", (GAPS >= 2) & (GAPS <= 3)), ("4–7", GAPS >= 4)):
             assert by_gap[label]["frames"] == sel.sum()
             np.testing.assert_allclose(by_gap[label]["MPJPE"], err[sel].mean(), rtol=1e-4)
-        summaries[method] = summary["overall"]
-    assert summaries["copy"]["MPJPE"] > 1.0  # the hand moves: copying is wrong
-
-    assert _propagate(videos, tmp_path / "default") == 0
-    default = _score(tmp_path / "default", truth, tmp_path / "s_default")
-    assert default["method"] == "photometric"
-    assert default["overall"]["MPJPE"] < summaries["copy"]["MPJPE"], (default["overall"], summaries["copy"])
+    copy, default = scores["copy"]["overall"], scores["default"]["overall"]
+    assert copy["MPJPE"] > 1.0  # the hand moves: copying is wrong
+    assert scores["default"]["method"] == "photometric" and scores["interpolate"]["method"] == "interpolate"
+    assert default["MPJPE"] < copy["MPJPE"], (default, copy)

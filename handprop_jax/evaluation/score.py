@@ -124,7 +124,9 @@ def read_annotations(folder: str | Path, what: str) -> Annotations:
         labelled.append(bool(entry.get("labelled", False)))
         files.append(str(entry["file"]) if "file" in entry else None)
     method = doc.get("method")
-    if isinstance(method, str) and doc.get("both_sides") is False:
+    if method == "crop" and doc.get("both_sides") is not False:
+        method = "interpolate"  # what propagate's --method interpolate runs (and records as "crop")
+    elif isinstance(method, str) and doc.get("both_sides") is False:
         method += " (nearest)"
     return Annotations(path, files, np.array(labelled), np.stack(cols["root"]), np.stack(cols["pose"]),
                        np.stack(cols["betas"]), np.stack(cols["joints3d"]) if stored else None,
