@@ -185,3 +185,14 @@ def test_several_videos_are_pooled(tmp_path, pair, capsys):
     frames = list(csv.DictReader((out / "frames.csv").open()))
     mean = np.mean([float(r["MPJPE"]) for r in frames if r["scored"] == "True"])
     np.testing.assert_allclose(summary["overall"]["MPJPE"], mean, rtol=1e-9)
+
+
+def test_every_frame_labelled_scores_nothing(tmp_path, capsys):
+    """No unlabelled frame: nothing to score, said so; the summary's means are null, not NaN."""
+    rng = np.random.default_rng(2)
+    g = _gamma(rng, 4)
+    p = _write(tmp_path / "p", g, labelled=[0, 1, 2, 3])
+    assert main(["score", "--pred", str(p), "--truth", str(p), "--out", str(tmp_path / "s")]) == 0
+    assert "no frame to score" in capsys.readouterr().out
+    overall = json.loads((tmp_path / "s" / "summary.json").read_text())["overall"]
+    assert overall["frames"] == 0 and overall["MPJPE"] is None

@@ -273,8 +273,17 @@ def write(result: dict, out: str | Path, text: str) -> None:
         w.writeheader()
         w.writerows(rows)
     doc = {k: v for k, v in result.items() if k != "frames"}
-    (out / "summary.json").write_text(json.dumps(doc, indent=1, allow_nan=True))
+    (out / "summary.json").write_text(json.dumps(_no_nan(doc), indent=1, allow_nan=False))
     (out / "score.md").write_text(text)
+
+
+def _no_nan(value):
+    """``value`` (nested dicts/lists) with NaN floats as None (JSON has no NaN): a summary of no frames."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
