@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                                    "and store its weights"),
     "evaluate": ("handprop_jax.evaluation.cli", "write Table I (Markdown, CSV, JSON) for a run"),
     "propagate": ("handprop_jax.propagation.cli", "propagate sparse labels to every frame of a video"),
+    "score": ("handprop_jax.evaluation.score", "score propagated annotations against ground-truth "
+                                               "annotations (Table I metrics, by gap)"),
     "visualize": ("handprop_jax.visualize", "overlay grids and training curves for a run"),
     "demo": ("handprop_jax.demo", "build data, train, evaluate and report on the synthetic default"),
 }

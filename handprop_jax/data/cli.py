@@ -6,6 +6,7 @@ the format of your own videos.
   handprop data build interhand26m --manual-dir /data/InterHand2.6M --data-dir data --config mini_interhand
   handprop data build hand_videos --manual-dir my_videos --data-dir data --config own_videos
   handprop data export synthetic_hand_video --data-dir data --config synthetic --out my_videos --label-every 8
+  handprop data synth-videos --out my_videos --videos 4 --frames 128 --size 320x240 --every 16 [--seed 0]
 
 ``--config`` names an experiment config (a file in experiments/configs or a path: its ``data`` section
 gives the label stride K, the synthetic sizes, image size, builder config) or, if no such file
@@ -30,6 +31,12 @@ one line, nothing written) on a missing download folder or annotation file, an u
 video: frames/, labels.json with every --label-every-th frame, intrinsics.npy, boxes.json,
 ground_truth.npz; and splits.json): the walkthrough of docs/own_videos.md uses it to try everything
 on synthetic videos.
+
+``synth-videos`` renders synthetic videos as a user has them: whole frames (4:3, e.g. 320x240) in
+which the hand moves across the image, labels.json with the labels of every --every-th frame (and the
+last) and the intrinsics "K", no boxes; and each video's dense ground truth in ``truth/`` in the format
+``handprop propagate`` writes (annotations.json/.npz), for ``handprop score``
+(:mod:`handprop_jax.data.full_frames`; README, "Propagating your own labels").
 """
 
 from __future__ import annotations
@@ -73,6 +80,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="config override, repeatable (as for build)")
     e.add_argument("--builder-config", default=None, help="tfds builder config")
+    s = sub.add_parser("synth-videos", help="render synthetic whole-frame videos with sparse labels and "
+                                            "their dense ground truth (for handprop propagate and score)")
+    s.add_argument("--out", required=True, help="folder to write (absent or empty): OUT/video_0000/...")
+    s.add_argument("--videos", type=int, default=4, metavar="N", help="number of videos (default 4)")
+    s.add_argument("--frames", type=int, default=128, metavar="T", help="frames per video (default 128)")
+    s.add_argument("--size", default="320x240", metavar="WxH",
+                   help="frame size in pixels, the camera's 4:3 (default 320x240; 640x480 is the camera's)")
+    s.add_argument("--every", type=int, default=16, metavar="K",
+                   help="label every K-th frame and the last (default 16)")
+    s.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    s.add_argument("--travel", type=float, default=0.5,
+                   help="how far the hand sweeps across the image over the video, in image widths "
+                        "(default 0.5; 0: the generator's own motion, centred)")
+    s.add_argument("--depth-scale", type=float, default=1.6,
+                   help="the generator's hand depths (0.3-0.75 m, sized for crops) times this "
+                        "(default 1.6: the hand spans about a quarter of the frame)")
 
 
 def _is_config_file(name: str) -> bool:
@@ -109,9 +132,12 @@ def run(args: argparse.Namespace) -> int:
     command = getattr(args, "data_command", None)
     if command == "export":
         return export(args)
+    if command == "synth-videos":
+        return synth_videos(args)
     if command != "build":
         print("usage: handprop data build NAME --data-dir DIR [--manual-dir DIR] [--config CFG] [--set ...]\n"
-              "       handprop data export NAME --data-dir DIR --out OUT [--config CFG] [--label-every N]")
+              "       handprop data export NAME --data-dir DIR --out OUT [--config CFG] [--label-every N]\n"
+              "       handprop data synth-videos --out OUT [--videos N] [--frames T] [--size WxH] [--every K]")
         return 2
     from handprop_jax.data.build import build
     from handprop_jax.errors import UserError, disk_full, writable_dir
@@ -188,4 +214,43 @@ def export(args: argparse.Namespace) -> int:
     n = sum(len(v) for v in written.values())
     print(f"exported {n} video(s) ({', '.join(f'{s}: {len(v)}' for s, v in written.items())}) to "
           f"{Path(args.out).resolve()} (labels every {args.label_every or config.data.label_stride} frames)")
+    return 0
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    """``--size WxH`` as (H, W) pixels (ConfigError when not two positive integers)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise config_lib.ConfigError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 320x240")
+    return int(parts[1]), int(parts[0])
+
+
+def synth_videos(args: argparse.Namespace) -> int:
+    """``handprop data synth-videos``: whole-frame synthetic videos with sparse labels and dense ground
+    truth (:func:`handprop_jax.data.full_frames.synth_videos`)."""
+    from handprop_jax.data import synthetic
+    from handprop_jax.data.full_frames import TRUTH, synth_videos
+    from handprop_jax.errors import UserError, writable_dir
+
+    size = _frame_size(args.size)
+    for name, value, low in (("--videos", args.videos, 1), ("--frames", args.frames, 2), ("--every", args.every, 1)):
+        if value < low:
+            raise config_lib.ConfigError(f"{name}: expected an integer >= {low}, got {value}")
+    if not 0 <= args.travel <= 1:
+        raise config_lib.ConfigError(f"--travel: expected a number in [0, 1] (image widths), got {args.travel}")
+    if not 0.5 <= args.depth_scale <= 10:
+        raise config_lib.ConfigError(f"--depth-scale: expected a number in [0.5, 10], got {args.depth_scale}")
+    try:
+        synthetic.frame_geometry(size)
+    except ValueError as e:
+        raise config_lib.ConfigError(f"--size {args.size}: {e}") from None
+    out = writable_dir(args.out, "--out")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held:
+        raise UserError(f"--out {out}: the folder is not empty ({', '.join(held[:3])}"
+                        f"{', ...' if len(held) > 3 else ''}); choose an absent or empty folder")
+    names = synth_videos(out, args.videos, args.frames, size, args.every, args.seed, args.travel,
+                         args.depth_scale)
+    print(f"wrote {len(names)} video(s) of {args.frames} frames ({args.size}, labels every {args.every}) to "
+          f"{out.resolve()}/video_NNNN/{{frames,labels.json}}; ground truth in video_NNNN/{TRUTH}/")
     return 0

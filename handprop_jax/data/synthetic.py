@@ -437,3 +437,89 @@ def iterate_split(spec: SynthSpec, split: str, progress: bool = True) -> Iterato
     n = spec.num_videos(split)
     for v in tqdm(range(n), desc=f"render {split}", unit="video", disable=not progress or n == 0):
         yield render_video(spec, split, v)
+
+
+# ----------------------------------------------------------------------------------------------
+# whole frames of the camera (handprop data synth-videos: the own-videos layout with ground truth)
+
+def frame_geometry(size: tuple[int, int]) -> tuple[float, int]:
+    """For whole frames of ``size`` (H, W) pixels of the 640x480 camera (the same aspect, 4:3): the
+    scale s = W / 640 (frame pixel = s x camera pixel) and the row offset of the frame inside the
+    square S = W rendering that :func:`render_full_frames` crops it from. ValueError on another aspect
+    or a frame under 16 px."""
+    H, W = (int(v) for v in size)
+    if H * FULL_SIZE[1] != W * FULL_SIZE[0] or H < 16:
+        raise ValueError(f"frame size {W}x{H}: expected the camera's 4:3 aspect (e.g. 320x240, 640x480), "
+                         "at least 16 px high")
+    return W / FULL_SIZE[1], (W - H) // 2
+
+
+def swept_roots(hand_model, p: dict, rng: np.random.Generator, travel: float, depth_scale: float,
+                margin: float = 0.04) -> np.ndarray:
+    """The roots (T, 3) metres of a video's hand moved for whole frames: depths times ``depth_scale``
+    (the generator's 0.3-0.75 m fill a crop, not a frame), then the root shifted parallel to the image
+    so that the centre of the hand's projected mesh box follows a sweep across the camera image: the
+    image centre plus the generator's own motion of that centre (its mean removed) plus a straight
+    line of length ``travel`` x the image width along a random direction (within 30 deg of the
+    horizontal, either way), linear in time; each frame's centre is kept ``margin`` x the width plus
+    half the box inside the image (the hand stays in view when it fits). Solved by two fixed-point
+    steps (a root shift moves the mesh's projection by almost the same amount: all its points are at
+    nearly the root's depth). travel 0 keeps the generator's motion, centred."""
+    T = len(p["root"])
+    K, f = p["K_full"].astype(np.float64), float(p["K_full"][0, 0])
+    betas = jnp.asarray(np.broadcast_to(p["betas"], (T, 10)))
+    z = p["root"][:, 2:3].astype(np.float64) * depth_scale
+    xy = p["root"][:, :2] / p["root"][:, 2:3]  # normalised image position of the root
+
+    def box(xy):
+        root = jnp.asarray(np.concatenate([xy * z, z], 1), jnp.float32)
+        verts, _ = hand_in_camera_jit(hand_model, root, jnp.asarray(p["pose"]), betas)
+        uv = np.asarray(project(verts, jnp.asarray(K, jnp.float32)), np.float64)
+        lo, hi = uv.min(1), uv.max(1)
+        return (lo + hi) / 2, (hi - lo) / 2
+
+    a = rng.uniform(-np.pi / 6, np.pi / 6) + np.pi * rng.integers(2)
+    ramp = np.linspace(-0.5, 0.5, T)[:, None] * travel * FULL_SIZE[1] * np.array([np.cos(a), np.sin(a)])
+    centre, half = box(xy)
+    size = np.array([FULL_SIZE[1], FULL_SIZE[0]], np.float64)
+    target = (size - 1) / 2 + centre - centre.mean(0) + ramp
+    for _ in range(2):
+        lo, hi = half + margin * size[0], size - 1 - half - margin * size[0]
+        goal = np.where(lo <= hi, np.clip(target, lo, np.maximum(lo, hi)), (size - 1) / 2)
+        xy = xy + (goal - centre) / f
+        centre, half = box(xy)
+    return np.concatenate([xy * z, z], 1).astype(np.float32)
+
+
+def render_full_frames(spec: SynthSpec, split: str, video: int, size: tuple[int, int] = (240, 320),
+                       travel: float = 0.5, depth_scale: float = 1.6) -> dict[str, np.ndarray]:
+    """Every frame of one video as whole frames of the camera, not hand crops: the scene of
+    ``video_parameters`` (hand, light, background, camera noise), with the root swept across the image
+    by ``travel`` (:func:`travelled`, normalised image units; its direction drawn from its own random
+    stream, so travel 0 is the data set's motion), seen through the whole 640x480 camera scaled to
+    ``size`` (H, W), 4:3. Rendered as one square crop of side 640 centred on the camera image (the
+    renderer's crop rule, ``_render_crops``) at W px, whose middle H rows are the frame.
+
+    Returns image uint8 (T, H, W, 3), K (3, 3) float64 the frame's intrinsics (pixels of the frame),
+    root (T, 3) m, pose (T, 48) rad, betas (T, 10), joints3d (T, 21, 3) m camera frame, joints2d
+    (T, 21, 2) and verts2d (T, 778, 2) pixels of the frame (float32)."""
+    scale, offset = frame_geometry(size)
+    H, W = (int(v) for v in size)
+    hand = _hand(spec.side, spec.mano_seed)
+    p = dict(video_parameters(spec, split, video))
+    p["root"] = swept_roots(hand.model, p, np.random.default_rng([spec.seed, SPLITS.index(split), video, 7]),
+                            travel, depth_scale)
+    T = len(p["root"])
+    betas = np.ascontiguousarray(np.broadcast_to(p["betas"], (T, 10)))
+    verts, joints = (np.asarray(a) for a in hand_in_camera_jit(
+        hand.model, jnp.asarray(p["root"]), jnp.asarray(p["pose"]), jnp.asarray(betas)))
+    centre = np.tile([(FULL_SIZE[1] - 1) / 2, (FULL_SIZE[0] - 1) / 2], (T, 1))
+    side = np.full(T, float(FULL_SIZE[1]))
+    K_square = crop_intrinsics(p["K_full"].astype(np.float64), centre, side, W)  # float64 (T, 3, 3)
+    image = _render_crops(hand, p, verts, centre, side, K_square.astype(np.float32), W)[:, offset:offset + H]
+    K = K_square[0].copy()
+    K[1, 2] -= offset
+    return {"image": image, "K": K, "root": p["root"], "pose": p["pose"], "betas": betas,
+            "joints3d": joints.astype(np.float32),
+            "joints2d": np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)), np.float32),
+            "verts2d": np.asarray(project(jnp.asarray(verts), jnp.asarray(K, jnp.float32)), np.float32)}
