@@ -515,7 +515,7 @@ def render_full_frames(spec: SynthSpec, split: str, video: int, size: tuple[int,
         hand.model, jnp.asarray(p["root"]), jnp.asarray(p["pose"]), jnp.asarray(betas)))
     centre = np.tile([(FULL_SIZE[1] - 1) / 2, (FULL_SIZE[0] - 1) / 2], (T, 1))
     side = np.full(T, float(FULL_SIZE[1]))
-    K_square = crop_intrinsics(p["K_full"].astype(np.float64), centre, side, W)  # float64 (T, 3, 3)
+    K_square = crop_intrinsics(p["K_full"].astype(np.float64), np.concatenate([centre, side[:, None]], 1), W)  # (T, 3, 3)
     image = _render_crops(hand, p, verts, centre, side, K_square.astype(np.float32), W)[:, offset:offset + H]
     K = K_square[0].copy()
     K[1, 2] -= offset
