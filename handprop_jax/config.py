@@ -187,6 +187,9 @@ class PropagationConfig:
 
     method: str = field("photometric", choices=PROPAGATION_METHODS)
     steps: int = field(60, ge=0)  # Adam iterations per frame (split evenly over the blur levels)
+    # Adam iterations per frame of the pass after re-cropping (propagation.recrop: frames whose crops
+    # were interpolated, a user's video without a box file); the first pass there runs ``steps``
+    recrop_steps: int = field(10, ge=0)
     lr: float = field(0.1, gt=0)
     blur: tuple[float, ...] = field((2.0, 1.0), ge=0)  # coarse-to-fine Gaussian blur sigmas, pixels
     pixels: int = field(256, ge=1)  # silhouette pixels drawn per labelled reference frame

@@ -98,3 +98,33 @@ def test_frame_cropper_intrinsics_are_the_boxes_crops(monkeypatch):
     assert K.dtype == np.float32
     for k, b in zip(K, boxes, strict=True):  # the closed form A @ K (data.crop's module docstring)
         np.testing.assert_allclose(k, crop_lib.crop_matrix(crop_lib.Box(*b), 64) @ K_FULL, rtol=1e-6)
+
+
+def test_second_pass_runs_recrop_steps(setup, monkeypatch):
+    """The pass after re-cropping runs ``propagation.recrop_steps`` iterations (the first pass
+    ``steps``); with 0 it leaves the first pass's annotations exactly as they were."""
+    config, prop, gamma = setup
+    lab = np.array([0, 6])
+    joints, verts = boxes_lib.label_geometry(prop.mano, gamma.take(lab))
+    boxes, _ = boxes_lib.video_boxes(T, 480, 640, K_FULL, lab, joints, vertices3d=verts)
+    seen = []
+    real = recrop_lib.refine_frames
+
+    def spy(p, *args, **kwargs):
+        seen.append(p.settings.steps)
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(recrop_lib, "refine_frames", spy)
+    first = propagate_video(dataclasses.replace(prop, settings=dataclasses.replace(
+        prop.settings, box_weight=0.0, centre_weight=0.0)), *_crop_fn([])(boxes), lab, gamma.take(lab),
+        both_sides=True)
+    results = {}
+    for n in (0, 3):
+        p = dataclasses.replace(prop, settings=dataclasses.replace(prop.settings, recrop_steps=n))
+        results[n], _ = propagate_recrop(p, _crop_fn([]), boxes, K_FULL, lab, gamma.take(lab), both_sides=True,
+                                         recrop=Recrop(rounds=1))
+    assert seen == [0, 3]
+    assert prop.settings.steps == 2  # the first pass ran the fixture's steps, not recrop_steps
+    for a, b in zip(results[0].gamma, first.gamma, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(results[3].gamma.root, first.gamma.root, rtol=0, atol=1e-7)

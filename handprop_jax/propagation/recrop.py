@@ -16,9 +16,12 @@ crop) pull it to the wrong place, and part of the hand may fall outside the crop
    frames, from the first pass's annotations (``prior="previous"``, the default; ``"transfer"``:
    from the labels' crop-aware transfer into the new crops, i.e. the paper protocol's method on
    crops made from the first pass instead of from the ground truth), with the configured box and
-   centre weights (``box_terms``; the crop now follows the estimated hand). ``rounds`` > 1 repeats
-   2–3. Measured on the user protocol (docs/results.md, "Propagation under the user protocol"):
-   "previous" with the box terms beat "transfer" with or without them on data seed 0.
+   centre weights (``box_terms``; the crop now follows the estimated hand), for
+   ``propagation.recrop_steps`` Adam iterations (default 10; the first pass runs
+   ``propagation.steps``, 60). ``rounds`` > 1 repeats 2–3. Measured on the user protocol
+   (docs/results.md, "Propagation under the user protocol"): "previous" with the box terms beat
+   "transfer" with or without them on data seed 0; a long second pass drifts (60 + 60 steps: worse
+   than 60 + 10, and than the first pass alone), as does a second round.
 
 The crops are made by the caller's ``crop(boxes) -> (images, K)`` (the tool cuts its full frames;
 the evaluation re-renders the synthetic scene, ``handprop_jax.evaluation.protocol``), so nothing
@@ -93,6 +96,8 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
                           times=times)
     u = np.nonzero(~res.labelled)[0]
     second = p if recrop.box_terms else _without_box_terms(p)
+    second = dataclasses.replace(second, settings=dataclasses.replace(second.settings,
+                                                                      steps=p.settings.recrop_steps))
     for _ in range(recrop.rounds):
         if len(u) == 0:
             break
