@@ -32,6 +32,10 @@ from test_training_kill import ARGS, env  # noqa: F401  (its data set and enviro
 
 from handprop_jax import errors
 
+#: the kill test's run, two steps long: the resumed run trains (and compiles) no more than needed
+STEPS = 2
+TRAIN_ARGS = [*ARGS, "--set", f"train.stage1_steps={STEPS}"]
+
 # the CLI, with each start of an XLA compilation, and each one cut short, marked in $COMPILE_MARKS
 CHILD = """
 import os, sys
@@ -66,7 +70,7 @@ def _default_sigint() -> None:  # as in a terminal (a suite run in the backgroun
 def _train(env, workdir: Path, marks: Path, cache: bool = False) -> subprocess.Popen:  # noqa: F811
     """``handprop train`` on the tiny data; without ``cache`` every compilation really happens (none is
     read from the persistent compilation cache that the reruns share)."""
-    cmd = [sys.executable, "-c", CHILD, "train", "--workdir", str(workdir), *ARGS,
+    cmd = [sys.executable, "-c", CHILD, "train", "--workdir", str(workdir), *TRAIN_ARGS,
            "--set", f"data.data_dir={env['data']}"]
     child_env = {k: v for k, v in env["env"].items() if cache or not k.startswith("JAX_COMPILATION_CACHE")}
     return subprocess.Popen(cmd, env=dict(child_env, COMPILE_MARKS=str(marks)), stdout=subprocess.PIPE,
@@ -139,7 +143,7 @@ def test_ctrl_c_before_the_first_step_is_one_line_and_the_run_resumes(env, tmp_p
     rerun = _train(env, workdir, tmp_path / "marks2", cache=True)  # the same command trains normally
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, f"{out}\n{err}"
-    assert out.strip().splitlines()[-1].startswith("stage1: step 32, loss"), out
+    assert out.strip().splitlines()[-1].startswith(f"stage1: step {STEPS}, loss"), out
 
 
 def _handprop(env, *args: str, cache: bool = True, **popen) -> subprocess.Popen:  # noqa: F811
@@ -211,7 +215,7 @@ def test_ctrl_c_at_any_moment_of_start_up_is_one_line(env, tmp_path):  # noqa: F
     −2)."""
     child_env = {k: v for k, v in env["env"].items() if k != "HANDPROP_HUGEPAGES"}
     for i, delay in enumerate(EARLY):
-        cmd = [*_program(), "train", "--workdir", str(tmp_path / f"run{i}"), *ARGS,
+        cmd = [*_program(), "train", "--workdir", str(tmp_path / f"run{i}"), *TRAIN_ARGS,
                "--set", f"data.data_dir={env['data']}"]
         proc = subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, preexec_fn=_default_sigint)
