@@ -110,29 +110,112 @@ def compiling(frame) -> bool:
     return False
 
 
+def swallowing(frame) -> bool:
+    """Whether ``frame`` or a caller of it is code whose exceptions Python reports and drops ("Exception
+    ignored in ..."): a garbage-collector callback (``gc.callbacks``: JAX registers one) or a
+    ``__del__`` finaliser. A KeyboardInterrupt raised there is printed as a traceback and lost."""
+    import gc
+
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def importing(frame) -> bool:
+    """Whether ``frame`` or a caller of it is Python importing a module. A KeyboardInterrupt raised
+    inside an import can leave an extension module (numpy's, jaxlib's) half initialised: the import
+    fails with an ImportError and a traceback, or the process crashes at exit (SIGSEGV)."""
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "importlib._bootstrap":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def unsafe_to_raise(frame) -> bool:
+    """Whether a KeyboardInterrupt raised at ``frame`` would crash the process (:func:`compiling`,
+    :func:`importing`) or be lost with a traceback (:func:`swallowing`)."""
+    return compiling(frame) or importing(frame) or swallowing(frame)
+
+
 class Interrupts:
     """Ctrl-C (SIGINT) that a callback cannot swallow: the handler counts every SIGINT before it raises
-    ``KeyboardInterrupt`` as Python's own does, so when JAX's garbage-collection callback (or any
-    ``__del__``) catches that exception ("Exception ignored in ..."), :meth:`check` still raises
-    :class:`InterruptedRun` at the next safe point. Inside :meth:`deferred` a SIGINT is only counted
-    (a step that must not be cut in two, e.g. the swap of results) and raised when the step is done.
-    While XLA compiles (:func:`compiling`) a SIGINT is only counted too: cutting the compilation short
-    leaves it running in a C++ thread that crashes the process at exit, so the Ctrl-C takes effect at
-    the first :meth:`check` after the compilation. Use :func:`watch_interrupts` to install it."""
+    ``KeyboardInterrupt`` as Python's own does, so when a callback catches that exception anyway,
+    :meth:`check` still raises :class:`InterruptedRun` at the next safe point. Inside :meth:`deferred`
+    a SIGINT is only counted (a step that must not be cut in two, e.g. the swap of results) and raised
+    when the step is done. Where raising is unsafe (:func:`unsafe_to_raise`) it is only counted too:
+    while XLA compiles (cutting the compilation short leaves it running in a C++ thread that crashes
+    the process at exit), during an import (it breaks extension modules) and in a garbage-collector
+    callback or ``__del__`` (the exception would be printed and lost). A watcher thread then waits for
+    the main thread to leave that code and sends the SIGINT again, so the Ctrl-C takes effect right
+    after it, in every command (and at the next :meth:`check` at the latest). Use
+    :func:`watch_interrupts` to install it."""
+
+    #: how often the watcher looks whether the main thread has left the unsafe code (seconds)
+    POLL_S = 0.01
 
     def __init__(self) -> None:
         self.count = 0
         self._defer = 0
+        self._held = False  # installed by hold_interrupts: only counting until watch_interrupts adopts it
+        self._watching = False  # a watcher thread waits to send the SIGINT again
+        self._closed = False  # the handler is no longer installed: the watcher sends nothing
 
     def handler(self, signum, frame) -> None:
         self.count += 1
-        if not self._defer and not compiling(frame):
-            raise KeyboardInterrupt
+        if self._defer:
+            return
+        if unsafe_to_raise(frame):
+            self._raise_later()
+            return
+        raise KeyboardInterrupt
+
+    def _raise_later(self) -> None:
+        """Start the thread that re-sends SIGINT to the main thread once it has left the code where
+        raising is unsafe (:func:`unsafe_to_raise`; one thread at a time: the handler, which runs again
+        then, raises or — inside another compilation — waits again)."""
+        import signal
+        import sys
+        import threading
+        import time
+
+        if self._watching:
+            return
+        main = threading.main_thread().ident
+        if main is None:
+            return
+        self._watching = True
+
+        def wait() -> None:
+            try:
+                while not self._closed:
+                    time.sleep(self.POLL_S)
+                    frame = sys._current_frames().get(main)
+                    if frame is None:  # the main thread has ended
+                        return
+                    if not unsafe_to_raise(frame):
+                        break
+                if not self._closed:
+                    self._watching = False  # the handler may need a new watcher (another compilation)
+                    signal.pthread_kill(main, signal.SIGINT)
+            finally:
+                self._watching = False
+
+        threading.Thread(target=wait, name="handprop-ctrl-c-later", daemon=True).start()
 
     def check(self, message: str = "interrupted") -> None:
         """Raise InterruptedRun(message) when a SIGINT arrived (even one whose exception was lost)."""
         if self.count:
             raise InterruptedRun(message)
+
+    def settle(self) -> None:
+        """From now on only count SIGINTs (the command has ended and says so; a second Ctrl-C must not
+        cut that line or the interpreter's teardown short)."""
+        self._defer += 1
+        self._closed = True
 
     def deferred(self, message: str = "interrupted"):
         import contextlib
@@ -148,9 +231,31 @@ class Interrupts:
         return block()
 
 
-def watch_interrupts():
-    """Context manager: installs an :class:`Interrupts` handler for SIGINT (restored on exit) and
-    yields it; outside the main thread (where Python cannot install one) it yields an instance that
+def hold_interrupts() -> Interrupts:
+    """Install an :class:`Interrupts` that only counts SIGINTs until :func:`watch_interrupts` adopts it
+    (which raises a counted one then). For the ``handprop`` program's entry module
+    (:mod:`handprop_jax.program`): pip's console script runs code of its own between importing the
+    entry and calling it, where a KeyboardInterrupt would escape (exit −2)."""
+    import signal
+    import threading
+
+    watcher = Interrupts()
+    watcher._defer += 1
+    watcher._held = True
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, watcher.handler)
+    return watcher
+
+
+def watch_interrupts(keep: bool = False):
+    """Context manager: installs an :class:`Interrupts` handler for SIGINT and yields it; the previous
+    handler is restored on exit, unless ``keep`` (the ``handprop`` program keeps it, settled, while
+    the interpreter exits). Where one is installed already it yields that one and installs nothing
+    (``handprop_jax.cli.main`` installs one around every command, so a command's checks see every
+    SIGINT since the program started); one that :func:`hold_interrupts` installed starts raising, and
+    a SIGINT it held is raised on entry. Outside the main thread (where Python cannot install one),
+    and when the process was started with SIGINT ignored (nohup, ``&``), it yields an instance that
     never sees a signal."""
     import contextlib
     import signal
@@ -158,18 +263,32 @@ def watch_interrupts():
 
     @contextlib.contextmanager
     def watch():
+        current = signal.getsignal(signal.SIGINT)
+        installed = getattr(current, "__self__", None)
+        if isinstance(installed, Interrupts):
+            if installed._held:
+                installed._held = False
+                installed._defer -= 1
+                if installed.count:
+                    raise KeyboardInterrupt
+            yield installed
+            return
         watcher = Interrupts()
         if threading.current_thread() is not threading.main_thread():
             yield watcher
             return
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (nohup, &)
+        if current is signal.SIG_IGN:  # started with Ctrl-C ignored (nohup, &)
             yield watcher
             return
         previous = signal.signal(signal.SIGINT, watcher.handler)
         try:
             yield watcher
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if keep:
+                watcher.settle()
+            else:
+                watcher._closed = True
+                signal.signal(signal.SIGINT, previous)
     return watch()
 
 

@@ -39,6 +39,7 @@ _ACCELERATORS = ((("jax_cuda12_plugin", "jax_cuda13_plugin"), ("/dev/nvidiactl",
                  (("jax_rocm60_plugin", "jax_rocm7_plugin"), ("/dev/kfd",)),
                  (("libtpu",), ("/dev/accel0", "/dev/vfio")))
 ORIGINAL = "HANDPROP_ORIGINAL_GLIBC_TUNABLES"  # what GLIBC_TUNABLES was before the re-execution
+HELD = "HANDPROP_SIGINT_HELD"  # set for the new process: SIGINT is blocked across the re-execution
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -119,9 +120,15 @@ def reexec_with_hugepages(execve: Callable[..., None] = os.execve, supported: bo
     """Re-execute this process with malloc's huge pages on (see the module docstring). Call it only
     from processes that train on the CPU (:func:`command_pays_off`); it checks the rest itself.
 
+    SIGINT is blocked across the re-execution (the signal mask and a pending signal survive
+    ``execve``), so that a Ctrl-C in between does not kill the new interpreter before it has a handler:
+    the new process calls :func:`release_held_interrupt` once its handler is installed.
+
     Returns False when nothing was done; otherwise ``execve`` does not return (the parameters are
     for tests: ``execve(path, argv, env)`` and whether the tunable is wanted and supported here).
     """
+    import signal
+
     if supported is None:
         supported = _glibc_supports_hugetlb() and _thp_enabled() and not accelerator_requested()
     env = hugepage_env(dict(os.environ)) if supported else None
@@ -130,5 +137,20 @@ def reexec_with_hugepages(execve: Callable[..., None] = os.execve, supported: bo
         return False
     sys.stdout.flush()
     sys.stderr.flush()
-    execve(sys.executable, argv, env)
+    env[HELD] = "1"
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        execve(sys.executable, argv, env)
+    finally:  # only where execve returned or failed
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     return True
+
+
+def release_held_interrupt() -> None:
+    """In the process :func:`reexec_with_hugepages` started: unblock SIGINT (a Ctrl-C that arrived
+    during the re-execution is delivered now, to the handler the caller installed first); elsewhere
+    nothing."""
+    import signal
+
+    if os.environ.pop(HELD, None) is not None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

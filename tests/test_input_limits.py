@@ -62,6 +62,13 @@ def test_root_depth_outside_5cm_to_20m_is_refused_or_warned_with_force(tmp_path,
     assert not out.exists()
     assert _run(video, labels, out, "--intrinsics", "30,30,16,12", "--crop", "16", "12", "24", "--force") == 0
     assert f"warning: {labels}: frame 3 (f_3.png): root z = {z:g} m" in capsys.readouterr().err
+    # the forced label is written as given (7-decimal rounding wrote z = 1e-9 as 0.0), and every number
+    # of annotations.json reads back to annotations.npz's
+    frame = json.loads((out / "annotations.json").read_text())["frames_out"][3]
+    assert frame["labelled"] and frame["root"][2] == pytest.approx(z, rel=1e-6)
+    npz = np.load(out / "annotations.npz")
+    for key in ("root", "pose", "betas", "joints3d", "joints2d"):
+        np.testing.assert_array_equal(np.asarray(frame[key], npz[key].dtype), npz[key][3], err_msg=key)
 
 
 def test_root_depth_inside_the_limits_is_accepted(tmp_path, video):

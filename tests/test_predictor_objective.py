@@ -234,22 +234,27 @@ def _tiny(**model):
 
 
 def test_predictor_file_round_trip_and_refusals(tmp_path):
+    """Two compilations of the model's init (each call of ``HandPropModel.init`` compiles it; the
+    refusal of a file made for another model is checked on the config, before any variable is read)."""
     config = _tiny()
     model = HandPropModel.create(config)
     trained = jax.tree.map(np.asarray, model.init(jax.random.PRNGKey(1)))
     path = tmp_path / "p.npz"
     digest = pretrained.export_predictor(trained, config, path, source="test")
     assert digest == pretrained.sha256(path) and pretrained.read_meta(path)["source"] == "test"
-    loaded = pretrained.initialise(model.init(jax.random.PRNGKey(2)),
+    fresh = jax.tree.map(np.array, model.init(jax.random.PRNGKey(2)))
+    loaded = pretrained.initialise(jax.tree.map(np.array, fresh),  # a copy: fresh stays as it was
                                    dataclasses.replace(config, model=dataclasses.replace(
                                        config.model, init_checkpoint=str(path))))
     for k in pretrained.PREDICTOR_KEYS:  # float16 storage: the weights agree to half precision
         chex.assert_trees_all_close(loaded["params"][k], trained["params"][k], rtol=1e-3, atol=1e-4)
     chex.assert_trees_all_close(loaded["batch_stats"], trained["batch_stats"])
-    fresh = model.init(jax.random.PRNGKey(2))  # the aligners are not in the file: they stay fresh
+    # the aligners are not in the file: they stay fresh (and fresh differs from trained there)
     chex.assert_trees_all_close(loaded["params"]["pose_aligner"], fresh["params"]["pose_aligner"])
+    assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, fresh["params"]["pose_aligner"],
+                                                trained["params"]["pose_aligner"])))
     other = _tiny(global_rotation="axis_angle", init_checkpoint=str(path))
     with pytest.raises(UserError, match="global_rotation"):
-        HandPropModel.create(other).init(jax.random.PRNGKey(0))
+        pretrained.initialise(fresh, other)
     with pytest.raises(UserError, match="no such file"):
         pretrained.resolve(tmp_path / "missing.npz")

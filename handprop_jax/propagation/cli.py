@@ -383,6 +383,15 @@ def _frame_boxes(inputs: Inputs, mano, crop_scale: float | None) -> tuple[np.nda
         raise PropagationInputError(f"{inputs.frames}: {e}") from e
 
 
+def shortest(values: np.ndarray) -> list:
+    """``values`` as nested lists of the shortest decimals that read back to the same numbers in their
+    dtype (a float32 0.1 is written 0.1, not 0.10000000149011612; a root depth of 1e-9 m forced past
+    the limits stays 1e-09, where rounding to decimals wrote 0.0)."""
+    values = np.asarray(values)
+    flat = [float(str(v)) for v in values.ravel()]
+    return np.asarray(flat, np.float64).reshape(values.shape).tolist()
+
+
 def annotations_json(result: Result, inputs: Inputs, options: PropagateOptions, meta: dict) -> str:
     """annotations.json's text: the run's metadata (``meta``: checkpoint, method, model,
     checkpoint_used; then the inputs and options) and one entry per frame (module docstring);
@@ -396,8 +405,7 @@ def annotations_json(result: Result, inputs: Inputs, options: PropagateOptions, 
             "sources": arrays["source"][i][valid].tolist(), "K": arrays["K"][i].tolist(),
             "box": [float(v) for v in result.boxes[i]], "box_source": str(result.box_source[i]),
             "weights": [round(float(w), 6) for w in arrays["weight"][i][valid]],
-            **{k: np.round(arrays[k][i].astype(np.float64), 7).tolist()
-               for k in ("root", "pose", "betas", "joints3d", "joints2d")},
+            **{k: shortest(arrays[k][i]) for k in ("root", "pose", "betas", "joints3d", "joints2d")},
         })
     box, boxes, crop_scale = inputs.box, options.boxes, options.crop_scale
     meta = {**meta, "frames": str(inputs.frames), "labels": str(inputs.labels),
