@@ -63,6 +63,7 @@ def test_lsgan_losses_against_hand_computed_values():
     assert float(adv.d_loss(jnp.zeros(3), jnp.ones(3))) == 2.0 and float(adv.mm_loss(jnp.ones(3))) == 0.0
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_2p5d_input_and_rotation_augmentation_keep_the_motion_statistics(setup):
     config, *_ , frames, _, _ = setup
     joints = jnp.asarray(frames["joints3d"][:8].reshape(2, N, 21, 3))
@@ -152,6 +153,7 @@ def test_generator_step_never_changes_d_and_d_step_never_changes_the_predictor(s
         assert _close(a["params"][group], s0["params"][group], rtol=0, atol=0)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_checkpoint_round_trips_the_aux_state(setup, tmp_path):
     config, _, _, variables, *_ = setup
     state = steps.init_state(config, adv.UNPAIRED, variables, steps.phase_key(config, adv.UNPAIRED))
@@ -179,6 +181,7 @@ def chen(setup):
     return tc.extend_params(config, variables, jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_zero_initialised_temporal_input_reproduces_stage1_exactly(setup, chen):
     config, _, model, variables, frames, *_ = setup
     assert set(chen["params"]) == set(variables["params"]) | {temporal.KEY}
@@ -197,6 +200,7 @@ def test_zero_initialised_temporal_input_reproduces_stage1_exactly(setup, chen):
     assert x.shape == (4, 32, 32, temporal.CHANNELS) and float(jnp.max(x[..., 3:])) > 0.5
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_heatmaps_peak_at_the_projected_joints(setup):
     _, _, _, _, frames, *_ = setup
     maps = np.asarray(temporal.heatmaps(frames["joints3d"][:2], frames["K"][:2], 32, 1.0))
@@ -218,6 +222,7 @@ def _clip(setup):
     return c
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_forward_and_reversed_passes_agree_when_the_model_ignores_time(setup, chen):
     _, _, model, *_ = setup
     passes = jax.jit(lambda v, c: tc.clip_passes(model, v, c))
@@ -243,6 +248,7 @@ def test_forward_and_reversed_passes_agree_when_the_model_ignores_time(setup, ch
     np.testing.assert_allclose(j_seq, joints[0, 0], atol=1e-5)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_consistency_and_masked_prediction_losses_against_hand_computed_values(setup):
     a = np.zeros((1, 2, 2, 3), np.float32)
     b = a.copy()

@@ -58,6 +58,7 @@ def _cols_f32(x, k, s, p):
     return jnp.concatenate(views, axis=-1).reshape(-1, k * k * x.shape[-1])
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_native_handlers_build_and_load():
     ok, why = native.available()
     assert ok, why
@@ -66,6 +67,7 @@ def test_native_handlers_build_and_load():
 
 class ColumnBuilderTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
     def test_im2col_is_rounded_tap_views(self):
         rng = np.random.RandomState(0)
         for b, h, w, ci, _, k, s, p in CASES:
@@ -82,6 +84,7 @@ class ColumnBuilderTest(chex.TestCase):
             got_t = conv_cols.im2col_bf16(x, (k, k), (s, s), ((p, p), (p, p)), transposed=True)
             np.testing.assert_array_equal(np.asarray(got_t, np.float32), np.asarray(want.T, np.float32))
 
+    @pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
     def test_rounding_matches_xla_including_ties_and_specials(self):
         # Ties (exactly half an ulp of bfloat16) round to even; inf, nan and signed zero survive;
         # lengths 1..40 exercise the vector body and the masked tail. Subnormal inputs (index 5)
@@ -115,6 +118,7 @@ class ColumnBuilderTest(chex.TestCase):
                                       np.asarray(jnp.asarray(a.T).astype(jnp.bfloat16), np.float32))
 
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
     def test_col2im_is_the_adjoint_of_im2col(self):
         rng = np.random.RandomState(3)
         for b, h, w, ci, _, k, s, p in CASES:
@@ -128,6 +132,7 @@ class ColumnBuilderTest(chex.TestCase):
 
 class ConvBf16ColsTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
     def test_value_and_gradients(self):
         rng = np.random.RandomState(4)
         for b, h, w, ci, co, k, s, p in CASES:

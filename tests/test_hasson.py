@@ -79,6 +79,7 @@ def _quad_reference(verts=QUAD, n=S * S):
                               n, jax.random.PRNGKey(0), (0.0,), 8)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_dense_reference_is_every_silhouette_pixel_in_raster_order():
     ref = _quad_reference()
     assert ref.pixel.shape == (S * S, 2) and int(ref.valid.sum()) == 36
@@ -110,6 +111,7 @@ def test_flow_warp_interpolates_the_flow_perspective_correctly():
     assert np.abs(q - np.asarray(P.warp(ref, jnp.asarray(moved), jnp.asarray(K))))[valid].max() > 0.05
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_cycle_check_passes_a_moved_surface_and_rejects_occluded_points():
     ref = _quad_reference()
     valid = np.asarray(ref.valid)
@@ -142,6 +144,7 @@ def test_cycle_check_passes_a_moved_surface_and_rejects_occluded_points():
 # ----------------------------------------------------------------------------- the pair loss
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_gradient_reaches_the_candidate_mesh_only_through_the_flow():
     """Finite differences of L_photo in the candidate mesh match its gradient; the reference mesh
     gets none (its raster, barycentrics and the mask are constants)."""
@@ -183,6 +186,7 @@ def _hand_scene(size=48):
     return np.asarray(verts), k, [np.asarray(draw(v)) for v in verts], faces, cap
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_the_right_mesh_scores_lower_than_shifted_or_copied_ones():
     verts, k, (img_s, img_u), faces, cap = _hand_scene()
 
@@ -197,6 +201,7 @@ def test_the_right_mesh_scores_lower_than_shifted_or_copied_ones():
         assert loss(wrong)[0] > right + 0.015
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_off_silhouette_rows_keep_the_gradient_finite():
     """The dense reference holds every pixel; the rows off the silhouette lie outside the face they
     are given, where perspective weights can divide by ~0. They are masked out, so the gradient must
@@ -225,6 +230,7 @@ def test_off_silhouette_rows_keep_the_gradient_finite():
 # ----------------------------------------------------------------------------- augmentation masks
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_padding_masks_mark_the_reflected_border_and_labelled_frames_get_their_own_draw():
     frames = make_frames(tiny_config(), 2)
     lab = {k: frames[k] for k in ("image", "K", "joints2d")}
@@ -291,6 +297,7 @@ def data_config(tmp_path_factory):
     return cfg
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_pairs_are_every_frame_with_its_nearest_label_and_resume(data_config):
     from handprop_jax.data.sources import open_split
     from handprop_jax.data.train_batches import labelled_and_pairs

@@ -86,6 +86,7 @@ class ConvTest(chex.TestCase):
         self._check(IMPLS, _cases(np.random.RandomState(0), CONV_CASES))
 
     @chex.variants(without_jit=True)
+    @pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
     def test_eager(self):
         cases = _cases(np.random.RandomState(1), [(3, 2, "SAME"), (1, 2, ((0, 0), (0, 0)))])
         self._check({k: IMPLS[k] for k in ("im2col", "hybrid(im2col,xla,xla)")}, cases)
@@ -112,6 +113,7 @@ class MaxPoolTest(chex.TestCase):
     """max_pool's custom gradient against autodiff of lax.reduce_window, and its tie rule."""
 
     @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
     def test_matches_reduce_window(self):
         rng = np.random.RandomState(0)
         cases = (((2, 9, 8, 3), (3, 2, 1)), ((1, 6, 6, 2), (2, 2, 0)), ((1, 7, 5, 1), (3, 1, 1)))
@@ -212,6 +214,7 @@ def tiny():
     return enc, images, variables
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_encoder_shapes_and_names(tiny):
     enc, images, variables = tiny
     z_r, z_t = enc.apply(variables, images, train=False)
@@ -236,6 +239,7 @@ def test_resnet18_width_has_no_theta_projection():
     assert n == 11_176_512  # torchvision resnet18 without fc: 11,689,512 - 513,000
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_encoder_impls_agree(tiny):
     enc, images, variables = tiny
     out_a, st_a = enc.apply(variables, images, train=True, mutable=("batch_stats",))
@@ -244,6 +248,7 @@ def test_encoder_impls_agree(tiny):
     chex.assert_trees_all_close(st_a, st_b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_encoder_train_vs_eval_batch_dependence(tiny):
     """Eval: a sample's features do not depend on the rest of the batch; train (batch
     statistics): they do."""
@@ -257,6 +262,7 @@ def test_encoder_train_vs_eval_batch_dependence(tiny):
     assert not np.allclose(train_a[1][0], train_b[1][0], atol=1e-4)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_freeze_batchnorm_leaves_stats_unchanged(tiny):
     enc, images, variables = tiny
     _, upd = enc.apply(variables, images, train=True, mutable=("batch_stats",))
@@ -267,6 +273,7 @@ def test_freeze_batchnorm_leaves_stats_unchanged(tiny):
     chex.assert_trees_all_close(out, enc.apply(variables, images, train=False), rtol=1e-6)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_bfloat16_compute(tiny):
     enc, images, variables = tiny
     z32 = enc.apply(variables, images, train=False)

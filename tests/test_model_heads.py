@@ -100,6 +100,7 @@ def tiny_net():
     return config, module, frames, params, variables["batch_stats"]
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_grads_of_losses_match_finite_differences(tiny_net):
     """d L_pred / d params and d L_align / d params (rev mode) against central differences, in
     float64, on a tiny network (eval-mode BatchNorm: a fixed function of the parameters)."""

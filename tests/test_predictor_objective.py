@@ -119,6 +119,7 @@ def _decoupled(model, gt, pred, **lambdas):
     ("lambda_rotation", ("rot",), ("root", "fingers", "betas")),
     ("lambda_params", ("fingers", "betas"), ("root", "rot")),
 ])
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_each_term_reaches_only_its_parts(term, moves, still):
     model, gt, pred = _loss_inputs()
     only = {k: (1.0 if k == term else 0.0) for k in ("lambda_j", "lambda_articulation", "lambda_rotation",
@@ -150,6 +151,7 @@ def test_decoupled_terms_against_hand_computed_values():
     np.testing.assert_allclose(loss, terms["global"] + terms["rotation"], rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_predictor_loss_has_finite_gradients_through_the_6d_head():
     """The default objective trains the 6-D head through γ's axis-angle; gradients stay finite for
     rotations near π and near the identity."""
@@ -180,6 +182,7 @@ def test_predictor_loss_has_finite_gradients_through_the_6d_head():
 # ------------------------------------------------------------------------------------ augmentation
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_roll_about_the_crop_centre_keeps_the_centre_and_the_labels():
     S = 48
     model = mano_jax.synthetic("right", 0)
@@ -233,6 +236,7 @@ def _tiny(**model):
     return Config(data=DataConfig(image_size=32), model=ModelConfig(encoder_width=8, **model))
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_predictor_file_round_trip_and_refusals(tmp_path):
     """Two compilations of the model's init (each call of ``HandPropModel.init`` compiles it; the
     refusal of a file made for another model is checked on the config, before any variable is read)."""

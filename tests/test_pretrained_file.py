@@ -37,6 +37,7 @@ def target_frames():
     return {k: np.concatenate([v[k] for v in videos]) for k in ("image", "K", "joints3d", "pose")}
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_scores_as_documented_on_unseen_target_frames(target_frames):
     """docs/predictor.md, "The shipped file": MPJPE (T) 41.70, MPJPE (P) 7.58 mm, median rotation
     error 38.5° on these frames (a constant mean hand: far worse on (T) and rotation)."""

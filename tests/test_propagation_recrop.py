@@ -121,8 +121,8 @@ def test_second_pass_runs_recrop_steps(setup, monkeypatch):
     results = {}
     for n in (0, 3):
         p = dataclasses.replace(prop, settings=dataclasses.replace(prop.settings, recrop_steps=n))
-        results[n], _ = propagate_recrop(p, _crop_fn([]), boxes, K_FULL, lab, gamma.take(lab), both_sides=True,
-                                         recrop=Recrop(rounds=1))
+        results[n], _ = propagate_recrop(p, _crop_fn([]), boxes, K_FULL, lab, gamma.take(lab),
+                                         both_sides=True, recrop=Recrop(rounds=1))
     assert seen == [0, 3]
     assert prop.settings.steps == 2  # the first pass ran the fixture's steps, not recrop_steps
     for a, b in zip(results[0].gamma, first.gamma, strict=True):

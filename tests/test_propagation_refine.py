@@ -60,6 +60,7 @@ def test_zero_update_is_the_prior_exactly(config):
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_no_image_evidence_keeps_the_prior(config):
     """Uniform images give no photometric gradient: with the box terms off, the result is the prior."""
     mano = default_mano(config)

@@ -73,6 +73,7 @@ def stage3(setup):
     return _run(setup, "align")
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_stage1_changes_predictor_and_bn_but_not_aligners(setup, stage1):
     _, _, _, v = setup
     state, _ = stage1
@@ -84,6 +85,7 @@ def test_stage1_changes_predictor_and_bn_but_not_aligners(setup, stage1):
     assert int(state.step) == N_STEPS and int(state.bad_step) == -1
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_stage2_changes_only_aligners_bit_identical_predictor_and_bn(setup, stage2):
     _, _, _, v = setup
     state, _ = stage2
@@ -94,6 +96,7 @@ def test_stage2_changes_only_aligners_bit_identical_predictor_and_bn(setup, stag
         assert not _equal(state.params[k], v["params"][k]), k
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_stage3_changes_everything(setup, stage3):
     _, _, _, v = setup
     state, _ = stage3
@@ -103,6 +106,7 @@ def test_stage3_changes_everything(setup, stage3):
 
 
 @pytest.mark.parametrize("phase", ["stage1", "stage2", "stage3"])
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_a_few_steps_lower_the_loss(phase, stage1, stage2, stage3):
     _, history = {"stage1": stage1, "stage2": stage2, "stage3": stage3}[phase]
     losses = [h["loss"] for h in history]
@@ -112,6 +116,7 @@ def test_a_few_steps_lower_the_loss(phase, stage1, stage2, stage3):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_stage3_loss_is_pred_plus_weighted_align(setup, stage3):
     config = setup[0]
     h = stage3[1][0]
