@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if command != "build":
         print("usage: handprop data build NAME --data-dir DIR [--manual-dir DIR] [--config CFG] [--set ...]\n"
               "       handprop data export NAME --data-dir DIR --out OUT [--config CFG] [--label-every N]\n"
-              "       handprop data synth-videos --out OUT [--videos N] [--frames T] [--size WxH] [--every K]")
+              "       handprop data synth-videos --out OUT [--videos N] [--frames T] [--size WxH] "
+              "[--every K]")
         return 2
     from handprop_jax.data.build import build
     from handprop_jax.errors import UserError, disk_full, writable_dir
@@ -233,11 +234,13 @@ def synth_videos(args: argparse.Namespace) -> int:
     from handprop_jax.errors import UserError, writable_dir
 
     size = _frame_size(args.size)
-    for name, value, low in (("--videos", args.videos, 1), ("--frames", args.frames, 2), ("--every", args.every, 1)):
+    minimums = (("--videos", args.videos, 1), ("--frames", args.frames, 2), ("--every", args.every, 1))
+    for name, value, low in minimums:
         if value < low:
             raise config_lib.ConfigError(f"{name}: expected an integer >= {low}, got {value}")
     if not 0 <= args.travel <= 1:
-        raise config_lib.ConfigError(f"--travel: expected a number in [0, 1] (image widths), got {args.travel}")
+        raise config_lib.ConfigError(f"--travel: expected a number in [0, 1] (image widths), "
+                                     f"got {args.travel}")
     if not 0.5 <= args.depth_scale <= 10:
         raise config_lib.ConfigError(f"--depth-scale: expected a number in [0.5, 10], got {args.depth_scale}")
     try:

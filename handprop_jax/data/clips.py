@@ -71,7 +71,8 @@ class _MakeClip(grain.RandomMapTransform):
 
 def clip_iterator(config: Config, length: int, clips: int, shard_index: int | None = None,
                   shard_count: int | None = None, split: str = "train", with_labelled_labels: bool = False,
-                  seed_offset: int = 5000, worker_count: int | None = None, prefetch: int = 2) -> TrainIterator:
+                  seed_offset: int = 5000, worker_count: int | None = None,
+                  prefetch: int = 2) -> TrainIterator:
     """Endless batches of ``clips`` (global, split over the processes) clips of ``length``
     consecutive frames of ``split`` (see the module docstring): each start position of each video is
     drawn once per epoch, shuffled with ``data.seed + seed_offset``. Batch: {image (B, n, S, S, 3),

@@ -41,7 +41,8 @@ def write_truth(folder: str | Path, names: list[str], video: dict, labelled: np.
     folder.mkdir(parents=True, exist_ok=True)
     T = len(names)
     arrays = {"frame_index": np.arange(T), "labelled": np.asarray(labelled, bool),
-              **{k: np.asarray(video[k], np.float32) for k in ("root", "pose", "betas", "joints3d", "joints2d")},
+              **{k: np.asarray(video[k], np.float32)
+                 for k in ("root", "pose", "betas", "joints3d", "joints2d")},
               "K": np.broadcast_to(np.asarray(video["K"], np.float32), (T, 3, 3))}
     np.savez(folder / "annotations.npz", **arrays)
     entries = [{"index": i, "file": names[i], "labelled": bool(arrays["labelled"][i]),

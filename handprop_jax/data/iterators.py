@@ -141,7 +141,8 @@ class CombinedIterator:
         self.parts = dict(parts)
         unknown = set(merged) - set(self.parts)
         if unknown:
-            raise ValueError(f"CombinedIterator: merged names {sorted(unknown)} are not parts {sorted(self.parts)}")
+            raise ValueError(f"CombinedIterator: merged names {sorted(unknown)} are not parts "
+                             f"{sorted(self.parts)}")
         self._merged = frozenset(merged)
 
     def __iter__(self) -> Iterator[dict]:

@@ -148,7 +148,8 @@ def train_iterator(config: Config, stage: int, shard_index: int | None = None, s
 
 
 def neighbour_pairs(config: Config, shard_index: int | None = None, shard_count: int | None = None,
-                    split: str = "train", worker_count: int | None = None, prefetch: int = 2) -> TrainIterator:
+                    split: str = "train", worker_count: int | None = None,
+                    prefetch: int = 2) -> TrainIterator:
     """Endless (u, s = N(u)) pair batches over every frame u of ``split`` (module doc), process-local
     share of ``train.batch_size`` pairs."""
     index, count = shard(shard_index, shard_count)
