@@ -28,7 +28,6 @@ import dataclasses
 import functools
 from collections.abc import Iterator
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
@@ -201,7 +200,8 @@ def _background_source(rng: np.random.Generator) -> np.ndarray:
     c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
     img = c0 + pattern[..., None] * (c1 - c0)
     grid = rng.normal(0, 1, (8 * H // W + 2, 8 + 2, 3))
-    img = img + 0.12 * ndimage.zoom(grid, (H / (grid.shape[0] - 1), W / (grid.shape[1] - 1), 1), order=1)[:H, :W]
+    zoom = (H / (grid.shape[0] - 1), W / (grid.shape[1] - 1), 1)
+    img = img + 0.12 * ndimage.zoom(grid, zoom, order=1)[:H, :W]
     vignette = 1 - rng.uniform(0, 0.5) * ((xx - xx.mean()) ** 2 + (yy - yy.mean()) ** 2) / 0.3
     return np.clip(img * vignette[..., None], 0, 1).astype(np.float32)
 
@@ -265,7 +265,8 @@ def video_parameters(spec: SynthSpec, split: str, video: int) -> dict[str, np.nd
     hand = _hand(spec.side, spec.mano_seed)
     source = spec.style == "source"
     # the source style draws from its own random streams: no source video repeats a target video
-    rng = np.random.default_rng([spec.seed, SPLITS.index(split), video] + ([STYLES.index(spec.style)] * source))
+    rng = np.random.default_rng([spec.seed, SPLITS.index(split), video]
+                                + ([STYLES.index(spec.style)] * source))
     T = spec.frames
     phase = _speed_profile(rng, T)
     nk = _n_keys(phase)
@@ -379,7 +380,8 @@ def render_video(spec: SynthSpec, split: str, video: int) -> dict[str, np.ndarra
     }
 
 
-def render_video_at(spec: SynthSpec, split: str, video: int, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def render_video_at(spec: SynthSpec, split: str, video: int, boxes: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Every frame of one video cropped with the given boxes instead of the crops that follow the
     hand: the same scene (hand, light, background, camera noise) seen through other crops of the
     full 640x480 camera. ``boxes`` (T, 3) float: cx, cy, side in full-image pixels (the convention of
@@ -495,7 +497,7 @@ def render_full_frames(spec: SynthSpec, split: str, video: int, size: tuple[int,
                        travel: float = 0.5, depth_scale: float = 1.6) -> dict[str, np.ndarray]:
     """Every frame of one video as whole frames of the camera, not hand crops: the scene of
     ``video_parameters`` (hand, light, background, camera noise), with the root swept across the image
-    by ``travel`` (:func:`travelled`, normalised image units; its direction drawn from its own random
+    by ``travel`` image widths (:func:`swept_roots`; its direction drawn from its own random
     stream, so travel 0 is the data set's motion), seen through the whole 640x480 camera scaled to
     ``size`` (H, W), 4:3. Rendered as one square crop of side 640 centred on the camera image (the
     renderer's crop rule, ``_render_crops``) at W px, whose middle H rows are the frame.
@@ -503,7 +505,7 @@ def render_full_frames(spec: SynthSpec, split: str, video: int, size: tuple[int,
     Returns image uint8 (T, H, W, 3), K (3, 3) float64 the frame's intrinsics (pixels of the frame),
     root (T, 3) m, pose (T, 48) rad, betas (T, 10), joints3d (T, 21, 3) m camera frame, joints2d
     (T, 21, 2) and verts2d (T, 778, 2) pixels of the frame (float32)."""
-    scale, offset = frame_geometry(size)
+    _, offset = frame_geometry(size)
     H, W = (int(v) for v in size)
     hand = _hand(spec.side, spec.mano_seed)
     p = dict(video_parameters(spec, split, video))
@@ -515,7 +517,8 @@ def render_full_frames(spec: SynthSpec, split: str, video: int, size: tuple[int,
         hand.model, jnp.asarray(p["root"]), jnp.asarray(p["pose"]), jnp.asarray(betas)))
     centre = np.tile([(FULL_SIZE[1] - 1) / 2, (FULL_SIZE[0] - 1) / 2], (T, 1))
     side = np.full(T, float(FULL_SIZE[1]))
-    K_square = crop_intrinsics(p["K_full"].astype(np.float64), np.concatenate([centre, side[:, None]], 1), W)  # (T, 3, 3)
+    boxes = np.concatenate([centre, side[:, None]], 1)
+    K_square = crop_intrinsics(p["K_full"].astype(np.float64), boxes, W)  # (T, 3, 3)
     image = _render_crops(hand, p, verts, centre, side, K_square.astype(np.float32), W)[:, offset:offset + H]
     K = K_square[0].copy()
     K[1, 2] -= offset
