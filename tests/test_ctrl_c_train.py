@@ -295,12 +295,18 @@ def _raise_later_from(inside) -> "errors.Interrupts":
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers need the main thread")
-    with errors.watch_interrupts() as interrupts:
-        with pytest.raises(KeyboardInterrupt):
-            inside(lambda: signal.raise_signal(signal.SIGINT))
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # the watcher sends it again after ``inside``
-                time.sleep(0.005)
+    # pytest-xdist's workers start with SIGINT ignored, where watch_interrupts (rightly) installs
+    # nothing: give this process Python's default handler first, as an interactive run has
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with errors.watch_interrupts() as interrupts:
+            with pytest.raises(KeyboardInterrupt):
+                inside(lambda: signal.raise_signal(signal.SIGINT))
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:  # the watcher sends it again after ``inside``
+                    time.sleep(0.005)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return interrupts
 
 
