@@ -97,6 +97,7 @@ def main(argv=None) -> int:
 
     if argv is None:  # run as a program: as the handprop command does; HANDPROP_HUGEPAGES=0 to compare
         hostmem.reexec_with_hugepages()
+        hostmem.release_held_interrupt()  # the re-executed process: Ctrl-C works again
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--phase", default="stage1", choices=["stage1", "align"])
     p.add_argument("--res", type=int, default=64)

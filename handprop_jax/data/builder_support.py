@@ -22,9 +22,8 @@ from etils import epath
 from PIL import Image
 
 from handprop_jax.data.crop import crop_frame
-from handprop_jax.data.features import encode_png
+from handprop_jax.data.features import encode_png, frame_features
 from handprop_jax.errors import UserError
-from handprop_jax.data.features import frame_features
 
 
 class BadInput(Exception):

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from handprop_jax.config import Config, DataConfig
-from handprop_jax.data.clips import MotionBank
 from handprop_jax.data import synthetic
+from handprop_jax.data.clips import MotionBank
 from handprop_jax.data.sources import data_source, open_split
 from handprop_jax.data.sparse import neighbours
 from handprop_jax.gamma import Gamma, blend

@@ -46,6 +46,7 @@ from handprop_jax import metrics
 from handprop_jax.data.sparse import neighbours
 from handprop_jax.errors import UserError, numbers, writable_dir
 from handprop_jax.evaluation.gap import gap_bins
+from handprop_jax.evaluation.table import format_value
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import default_mano, hand_mesh
 
@@ -208,8 +209,7 @@ def markdown(title: str, rows: list[dict]) -> str:
     """A Markdown table of summary rows (first column ``gap``)."""
     lines = [f"**{title}**", "", "| gap | " + " | ".join(SHOWN) + " |", "|---|" + "---:|" * len(SHOWN)]
     for r in rows:
-        cells = [str(r["frames"])] + [f"{r[c]:.3f}" if c in metrics.HIGHER_IS_BETTER else f"{r[c]:.2f}"
-                                      for c in SHOWN[1:]]
+        cells = [str(r["frames"])] + [format_value(c, r[c]) for c in SHOWN[1:]]
         lines.append(f"| {r['gap']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

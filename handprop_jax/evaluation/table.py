@@ -11,7 +11,8 @@ from handprop_jax.metrics import COLUMNS, HIGHER_IS_BETTER, ROTATION
 META = ("split", "scenario", "model", "frames")
 
 
-def _fmt(column: str, value) -> str:
+def format_value(column: str, value) -> str:
+    """A table cell: F-scores to 3 decimals, errors to 2, "–" for a missing (None or NaN) value."""
     if value is None or value != value:  # NaN
         return "–"
     return f"{value:.3f}" if column in HIGHER_IS_BETTER else f"{value:.2f}"
@@ -39,11 +40,11 @@ def markdown(rows: list[dict], title: str | None = None) -> str:
     for r in rows:
         cells = [str(r["split"]), str(r.get("scenario", "")), str(r["model"]), str(r.get("frames", ""))]
         for c in COLUMNS:
-            text = _fmt(c, r.get(c))
+            text = format_value(c, r.get(c))
             if r.get("scenario") in (1, 2) and best.get((r["split"], c)) == r.get(c):
                 text = f"**{text}**"
             cells.append(text)
-        cells.append(_fmt(ROTATION, r.get(ROTATION)))
+        cells.append(format_value(ROTATION, r.get(ROTATION)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -16,12 +16,13 @@ crop) pull it to the wrong place, and part of the hand may fall outside the crop
    frames, from the first pass's annotations (``prior="previous"``, the default; ``"transfer"``:
    from the labels' crop-aware transfer into the new crops, i.e. the paper protocol's method on
    crops made from the first pass instead of from the ground truth), with the configured box and
-   centre weights (``box_terms``; the crop now follows the estimated hand), for
-   ``propagation.recrop_steps`` Adam iterations (default 10; the first pass runs
-   ``propagation.steps``, 60). ``rounds`` > 1 repeats 2–3. Measured on the user protocol
-   (docs/results.md, "Propagation under the user protocol"): "previous" with the box terms beat
-   "transfer" with or without them on data seed 0; a long second pass drifts (60 + 60 steps: worse
-   than 60 + 10, and than the first pass alone), as does a second round.
+   centre weights (``box_terms``; the crop now follows the estimated hand). The "previous"
+   refinement runs ``propagation.recrop_steps`` Adam iterations (default 10; the first pass and a
+   "transfer" second pass run ``propagation.steps``, 60). ``rounds`` > 1 repeats 2–3. Measured on
+   the user protocol (docs/results.md, "Propagation under the user protocol"): "previous" with the
+   box terms beat "transfer" with or without them on data seed 0; 60 + 10 iterations against 60 + 60:
+   −0.57 / +0.08 / +0.10 mm MPJPE on data seeds 0 / 1 / 2 (on seed 0's first 4 videos a long second
+   pass drifts); a second round is worse (seed 0).
 
 The crops are made by the caller's ``crop(boxes) -> (images, K)`` (the tool cuts its full frames;
 the evaluation re-renders the synthetic scene, ``handprop_jax.evaluation.protocol``), so nothing
@@ -87,6 +88,10 @@ def _without_box_terms(p: Propagator) -> Propagator:
     return dataclasses.replace(p, settings=dataclasses.replace(p.settings, box_weight=0.0, centre_weight=0.0))
 
 
+def _with_steps(p: Propagator, steps: int) -> Propagator:
+    return dataclasses.replace(p, settings=dataclasses.replace(p.settings, steps=steps))
+
+
 def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray, labelled: np.ndarray,
             labels: Gamma, both_sides: bool, times, recrop: Recrop, images=None, K=None
             ) -> tuple[VideoPropagation, np.ndarray]:
@@ -96,8 +101,6 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
                           times=times)
     u = np.nonzero(~res.labelled)[0]
     second = p if recrop.box_terms else _without_box_terms(p)
-    second = dataclasses.replace(second, settings=dataclasses.replace(second.settings,
-                                                                      steps=p.settings.recrop_steps))
     for _ in range(recrop.rounds):
         if len(u) == 0:
             break
@@ -107,7 +110,8 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
         if recrop.prior == "transfer":
             res = propagate_video(second, images, K, labelled, labels, both_sides=both_sides, times=times)
         else:
-            res = _refine_again(second, images, K, res, labelled, labels)
+            short = _with_steps(second, p.settings.recrop_steps)
+            res = _refine_again(short, images, K, res, labelled, labels)
     return res, boxes
 
 
