@@ -252,6 +252,9 @@ class TemporalConfig:
     lambda_pose: float = field(10.0, ge=0)  # λ_c^p (Eq. 3 weight; the paper's 10)
     lambda_mesh: float = field(10.0, ge=0)  # λ_c^m (Eq. 4 weight; the paper's 10)
     heatmap_sigma: float = field(2.0, gt=0)  # pixels: Gaussian heat maps of the previous prediction
+    # BatchNorm of the clip passes: False = the running statistics (as at test time), True = the
+    # clips' own batch statistics (the running statistics still follow the labelled frames only)
+    clip_batch_stats: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

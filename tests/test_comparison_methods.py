@@ -5,6 +5,7 @@ forward = reversed when time is ignored, the recurrence)."""
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ from handprop_jax.model import handprop as hp
 from handprop_jax.model import temporal
 from handprop_jax.model.api import HandPropModel
 from handprop_jax.training import adversarial_motion as adv
-from handprop_jax.training import checkpoint, registry, steps
+from handprop_jax.training import checkpoint, objectives, registry, steps
 from handprop_jax.training import temporal_consistency as tc
 
 N = 4  # clip length in these tests
@@ -249,7 +250,7 @@ def test_forward_and_reversed_passes_agree_when_the_model_ignores_time(setup, ch
 
 
 @pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
-def test_consistency_and_masked_prediction_losses_against_hand_computed_values(setup):
+def test_consistency_against_a_hand_computed_value_and_the_masked_loss_against_the_objective(setup):
     a = np.zeros((1, 2, 2, 3), np.float32)
     b = a.copy()
     b[0, 0, 0] = [0.1, 0.0, 0.0]
@@ -257,24 +258,35 @@ def test_consistency_and_masked_prediction_losses_against_hand_computed_values(s
     # (1/n) sum_i ||a_i - b_i||_F^2 = (0.01 + 0.08) / 2
     assert float(tc.consistency(a, b)) == pytest.approx(0.045, abs=1e-8)
     _, _, model, *_ = setup
-    t = model.config.train
+    rng = np.random.default_rng(3)
     hm = np.asarray(model.mano.hands_mean)
     pose = np.zeros((3, 48), np.float32)
-    pose[:, 3:] = hm
-    pose[1, 3:] += 0.3
-    gamma = Gamma(np.zeros((3, 3), np.float32), pose, np.full((3, 10), 0.5, np.float32))
-    joints = np.zeros((3, 21, 3), np.float32)
-    gt = joints.copy()
-    gt[1] += 0.01
-    gt[2] += 5.0  # an unlabelled row: its (zero-filled) label must not count
+    pose[:, :3] = rng.normal(0, 0.5, (3, 3))
+    pose[:, 3:] = hm + rng.normal(0, 0.2, (3, 45))
+    gamma = Gamma(np.asarray(rng.normal(0, 0.1, (3, 3)), np.float32), pose,
+                  np.asarray(rng.normal(0, 0.5, (3, 10)), np.float32))
+    (joints,) = model.joints(gamma)
+    labels = {"joints3d": np.asarray(joints) + 0.01, "root": np.asarray(gamma.root) + 0.01,
+              "pose": pose + 0.1, "betas": np.zeros((3, 10), np.float32)}
     mask = np.array([True, True, False])
-    loss, terms = tc.masked_prediction_loss(model, gamma, joints, gt, mask)
-    assert float(terms["joints"]) == pytest.approx(0.5 * 1e-4, rel=1e-5)
-    assert float(terms["pose"]) == pytest.approx(0.5 * 0.09, rel=1e-5)
-    assert float(terms["shape"]) == pytest.approx(0.25, rel=1e-6)
-    want = t.lambda_j * 0.5e-4 + t.lambda_theta * 0.045 + t.lambda_beta * 0.25
-    assert float(loss) == pytest.approx(want, rel=1e-5)
-    none, _ = tc.masked_prediction_loss(model, gamma, joints, gt, np.zeros(3, bool))
+    loss, terms = tc.masked_prediction_loss(model, gamma, joints, labels, mask)
+    # the truth: the run's objective on the two labelled rows as one batch
+    want, want_terms = objectives.prediction_loss(model, gamma.take(mask), joints[mask],
+                                                  {k: v[mask] for k, v in labels.items()})
+    assert float(loss) == pytest.approx(float(want), rel=1e-4)
+    assert set(terms) == set(want_terms)
+    for k in terms:
+        assert float(terms[k]) == pytest.approx(float(want_terms[k]), rel=1e-4, abs=1e-9), k
+    # the unlabelled row's (zero-filled, here absurd) label changes neither the loss nor its gradient
+    absurd = {k: v.copy() for k, v in labels.items()}
+    absurd["joints3d"][2] += 5.0
+    absurd["root"][2] += 5.0
+    grad = lambda lab: jax.grad(lambda g: tc.masked_prediction_loss(  # noqa: E731
+        model, g, model.joints(g)[0], lab, mask)[0])(gamma)
+    assert float(tc.masked_prediction_loss(model, gamma, joints, absurd, mask)[0]) == pytest.approx(float(loss))
+    chex.assert_trees_all_close(grad(absurd), grad(labels), atol=1e-7)
+    assert float(jax.tree.leaves(grad(labels))[0][2].sum()) == 0.0
+    none, _ = tc.masked_prediction_loss(model, gamma, joints, labels, np.zeros(3, bool))
     assert float(none) == 0.0
 
 

@@ -106,6 +106,14 @@ def commands_with_non_ascii(text: str) -> list[str]:
     return sorted({c for c in commands if not c.isascii()})
 
 
+def test_readme_is_for_users():
+    """README holds what a user needs (issue 26: about 12 KB); measurements and history live in docs/."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) <= 12 * 1024
+    for heading in ("## Two commands", "## Using it", "## Propagating your own labels"):
+        assert heading in readme, heading
+
+
 def test_commands_in_the_docs_are_ascii():
     assert commands_with_non_ascii("`handprop demo −-compare` and `handprop train --set a=1  # → γ`") == [
         "handprop demo −-compare"]

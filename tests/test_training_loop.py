@@ -291,3 +291,21 @@ def test_resuming_with_another_config_is_one_line(cli_fakes, tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("handprop train: ") and "records a different config (train.lr)" in err, err
     assert (workdir / "config.json").read_text() == recorded and not (workdir / "checkpoints").exists()
+
+
+def test_a_comparison_sections_change_is_refused_only_once_its_phase_has_trained(tmp_path):
+    """``demo --compare`` resumes a plain demo's run with a resized Hasson ramp: allowed while no
+    ``photometric`` checkpoint exists, refused (naming the field) once one does."""
+    config = tiny_config()
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config_lib.save_json(config, workdir / "config.json")
+    changed = dataclasses.replace(config, hasson=dataclasses.replace(config.hasson, ramp_steps=7))
+    loop._check_config(workdir, changed)  # no photometric checkpoint: accepted, and recorded
+    assert json.loads((workdir / "config.json").read_text())["hasson"]["ramp_steps"] == 7
+    (checkpoint.phase_dir(workdir, "photometric") / "100").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"records a different config \(hasson\.ramp_steps\)"):
+        loop._check_config(workdir, config)
+    # a section whose phases have not trained is still free
+    loop._check_config(workdir, dataclasses.replace(changed, temporal=dataclasses.replace(
+        changed.temporal, clip_batch_stats=True)))

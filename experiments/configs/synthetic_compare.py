@@ -17,6 +17,11 @@ COMPARISON_PHASES = ("photometric", "adversarial_motion", "adversarial_motion_la
 
 def get_config() -> config_lib.Config:
     base = config_lib.load("synthetic")
+    # Hasson's λ_c ramp sized to the phase: the official 1000 steps is longer than the whole phase
+    # here (the baseline's stage2 + stage3 steps), where λ_c would reach only a third of its value;
+    # the ramp ends a third of the way in
+    phase_steps = base.train.stage2_steps + base.train.stage3_steps
     return dataclasses.replace(base, name="synthetic_compare",
                                train=dataclasses.replace(base.train,
-                                                         phases=base.train.phases + COMPARISON_PHASES))
+                                                         phases=base.train.phases + COMPARISON_PHASES),
+                               hasson=dataclasses.replace(base.hasson, ramp_steps=max(phase_steps // 3, 1)))

@@ -119,7 +119,9 @@ def _check_config(workdir: Path, config: Config) -> None:
         # comparison method's): it cannot have shaped the phases trained so far; a field added to a
         # section after the run started counts as its default
         defaults = json.loads(json.dumps(config_lib.to_dict(Config())))
-        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) and sec != "eval" and sec in old
+        free = {"eval"} | {sec for sec, phases in _PHASE_SECTIONS.items()
+                           if not any(_has_checkpoint(workdir, p) for p in phases)}
+        diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) and sec not in free and sec in old
                  for k in new[sec] if old.get(sec, {}).get(k, defaults.get(sec, {}).get(k)) != new[sec][k]
                  and k not in _RESUME_FREE.get(sec, ())]
         diffs += [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]
@@ -139,6 +141,16 @@ _RESUME_FREE = {"train": ("phases", "log_every", "eval_every", "checkpoint_every
                 "data": ("data_dir", "num_workers", "on_bad_input")}
 # the config's name (e.g. synthetic_compare resuming a synthetic run to add the comparison phases)
 _RESUME_FREE_TOP = ("name",)
+# A comparison method's section shapes its own phases only: it may differ from the recorded one while
+# none of them has a checkpoint in the run folder (synthetic_compare sizes Hasson's ramp, resuming a
+# plain demo's run)
+_PHASE_SECTIONS = {"hasson": ("photometric",), "adversarial": ("adversarial_motion", "adversarial_motion_labels"),
+                   "temporal": ("temporal_consistency",)}
+
+
+def _has_checkpoint(workdir: Path, phase: str) -> bool:
+    d = ckpt_lib.phase_dir(workdir, phase)
+    return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
 
 
 def _load_final_variables(workdir: Path, phase: str, config: Config) -> dict:

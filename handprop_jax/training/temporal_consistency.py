@@ -14,7 +14,9 @@ temporal measurement), and the two passes must agree on every frame (Eqs. 3–5)
 
 Loss of the phase (:func:`loss`): ``L = L_pred(labelled frames) + L_pred(labelled frames of the
 clips, both passes) + L_c``. The first term is the baseline control's (the same stage-1 batches,
-batch statistics); the clips run with BatchNorm on the running statistics, as at test time.
+batch statistics); the clips run with BatchNorm on the running statistics, as at test time, or on
+their own batch statistics with ``temporal.clip_batch_stats`` (the running statistics are then still
+updated from the labelled frames only). Both L_pred terms are the run's ``train.pred_objective``.
 
 The recurrent input is under ``stop_gradient`` (Chen: H_t is an input, not a path for gradients).
 That makes the gradient computable without back-propagating through the recursion: pass 1 runs the
@@ -69,16 +71,27 @@ def consistency(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(jnp.sum(jnp.square(a - b), axis=(-2, -1)))
 
 
-def masked_prediction_loss(model, g, joints, gt_joints, mask):
-    """L_pred (Eq. 6) over the rows with ``mask`` (B,) True only (0 when there is none); the
-    reductions of :mod:`handprop_jax.losses` per row, then the mean over the masked rows."""
-    t = model.config.train
+def masked_prediction_loss(model, g, joints, labels: dict, mask):
+    """L_pred (the run's ``train.pred_objective``: :func:`objectives.prediction_loss`) over the rows
+    with ``mask`` (B,) True only, the mean over those rows (0 when there is none). Each row is scored
+    as a batch of one, so the zero-filled labels of the other rows never enter a value or a gradient.
+
+    Args:
+      g: predicted Gamma (B, ...); joints: its joints (B, 21, 3), metres.
+      labels: ``joints3d`` (B, 21, 3), ``root`` (B, 3), ``pose`` (B, 48), ``betas`` (B, 10).
+      mask: (B,) bool, the rows that have a label.
+    Returns:
+      (loss scalar, dict of the objective's unweighted terms, each the mean over the masked rows).
+    """
+    s = {k: labels[k] for k in ("joints3d", "root", "pose", "betas")}
+    one = lambda x: x[None]  # noqa: E731
+
+    def row(g_i, j_i, s_i):
+        return objectives.prediction_loss(model, jax.tree.map(one, g_i), one(j_i), jax.tree.map(one, s_i))
+
+    per_row, terms = jax.vmap(row)(g, joints, s)
     w = mask.astype(jnp.float32) / jnp.maximum(jnp.sum(mask), 1)
-    terms = {"joints": jnp.sum(w * jnp.mean(jnp.square(joints - gt_joints), axis=(1, 2))),
-             "pose": jnp.sum(w * jnp.mean(jnp.square(g.pose[:, 3:] - model.mano.hands_mean), axis=1)),
-             "shape": jnp.sum(w * jnp.mean(jnp.square(g.betas), axis=1))}
-    loss = t.lambda_j * terms["joints"] + t.lambda_theta * terms["pose"] + t.lambda_beta * terms["shape"]
-    return loss, terms
+    return jnp.sum(w * per_row), {k: jnp.sum(w * v) for k, v in terms.items()}
 
 
 def clip_passes(model, variables: dict, clips: dict, train: bool = False):
@@ -113,15 +126,16 @@ def loss(model, params, batch_stats, aux, batch):
     l_frames, (new_stats, metrics) = objectives.pred_phase_loss(model, params, batch_stats, aux,
                                                                 batch["frames"])
     clips = batch["clips"]
-    gamma, joints, verts, offset = clip_passes(model, {"params": params, "batch_stats": batch_stats}, clips)
+    gamma, joints, verts, offset = clip_passes(model, {"params": params, "batch_stats": batch_stats}, clips,
+                                               train=cfg.clip_batch_stats)
     l_cp = consistency(joints[0], joints[1])
     l_cm = consistency(verts[0], verts[1])
     b, n = clips["image"].shape[:2]
     rev = lambda x: jnp.flip(x, axis=1)  # noqa: E731
     pass_order = lambda x: jnp.concatenate([x, rev(x)]).reshape((2 * b * n,) + x.shape[2:])  # noqa: E731
     j_pass = jnp.concatenate([joints[0], rev(joints[1])]).reshape(2 * b * n, 21, 3)
-    l_clip, _ = masked_prediction_loss(model, gamma, j_pass, pass_order(clips["joints3d"]),
-                                       pass_order(clips["labelled"]))
+    labels = {k: pass_order(clips[k]) for k in ("joints3d", "root", "pose", "betas")}
+    l_clip, _ = masked_prediction_loss(model, gamma, j_pass, labels, pass_order(clips["labelled"]))
     total = l_frames + l_clip + cfg.lambda_pose * l_cp + cfg.lambda_mesh * l_cm
     metrics = {**metrics, "loss": total, "l_pred_clip": l_clip, "l_c_pose": l_cp, "l_c_mesh": l_cm,
                "fwd_rev_mm": objectives.mpjpe_mm(joints[0].reshape(-1, 21, 3), joints[1].reshape(-1, 21, 3)),
