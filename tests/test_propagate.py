@@ -443,6 +443,18 @@ def test_cli_methods_without_checkpoint(tmp_path, video, capsys):
     np.testing.assert_allclose(inter["root"][3], (1 - w) * g.root[0] + w * g.root[1], atol=1e-6)
     np.testing.assert_allclose(inter["betas"][3], (1 - w) * g.betas[0] + w * g.betas[1], atol=1e-6)
     np.testing.assert_array_equal(inter["source"][3], [0, 5])
+    # interpolate runs as crop with both sides (same arrays) but records the method it was given
+    assert main([*base, "--method", "crop", "--out", str(tmp_path / "k")]) == 0
+    crop = np.load(tmp_path / "k" / "annotations.npz")
+    for k in inter.files:
+        np.testing.assert_array_equal(inter[k], crop[k], err_msg=k)
+    recorded = {m: json.loads((tmp_path / m / "annotations.json").read_text()) for m in ("i", "k")}
+    assert recorded["i"]["method"] == "interpolate" and recorded["k"]["method"] == "crop"
+    assert recorded["i"]["both_sides"] is True and recorded["k"]["both_sides"] is True
+    capsys.readouterr()
+    for m, name in (("i", "interpolate"), ("k", "crop")):  # score names them as recorded
+        assert main(["score", "--pred", str(tmp_path / m), "--truth", str(tmp_path / m)]) == 0
+        assert capsys.readouterr().out.startswith(f"**{name}: unlabelled frames of 1 video(s)")
 
     assert main([*base, "--method", "paper", "--out", str(tmp_path / "p")]) == 2
     assert "--method paper needs --checkpoint" in capsys.readouterr().err
@@ -513,7 +525,7 @@ def test_out_with_results_needs_overwrite_and_is_never_mixed(tmp_path, video, ca
     monkeypatch.undo()
     assert _propagate(frames, labels, out, "--overwrite", "--method", "interpolate") == 0
     assert sorted(p.name for p in out.iterdir()) == ["annotations.json", "annotations.npz"]  # no old overlays
-    assert json.loads((out / "annotations.json").read_text())["method"] == "crop"
+    assert json.loads((out / "annotations.json").read_text())["method"] == "interpolate"
 
 
 def test_implausible_labels_and_boxes(tmp_path, video, capsys):

@@ -196,3 +196,20 @@ def test_every_frame_labelled_scores_nothing(tmp_path, capsys):
     assert "no frame to score" in capsys.readouterr().out
     overall = json.loads((tmp_path / "s" / "summary.json").read_text())["overall"]
     assert overall["frames"] == 0 and overall["MPJPE"] is None
+
+
+@pytest.mark.parametrize("meta, name", [
+    ({"method": "interpolate", "both_sides": True}, "interpolate"),
+    ({"method": "crop", "both_sides": True}, "crop"),  # not renamed: propagate records what it was given
+    ({"method": "crop"}, "crop"),
+    ({"method": "photometric", "both_sides": False}, "photometric (nearest)"),
+    ({"method": None}, "annotations"),
+])
+def test_method_is_named_as_recorded(tmp_path, meta, name, capsys):
+    """The table's title and summary.json name the annotations by their recorded method."""
+    g = _gamma(np.random.default_rng(3), T)
+    p = _write(tmp_path / "p", g, **meta)
+    assert main(["score", "--pred", str(p), "--truth", str(p), "--out", str(tmp_path / "s")]) == 0
+    assert capsys.readouterr().out.startswith(f"**{name}: unlabelled frames of 1 video(s)")
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["name"] == name and summary["method"] == (None if name == "annotations" else name)

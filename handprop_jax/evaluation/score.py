@@ -69,8 +69,9 @@ class ScoreInputError(UserError, ValueError):
 class Annotations:
     """One folder's annotations. ``path``: its annotations.json; ``files`` (T,) frame file names or
     None where not given; ``labelled`` (T,) bool; ``root`` (T, 3) m, ``pose`` (T, 48) rad,
-    ``betas`` (T, 10); ``joints3d`` (T, 21, 3) m or None; ``method``: the propagation's method (its
-    metadata) or None."""
+    ``betas`` (T, 10); ``joints3d`` (T, 21, 3) m or None; ``method``: the propagation's method as its
+    metadata records it (propagate's ``--method``; " (nearest)" added where ``both_sides`` is false) or
+    None."""
 
     path: Path
     files: list[str | None]
@@ -124,10 +125,8 @@ def read_annotations(folder: str | Path, what: str) -> Annotations:
             cols[key].append(_entry_array(entry, key, where))
         labelled.append(bool(entry.get("labelled", False)))
         files.append(str(entry["file"]) if "file" in entry else None)
-    method = doc.get("method")
-    if method == "crop" and doc.get("both_sides") is not False:
-        method = "interpolate"  # what propagate's --method interpolate runs (and records as "crop")
-    elif isinstance(method, str) and doc.get("both_sides") is False:
+    method = doc.get("method")  # as handprop propagate --method was given
+    if isinstance(method, str) and doc.get("both_sides") is False:
         method += " (nearest)"
     return Annotations(path, files, np.array(labelled), np.stack(cols["root"]), np.stack(cols["pose"]),
                        np.stack(cols["betas"]), np.stack(cols["joints3d"]) if stored else None,

@@ -209,12 +209,13 @@ def propagate_files(frames: str | Path, labels: str | Path, out: str | Path,
     with watch_interrupts() as interrupts:
         inputs = read_inputs(frames, labels, options)
         out = check_out(out, options.overwrite)
+        asked = options.method  # recorded as given: interpolate runs as crop with both sides
         if options.method == "interpolate":
             options = dataclasses.replace(options, method="crop", both_sides=True)
         config, net, used = _model(checkpoint, config, bound, options)
         result = propagate_inputs(inputs, config, net, options, interrupts)
-        _check_finite(result, inputs.names, options.method, out)
-        meta = {"checkpoint": None if checkpoint is None else str(checkpoint), "method": options.method,
+        _check_finite(result, inputs.names, asked, out)
+        meta = {"checkpoint": None if checkpoint is None else str(checkpoint), "method": asked,
                 "model": options.model if options.method == "paper" else None, "checkpoint_used": used}
         write_results(out, result, inputs, options, meta, interrupts)
         return result.arrays
