@@ -69,15 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     SIGINT that arrives while XLA compiles or a module is imported takes effect when that ends
     (cutting it short crashes the process or breaks the import); one held across the huge-page
     re-execution is delivered in the new process; every one ends as one line and exit code 130, also
-    when what it cut short raised something else. The program keeps the handler, only counting,
-    while it exits, so that a late Ctrl-C cannot kill the interpreter's teardown."""
+    when what it cut short raised something else. The program (:mod:`handprop_jax.program`, or
+    ``python -m handprop_jax.cli``) keeps its handler, only counting, while it exits, so that a late
+    Ctrl-C cannot kill the interpreter's teardown; called in-process (tests, embedding; with or without
+    ``argv``), ``main`` restores the SIGINT handler it found before it returns."""
     words = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in words if a in COMMANDS), None)
     name = "handprop" + (f" {command}" if command else "")
     try:
         from handprop_jax.errors import InterruptedRun, watch_interrupts
 
-        with watch_interrupts(keep=argv is None) as interrupts:
+        with watch_interrupts() as interrupts:
             try:
                 from handprop_jax import hostmem
 
@@ -155,5 +157,8 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split("\n")).strip()
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m handprop_jax.cli: the program, as handprop_jax.program runs it
+    from handprop_jax.errors import hold_interrupts
+
+    hold_interrupts()
     sys.exit(main())

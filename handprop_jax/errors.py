@@ -248,15 +248,15 @@ def hold_interrupts() -> Interrupts:
     return watcher
 
 
-def watch_interrupts(keep: bool = False):
+def watch_interrupts():
     """Context manager: installs an :class:`Interrupts` handler for SIGINT and yields it; the previous
-    handler is restored on exit, unless ``keep`` (the ``handprop`` program keeps it, settled, while
-    the interpreter exits). Where one is installed already it yields that one and installs nothing
-    (``handprop_jax.cli.main`` installs one around every command, so a command's checks see every
-    SIGINT since the program started); one that :func:`hold_interrupts` installed starts raising, and
-    a SIGINT it held is raised on entry. Outside the main thread (where Python cannot install one),
-    and when the process was started with SIGINT ignored (nohup, ``&``), it yields an instance that
-    never sees a signal."""
+    handler is restored on exit. Where one is installed already it yields that one and installs
+    nothing, and leaves it installed (``handprop_jax.cli.main`` installs one around every command, so a
+    command's checks see every SIGINT since the program started); one that :func:`hold_interrupts`
+    installed starts raising, and a SIGINT it held is raised on entry (the ``handprop`` program's: it
+    stays installed, settled by ``cli.main``, while the interpreter exits). Outside the main thread
+    (where Python cannot install one), and when the process was started with SIGINT ignored (nohup,
+    ``&``), it yields an instance that never sees a signal."""
     import contextlib
     import signal
     import threading
@@ -284,11 +284,8 @@ def watch_interrupts(keep: bool = False):
         try:
             yield watcher
         finally:
-            if keep:
-                watcher.settle()
-            else:
-                watcher._closed = True
-                signal.signal(signal.SIGINT, previous)
+            watcher._closed = True
+            signal.signal(signal.SIGINT, previous)
     return watch()
 
 

@@ -5,8 +5,9 @@ pip's console script imports this module, runs a line of its own (a regular expr
 ``sys.argv[0]``) and only then calls :func:`main`; a Ctrl-C in between would escape as a
 KeyboardInterrupt traceback and exit −2. So importing this module installs the SIGINT handler
 (:func:`handprop_jax.errors.hold_interrupts`: it only counts), and ``cli.main`` adopts it: a Ctrl-C
-from here on is one line and exit code 130. Only the program imports this module (tests and
-embedding call ``handprop_jax.cli.main``).
+from here on is one line and exit code 130, and the handler stays installed, only counting, while
+the interpreter exits. Only the program imports this module (tests and embedding call
+``handprop_jax.cli.main``, which restores the SIGINT handler it found).
 """
 
 from __future__ import annotations

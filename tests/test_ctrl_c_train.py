@@ -353,3 +353,60 @@ def test_a_ctrl_c_during_an_import_is_raised_after_it(tmp_path, monkeypatch):
     module = sys.modules.pop("slow_module_for_ctrl_c")
     assert module.IMPORTING and module.DONE and interrupts.count == 2
     assert not errors.importing(sys._getframe())
+
+
+def test_main_in_process_restores_the_sigint_handler_it_found(tmp_path, monkeypatch, capsys):
+    """``cli.main`` called in-process (with argv, or without, reading sys.argv) runs its command under
+    an :class:`errors.Interrupts` handler and puts back the SIGINT handler that was there before it
+    returns: after a one-line error (exit 2), a Ctrl-C (exit 130) and a bad-input command."""
+    import threading
+
+    from handprop_jax.cli import main
+    from handprop_jax.errors import UserError
+    from handprop_jax.evaluation import score
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    seen = []
+
+    def mine(signum, frame):  # the caller's own handler (xdist workers start with SIGINT ignored)
+        raise AssertionError("not called")
+
+    def spy(error):
+        def run(args):
+            seen.append(getattr(signal.getsignal(signal.SIGINT), "__self__", None))
+            raise error
+        return run
+
+    previous = signal.signal(signal.SIGINT, mine)
+    try:
+        for error, code in ((UserError("bad input"), 2), (KeyboardInterrupt(), 130)):
+            with monkeypatch.context() as m:
+                m.setattr(score, "run", spy(error))
+                assert main(["score", "--pred", "p", "--truth", "t"]) == code
+                assert signal.getsignal(signal.SIGINT) is mine
+                m.setattr(sys, "argv", ["handprop", "score", "--pred", "p", "--truth", "t"])
+                assert main() == code  # no argv: as embedding reads the command line
+                assert signal.getsignal(signal.SIGINT) is mine
+        assert len(seen) == 4 and all(isinstance(h, errors.Interrupts) for h in seen)
+        missing = str(tmp_path / "missing")
+        assert main(["score", "--pred", missing, "--truth", missing]) == 2  # the real command
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err.count("\n") == 5
+
+
+def test_the_program_keeps_its_handler_settled_after_main(tmp_path):
+    """The ``handprop`` program's entry (:mod:`handprop_jax.program`) keeps the handler it installed
+    on import, only counting, after ``main`` returns (a late Ctrl-C cannot cut the interpreter's
+    teardown short): a SIGINT then is counted, not raised."""
+    missing = str(tmp_path / "missing")
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "from handprop_jax import program\n"
+            f"rc = program.main(['score', '--pred', {missing!r}, '--truth', {missing!r}])\n"
+            "signal.raise_signal(signal.SIGINT)\n"
+            "watcher = signal.getsignal(signal.SIGINT).__self__\n"
+            "print(rc, type(watcher).__name__, watcher.count)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["2", "Interrupts", "1"], out
