@@ -7,6 +7,26 @@ from handprop_jax.data import builder_support as support
 from handprop_jax.data import crop as crop_lib
 
 
+def _closed_form(box, size):
+    """The module docstring's A = [[s, 0, -s x0 - 0.5], [0, s, -s y0 - 0.5], [0, 0, 1]], by hand."""
+    s, x0, y0 = size / box.side, box.cx - box.side / 2, box.cy - box.side / 2
+    return np.array([[s, 0.0, -s * x0 - 0.5], [0.0, s, -s * y0 - 0.5], [0.0, 0.0, 1.0]])
+
+
+def test_crop_matrix_is_the_closed_form():
+    """crop_matrix (crop_intrinsics of the identity camera) and crop_points are the docstring's A."""
+    rng = np.random.default_rng(5)
+    for cx, cy, side in zip(rng.uniform(-50, 700, 20), rng.uniform(-50, 500, 20), rng.uniform(20, 400, 20),
+                            strict=True):
+        box = crop_lib.Box(float(cx), float(cy), float(side))
+        A = crop_lib.crop_matrix(box, 64)
+        assert A.dtype == np.float64
+        np.testing.assert_allclose(A, _closed_form(box, 64), rtol=1e-13, atol=1e-11)
+        uv = rng.uniform(0, 640, (5, 2))
+        want = np.c_[uv, np.ones(5)] @ _closed_form(box, 64).T
+        np.testing.assert_allclose(crop_lib.crop_points(uv, box, 64), want[:, :2], rtol=1e-13, atol=1e-11)
+
+
 def test_crop_matrix_closed_form_centre_maps_to_crop_centre():
     K = np.array([[100.0, 0, 50], [0, 120.0, 40], [0, 0, 1]])
     box = crop_lib.Box(cx=50.0, cy=40.0, side=20.0)
@@ -33,7 +53,7 @@ def test_projection_commutes_with_crop():
 
 def test_crop_intrinsics_vectorised_are_the_crop_matrix_box_by_box():
     """(T, 3) boxes with one K or T of them (skew, an unnormalised last row included): box by box the
-    closed form ``crop_matrix(box) @ K``; a Box gives the same as its array."""
+    closed form ``A @ K`` (module docstring); a Box gives the same as its array."""
     rng = np.random.default_rng(2)
     T = 50
     boxes = np.stack([rng.uniform(-50, 700, T), rng.uniform(-50, 500, T), rng.uniform(20, 400, T)], 1)
@@ -44,7 +64,7 @@ def test_crop_intrinsics_vectorised_are_the_crop_matrix_box_by_box():
         got = crop_lib.crop_intrinsics(K, boxes, 64)
         assert got.shape == (T, 3, 3) and got.dtype == np.float64
         for g, k, b in zip(got, np.broadcast_to(K, (T, 3, 3)), boxes, strict=True):
-            want = crop_lib.crop_matrix(crop_lib.Box(*b), 64) @ k
+            want = _closed_form(crop_lib.Box(*b), 64) @ k
             np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-9)
     one = crop_lib.crop_intrinsics(Ks[7], crop_lib.Box(*boxes[7]), 64)
     np.testing.assert_array_equal(one, crop_lib.crop_intrinsics(Ks[7], boxes[7], 64))

@@ -97,7 +97,9 @@ def test_frame_cropper_intrinsics_are_the_boxes_crops(monkeypatch):
     _, K = recrop_lib.frame_cropper("frames", 64, K_FULL)(boxes)
     assert K.dtype == np.float32
     for k, b in zip(K, boxes, strict=True):  # the closed form A @ K (data.crop's module docstring)
-        np.testing.assert_allclose(k, crop_lib.crop_matrix(crop_lib.Box(*b), 64) @ K_FULL, rtol=1e-6)
+        s, x0, y0 = 64 / b[2], b[0] - b[2] / 2, b[1] - b[2] / 2
+        A = np.array([[s, 0.0, -s * x0 - 0.5], [0.0, s, -s * y0 - 0.5], [0.0, 0.0, 1.0]])
+        np.testing.assert_allclose(k, A @ K_FULL, rtol=1e-6)
 
 
 def test_second_pass_runs_recrop_steps(setup, monkeypatch):

@@ -56,11 +56,9 @@ def hand_box(joints2d: np.ndarray, scale: float = 1.5, min_side: float = 8.0) ->
 
 
 def crop_matrix(box: Box, size: int) -> np.ndarray:
-    """(3, 3) affine ``A`` mapping homogeneous source pixels to crop pixels (module docstring)."""
-    s = size / box.side
-    x0 = box.cx - box.side / 2
-    y0 = box.cy - box.side / 2
-    return np.array([[s, 0.0, -s * x0 - 0.5], [0.0, s, -s * y0 - 0.5], [0.0, 0.0, 1.0]])
+    """(3, 3) float64 affine ``A`` mapping homogeneous source pixels to crop pixels (module
+    docstring): the crop intrinsics of the identity camera, :func:`crop_intrinsics`' formula."""
+    return crop_intrinsics(np.eye(3), box, size)
 
 
 def crop_intrinsics(K: np.ndarray, boxes: np.ndarray | Box, size: int) -> np.ndarray:
