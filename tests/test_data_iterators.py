@@ -145,3 +145,38 @@ def test_a_state_of_other_parts_is_refused():
         CombinedIterator(_parts()).set_state(state)
     with pytest.raises(ValueError, match="state of parts"):
         CombinedIterator(_parts()).set_state({"a": "{}"})
+
+
+def test_loaders_with_worker_processes_mark_absl_flags_parsed(monkeypatch):
+    """grain's worker processes read absl flags, which a plain script never parsed: every loader with
+    worker processes (the stages', the clips') marks them parsed, one without leaves them alone."""
+    import types
+
+    from absl import flags
+
+    from handprop_jax import config as config_lib
+    from handprop_jax.data import clips, train_batches
+
+    config = config_lib.load("tiny")
+
+    class Split:  # what the loaders read of a split before the first batch
+        data_config = config.data
+        labelled_positions = np.array([0, 3, 8])
+        table = types.SimpleNamespace(starts=np.array([0, 10]), lengths=np.array([10, 6]))
+
+        def __len__(self):
+            return 16
+
+    monkeypatch.setattr(clips, "open_split", lambda data, split: Split())
+    monkeypatch.setattr(clips, "TrainIterator", lambda loader, prefetch: loader)  # no iteration
+    build = {"stage": lambda w: train_batches.make_loader(config.data, "train", 1, 2, seed=0,
+                                                          worker_count=w, split_data=Split()),
+             "clips": lambda w: clips.clip_iterator(config, 4, 2, shard_index=0, shard_count=1,
+                                                    worker_count=w)}
+    for name, make in build.items():
+        fresh = flags.FlagValues()
+        monkeypatch.setattr(flags, "FLAGS", fresh)
+        make(0)
+        assert not fresh.is_parsed(), name
+        make(2)
+        assert fresh.is_parsed(), name

@@ -21,7 +21,7 @@ import grain.python as grain
 import numpy as np
 
 from handprop_jax.config import Config
-from handprop_jax.data.iterators import Positions, TrainIterator, local_batch_size, shard
+from handprop_jax.data.iterators import Positions, TrainIterator, local_batch_size, make_grain_loader, shard
 from handprop_jax.data.sources import Split, _stack, open_split
 
 #: shapes of the label keys of one frame (docs/design.md, "Stored dataset features")
@@ -84,16 +84,10 @@ def clip_iterator(config: Config, length: int, clips: int, shard_index: int | No
     if len(starts) == 0:
         raise ValueError(f"split {split!r} of {config.data.name!r} has no video of {length} frames or more "
                          f"(clips of {length} consecutive frames were asked for)")
-    sampler = grain.IndexSampler(
-        num_records=len(starts), shard_options=grain.ShardOptions(shard_index=index, shard_count=count,
-                                                                  drop_remainder=True),
-        shuffle=True, num_epochs=None, seed=config.data.seed + seed_offset)
-    workers = config.data.num_workers if worker_count is None else worker_count
-    loader = grain.DataLoader(
-        data_source=Positions(starts), sampler=sampler,
-        operations=[_MakeClip(sp, length, with_labelled_labels),
-                    grain.Batch(local_batch_size(clips, count), drop_remainder=True)],
-        worker_count=workers, read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=8))
+    loader = make_grain_loader(Positions(starts), _MakeClip(sp, length, with_labelled_labels),
+                               local_batch_size(clips, count), seed=config.data.seed + seed_offset,
+                               shard_index=index, shard_count=count,
+                               worker_count=config.data.num_workers if worker_count is None else worker_count)
     return TrainIterator(loader, prefetch=prefetch)
 
 
@@ -148,13 +142,7 @@ def motion_iterator(bank: MotionBank, length: int, sequences: int, seed: int, sh
     starts = window_starts(bank.starts, bank.lengths, length)
     if len(starts) == 0:
         raise ValueError(f"motion bank {bank.name!r} has no sequence of {length} frames or more")
-    sampler = grain.IndexSampler(
-        num_records=len(starts), shard_options=grain.ShardOptions(shard_index=index, shard_count=count,
-                                                                  drop_remainder=True),
-        shuffle=True, num_epochs=None, seed=seed)
-    loader = grain.DataLoader(
-        data_source=_Windows(starts, bank.name), sampler=sampler,
-        operations=[_MakeWindow(bank, length), grain.Batch(local_batch_size(sequences, count),
-                                                           drop_remainder=True)],
-        worker_count=0, read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=8))
+    loader = make_grain_loader(_Windows(starts, bank.name), _MakeWindow(bank, length),
+                               local_batch_size(sequences, count), seed=seed, shard_index=index,
+                               shard_count=count)
     return TrainIterator(loader, prefetch=prefetch)

@@ -3,6 +3,8 @@ over processes, the checkpointable iterator of one grain loader, and one combina
 
 - :class:`Positions`: the integer positions (frames, clip or window starts) grain shuffles and shards.
 - :func:`shard` / :func:`local_batch_size`: this process's shard and share of a global batch.
+- :func:`make_grain_loader`: the grain loader every source builds (sampler, batching, read options,
+  the absl flags its worker processes need).
 - :class:`TrainIterator`: endless process-local batches of one grain loader, ``get_state() -> bytes``
   after batch n, ``set_state(bytes)`` on a new iterator built the same way yields batch n+1, n+2, ...
 - :class:`CombinedIterator`: named iterators advanced together as one batch dict, one state (bytes).
@@ -61,6 +63,32 @@ def local_batch_size(global_batch: int, shard_count: int) -> int:
     if global_batch % shard_count:
         raise ValueError(f"train.batch_size {global_batch} is not divisible by the {shard_count} processes")
     return global_batch // shard_count
+
+
+def make_grain_loader(positions: Positions, transform: grain.MapTransform | grain.RandomMapTransform,
+                      batch_size: int, *, seed: int, shard_index: int, shard_count: int, shuffle: bool = True,
+                      num_epochs: int | None = None, worker_count: int = 0,
+                      prefetch_buffer_size: int = 8) -> grain.DataLoader:
+    """grain DataLoader of batches of ``batch_size`` (process-local) records: ``transform`` of each of
+    ``positions``, this process's shard of them (``shard_index`` of ``shard_count``, the remainder
+    dropped), shuffled per epoch with ``seed`` (``shuffle``), ``num_epochs`` times (None: forever), a
+    last incomplete batch dropped; ``worker_count`` grain worker processes (0: in this process),
+    ``prefetch_buffer_size`` records read ahead by one thread. Its state (``get_state``) records the
+    sampler's and ``positions``' repr, so the same arguments resume a saved state."""
+    sampler = grain.IndexSampler(
+        num_records=len(positions),
+        shard_options=grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
+                                         drop_remainder=True),
+        shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+    if worker_count > 0:  # grain's worker processes read absl flags, which a plain script never parsed
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+    return grain.DataLoader(
+        data_source=positions, sampler=sampler,
+        operations=[transform, grain.Batch(batch_size, drop_remainder=True)], worker_count=worker_count,
+        read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch_buffer_size))
 
 
 class TrainIterator:

@@ -49,7 +49,14 @@ import numpy as np
 
 from handprop_jax.config import Config, DataConfig
 from handprop_jax.data import sparse
-from handprop_jax.data.iterators import CombinedIterator, Positions, TrainIterator, local_batch_size, shard
+from handprop_jax.data.iterators import (
+    CombinedIterator,
+    Positions,
+    TrainIterator,
+    local_batch_size,
+    make_grain_loader,
+    shard,
+)
 from handprop_jax.data.sources import Split, open_split
 
 STAGES = (1, 2, 3)
@@ -119,21 +126,10 @@ def make_loader(data_config: DataConfig, split: str, stage: int | str, batch_siz
         anchors, make = np.arange(len(sp), dtype=np.int64), _MakeNeighbourPair(sp)
     else:
         anchors, make = sp.labelled_positions, example or _MakeExample(sp, stage)
-    sampler = grain.IndexSampler(
-        num_records=len(anchors),
-        shard_options=grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
-                                         drop_remainder=True),
-        shuffle=shuffle, num_epochs=num_epochs, seed=seed)
-    workers = data_config.num_workers if worker_count is None else worker_count
-    if workers > 0:  # grain's worker processes read absl flags, which a plain script never parsed
-        from absl import flags
-
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
-    return grain.DataLoader(
-        data_source=Positions(anchors), sampler=sampler,
-        operations=[make, grain.Batch(batch_size, drop_remainder=True)],
-        worker_count=workers, read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=64))
+    return make_grain_loader(Positions(anchors), make, batch_size, seed=seed, shard_index=shard_index,
+                             shard_count=shard_count, shuffle=shuffle, num_epochs=num_epochs,
+                             worker_count=data_config.num_workers if worker_count is None else worker_count,
+                             prefetch_buffer_size=64)
 
 
 def train_iterator(config: Config, stage: int, shard_index: int | None = None, shard_count: int | None = None,
