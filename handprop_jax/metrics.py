@@ -252,6 +252,25 @@ def rotation_error_deg(pred_pose: np.ndarray, gt_pose: np.ndarray) -> np.ndarray
     return np.degrees(np.asarray(mano_jax.geodesic_angle(rot(pred_pose), rot(gt_pose)), np.float64))
 
 
+def per_frame_with_rotation(pred_joints, gt_joints, pred_verts, gt_verts, pred_pose: np.ndarray,
+                            gt_pose: np.ndarray) -> dict[str, np.ndarray]:
+    """Every Table I metric (:func:`per_frame`, default convention) and the global rotation's error
+    (:data:`ROTATION`, :func:`rotation_error_deg`) for every frame: how ``handprop evaluate`` and
+    ``handprop score`` score frames.
+
+    Args:
+      pred_joints, gt_joints: (N, 21, 3) metres, camera frame, manopth order.
+      pred_verts, gt_verts: (N, 778, 3) metres, camera frame.
+      pred_pose, gt_pose: (N, ≥3) axis-angle poses, radians (the first 3: the global rotation).
+    Returns:
+      dict keyed by ``COLUMNS`` and ``ROTATION``, each (N,) float64: mm, F-scores as fractions,
+      degrees.
+    """
+    out = per_frame(pred_joints, gt_joints, pred_verts, gt_verts)
+    out[ROTATION] = rotation_error_deg(pred_pose, gt_pose)
+    return out
+
+
 def summarize(frames: Mapping[str, np.ndarray], mask=None) -> dict[str, float]:
     """Mean over frames of a ``per_frame`` dict (optionally only where ``mask`` (N,) is True)."""
     result = {}

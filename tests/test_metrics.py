@@ -258,3 +258,18 @@ def test_accepts_jax_arrays(data):
     gj, gv, _ = data
     out = metrics.compute(jnp.asarray(gj), jnp.asarray(gj), jnp.asarray(gv), jnp.asarray(gv))
     assert out["MPJPE"] < 1e-3  # float32 round trip
+
+
+def test_per_frame_with_rotation_adds_the_global_rotation_error(data):
+    """Table I's columns (MPJPE by hand) plus Rot. (°): the angle between the global rotations (from
+    scipy), whatever the rest of the pose."""
+    gj, gv, rng = data
+    pj, pv = gj + rng.normal(size=gj.shape) * 0.01, gv + rng.normal(size=gv.shape) * 0.01
+    gt_pose = rng.normal(size=(N, 48)) * 0.4
+    turn = Rotation.from_rotvec(rng.normal(size=(N, 3)) * 0.5)
+    pred_pose = rng.normal(size=(N, 48)) * 0.4  # other finger joints: no effect
+    pred_pose[:, :3] = (turn * Rotation.from_rotvec(gt_pose[:, :3])).as_rotvec()
+    got = metrics.per_frame_with_rotation(pj, gj, pv, gv, pred_pose, gt_pose)
+    assert set(got) == {*metrics.COLUMNS, metrics.ROTATION}
+    np.testing.assert_allclose(got["MPJPE"], 1000 * np.linalg.norm(pj - gj, axis=-1).mean(-1), rtol=1e-12)
+    np.testing.assert_allclose(got[metrics.ROTATION], np.degrees(turn.magnitude()), atol=1e-3)

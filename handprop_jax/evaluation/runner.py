@@ -174,14 +174,15 @@ def _propagate(prop: Propagator, video: dict, K: np.ndarray, lab: np.ndarray, la
 
 
 def score(mano, predictions: dict) -> dict[str, dict[str, np.ndarray]]:
-    """Per-frame metrics of every row of ``video_predictions``' output: {row: {column: (M,)}}."""
+    """Per-frame metrics of every row of ``video_predictions``' output: {row: {column: (M,)}}
+    (:func:`handprop_jax.metrics.per_frame_with_rotation`)."""
     gt_joints = predictions["gt_joints"]
     gt_verts, _ = hand_mesh(mano, predictions["gt"])
     out = {}
     for name, gamma in predictions["rows"].items():
         verts, joints = hand_mesh(mano, gamma)
-        out[name] = metrics.per_frame(joints, gt_joints, verts, gt_verts)
-        out[name][metrics.ROTATION] = metrics.rotation_error_deg(gamma.pose, predictions["gt"].pose)
+        out[name] = metrics.per_frame_with_rotation(joints, gt_joints, verts, gt_verts, gamma.pose,
+                                                    predictions["gt"].pose)
     return out
 
 

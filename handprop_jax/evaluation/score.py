@@ -171,8 +171,7 @@ def score_video(mano, pred: Annotations, truth: Annotations) -> tuple[dict[str, 
     check_pair(pred, truth)
     pv, pj = geometry(mano, pred)
     tv, tj = geometry(mano, truth)
-    per = metrics.per_frame(pj, tj, pv, tv)
-    per[metrics.ROTATION] = metrics.rotation_error_deg(pred.pose, truth.pose)
+    per = metrics.per_frame_with_rotation(pj, tj, pv, tv, pred.pose, truth.pose)  # as handprop evaluate
     gap = neighbours(len(pred.root), np.nonzero(pred.labelled)[0])["gap"]
     return per, gap
 
