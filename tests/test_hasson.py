@@ -86,6 +86,7 @@ def test_dense_reference_is_every_silhouette_pixel_in_raster_order():
     np.testing.assert_array_equal(np.asarray(ref.pixel)[:3], [[0, 0], [1, 0], [2, 0]])
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_flow_warp_interpolates_the_flow_perspective_correctly():
     """q(p) = p + Σ w_k flow_k with w the barycentrics of the 3D point seen at p (found here by
     intersecting p's ray with a tilted quad's plane, independently of the rasteriser)."""

@@ -144,7 +144,8 @@ _RESUME_FREE_TOP = ("name",)
 # A comparison method's section shapes its own phases only: it may differ from the recorded one while
 # none of them has a checkpoint in the run folder (synthetic_compare sizes Hasson's ramp, resuming a
 # plain demo's run)
-_PHASE_SECTIONS = {"hasson": ("photometric",), "adversarial": ("adversarial_motion", "adversarial_motion_labels"),
+_PHASE_SECTIONS = {"hasson": ("photometric",),
+                   "adversarial": ("adversarial_motion", "adversarial_motion_labels"),
                    "temporal": ("temporal_consistency",)}
 
 
