@@ -265,7 +265,9 @@ def test_phase_row_schedule_and_configs():
     assert config.hasson.lambda_data == 0.999 and hasson.splat_window(config) == 16
     compare = config_lib.load("synthetic_compare")
     assert compare.train.phases[:len(config.train.phases) + 1] == config.train.phases + ("photometric",)
-    assert dataclasses.replace(compare, name=config.name, train=config.train) == config
+    # only the phases and Hasson's ramp differ, the ramp sized to the phase (a third of its steps)
+    assert compare.hasson.ramp_steps == (config.train.stage2_steps + config.train.stage3_steps) // 3
+    assert dataclasses.replace(compare, name=config.name, train=config.train, hasson=config.hasson) == config
     assert loop.resolve_phases(None) == ("stage1", "baseline", "stage2", "align", "pseudo")
     assert "photometric" in loop.resolve_phases(None, compare)
     assert loop.resolve_phases(["photometric"]) == ("photometric",)
