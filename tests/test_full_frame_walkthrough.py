@@ -76,6 +76,8 @@ def test_generated_videos(videos):
     assert sorted(map(int, labels["labels"])) == [0, 8, 16]
     assert list(np.nonzero(truth["labelled"])[0]) == [0, 8, 16]
     assert [e["labelled"] for e in doc["frames_out"]] == list(truth["labelled"])
+    for k in ("root", "pose", "betas", "joints3d", "joints2d"):  # the JSON reads back to the npz exactly
+        np.testing.assert_array_equal(np.float32([e[k] for e in doc["frames_out"]]), truth[k], err_msg=k)
     for key, label in labels["labels"].items():
         for k in ("root", "pose", "betas"):
             np.testing.assert_array_equal(np.float32(label[k]), truth[k][int(key)], err_msg=f"{k} of {key}")

@@ -86,6 +86,7 @@ def test_dense_reference_is_every_silhouette_pixel_in_raster_order():
     np.testing.assert_array_equal(np.asarray(ref.pixel)[:3], [[0, 0], [1, 0], [2, 0]])
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_flow_warp_interpolates_the_flow_perspective_correctly():
     """q(p) = p + Σ w_k flow_k with w the barycentrics of the 3D point seen at p (found here by
     intersecting p's ray with a tilted quad's plane, independently of the rasteriser)."""
@@ -264,7 +265,9 @@ def test_phase_row_schedule_and_configs():
     assert config.hasson.lambda_data == 0.999 and hasson.splat_window(config) == 16
     compare = config_lib.load("synthetic_compare")
     assert compare.train.phases[:len(config.train.phases) + 1] == config.train.phases + ("photometric",)
-    assert dataclasses.replace(compare, name=config.name, train=config.train) == config
+    # only the phases and Hasson's ramp differ, the ramp sized to the phase (a third of its steps)
+    assert compare.hasson.ramp_steps == (config.train.stage2_steps + config.train.stage3_steps) // 3
+    assert dataclasses.replace(compare, name=config.name, train=config.train, hasson=config.hasson) == config
     assert loop.resolve_phases(None) == ("stage1", "baseline", "stage2", "align", "pseudo")
     assert "photometric" in loop.resolve_phases(None, compare)
     assert loop.resolve_phases(["photometric"]) == ("photometric",)

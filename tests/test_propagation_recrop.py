@@ -53,6 +53,7 @@ def test_hand_boxes_is_the_label_rule(setup):
         np.testing.assert_allclose(got[i], [box.cx, box.cy, box.side], rtol=1e-5)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compiles the two-pass propagation, ~1 min on 2 cores
 def test_recrop_crops_at_the_first_pass_hands(setup):
     config, prop, gamma = setup
     lab = np.array([0, 6])
@@ -102,6 +103,7 @@ def test_frame_cropper_intrinsics_are_the_boxes_crops(monkeypatch):
         np.testing.assert_allclose(k, A @ K_FULL, rtol=1e-6)
 
 
+@pytest.mark.slow  # quick tier: compiles the propagation for three step counts, ~1 min on 2 cores
 def test_second_pass_runs_recrop_steps(setup, monkeypatch):
     """The pass after re-cropping runs ``propagation.recrop_steps`` iterations (the first pass
     ``steps``); with 0 it leaves the first pass's annotations exactly as they were."""

@@ -83,6 +83,7 @@ def _child(out: Path, kill_at: int, sig: str, old_overlays: bool, new_overlays: 
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
+@pytest.mark.slow  # quick tier (make test-fast): three killed subprocesses, runs in make test
 @pytest.mark.parametrize("old_overlays, new_overlays", [(True, True), (True, False), (False, True)])
 def test_a_kill_before_any_step_of_the_swap_leaves_old_or_new_results(tmp_path, old_overlays, new_overlays):
     # every step of an uninterrupted swap, in order

@@ -105,6 +105,7 @@ def test_kill_and_resume_gives_the_uninterrupted_parameters(full_run, data, tmp_
     assert logged == {"stage1": [2, 4], "align": [2, 3]}[phase]
 
 
+@pytest.mark.slow  # quick tier (make test-fast): trains and compiles twice, runs in make test
 def test_nan_loss_stops_with_clear_message_and_good_checkpoint(data, tmp_path):
     config, frames, val = data
 

@@ -123,6 +123,7 @@ def test_stage3_loss_is_pred_plus_weighted_align(setup, stage3):
     np.testing.assert_allclose(h["loss"], h["l_pred"] + config.train.lambda_align * h["l_align"], rtol=1e-5)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compiles a train step, runs in make test
 def test_non_finite_loss_keeps_state_and_records_step(setup):
     config, module, frames, variables = setup
     batch = FakeSource(frames, "stage1", 4).batch_at(0)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from handprop_jax.data import synthetic
+from handprop_jax.data import annotation_files, synthetic
 from handprop_jax.data.sparse import label_sets
 
 #: where a synthetic video's ground truth lies inside its folder
@@ -41,17 +41,13 @@ def write_truth(folder: str | Path, names: list[str], video: dict, labelled: np.
     folder.mkdir(parents=True, exist_ok=True)
     T = len(names)
     arrays = {"frame_index": np.arange(T), "labelled": np.asarray(labelled, bool),
-              **{k: np.asarray(video[k], np.float32)
-                 for k in ("root", "pose", "betas", "joints3d", "joints2d")},
+              **{k: np.asarray(video[k], np.float32) for k in annotation_files.ARRAY_KEYS},
               "K": np.broadcast_to(np.asarray(video["K"], np.float32), (T, 3, 3))}
     np.savez(folder / "annotations.npz", **arrays)
-    entries = [{"index": i, "file": names[i], "labelled": bool(arrays["labelled"][i]),
-                "K": arrays["K"][i].tolist(),
-                **{k: np.round(arrays[k][i].astype(np.float64), 7).tolist()
-                   for k in ("root", "pose", "betas", "joints3d", "joints2d")}} for i in range(T)]
+    entries = [annotation_files.frame_entry(i, names[i], arrays["labelled"][i], arrays["K"][i], arrays)
+               for i in range(T)]
     doc = {**meta, "num_frames": T, "num_labelled": int(arrays["labelled"].sum()),
-           "units": {"root": "m", "joints3d": "m (camera frame, OpenCV)", "pose": "rad, axis-angle",
-                     "joints2d": "px of the original frames"}, "frames_out": entries}
+           "units": annotation_files.UNITS, "frames_out": entries}
     (folder / "annotations.json").write_text(json.dumps(doc, allow_nan=False))
 
 

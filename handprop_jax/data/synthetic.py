@@ -485,11 +485,12 @@ def swept_roots(hand_model, p: dict, rng: np.random.Generator, travel: float, de
     centre, half = box(xy)
     size = np.array([FULL_SIZE[1], FULL_SIZE[0]], np.float64)
     target = (size - 1) / 2 + centre - centre.mean(0) + ramp
-    for _ in range(2):
+    for last in (False, True):
         lo, hi = half + margin * size[0], size - 1 - half - margin * size[0]
         goal = np.where(lo <= hi, np.clip(target, lo, np.maximum(lo, hi)), (size - 1) / 2)
         xy = xy + (goal - centre) / f
-        centre, half = box(xy)
+        if not last:  # the final roots' mesh is the caller's to build
+            centre, half = box(xy)
     return np.concatenate([xy * z, z], 1).astype(np.float32)
 
 
@@ -503,8 +504,8 @@ def render_full_frames(spec: SynthSpec, split: str, video: int, size: tuple[int,
     renderer's crop rule, ``_render_crops``) at W px, whose middle H rows are the frame.
 
     Returns image uint8 (T, H, W, 3), K (3, 3) float64 the frame's intrinsics (pixels of the frame),
-    root (T, 3) m, pose (T, 48) rad, betas (T, 10), joints3d (T, 21, 3) m camera frame, joints2d
-    (T, 21, 2) and verts2d (T, 778, 2) pixels of the frame (float32)."""
+    root (T, 3) m, pose (T, 48) rad, betas (T, 10), joints3d (T, 21, 3) m camera frame and joints2d
+    (T, 21, 2) pixels of the frame (float32)."""
     _, offset = frame_geometry(size)
     H, W = (int(v) for v in size)
     hand = _hand(spec.side, spec.mano_seed)
@@ -524,5 +525,4 @@ def render_full_frames(spec: SynthSpec, split: str, video: int, size: tuple[int,
     K[1, 2] -= offset
     return {"image": image, "K": K, "root": p["root"], "pose": p["pose"], "betas": betas,
             "joints3d": joints.astype(np.float32),
-            "joints2d": np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)), np.float32),
-            "verts2d": np.asarray(project(jnp.asarray(verts), jnp.asarray(K, jnp.float32)), np.float32)}
+            "joints2d": np.asarray(project(jnp.asarray(joints), jnp.asarray(K, jnp.float32)), np.float32)}

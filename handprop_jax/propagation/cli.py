@@ -108,6 +108,7 @@ import numpy as np
 
 from handprop_jax import config as config_lib
 from handprop_jax.camera import project
+from handprop_jax.data import annotation_files
 from handprop_jax.data.boxes import (
     FROM_LABEL,
     INTERPOLATED,
@@ -384,15 +385,6 @@ def _frame_boxes(inputs: Inputs, mano, crop_scale: float | None) -> tuple[np.nda
         raise PropagationInputError(f"{inputs.frames}: {e}") from e
 
 
-def shortest(values: np.ndarray) -> list:
-    """``values`` as nested lists of the shortest decimals that read back to the same numbers in their
-    dtype (a float32 0.1 is written 0.1, not 0.10000000149011612; a root depth of 1e-9 m forced past
-    the limits stays 1e-09, where rounding to decimals wrote 0.0)."""
-    values = np.asarray(values)
-    flat = [float(str(v)) for v in values.ravel()]
-    return np.asarray(flat, np.float64).reshape(values.shape).tolist()
-
-
 def annotations_json(result: Result, inputs: Inputs, options: PropagateOptions, meta: dict) -> str:
     """annotations.json's text: the run's metadata (``meta``: checkpoint, method, model,
     checkpoint_used; then the inputs and options) and one entry per frame (module docstring);
@@ -401,21 +393,18 @@ def annotations_json(result: Result, inputs: Inputs, options: PropagateOptions, 
     entries = []
     for i in range(T):
         valid = arrays["source"][i] >= 0
-        entries.append({
-            "index": i, "file": inputs.names[i], "labelled": bool(arrays["labelled"][i]),
-            "sources": arrays["source"][i][valid].tolist(), "K": arrays["K"][i].tolist(),
-            "box": [float(v) for v in result.boxes[i]], "box_source": str(result.box_source[i]),
-            "weights": [round(float(w), 6) for w in arrays["weight"][i][valid]],
-            **{k: shortest(arrays[k][i]) for k in ("root", "pose", "betas", "joints3d", "joints2d")},
-        })
+        entries.append(annotation_files.frame_entry(
+            i, inputs.names[i], arrays["labelled"][i], arrays["K"][i], arrays,
+            sources=arrays["source"][i][valid].tolist(), box=[float(v) for v in result.boxes[i]],
+            box_source=str(result.box_source[i]),
+            weights=[round(float(w), 6) for w in arrays["weight"][i][valid]]))
     box, boxes, crop_scale = inputs.box, options.boxes, options.crop_scale
     meta = {**meta, "frames": str(inputs.frames), "labels": str(inputs.labels),
             "labels_by": options.labels_by, "both_sides": options.both_sides,
             "boxes": ({"fixed": dataclasses.asdict(box)} if box is not None else
                       {"file": str(boxes) if boxes is not None else None, "crop_scale": crop_scale}),
             "image_size": result.image_size, "num_frames": T, "num_labelled": int(len(inputs.frame_indices)),
-            "units": {"root": "m", "joints3d": "m (camera frame, OpenCV)", "pose": "rad, axis-angle",
-                      "joints2d": "px of the original frames"}}
+            "units": annotation_files.UNITS}
     return json.dumps({**meta, "frames_out": entries}, allow_nan=False)
 
 
