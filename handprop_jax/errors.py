@@ -161,7 +161,7 @@ class Interrupts:
         self.count = 0
         self._defer = 0
         self._held = False  # installed by hold_interrupts: only counting until watch_interrupts adopts it
-        self._watching = False  # a watcher thread waits to send the SIGINT again
+        self._watcher = None  # the thread that waits to send the SIGINT again (one at a time)
         self._closed = False  # the handler is no longer installed: the watcher sends nothing
 
     def handler(self, signum, frame) -> None:
@@ -182,14 +182,14 @@ class Interrupts:
         import threading
         import time
 
-        if self._watching:
+        if self._watcher is not None:
             return
         main = threading.main_thread().ident
         if main is None:
             return
-        self._watching = True
 
         def wait() -> None:
+            me = threading.current_thread()
             try:
                 while not self._closed:
                     time.sleep(self.POLL_S)
@@ -199,12 +199,14 @@ class Interrupts:
                     if not unsafe_to_raise(frame):
                         break
                 if not self._closed:
-                    self._watching = False  # the handler may need a new watcher (another compilation)
+                    self._watcher = None  # the handler may need a new watcher (another compilation)
                     signal.pthread_kill(main, signal.SIGINT)
             finally:
-                self._watching = False
+                if self._watcher is me:  # never clear the flag of a watcher started after this one
+                    self._watcher = None
 
-        threading.Thread(target=wait, name="handprop-ctrl-c-later", daemon=True).start()
+        self._watcher = threading.Thread(target=wait, name="handprop-ctrl-c-later", daemon=True)
+        self._watcher.start()
 
     def check(self, message: str = "interrupted") -> None:
         """Raise InterruptedRun(message) when a SIGINT arrived (even one whose exception was lost)."""
