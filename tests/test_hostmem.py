@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from handprop_jax import hostmem
 
 
@@ -82,6 +84,7 @@ def test_only_cpu_training_commands_pay_off(monkeypatch):
     assert not hostmem.command_pays_off(["train", "--config", "tiny"])
 
 
+@pytest.mark.slow  # quick tier (make test-fast): starts the program in subprocesses, runs in make test
 def test_handprop_reexecutes_for_train_only(tmp_path):
     """The real ``handprop`` program: ``evaluate`` runs in its first process; ``train`` re-executes
     once with the tunable where the platform supports it (each process prints one line first)."""

@@ -56,6 +56,7 @@ def test_rodrigues_matches_matrix_exponential():
     np.testing.assert_allclose(R, _rodrigues_np(v), atol=1e-13)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_rodrigues_gradient_exact_and_finite_at_zero():
     with jax.enable_x64(True):
         jac = jax.jacfwd(mano_jax.rodrigues)(jnp.zeros(3))          # (3, 3, 3)

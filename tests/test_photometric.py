@@ -4,6 +4,7 @@ rendered scene whose motion is known."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.test_util import check_grads
 
 from handprop_jax import photometric as P
@@ -30,6 +31,7 @@ def _reference(verts=QUAD, image=None, n=64, sigmas=(0.0,)):
                               jax.random.PRNGKey(0), sigmas, 8)
 
 
+@pytest.mark.slow  # quick tier (make test-fast): compile-heavy, runs in make test
 def test_reference_pixels_are_the_silhouette():
     ref = _reference(n=64)
     # the quad covers pixel centres 5..10 in u and v: 36 pixels, the other 28 rows are padding
