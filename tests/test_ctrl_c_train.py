@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -312,26 +313,37 @@ def _raise_later_from(inside) -> "errors.Interrupts":
 
 def test_a_ctrl_c_inside_a_gc_callback_is_raised_after_it_not_lost():
     """Python prints and drops an exception raised in a ``gc.callbacks`` function (JAX registers one):
-    the handler counts the SIGINT there and raises it once the callback has returned."""
-    import gc
-
-    fired = []
-
-    def callback(phase, info):
-        if phase == "start" and not fired:
-            fired.append(errors.swallowing(sys._getframe()))
-            signal.raise_signal(signal.SIGINT)
-
-    def inside(fire):
-        gc.callbacks.append(callback)
-        try:
-            gc.collect()
-        finally:
-            gc.callbacks.remove(callback)
-
-    interrupts = _raise_later_from(inside)
-    assert fired == [True] and interrupts.count == 2  # counted in the callback, then raised
-    assert not errors.swallowing(sys._getframe())
+    the handler counts the SIGINT there and raises it once the callback has returned. Run in a fresh
+    interpreter: in the full suite an earlier test in the same worker once kept the re-sent SIGINT
+    from arriving (not reproduced alone), and the test is about the handler, not that worker's state."""
+    script = textwrap.dedent("""
+        import gc, signal, sys, time
+        from handprop_jax import errors
+        fired = []
+        def callback(phase, info):
+            if phase == "start" and not fired:
+                fired.append(errors.swallowing(sys._getframe()))
+                signal.raise_signal(signal.SIGINT)
+        with errors.watch_interrupts() as interrupts:
+            try:
+                gc.callbacks.append(callback)
+                try:
+                    gc.collect()
+                finally:
+                    gc.callbacks.remove(callback)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:  # the watcher sends it again after the callback
+                    time.sleep(0.005)
+                print("NOT RAISED")
+            except KeyboardInterrupt:
+                print("RAISED", fired, interrupts.count, errors.swallowing(sys._getframe()))
+        """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    assert proc.returncode == 0, proc.stderr
+    # counted in the callback (swallowing there), then raised outside it, with nothing printed
+    assert proc.stdout.strip() == "RAISED [True] 2 False", (proc.stdout, proc.stderr)
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_a_ctrl_c_during_an_import_is_raised_after_it(tmp_path, monkeypatch):
