@@ -12,10 +12,11 @@ from tb_events import read_events
 from test_training_fakes import FakeSource, TinyEncoder, fake_sources, interrupting, make_frames, tiny_config
 
 from handprop_jax import config as config_lib
+from handprop_jax.config import Config
 from handprop_jax.errors import UserError
 from handprop_jax.model import encoder as encoder_lib
 from handprop_jax.model.api import HandPropModel
-from handprop_jax.training import checkpoint, cli, loop
+from handprop_jax.training import checkpoint, cli, loop, registry
 
 STEPS = dict(stage1_steps=4, stage2_steps=2, stage3_steps=3, log_every=2, eval_every=2, checkpoint_every=2,
              keep_checkpoints=1)
@@ -310,3 +311,16 @@ def test_a_comparison_sections_change_is_refused_only_once_its_phase_has_trained
     # a section whose phases have not trained is still free
     loop._check_config(workdir, dataclasses.replace(changed, temporal=dataclasses.replace(
         changed.temporal, clip_batch_stats=True)))
+
+
+def test_every_phase_config_section_is_a_section_no_core_phase_reads():
+    """``Phase.config_section`` names a real section of Config, owned by that method's phases alone:
+    the paper's phases and pseudo declare none, each comparison method its own."""
+    defaults = Config()
+    sections = {f.name for f in dataclasses.fields(Config)
+                if dataclasses.is_dataclass(getattr(defaults, f.name))}
+    owned = {name: p.config_section for name, p in registry.phases().items()}
+    assert owned == {"stage1": None, "baseline": None, "stage2": None, "align": None, "pseudo": None,
+                     "photometric": "hasson", "adversarial_motion": "adversarial",
+                     "adversarial_motion_labels": "adversarial", "temporal_consistency": "temporal"}
+    assert {s for s in owned.values() if s} <= sections

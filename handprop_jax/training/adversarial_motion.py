@@ -230,7 +230,7 @@ def _steps(config: Config) -> int:
 def _phase(name: str, source: str) -> Phase:
     return Phase(name, 3, "stage1", hp.PREDICTOR_KEYS, _steps, loss, _batches(source),
                  images_per_sample=2, init_aux=init_aux, aux_step=aux_step,
-                 shares_step_with=None if name == UNPAIRED else UNPAIRED)
+                 shares_step_with=None if name == UNPAIRED else UNPAIRED, config_section="adversarial")
 
 
 PHASES = (_phase(UNPAIRED, "unpaired"), _phase(LABELS, "labels"))

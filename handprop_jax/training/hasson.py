@@ -241,4 +241,4 @@ def diagnostics(config: Config, model, variables: dict) -> dict[str, float]:
 PHASE = Phase(NAME, 3, "stage1", hp.PREDICTOR_KEYS,
               lambda c: c.train.stage2_steps + c.train.stage3_steps, photometric_loss, batches,
               images_per_sample=2, init_aux=init_aux, aux_step=aux_step, padding_masks=True,
-              diagnostics=diagnostics)
+              diagnostics=diagnostics, config_section="hasson")

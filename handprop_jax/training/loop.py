@@ -119,8 +119,7 @@ def _check_config(workdir: Path, config: Config) -> None:
         # comparison method's): it cannot have shaped the phases trained so far; a field added to a
         # section after the run started counts as its default
         defaults = json.loads(json.dumps(config_lib.to_dict(Config())))
-        free = {"eval"} | {sec for sec, phases in _PHASE_SECTIONS.items()
-                           if not any(_has_checkpoint(workdir, p) for p in phases)}
+        free = {"eval"} | _untouched_sections(workdir)
         diffs = [f"{sec}.{k}" for sec in new if isinstance(new[sec], dict) and sec not in free and sec in old
                  for k in new[sec] if old.get(sec, {}).get(k, defaults.get(sec, {}).get(k)) != new[sec][k]
                  and k not in _RESUME_FREE.get(sec, ())]
@@ -141,12 +140,17 @@ _RESUME_FREE = {"train": ("phases", "log_every", "eval_every", "checkpoint_every
                 "data": ("data_dir", "num_workers", "on_bad_input")}
 # the config's name (e.g. synthetic_compare resuming a synthetic run to add the comparison phases)
 _RESUME_FREE_TOP = ("name",)
-# A comparison method's section shapes its own phases only: it may differ from the recorded one while
-# none of them has a checkpoint in the run folder (synthetic_compare sizes Hasson's ramp, resuming a
-# plain demo's run)
-_PHASE_SECTIONS = {"hasson": ("photometric",),
-                   "adversarial": ("adversarial_motion", "adversarial_motion_labels"),
-                   "temporal": ("temporal_consistency",)}
+
+
+def _untouched_sections(workdir: Path) -> set[str]:
+    """Config sections that shape their own phases only (``Phase.config_section``, a comparison
+    method's) and that none of those phases has used yet (no checkpoint in ``workdir``): such a section
+    may differ from the recorded one (synthetic_compare sizes Hasson's ramp, resuming a plain demo's run)."""
+    shaping: dict[str, list[str]] = {}
+    for phase in registry.phases().values():
+        if phase.config_section is not None:
+            shaping.setdefault(phase.config_section, []).append(phase.name)
+    return {sec for sec, names in shaping.items() if not any(_has_checkpoint(workdir, n) for n in names)}
 
 
 def _has_checkpoint(workdir: Path, phase: str) -> bool:

@@ -54,6 +54,9 @@ class Phase:
     default none. extend_params: ``extend_params(config, variables, key) -> variables``,
     applied to the variables the phase starts from (``init_from``'s final ones) before its optimizer
     is made: parameter groups the phase adds (e.g. a zero-initialised temporal input), default none.
+    config_section: the config section that shapes this phase alone (a comparison method's, e.g.
+    "hasson"), or None. A run may be resumed with that section changed while none of the phases
+    it shapes has a checkpoint (``training.loop``).
     """
 
     name: str
@@ -71,6 +74,7 @@ class Phase:
     padding_masks: bool = False
     diagnostics: Callable[..., dict] | None = None
     extend_params: Callable[[Config, dict, Any], dict] | None = None
+    config_section: str | None = None
 
     def __post_init__(self):
         if self.validation not in ("frames", "pairs"):

@@ -157,5 +157,5 @@ def _batches(config: Config, split: str, shard_index: int, shard_count: int):
 
 PHASE = Phase(NAME, 3, "stage1", hp.PREDICTOR_KEYS + (temporal.KEY,),
               lambda c: c.train.stage2_steps + c.train.stage3_steps,  # = the baseline control's
-              loss, _batches, images_per_sample=2, extend_params=extend_params)
+              loss, _batches, images_per_sample=2, extend_params=extend_params, config_section="temporal")
 
