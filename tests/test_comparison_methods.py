@@ -287,6 +287,10 @@ def test_consistency_against_a_hand_computed_value_and_the_masked_loss_against_t
     assert float(same) == pytest.approx(float(loss))
     chex.assert_trees_all_close(grad(absurd), grad(labels), atol=1e-7)
     assert float(jax.tree.leaves(grad(labels))[0][2].sum()) == 0.0
+    # the same gradient as the objective with its own MANO pass for the rotation-free joints
+    want_grad = jax.grad(lambda g: objectives.prediction_loss(  # noqa: E731
+        model, g, model.joints(g)[0], {k: v[mask] for k, v in labels.items()})[0])(gamma.take(mask))
+    chex.assert_trees_all_close(grad(labels).take(mask), want_grad, atol=2e-6, rtol=1e-4)
     none, _ = tc.masked_prediction_loss(model, gamma, joints, labels, np.zeros(3, bool))
     assert float(none) == 0.0
 

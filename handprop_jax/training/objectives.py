@@ -44,17 +44,26 @@ def pair_predictions(model: HandPropModel, variables: dict, batch: dict, train: 
     return frame_s, frame_u, half(g, 0), half(g, 1), stats
 
 
-def prediction_loss(model: HandPropModel, g_reg_s: Gamma, j_reg_s: jnp.ndarray, s: dict):
+def prediction_loss(model: HandPropModel, g_reg_s: Gamma, j_reg_s: jnp.ndarray, s: dict,
+                    local_from_joints: bool = False):
     """L_pred of the predictor's output on the labelled frame s against its ground truth:
     ``train.pred_objective`` "paper" is Eqs. 5–6, "decoupled" :func:`losses.decoupled_pred_loss`
-    (which needs the label's root, pose and betas besides its joints)."""
+    (which needs the label's root, pose and betas besides its joints).
+
+    The decoupled objective needs the predicted hand's joints without root and global rotation,
+    J⁰ (B, 21, 3): by a second MANO pass (default), or, with ``local_from_joints``, from
+    ``j_reg_s`` itself as (J − r) R (J = J⁰ Rᵀ + r, R the global rotation matrix): equal up to
+    float rounding, without the MANO pass (for callers scoring many rows of which few have labels)."""
     t = model.config.train
     if t.pred_objective == "paper":
         return losses.pred_loss(s["joints3d"], j_reg_s, g_reg_s.pose, g_reg_s.betas, model.mano.hands_mean,
                                 t.lambda_j, t.lambda_theta, t.lambda_beta)
     ncomps = model.config.model.ncomps
-    no_rotation = jnp.concatenate([jnp.zeros_like(g_reg_s.pose[:, :3]), g_reg_s.pose[:, 3:]], -1)
-    (j_local,) = model.joints(Gamma(jnp.zeros_like(g_reg_s.root), no_rotation, g_reg_s.betas))
+    if local_from_joints:
+        j_local = (j_reg_s - g_reg_s.root[:, None, :]) @ mano_jax.rodrigues(g_reg_s.pose[:, :3])
+    else:
+        no_rotation = jnp.concatenate([jnp.zeros_like(g_reg_s.pose[:, :3]), g_reg_s.pose[:, 3:]], -1)
+        (j_local,) = model.joints(Gamma(jnp.zeros_like(g_reg_s.root), no_rotation, g_reg_s.betas))
 
     def parts(g: Gamma, joints_local):
         return losses.HandParts(g.root, mano_jax.rodrigues(g.pose[:, :3]), joints_local,

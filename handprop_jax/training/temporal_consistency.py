@@ -75,6 +75,8 @@ def masked_prediction_loss(model, g, joints, labels: dict, mask):
     """L_pred (the run's ``train.pred_objective``: :func:`objectives.prediction_loss`) over the rows
     with ``mask`` (B,) True only, the mean over those rows (0 when there is none). Each row is scored
     as a batch of one, so the zero-filled labels of the other rows never enter a value or a gradient.
+    The decoupled objective's rotation-free joints come from ``joints`` (no second MANO pass over
+    the unlabelled rows: ``objectives.prediction_loss(local_from_joints=True)``).
 
     Args:
       g: predicted Gamma (B, ...); joints: its joints (B, 21, 3), metres.
@@ -83,13 +85,13 @@ def masked_prediction_loss(model, g, joints, labels: dict, mask):
     Returns:
       (loss scalar, dict of the objective's unweighted terms, each the mean over the masked rows).
     """
-    s = {k: labels[k] for k in ("joints3d", "root", "pose", "betas")}
     one = lambda x: x[None]  # noqa: E731
 
     def row(g_i, j_i, s_i):
-        return objectives.prediction_loss(model, jax.tree.map(one, g_i), one(j_i), jax.tree.map(one, s_i))
+        return objectives.prediction_loss(model, jax.tree.map(one, g_i), one(j_i), jax.tree.map(one, s_i),
+                                          local_from_joints=True)
 
-    per_row, terms = jax.vmap(row)(g, joints, s)
+    per_row, terms = jax.vmap(row)(g, joints, labels)
     w = mask.astype(jnp.float32) / jnp.maximum(jnp.sum(mask), 1)
     return jnp.sum(w * per_row), {k: jnp.sum(w * v) for k, v in terms.items()}
 
