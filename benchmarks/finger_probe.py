@@ -51,11 +51,12 @@ RIDGE_LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0)
 @dataclasses.dataclass
 class FrameSet:
     """Frames of one set: ``features`` (N, 2F) or None, ``head`` (N, ncomps) the model's coefficients or
-    None, ``pixels`` (N, 3072) in [0, 1], and the labels ``root`` (N, 3) m, ``pose`` (N, 48) rad,
+    None, ``predicted`` (N, 61) its whole prediction (root m, pose rad, betas) or None, ``pixels`` (N, 3072) in [0, 1], and the labels ``root`` (N, 3) m, ``pose`` (N, 48) rad,
     ``betas`` (N, 10), ``joints3d`` (N, 21, 3) m."""
 
     features: np.ndarray | None
     head: np.ndarray | None
+    predicted: np.ndarray | None  # (N, 3 + 48 + 10) the model's root, pose, betas
     pixels: np.ndarray
     root: np.ndarray
     pose: np.ndarray
@@ -66,8 +67,8 @@ class FrameSet:
 def collect(spec: str, model_config, bound, mano, max_frames: int) -> FrameSet:
     name, split, *sets = spec.split(":")
     config = dataclasses.replace(model_config, data=config_lib.load(name, sets).data)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("features", "head", "pixels", "root", "pose",
-                                                          "betas", "joints3d")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("features", "head", "predicted", "pixels", "root",
+                                                          "pose", "betas", "joints3d")}
     n = 0
     for video in eval_data.iter_videos(config, split):
         keep = np.isfinite(video["pose"]).all(-1)
@@ -79,6 +80,8 @@ def collect(spec: str, model_config, bound, mano, max_frames: int) -> FrameSet:
             g = batched(bound.regress, f, intrinsics, batch_size=bound.batch_size)
             parts["features"].append(np.concatenate([np.asarray(f.z_r), np.asarray(f.z_theta)], -1))
             parts["head"].append(coefficients(mano, np.asarray(g.pose), model_config.model.ncomps))
+            parts["predicted"].append(np.concatenate([np.asarray(g.root), np.asarray(g.pose),
+                                                      np.asarray(g.betas)], -1))
         small = images.reshape(len(images), 32, s // 32, 32, s // 32, 3).mean((2, 4)) / 255.0
         parts["pixels"].append(small.reshape(len(images), -1))
         for k in ("root", "pose", "betas", "joints3d"):
@@ -105,6 +108,20 @@ def p_error_mm(mano, frames: FrameSet, coeffs: np.ndarray) -> float:
     joints = np.asarray(joints)
     return float(1000 * metrics.point_error(metrics.align_procrustes(joints, frames.joints3d),
                                             frames.joints3d).mean())
+
+
+def whole_prediction(mano, frames: FrameSet) -> dict[str, float]:
+    """The model's own prediction against the labels: MPJPE, MPJPE (T), MPJPE (P) in mm and the median
+    global-rotation error in degrees (``metrics.per_frame_with_rotation``, as ``handprop evaluate``)."""
+    p = frames.predicted.astype(np.float32)
+    pv, pj = (np.asarray(a) for a in hand_in_camera_jit(mano, jnp.asarray(p[:, :3]), jnp.asarray(p[:, 3:51]),
+                                                        jnp.asarray(p[:, 51:])))
+    tv, tj = (np.asarray(a) for a in hand_in_camera_jit(mano, jnp.asarray(frames.root, jnp.float32),
+                                                        jnp.asarray(frames.pose, jnp.float32),
+                                                        jnp.asarray(frames.betas, jnp.float32)))
+    m = metrics.per_frame_with_rotation(pj, tj, pv, tv, p[:, 3:51], frames.pose)
+    return {"MPJPE": float(m["MPJPE"].mean()), "MPJPE (T)": float(m["MPJPE (T)"].mean()),
+            "MPJPE (P)": float(m["MPJPE (P)"].mean()), "rotation (median °)": float(np.median(m[metrics.ROTATION]))}
 
 
 def ridge(x: np.ndarray, y: np.ndarray, lam: float):
@@ -155,6 +172,8 @@ def main() -> None:
             print("coefficient std (first 15): " + " ".join(f"{s:.2f}" for s in truth45.std(0)[:15]))
         if bound is None:
             continue
+        whole = whole_prediction(mano, frames)
+        print("the model's prediction: " + ", ".join(f"{k} {v:.2f}" for k, v in whole.items()))
         truth = truth45[:, :ncomps]
         fit_c = coefficients(mano, fit_pose, ncomps)
         print("| fingers from | MPJPE (P) | corr. of 1st coefficient |")
