@@ -51,8 +51,9 @@ RIDGE_LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0)
 @dataclasses.dataclass
 class FrameSet:
     """Frames of one set: ``features`` (N, 2F) or None, ``head`` (N, ncomps) the model's coefficients or
-    None, ``predicted`` (N, 61) its whole prediction (root m, pose rad, betas) or None, ``pixels`` (N, 3072) in [0, 1], and the labels ``root`` (N, 3) m, ``pose`` (N, 48) rad,
-    ``betas`` (N, 10), ``joints3d`` (N, 21, 3) m."""
+    None, ``predicted`` (N, 61) its whole prediction (root m, pose rad, betas) or None, ``pixels``
+    (N, 3072) in [0, 1], and the labels ``root`` (N, 3) m, ``pose`` (N, 48) rad, ``betas`` (N, 10),
+    ``joints3d`` (N, 21, 3) m."""
 
     features: np.ndarray | None
     head: np.ndarray | None
@@ -121,7 +122,8 @@ def whole_prediction(mano, frames: FrameSet) -> dict[str, float]:
                                                         jnp.asarray(frames.betas, jnp.float32)))
     m = metrics.per_frame_with_rotation(pj, tj, pv, tv, p[:, 3:51], frames.pose)
     return {"MPJPE": float(m["MPJPE"].mean()), "MPJPE (T)": float(m["MPJPE (T)"].mean()),
-            "MPJPE (P)": float(m["MPJPE (P)"].mean()), "rotation (median °)": float(np.median(m[metrics.ROTATION]))}
+            "MPJPE (P)": float(m["MPJPE (P)"].mean()),
+            "rotation (median °)": float(np.median(m[metrics.ROTATION]))}
 
 
 def ridge(x: np.ndarray, y: np.ndarray, lam: float):
