@@ -203,6 +203,14 @@ class PropagationConfig:
     visibility_tolerance: float = field(0.02, ge=0)  # relative inverse-depth tolerance of the warp
     batch_size: int = field(64, ge=1)  # frames refined at once
     seed: int = 0  # draws of the reference pixels
+    # crops that do not follow the hand (propagation.recrop, a user's video without a box file): the
+    # second pass's box term aims at least at the hand's extent against the background that the
+    # labelled frames show (a static camera; checked on the labelled frames, else off;
+    # propagation.background)
+    background_floor: bool = True
+    # with the box terms off (the first pass on such crops), the floor alone: weight of
+    # max(log(floor / side), 0)^2
+    floor_weight: float = field(10.0, ge=0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pytest
 
 import mano_jax
 from handprop_jax import config as config_lib
+from handprop_jax.camera import project
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import default_mano, hand_in_camera
 from handprop_jax.propagation import refine as R
@@ -67,8 +68,9 @@ def test_no_image_evidence_keeps_the_prior(config):
     settings = dataclasses.replace(config.propagation, box_weight=0.0, centre_weight=0.0, steps=4)
     g = _gamma(np.random.default_rng(1))
     img = jnp.full((S, S, 3), 128, jnp.uint8)
-    out, _ = R.refine_frame(mano, settings, S, Z_OFF, 1e-3, 16, g, jnp.asarray(K0), img, img[None],
-                            _rows(g), jnp.asarray(K0)[None], jnp.ones(1), jax.random.PRNGKey(0))
+    out, _ = R.refine_frame(mano, settings, S, Z_OFF, 1e-3, 16, g, jnp.asarray(K0), img,
+                            R.References(img[None], _rows(g), jnp.asarray(K0)[None], jnp.ones(1)),
+                            jax.random.PRNGKey(0))
     for a, b in zip(out, g, strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
 
@@ -97,7 +99,8 @@ def test_refinement_recovers_a_known_motion(config):
     # the crops of this scene do not follow the hand: the box terms do not apply
     settings = dataclasses.replace(config.propagation, steps=40, box_weight=0.0, centre_weight=0.0)
     out, losses = R.refine_frame(mano, settings, S, Z_OFF, 1e-3, 16, g_r, jnp.asarray(K0), jnp.asarray(I_u),
-                                 jnp.asarray(I_r)[None], _rows(g_r), jnp.asarray(K0)[None], jnp.ones(1),
+                                 R.References(jnp.asarray(I_r)[None], _rows(g_r), jnp.asarray(K0)[None],
+                                              jnp.ones(1)),
                                  jax.random.PRNGKey(0))
 
     def mpjpe(g):
@@ -137,3 +140,30 @@ def test_propagator_methods_on_a_video(config):
         np.testing.assert_allclose(a, b, atol=1e-6)
     for a, b in zip(both.gamma.take(lab), truth.take(lab), strict=True):  # labels kept exactly
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow  # compiles the refinement twice
+def test_a_side_floor_alone_grows_a_hand_smaller_than_it(config):
+    """Box terms off, a uniform image: a floor above the prior hand's side pulls the hand up to about
+    the floor (closer to the camera); a floor below it changes nothing (one-sided)."""
+    mano = default_mano(config)
+    settings = dataclasses.replace(config.propagation, box_weight=0.0, centre_weight=0.0, steps=40)
+    g = _gamma(np.random.default_rng(3))
+    img = jnp.full((S, S, 3), 128, jnp.uint8)
+    refs = R.References(img[None], _rows(g), jnp.asarray(K0)[None], jnp.ones(1))
+
+    def side(gamma):
+        uv = np.asarray(project(R._verts(mano, Gamma(*map(jnp.asarray, gamma))), jnp.asarray(K0)))
+        return float((uv.max(0) - uv.min(0)).max())
+
+    before = side(g)
+    grown, _ = R.refine_frame(mano, settings, S, Z_OFF, 1e-3, 16, g, jnp.asarray(K0), img, refs,
+                              jax.random.PRNGKey(0), side_floor=1.15 * before)
+    assert 1.05 * before < side(grown) <= 1.16 * before, (before, side(grown))
+    assert float(grown.root[2]) < float(g.root[2])  # by coming closer
+    below, _ = R.refine_frame(mano, settings, S, Z_OFF, 1e-3, 16, g, jnp.asarray(K0), img, refs,
+                              jax.random.PRNGKey(0), side_floor=0.8 * before)
+    none, _ = R.refine_frame(mano, settings, S, Z_OFF, 1e-3, 16, g, jnp.asarray(K0), img, refs,
+                             jax.random.PRNGKey(0))
+    for a, b in zip(below, none, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -22,7 +22,10 @@ crop) pull it to the wrong place, and part of the hand may fall outside the crop
    the user protocol (docs/results.md, "Propagation under the user protocol"): "previous" with the
    box terms beat "transfer" with or without them on data seed 0; 60 + 10 iterations against 60 + 60:
    −0.57 / +0.08 / +0.10 mm MPJPE on data seeds 0 / 1 / 2 (on seed 0's first 4 videos a long second
-   pass drifts); a second round is worse (seed 0).
+   pass drifts); a second round is worse (seed 0). With ``propagation.background_floor`` (default) and
+   a "previous" second pass with the box terms, the hand's extent against the background the labelled
+   frames show (:mod:`handprop_jax.propagation.background`: a static camera, checked on the labelled
+   frames) is a floor on the hand size the box term aims at.
 
 The crops are made by the caller's ``crop(boxes) -> (images, K)`` (the tool cuts its full frames;
 the evaluation re-renders the synthetic scene, ``handprop_jax.evaluation.protocol``), so nothing
@@ -40,6 +43,7 @@ from handprop_jax.data.boxes import MIN_SIDE_M, VERTEX_SCALE, vertex_boxes
 from handprop_jax.data.crop import crop_intrinsics
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import hand_mesh
+from handprop_jax.propagation import background
 from handprop_jax.propagation.core import Propagator, VideoPropagation, propagate_video, refine_frames
 from handprop_jax.propagation.inputs import load_frames
 
@@ -97,8 +101,15 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
             ) -> tuple[VideoPropagation, np.ndarray]:
     if images is None:
         images, K = crop(boxes)
+    first_floor = None
+    if p.settings.background_floor and p.settings.floor_weight > 0:
+        first_floor = np.zeros(len(boxes), np.float32)
+        todo = np.setdiff1d(np.arange(len(boxes)), labelled)
+        if len(todo):
+            first_floor[todo], _ = background.side_floors(p.mano, np.asarray(images), np.asarray(K), boxes,
+                                                          labelled, labels, todo)
     res = propagate_video(_without_box_terms(p), images, K, labelled, labels, both_sides=both_sides,
-                          times=times)
+                          times=times, side_floor=first_floor)
     u = np.nonzero(~res.labelled)[0]
     second = p if recrop.box_terms else _without_box_terms(p)
     for _ in range(recrop.rounds):
@@ -110,15 +121,21 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
         if recrop.prior == "transfer":
             res = propagate_video(second, images, K, labelled, labels, both_sides=both_sides, times=times)
         else:
+            floors = None
+            if recrop.box_terms and p.settings.background_floor:
+                floors = np.zeros(len(boxes), np.float32)
+                floors[u], _ = background.side_floors(p.mano, images, K, boxes, labelled, labels, u)
             short = _with_steps(second, p.settings.recrop_steps)
-            res = _refine_again(short, images, K, res, labelled, labels)
+            res = _refine_again(short, images, K, res, labelled, labels, floors)
     return res, boxes
 
 
 def _refine_again(p: Propagator, images: np.ndarray, K: np.ndarray, res: VideoPropagation,
-                  labelled: np.ndarray, labels: Gamma) -> VideoPropagation:
+                  labelled: np.ndarray, labels: Gamma, side_floor: np.ndarray | None = None
+                  ) -> VideoPropagation:
     """The photometric refinement of the unlabelled frames of ``res`` from ``res`` itself, against the
-    same labelled frames with the same weights (``res.source``, ``res.weight``), on new crops."""
+    same labelled frames with the same weights (``res.source``, ``res.weight``), on new crops;
+    ``side_floor`` (T,) lower bounds on the hand's box side in those crops (or None)."""
     T = len(res.labelled)
     u = np.nonzero(~res.labelled)[0]
     row_of = np.full(T, -1, np.int64)
@@ -127,7 +144,7 @@ def _refine_again(p: Propagator, images: np.ndarray, K: np.ndarray, res: VideoPr
     refs = np.where(src >= 0, src, src[:, ::-1])  # a missing side: the other one, weight 0
     keep = slice(0, 1) if np.all(src[:, 1] < 0) else slice(None)  # nearest-only: one reference
     refined = refine_frames(p, images, K, u, res.gamma.take(u), Gamma.of(labels).numpy(), row_of,
-                            refs[:, keep], wts[:, keep])
+                            refs[:, keep], wts[:, keep], side_floor)
     gamma = Gamma(*(np.array(f, np.float32) for f in res.gamma))
     for field, new in zip(gamma, refined, strict=True):
         field[u] = np.asarray(new, np.float32)

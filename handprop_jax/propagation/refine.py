@@ -18,7 +18,8 @@ rotation of the hand about the wrist, the finger joints) to minimise
   data sets crop every frame around the hand the same way, so the hand's box in u's crop should be
   the labelled frames' box — the crop-aware idea applied to the whole hand instead of the root alone.
   It uses the crop of u, which the data sets derive from the hand (ground truth or a detector); set
-  the two weights to 0 for crops that do not follow the hand;
+  the two weights to 0 for crops that do not follow the hand; a per-frame lower bound on the side
+  (``side_floor``, e.g. the hand's extent against the background) raises the target;
 - the last term keeps γ_u near the prior.
 
 Adam runs ``steps`` iterations from x = 0 (split evenly over the blur levels). With no image
@@ -40,6 +41,7 @@ Per frame (no batch axis); :func:`refine_batch` vmaps it over frames and jits it
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -90,10 +92,21 @@ def _box(uv: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     return jnp.max(hi - lo), (lo + hi) / 2
 
 
+class References(NamedTuple):
+    """The labelled reference frames of one frame's refinement (a pytree; a leading batch axis in
+    :func:`refine_batch`): images uint8 (R, S, S, 3), their labels γ* (R, ...), K (R, 3, 3) of their
+    crops, weights (R,) of their terms (summing to 1)."""
+
+    images: jnp.ndarray
+    gammas: Gamma
+    K: jnp.ndarray
+    weights: jnp.ndarray
+
+
 def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_size: int, z_off: float,
                  depth_unit: float, window, prior: Gamma, K_u: jnp.ndarray, image_u: jnp.ndarray,
-                 ref_images: jnp.ndarray, ref_gammas: Gamma, ref_K: jnp.ndarray, ref_weights: jnp.ndarray,
-                 key: jax.Array) -> tuple[Gamma, jnp.ndarray]:
+                 refs: References, key: jax.Array, side_floor: jnp.ndarray | float = 0.0
+                 ) -> tuple[Gamma, jnp.ndarray]:
     """Refine the prior γ⁰ of one frame (module docstring).
 
     Args:
@@ -101,8 +114,10 @@ def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_si
         depth_unit: the root parametrisation (``data.z_off``, ``model.root_depth_unit``). window: splat
         window for the rasteriser (static; ``render.splat_window``, None = dense).
       prior: γ⁰ root (3,), pose (48,), betas (10,). K_u: (3, 3). image_u: uint8 (S, S, 3).
-      ref_images: uint8 (R, S, S, 3) labelled reference frames; ref_gammas: their labels (R, ...);
-      ref_K: (R, 3, 3); ref_weights: (R,) weights of their terms (summing to 1). key: PRNG key.
+      refs: the labelled reference frames (:class:`References`). key: PRNG key.
+      side_floor: a lower bound on the hand's box side in u's crop, pixels (e.g. from the
+        background, ``propagation.background``); the box term aims at max(references' side, floor).
+        0: none (the references' side exactly).
     Returns:
       (γ_u, loss per iteration (steps,)).
     """
@@ -112,8 +127,8 @@ def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_si
     scales = update_scales(s)
     v0 = jax.lax.stop_gradient(_verts(mano, prior))
     levels_u = [photometric.gaussian_blur(image_u.astype(jnp.float32) / 255.0, sig) for sig in s.blur]
-    ref_verts = jax.vmap(lambda g: _verts(mano, g))(ref_gammas)
-    keys = jax.random.split(key, ref_images.shape[0])
+    ref_verts = jax.vmap(lambda g: _verts(mano, g))(refs.gammas)
+    keys = jax.random.split(key, refs.images.shape[0])
 
     def prepare(verts, K, image, k):
         ref = photometric.sample_reference(verts, faces, K, image.astype(jnp.float32) / 255.0, s.pixels, k,
@@ -122,20 +137,24 @@ def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_si
         side, centre = _box(project(verts, K))
         return ref, mask, side, centre
 
-    refs, masks, sides, centres = jax.vmap(prepare)(ref_verts, ref_K, ref_images, keys)
-    w = ref_weights / jnp.maximum(jnp.sum(ref_weights), 1e-12)
-    side_ref = jnp.sum(w * sides)
+    samples, masks, sides, centres = jax.vmap(prepare)(ref_verts, refs.K, refs.images, keys)
+    w = refs.weights / jnp.maximum(jnp.sum(refs.weights), 1e-12)
+    side_ref = jnp.maximum(jnp.sum(w * sides), side_floor)
     centre_ref = jnp.sum(w[:, None] * centres, 0)
 
     def energy(x, level):
         g = apply_update(prior, x, K_u, scales, image_size, z_off, depth_unit, exact=False)
         verts = _verts(mano, g)
         errs = jax.vmap(lambda ref, m: photometric.error(
-            ref, levels_u[level], photometric.warp(ref, verts, K_u), m, level)[0])(refs, masks)
+            ref, levels_u[level], photometric.warp(ref, verts, K_u), m, level)[0])(samples, masks)
         side, centre = _box(project(verts, K_u))
-        return (jnp.sum(w * errs) + s.box_weight * jnp.log(side / side_ref) ** 2
-                + s.centre_weight * jnp.sum((centre - centre_ref) ** 2) / image_size ** 2
-                + s.prior_weight * jnp.mean(x ** 2))
+        out = (jnp.sum(w * errs) + s.box_weight * jnp.log(side / side_ref) ** 2
+               + s.centre_weight * jnp.sum((centre - centre_ref) ** 2) / image_size ** 2
+               + s.prior_weight * jnp.mean(x ** 2))
+        if s.box_weight == 0 and s.floor_weight > 0:  # crops that do not follow the hand: the floor alone
+            short = jnp.log(jnp.maximum(side_floor, 1e-6) / side)
+            out = out + s.floor_weight * jnp.where(side_floor > 0, jnp.maximum(short, 0.0) ** 2, 0.0)
+        return out
 
     x = jnp.zeros(UPDATE_SIZE, jnp.float32)
     history = []
@@ -159,10 +178,11 @@ def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_si
 
 @functools.partial(jax.jit, static_argnames=("settings", "image_size", "z_off", "depth_unit", "window"))
 def refine_batch(mano: mano_jax.ManoModel, settings: PropagationConfig, image_size: int, z_off: float,
-                 depth_unit: float, window, prior: Gamma, K_u, image_u, ref_images, ref_gammas: Gamma, ref_K,
-                 ref_weights, keys) -> Gamma:
+                 depth_unit: float, window, prior: Gamma, K_u, image_u, refs: References, keys, side_floor
+                 ) -> Gamma:
     """:func:`refine_frame` over a leading batch axis B of every array argument (prior (B, ...),
-    K_u (B, 3, 3), image_u (B, S, S, 3), ref_* (B, R, ...), keys (B, 2)); returns γ (B, ...)."""
+    K_u (B, 3, 3), image_u (B, S, S, 3), refs (B, R, ...), keys (B, 2), side_floor (B,));
+    returns γ (B, ...)."""
     fn = functools.partial(refine_frame, mano, settings, image_size, z_off, depth_unit, window)
-    out, _ = jax.vmap(fn)(prior, K_u, image_u, ref_images, ref_gammas, ref_K, ref_weights, keys)
+    out, _ = jax.vmap(fn)(prior, K_u, image_u, refs, keys, side_floor)
     return out

@@ -1,0 +1,170 @@
+"""A static camera's background, seen by the labelled frames: where the hand is in any other crop.
+
+With a camera that does not move, every labelled frame s shows the background wherever its label's
+hand is not. Mapped into the crop of another frame u of the same camera (all crops are squares of
+the same full frames: ``data.crop.crop_intrinsics``' convention), the labelled frames give u a
+background model — per pixel, the median colour of the labelled frames that see that pixel outside
+their (dilated) hand silhouette — and the pixels of u that differ from it by more than a threshold
+are the hand's (a 4-neighbour opening removes the speckle of resampling a textured background).
+
+The hand's box side in that mask is a **lower bound** on the true one: the mask misses hand pixels
+whose colour matches the background, and rarely adds any. The propagation under user crops
+(``propagation.recrop``) therefore uses it as a floor on the hand size the refinement's box term
+aims at. Measured (docs/results.md, "A background cue"): the mask's side alone is no better than
+the propagated hand's, but the larger of the two is.
+
+Whether the cue holds for a video is checked on its labelled frames first (:func:`check`): each is
+masked with the background model of the others, and the cue is used only when the mask's side is
+within ``tolerance`` of, or below, its label's side on at least three quarters of the labelled
+frames — a moving camera, an arm or an object that moves with the hand makes the mask larger than the
+hand and turns it off.
+
+Numpy and ``scipy.ndimage``, plus one rasterisation of the labels' meshes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+from handprop_jax.camera import project
+from handprop_jax.gamma import Gamma
+from handprop_jax.hand import hand_mesh
+from handprop_jax.render import rasterize
+
+#: labelled frames used as the background model of a frame: the nearest in time
+NEAREST = 6
+#: grey levels (0-255, any channel) by which a hand pixel differs from the background model
+THRESHOLD = 20.0
+#: the label's silhouette is dilated by this many pixels before its surroundings count as background
+DILATE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """The cue on a video's labelled frames (leave-one-out): ``ratio`` (L,) mask side / label side
+    (NaN where the mask is empty), ``usable`` whether the cue may be used for the video."""
+
+    ratio: np.ndarray
+    usable: bool
+
+
+def resample(image: np.ndarray, box_from: np.ndarray, box_to: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A crop (S, S, C) cut at ``box_from`` seen through ``box_to`` (boxes cx, cy, side, full-frame
+    pixels): (S, S, C) float32 bilinear samples and (S, S) bool where the sample lies inside the
+    source crop. Crop pixel q of full-frame pixel x is (x − c)·S/side + (S − 1)/2."""
+    size = image.shape[0]
+    half = (size - 1) / 2
+    p = np.arange(size, dtype=np.float64)
+    full_x = (p - half) * box_to[2] / size + box_to[0]
+    full_y = (p - half) * box_to[2] / size + box_to[1]
+    qx, qy = np.meshgrid((full_x - box_from[0]) * size / box_from[2] + half,
+                         (full_y - box_from[1]) * size / box_from[2] + half)
+    inside = (qx >= 0) & (qx <= size - 1) & (qy >= 0) & (qy <= size - 1)
+    out = np.stack([ndimage.map_coordinates(image[..., c].astype(np.float32), [qy, qx], order=1,
+                                            mode="nearest") for c in range(image.shape[-1])], -1)
+    return out, inside
+
+
+def silhouettes(mano, verts: np.ndarray, K: np.ndarray, size: int) -> np.ndarray:
+    """(M, S, S) bool: the rendered silhouettes of meshes ``verts`` (M, 778, 3), metres, through crop
+    intrinsics K (M, 3, 3)."""
+    return np.asarray(_raster(jnp.asarray(verts, jnp.float32), jnp.asarray(mano.faces),
+                              jnp.asarray(K, jnp.float32), size)) >= 0
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def _raster(verts, faces, K, size: int):
+    return jax.vmap(lambda v, k: rasterize(v, faces, k, (size, size))[0])(verts, K)
+
+
+def hand_mask(image: np.ndarray, box: np.ndarray, refs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+              threshold: float = THRESHOLD) -> np.ndarray:
+    """(S, S) bool: where ``image`` (uint8 (S, S, 3), cut at ``box``) differs from the background
+    model of ``refs`` [(a labelled crop (S, S, 3), its box, its background pixels (S, S) bool)],
+    opened by the 4-neighbour cross; pixels no reference sees are not the hand."""
+    samples, valid = [], []
+    for ref_image, ref_box, background in refs:
+        colour, inside = resample(ref_image, ref_box, box)
+        keep, _ = resample(background[..., None].astype(np.float32), ref_box, box)
+        samples.append(colour)
+        valid.append(inside & (keep[..., 0] > 0.99))
+    samples, valid = np.stack(samples), np.stack(valid)
+    known = valid.any(0)
+    masked = np.where(valid[..., None], samples, np.inf)
+    # the median over the references that see the pixel (inf rows sort last)
+    count = valid.sum(0)
+    ordered = np.sort(masked, axis=0)
+    lo = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[None, ..., None], 0)[0]
+    hi = np.take_along_axis(ordered, np.maximum(count // 2, 0)[None, ..., None], 0)[0]
+    model = np.where(known[..., None], (lo + hi) / 2, 0.0)
+    diff = np.abs(image.astype(np.float32) - model).max(-1)
+    return ndimage.binary_opening((diff > threshold) & known)
+
+
+def mask_side(mask: np.ndarray) -> float:
+    """The larger side of the mask's bounding box, pixels (pixel extents: a single pixel is 1); 0 if empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return 0.0
+    return float(max(xs.max() - xs.min(), ys.max() - ys.min()) + 1)
+
+
+def _references(images, boxes, labelled, backgrounds, t: int, exclude: int | None = None) -> list:
+    order = np.argsort(np.abs(np.asarray(labelled) - t), kind="stable")
+    picked = [i for i in order if labelled[i] != exclude][:NEAREST]
+    return [(images[labelled[i]], boxes[labelled[i]], backgrounds[i]) for i in picked]
+
+
+def check(images: np.ndarray, boxes: np.ndarray, labelled: np.ndarray, label_sides: np.ndarray,
+          backgrounds: np.ndarray, tolerance: float = 0.05, share: float = 0.75) -> Check:
+    """The cue on the labelled frames themselves: each masked with the other labelled frames'
+    background model. Usable when at least two labelled frames exist and on at least ``share`` of
+    them the mask's side is at most (1 + ``tolerance``) × the label's (the floor never pushes a
+    correct hand larger) and the mask is not empty."""
+    labelled = np.asarray(labelled)
+    if len(labelled) < 2:
+        return Check(np.full(len(labelled), np.nan), False)
+    ratio = np.full(len(labelled), np.nan)
+    for i, s in enumerate(labelled):
+        refs = _references(images, boxes, labelled, backgrounds, int(s), exclude=int(s))
+        side = mask_side(hand_mask(images[s], boxes[s], refs))
+        if side > 0:
+            ratio[i] = side / label_sides[i]
+    ok = np.isfinite(ratio) & (ratio <= 1 + tolerance)
+    return Check(ratio, bool(ok.mean() >= share))
+
+
+def side_floors(mano, images: np.ndarray, K: np.ndarray, boxes: np.ndarray, labelled: np.ndarray,
+                labels: Gamma, frames: np.ndarray) -> tuple[np.ndarray, Check]:
+    """Lower bounds on the hand's box side in the crops of ``frames`` (module docstring).
+
+    Args:
+      mano: the labels' MANO model. images: uint8 (T, S, S, 3) every frame's crop; K: (T, 3, 3)
+        their intrinsics; boxes: (T, 3) their boxes (cx, cy, side, full-frame pixels).
+      labelled: (L,) frame indices with labels; labels: their γ* (L, ...).
+      frames: (M,) the frames to bound.
+    Returns:
+      ((M,) float32 sides in crop pixels — 0 for no bound, everywhere when the check fails —, the
+      :class:`Check` of the labelled frames).
+    """
+    labelled = np.asarray(labelled, np.int64)
+    size = images.shape[1]
+    labels = Gamma.of(labels).numpy()
+    verts, _ = hand_mesh(mano, labels)
+    sil = silhouettes(mano, verts, K[labelled], size)
+    backgrounds = ~np.stack([ndimage.binary_dilation(s, iterations=DILATE) for s in sil])
+    uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(K[labelled], jnp.float32)))
+    label_sides = (uv.max(1) - uv.min(1)).max(1)
+    result = check(images, boxes, labelled, label_sides, backgrounds)
+    floors = np.zeros(len(frames), np.float32)
+    if result.usable:
+        for i, t in enumerate(np.asarray(frames, np.int64)):
+            refs = _references(images, boxes, labelled, backgrounds, int(t))
+            floors[i] = mask_side(hand_mask(images[t], boxes[t], refs))
+    return floors, result
