@@ -95,6 +95,7 @@ def mano():
     return default_mano(config_lib.load("tiny"))
 
 
+@pytest.mark.slow  # quick tier (make test-fast): renders a video and rasterises its labels
 def test_a_static_camera_gives_a_lower_bound_on_the_hand_side(mano):
     images, K, boxes, gamma, sides = _video(mano, shift_camera=False)
     labelled, frames = np.array([0, 2, 4, 6]), np.array([1, 3, 5])
@@ -106,6 +107,7 @@ def test_a_static_camera_gives_a_lower_bound_on_the_hand_side(mano):
     assert np.all(ratio <= 1.05) and np.all(ratio >= 0.5) and ratio.max() >= 0.9, ratio
 
 
+@pytest.mark.slow  # renders a video and rasterises its labels
 def test_a_moving_camera_turns_the_cue_off(mano):
     images, K, boxes, gamma, _ = _video(mano, shift_camera=True)
     labelled, frames = np.array([0, 2, 4, 6]), np.array([1, 3, 5])
