@@ -99,7 +99,8 @@ def mano():
 def test_a_static_camera_gives_a_lower_bound_on_the_hand_side(mano):
     images, K, boxes, gamma, sides = _video(mano, shift_camera=False)
     labelled, frames = np.array([0, 2, 4, 6]), np.array([1, 3, 5])
-    floors, result = bg.side_floors(mano, images, K, boxes, labelled, gamma.take(labelled), frames)
+    scene = bg.model(mano, images, K, boxes, labelled, gamma.take(labelled))
+    floors, result = bg.side_floors(scene, images, boxes, frames), scene.check
     assert result.usable, result.ratio
     # never above the truth on the labelled frames (the check); tight where others saw the background
     assert np.all(result.ratio <= 1.05) and np.sum(result.ratio > 0.95) >= 2, result.ratio
@@ -111,6 +112,7 @@ def test_a_static_camera_gives_a_lower_bound_on_the_hand_side(mano):
 def test_a_moving_camera_turns_the_cue_off(mano):
     images, K, boxes, gamma, _ = _video(mano, shift_camera=True)
     labelled, frames = np.array([0, 2, 4, 6]), np.array([1, 3, 5])
-    floors, result = bg.side_floors(mano, images, K, boxes, labelled, gamma.take(labelled), frames)
+    scene = bg.model(mano, images, K, boxes, labelled, gamma.take(labelled))
+    floors, result = bg.side_floors(scene, images, boxes, frames), scene.check
     assert not result.usable, result.ratio
     np.testing.assert_array_equal(floors, 0.0)

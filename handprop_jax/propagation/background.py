@@ -13,7 +13,8 @@ whose colour matches the background, and rarely adds any. The propagation under 
 aims at. Measured (docs/results.md, "A background cue"): the mask's side alone is no better than
 the propagated hand's, but the larger of the two is.
 
-Whether the cue holds for a video is checked on its labelled frames first (:func:`check`): each is
+Whether the cue holds for a video is checked on its labelled frames first (:func:`check`, once per
+video in :func:`model`): each is
 masked with the background model of the others, and the cue is used only when the mask's side is
 within ``tolerance`` of, or below, its label's side on at least three quarters of the labelled
 frames — a moving camera, an arm or an object that moves with the hand makes the mask larger than the
@@ -115,56 +116,73 @@ def mask_side(mask: np.ndarray) -> float:
     return float(max(xs.max() - xs.min(), ys.max() - ys.min()) + 1)
 
 
-def _references(images, boxes, labelled, backgrounds, t: int, exclude: int | None = None) -> list:
-    order = np.argsort(np.abs(np.asarray(labelled) - t), kind="stable")
-    picked = [i for i in order if labelled[i] != exclude][:NEAREST]
-    return [(images[labelled[i]], boxes[labelled[i]], backgrounds[i]) for i in picked]
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A video's background as its labelled frames show it (:func:`model`): ``frames`` (L,) their
+    indices, ``images`` uint8 (L, S, S, 3) their crops, ``boxes`` (L, 3) the crops' boxes,
+    ``backgrounds`` (L, S, S) bool their pixels outside the dilated label silhouette, ``check`` the
+    leave-one-out :class:`Check`."""
+
+    frames: np.ndarray
+    images: np.ndarray
+    boxes: np.ndarray
+    backgrounds: np.ndarray
+    check: Check
+
+    def references(self, t: int, exclude: int | None = None) -> list:
+        """[(crop, box, background pixels)] of the NEAREST labelled frames to frame t (not ``exclude``)."""
+        order = np.argsort(np.abs(self.frames - t), kind="stable")
+        picked = [i for i in order if self.frames[i] != exclude][:NEAREST]
+        return [(self.images[i], self.boxes[i], self.backgrounds[i]) for i in picked]
 
 
-def check(images: np.ndarray, boxes: np.ndarray, labelled: np.ndarray, label_sides: np.ndarray,
-          backgrounds: np.ndarray, tolerance: float = 0.05, share: float = 0.75) -> Check:
-    """The cue on the labelled frames themselves: each masked with the other labelled frames'
-    background model. Usable when at least two labelled frames exist and on at least ``share`` of
-    them the mask's side is at most (1 + ``tolerance``) × the label's (the floor never pushes a
-    correct hand larger) and the mask is not empty."""
-    labelled = np.asarray(labelled)
-    if len(labelled) < 2:
-        return Check(np.full(len(labelled), np.nan), False)
-    ratio = np.full(len(labelled), np.nan)
-    for i, s in enumerate(labelled):
-        refs = _references(images, boxes, labelled, backgrounds, int(s), exclude=int(s))
-        side = mask_side(hand_mask(images[s], boxes[s], refs))
+def check(frames: np.ndarray, images: np.ndarray, boxes: np.ndarray, backgrounds: np.ndarray,
+          label_sides: np.ndarray, tolerance: float = 0.05, share: float = 0.75) -> Check:
+    """The cue on the labelled frames themselves (``frames`` (L,), their crops, boxes, background
+    pixels and label box sides (L,)): each masked with the other labelled frames' background model.
+    Usable when at least two labelled frames exist and on at least ``share`` of them the mask's side
+    is at most (1 + ``tolerance``) × the label's (the floor never pushes a correct hand larger) and
+    the mask is not empty."""
+    frames = np.asarray(frames)
+    if len(frames) < 2:
+        return Check(np.full(len(frames), np.nan), False)
+    unchecked = Model(frames, images, boxes, backgrounds, Check(np.zeros(0), False))
+    ratio = np.full(len(frames), np.nan)
+    for i, s in enumerate(frames):
+        side = mask_side(hand_mask(images[i], boxes[i], unchecked.references(int(s), exclude=int(s))))
         if side > 0:
             ratio[i] = side / label_sides[i]
     ok = np.isfinite(ratio) & (ratio <= 1 + tolerance)
     return Check(ratio, bool(ok.mean() >= share))
 
 
-def side_floors(mano, images: np.ndarray, K: np.ndarray, boxes: np.ndarray, labelled: np.ndarray,
-                labels: Gamma, frames: np.ndarray) -> tuple[np.ndarray, Check]:
-    """Lower bounds on the hand's box side in the crops of ``frames`` (module docstring).
+def model(mano, images: np.ndarray, K: np.ndarray, boxes: np.ndarray, labelled: np.ndarray,
+          labels: Gamma) -> Model:
+    """The background of a video from its labelled frames, checked (module docstring).
 
     Args:
-      mano: the labels' MANO model. images: uint8 (T, S, S, 3) every frame's crop; K: (T, 3, 3)
-        their intrinsics; boxes: (T, 3) their boxes (cx, cy, side, full-frame pixels).
-      labelled: (L,) frame indices with labels; labels: their γ* (L, ...).
-      frames: (M,) the frames to bound.
-    Returns:
-      ((M,) float32 sides in crop pixels — 0 for no bound, everywhere when the check fails —, the
-      :class:`Check` of the labelled frames).
+      mano: the labels' MANO model. images: uint8 (T, S, S, 3) every frame's crop (only the
+        labelled ones are read); K: (T, 3, 3) their intrinsics; boxes: (T, 3) their boxes (cx, cy,
+        side, full-frame pixels). labelled: (L,) frame indices with labels; labels: their γ* (L, ...).
     """
     labelled = np.asarray(labelled, np.int64)
     size = images.shape[1]
-    labels = Gamma.of(labels).numpy()
-    verts, _ = hand_mesh(mano, labels)
+    verts, _ = hand_mesh(mano, Gamma.of(labels).numpy())
     sil = silhouettes(mano, verts, K[labelled], size)
     backgrounds = ~np.stack([ndimage.binary_dilation(s, iterations=DILATE) for s in sil])
     uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(K[labelled], jnp.float32)))
     label_sides = (uv.max(1) - uv.min(1)).max(1)
-    result = check(images, boxes, labelled, label_sides, backgrounds)
+    lab_images, lab_boxes = np.asarray(images)[labelled], np.asarray(boxes, np.float64)[labelled]
+    return Model(labelled, lab_images, lab_boxes, backgrounds,
+                 check(labelled, lab_images, lab_boxes, backgrounds, label_sides))
+
+
+def side_floors(background: Model, images: np.ndarray, boxes: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """(M,) float32 lower bounds on the hand's box side (crop pixels) in the crops ``images[frames]``
+    cut at ``boxes[frames]`` (images (T, S, S, 3), boxes (T, 3)); 0 — no bound — everywhere when the
+    background's check failed."""
     floors = np.zeros(len(frames), np.float32)
-    if result.usable:
+    if background.check.usable:
         for i, t in enumerate(np.asarray(frames, np.int64)):
-            refs = _references(images, boxes, labelled, backgrounds, int(t))
-            floors[i] = mask_side(hand_mask(images[t], boxes[t], refs))
-    return floors, result
+            floors[i] = mask_side(hand_mask(images[t], boxes[t], background.references(int(t))))
+    return floors

@@ -101,13 +101,14 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
             ) -> tuple[VideoPropagation, np.ndarray]:
     if images is None:
         images, K = crop(boxes)
+    # the labelled frames keep their crops in every pass: one background model per video
+    scene = (background.model(p.mano, np.asarray(images), np.asarray(K), boxes, labelled, labels)
+             if p.settings.background_floor else None)
     first_floor = None
-    if p.settings.background_floor and p.settings.floor_weight > 0:
+    if scene is not None and p.settings.floor_weight > 0:
         first_floor = np.zeros(len(boxes), np.float32)
         todo = np.setdiff1d(np.arange(len(boxes)), labelled)
-        if len(todo):
-            first_floor[todo], _ = background.side_floors(p.mano, np.asarray(images), np.asarray(K), boxes,
-                                                          labelled, labels, todo)
+        first_floor[todo] = background.side_floors(scene, np.asarray(images), boxes, todo)
     res = propagate_video(_without_box_terms(p), images, K, labelled, labels, both_sides=both_sides,
                           times=times, side_floor=first_floor)
     u = np.nonzero(~res.labelled)[0]
@@ -122,9 +123,9 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
             res = propagate_video(second, images, K, labelled, labels, both_sides=both_sides, times=times)
         else:
             floors = None
-            if recrop.box_terms and p.settings.background_floor:
+            if recrop.box_terms and scene is not None:
                 floors = np.zeros(len(boxes), np.float32)
-                floors[u], _ = background.side_floors(p.mano, images, K, boxes, labelled, labels, u)
+                floors[u] = background.side_floors(scene, images, boxes, u)
             short = _with_steps(second, p.settings.recrop_steps)
             res = _refine_again(short, images, K, res, labelled, labels, floors)
     return res, boxes
