@@ -22,6 +22,12 @@ the two box sides (the mask as a lower bound: what ``propagation.background_floo
 propagation probed is the one without the cue. Reads the unlabelled frames' ground truth for
 scoring only.
 
+A second table scores the floors by what they would do to the hand's **depth**: s = −log(z / z*) the
+propagated root's true log depth error (positive: too close, i.e. too large), and to first order a
+floor f on a size estimate e moves it to s + max(0, f − e): "side" (f the mask's box side against
+the propagated box side, ``propagation.floor_measure="side"``) and "area" (f the mask's sqrt area
+against the propagated silhouette's: the default second-pass floor).
+
     python benchmarks/scale_cue_probe.py --data-dir /abs/data --seed 0 --videos 3 [--threshold 20] \
         [--save rows.npy]
 """
@@ -56,8 +62,8 @@ def box_side(verts: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def probe_video(video: dict, prop: Propagator, mano, stride: int, threshold: float) -> np.ndarray:
-    """(U, 4) log-ratios to the truth of the unlabelled frames: propagated box side, propagated
-    sqrt area, mask box side, mask sqrt area."""
+    """(U, 5) log-ratios to the truth of the unlabelled frames: propagated box side, propagated
+    sqrt area, mask box side, mask sqrt area; and the propagated root's −log(z / z*)."""
     T = video["image"].shape[0]
     lab, unl = label_sets(T, stride, video.get("has_label"), video.get("frame_time"))
     gt = Gamma.of(video).numpy()
@@ -82,7 +88,8 @@ def probe_video(video: dict, prop: Propagator, mano, stride: int, threshold: flo
         mask_side = background.mask_side(mask) or np.nan
         true_area = true_sil[u].sum()
         rows.append([np.log(prop_side[u] / true_side[u]), 0.5 * np.log(prop_sil[u].sum() / true_area),
-                     np.log(mask_side / true_side[u]), 0.5 * np.log(max(mask.sum(), 1) / true_area)])
+                     np.log(mask_side / true_side[u]), 0.5 * np.log(max(mask.sum(), 1) / true_area),
+                     -np.log(res.gamma.root[u, 2] / gt.root[u, 2])])
     return np.asarray(rows)
 
 
@@ -92,7 +99,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="the data set's generation seed (data.synth_seed)")
     p.add_argument("--videos", type=int, default=3, help="test videos probed")
     p.add_argument("--threshold", type=float, default=20.0, help="mask threshold, grey levels (0-255)")
-    p.add_argument("--save", help="also write the per-frame log-ratios (U, 4) to this .npy")
+    p.add_argument("--save", help="also write the per-frame log-ratios (U, 5) to this .npy")
     args = p.parse_args()
     config = config_lib.override(config_lib.load("synthetic"), [
         f"data.data_dir={str(Path(args.data_dir).resolve())!r}", f"data.synth_seed={args.seed}"])
@@ -109,7 +116,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---|")
     names = ("propagated, box side", "propagated, sqrt area", "background mask, box side",
              "background mask, sqrt area")
-    for name, col in zip(names, r.T, strict=True):
+    for name, col in zip(names, r[:, :4].T, strict=True):
         lo, hi = np.percentile(col, [5, 95])
         print(f"| {name} | {np.abs(col).mean():.4f} | {np.median(np.abs(col)):.4f} | {col.mean():+.4f} | "
               f"{lo:+.4f} / {hi:+.4f} |")
@@ -121,6 +128,14 @@ def main() -> None:
           f"{np.median(np.abs(larger)):.4f} | {larger.mean():+.4f} | |")
     print(f"\ncorrelation of the two errors: box side {np.corrcoef(r[:, 0], r[:, 2])[0, 1]:.2f}, "
           f"sqrt area {np.corrcoef(r[:, 1], r[:, 3])[0, 1]:.2f}")
+    depth = r[:, 4]
+    floors = (("no floor", depth), ("side floor", depth + np.maximum(0.0, r[:, 2] - r[:, 0])),
+              ("area floor", depth + np.maximum(0.0, r[:, 3] - r[:, 1])))
+    print("\nthe root's depth, −log(z / z*), with each floor to first order\n")
+    print("| floor | mean abs | mean (bias) |")
+    print("|---|---:|---:|")
+    for name, col in floors:
+        print(f"| {name} | {np.abs(col).mean():.4f} | {col.mean():+.4f} |")
 
 
 if __name__ == "__main__":

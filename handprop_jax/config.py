@@ -211,6 +211,10 @@ class PropagationConfig:
     # with the box terms off (the first pass on such crops), the floor alone: weight of
     # max(log(floor / side), 0)^2
     floor_weight: float = field(10.0, ge=0)
+    # how the second pass turns the background mask into a floor on the box side: "area", the side
+    # the first pass's hand has when scaled to the mask's pixel area; "side", the mask's box side
+    # (the first pass always uses the mask's side; docs/results.md, "The floor from the mask's area")
+    floor_measure: str = field("area", choices=("side", "area"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -116,3 +116,42 @@ def test_a_moving_camera_turns_the_cue_off(mano):
     floors, result = bg.side_floors(scene, images, boxes, frames), scene.check
     assert not result.usable, result.ratio
     np.testing.assert_array_equal(floors, 0.0)
+
+
+def _one_frame_model(usable: bool):
+    """A labelled background view and an unlabelled frame whose 'hand' is a 10 x 12 block."""
+    size, box = 24, np.array([50.0, 50.0, 24.0])
+    rng = np.random.default_rng(1)
+    back = rng.integers(0, 200, (size, size, 3)).astype(np.uint8)
+    frame = back.copy()
+    frame[5:15, 8:20] = 255
+    images, boxes = np.stack([back, frame]), np.stack([box, box])
+    scene = bg.Model(np.array([0]), images[:1], boxes[:1], np.ones((1, size, size), bool),
+                     bg.Check(np.ones(1), usable))
+    return scene, images, boxes
+
+
+def test_the_area_floor_scales_the_estimate_to_the_mask_area():
+    scene, images, boxes = _one_frame_model(usable=True)
+    area = 10 * 12 - 4  # the block, less the four corners the opening rounds off
+    assert bg.side_floors(scene, images, boxes, np.array([1]))[0] == 12.0  # the mask's box side
+    # an estimate of side 30 px and area 400 px² scaled to the mask's area: 30 · sqrt(116 / 400)
+    got = bg.side_floors(scene, images, boxes, np.array([1]), (np.array([30.0]), np.array([400.0])))
+    np.testing.assert_allclose(got, [30.0 * np.sqrt(area / 400.0)], rtol=1e-6)
+    off, _, _ = _one_frame_model(usable=False)
+    estimate = (np.array([30.0]), np.array([400.0]))
+    np.testing.assert_array_equal(bg.side_floors(off, images, boxes, np.array([1]), estimate), 0.0)
+
+
+def test_extents_follow_the_focal_length(mano):
+    """The same hand through half the focal length: box side halves, silhouette area quarters (to
+    rasterisation; the wrist at the principal point of a 128-px crop keeps the whole hand inside)."""
+    pose = np.zeros((2, 48), np.float32)
+    pose[:, 0] = 1.5  # palm towards the camera
+    root = np.tile(np.array([[0.0, 0.0, 0.6]], np.float32), (2, 1))
+    gamma = Gamma(root, pose, np.zeros((2, 10), np.float32))
+    K = np.array([[[f, 0, 63.5], [0, f, 63.5], [0, 0, 1]] for f in (150.0, 75.0)], np.float32)
+    sides, areas = bg.extents(mano, gamma, K, 128)
+    assert sides[0] < 64 and areas[0] > 500  # the whole hand inside the crop, many pixels
+    np.testing.assert_allclose(sides[1] / sides[0], 0.5, rtol=1e-5)
+    np.testing.assert_allclose(areas[1] / areas[0], 0.25, rtol=0.06)  # ~240 px: pixel-centre sampling

@@ -131,3 +131,56 @@ def test_second_pass_runs_recrop_steps(setup, monkeypatch):
     for a, b in zip(results[0].gamma, first.gamma, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(results[3].gamma.root, first.gamma.root, rtol=0, atol=1e-7)
+
+
+@pytest.mark.slow  # compiles the two-pass propagation
+@pytest.mark.parametrize("measure", ["area", "side"])
+def test_second_pass_floor_is_the_first_pass_hand_scaled_to_the_mask_area(setup, monkeypatch, measure):
+    """With a usable background, the second pass's floors come from the first pass's hands in the new
+    crops (``floor_measure="area"``: their sides and areas, ``background.extents``) or from the mask
+    alone ("side"); the first pass uses the mask's side."""
+    from handprop_jax.propagation import background
+
+    config, prop, gamma = setup
+    prop = dataclasses.replace(prop, settings=dataclasses.replace(prop.settings, floor_measure=measure))
+    lab = np.array([0, 6])
+    joints, verts = boxes_lib.label_geometry(prop.mano, gamma.take(lab))
+    boxes, _ = boxes_lib.video_boxes(T, 480, 640, K_FULL, lab, joints, vertices3d=verts)
+    real_model, real_prop, real_ext = background.model, recrop_lib.propagate_video, background.extents
+    passes, estimates, extents, crops = [], [], [], []
+
+    def usable(*args):  # noise frames fail the check; the wiring is what is tested here
+        return dataclasses.replace(real_model(*args), check=background.Check(np.ones(2), True))
+
+    def floors(scene, images, boxes, frames, estimate=None):
+        estimates.append(estimate)
+        return np.full(len(frames), 3.0, np.float32)
+
+    def first_pass(*args, **kwargs):
+        passes.append(real_prop(*args, **kwargs))
+        return passes[-1]
+
+    def ext(mano, g, K, size):
+        extents.append((g, K, real_ext(mano, g, K, size)))
+        return extents[-1][2]
+
+    def crop(b):
+        crops.append(_crop_fn([])(b))
+        return crops[-1]
+
+    monkeypatch.setattr(background, "model", usable)
+    monkeypatch.setattr(background, "side_floors", floors)
+    monkeypatch.setattr(background, "extents", ext)
+    monkeypatch.setattr(recrop_lib, "propagate_video", first_pass)
+    propagate_recrop(prop, crop, boxes, K_FULL, lab, gamma.take(lab), both_sides=True,
+                     recrop=Recrop(rounds=1))
+    u = np.arange(1, 6)
+    assert len(passes) == 1 and len(estimates) == 2 and estimates[0] is None  # first pass: the mask's side
+    if measure == "side":
+        assert estimates[1] is None and not extents
+        return
+    (g, K, out), = extents
+    for a, b in zip(g, passes[0].gamma.take(u), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(K, crops[-1][1][u])  # the re-cropped frames' intrinsics
+    assert estimates[1] is out

@@ -7,11 +7,14 @@ background model — per pixel, the median colour of the labelled frames that se
 their (dilated) hand silhouette — and the pixels of u that differ from it by more than a threshold
 are the hand's (a 4-neighbour opening removes the speckle of resampling a textured background).
 
-The hand's box side in that mask is a **lower bound** on the true one: the mask misses hand pixels
-whose colour matches the background, and rarely adds any. The propagation under user crops
-(``propagation.recrop``) therefore uses it as a floor on the hand size the refinement's box term
-aims at. Measured (docs/results.md, "A background cue"): the mask's side alone is no better than
-the propagated hand's, but the larger of the two is.
+The hand's box side in that mask is a **lower bound** on the true one, and so is its pixel area: the
+mask misses hand pixels whose colour matches the background, and rarely adds any. The propagation
+under user crops (``propagation.recrop``) therefore uses it as a floor on the hand size the
+refinement's box term aims at: in the first pass the mask's side; in the second (by default,
+``propagation.floor_measure="area"``) the side the first pass's hand has when scaled to the mask's
+area, which a finger the mask misses changes less than it changes the box. Measured (docs/results.md,
+"A background cue"): the mask alone is no better than the propagated hand, but the larger of the two
+is.
 
 Whether the cue holds for a video is checked on its labelled frames first (:func:`check`, once per
 video in :func:`model`): each is
@@ -177,12 +180,31 @@ def model(mano, images: np.ndarray, K: np.ndarray, boxes: np.ndarray, labelled: 
                  check(labelled, lab_images, lab_boxes, backgrounds, label_sides))
 
 
-def side_floors(background: Model, images: np.ndarray, boxes: np.ndarray, frames: np.ndarray) -> np.ndarray:
+def side_floors(background: Model, images: np.ndarray, boxes: np.ndarray, frames: np.ndarray,
+                estimate: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(M,) float32 lower bounds on the hand's box side (crop pixels) in the crops ``images[frames]``
     cut at ``boxes[frames]`` (images (T, S, S, 3), boxes (T, 3)); 0 — no bound — everywhere when the
-    background's check failed."""
+    background's check failed.
+
+    Without ``estimate`` the bound is the mask's box side. With ``estimate`` = (sides (M,), areas (M,)):
+    the box side and silhouette pixel area of a current estimate of each hand in those crops, the
+    bound is the side that hand has when scaled to the mask's area, sides · sqrt(mask area / area)
+    (the mask's area is a lower bound on the hand's as its side is, and less sensitive to a finger
+    the mask misses)."""
     floors = np.zeros(len(frames), np.float32)
     if background.check.usable:
         for i, t in enumerate(np.asarray(frames, np.int64)):
-            floors[i] = mask_side(hand_mask(images[t], boxes[t], background.references(int(t))))
+            mask = hand_mask(images[t], boxes[t], background.references(int(t)))
+            if estimate is None:
+                floors[i] = mask_side(mask)
+            elif estimate[1][i] > 0:
+                floors[i] = estimate[0][i] * np.sqrt(mask.sum() / estimate[1][i])
     return floors
+
+
+def extents(mano, gamma: Gamma, K: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Box sides (M,) and silhouette pixel areas (M,) of hands γ (M, ...) in crops with intrinsics K
+    (M, 3, 3) of ``size`` pixels: ``side_floors``' estimate."""
+    verts, _ = hand_mesh(mano, Gamma.of(gamma).numpy())
+    uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(K, jnp.float32)))
+    return (uv.max(1) - uv.min(1)).max(1), silhouettes(mano, verts, K, size).sum((1, 2)).astype(np.float64)

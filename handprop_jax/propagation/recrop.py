@@ -25,7 +25,10 @@ crop) pull it to the wrong place, and part of the hand may fall outside the crop
    pass drifts); a second round is worse (seed 0). With ``propagation.background_floor`` (default) and
    a "previous" second pass with the box terms, the hand's extent against the background the labelled
    frames show (:mod:`handprop_jax.propagation.background`: a static camera, checked on the labelled
-   frames) is a floor on the hand size the box term aims at.
+   frames) is a floor on the hand size: in the first pass the mask's box side (a one-sided term,
+   ``propagation.floor_weight``), in the second the side of the first pass's hand scaled to the
+   mask's area (``propagation.floor_measure``), which the box term aims at when it is larger than
+   the references' side.
 
 The crops are made by the caller's ``crop(boxes) -> (images, K)`` (the tool cuts its full frames;
 the evaluation re-renders the synthetic scene, ``handprop_jax.evaluation.protocol``), so nothing
@@ -125,7 +128,9 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
             floors = None
             if recrop.box_terms and scene is not None:
                 floors = np.zeros(len(boxes), np.float32)
-                floors[u] = background.side_floors(scene, images, boxes, u)
+                estimate = (background.extents(p.mano, res.gamma.take(u), np.asarray(K)[u], images.shape[1])
+                            if p.settings.floor_measure == "area" else None)
+                floors[u] = background.side_floors(scene, images, boxes, u, estimate)
             short = _with_steps(second, p.settings.recrop_steps)
             res = _refine_again(short, images, K, res, labelled, labels, floors)
     return res, boxes
