@@ -3,14 +3,16 @@ built synthetic data set: frames/s (compilation excluded: each setting runs once
 MPJPE of the unlabelled frames, both sides.
 
     python benchmarks/propagation_speed.py --data-dir /abs/data --seed 0 [--videos 2] \
-        [--paper 60 30 20] [--user 60,60 60,10 40,10]
+        [--paper 60 30 20] [--user 60,60 60,10 40,10] [--without-floor]
 
 - ``--paper S ...``: the paper protocol's path (the data set's ground-truth-centred crops, one pass of
   S = ``propagation.steps`` iterations with the box terms), e.g. ``handprop evaluate``'s rows or
   ``handprop propagate --boxes``;
 - ``--user S,R ...``: the tool's path on a user's video (``handprop_jax.evaluation.protocol``'s user
   crops: the first pass of S iterations on interpolated crops, re-crop, R =
-  ``propagation.recrop_steps`` iterations), what ``handprop propagate`` runs without a box file.
+  ``propagation.recrop_steps`` iterations), what ``handprop propagate`` runs without a box file;
+- ``--without-floor``: each user setting also with ``propagation.background_floor=False`` (the cost of
+  the background cue: its masks, its check on the labelled frames, the second pass's silhouettes).
 
 Prints a Markdown table (setting, frames, frames/s, MPJPE mm).
 """
@@ -68,6 +70,8 @@ def main() -> None:
     p.add_argument("--paper", type=int, nargs="*", default=[60, 30, 20], help="steps of the paper path")
     p.add_argument("--user", nargs="*", default=["60,60", "60,10", "40,10"],
                    help="steps,recrop_steps of the tool's path")
+    p.add_argument("--without-floor", action="store_true",
+                   help="each user setting also without the background cue (propagation.background_floor)")
     args = p.parse_args()
     config = config_lib.override(config_lib.load("synthetic"), [
         f"data.data_dir={str(Path(args.data_dir).resolve())!r}", f"data.synth_seed={args.seed}"])
@@ -76,14 +80,18 @@ def main() -> None:
     paper_videos = list(itertools.islice(eval_data.iter_videos(config, "test"), args.videos))
     user_videos = list(protocol_lib.user_videos(config, "test", paper_videos, mano, recrop=None))
     base = Propagator.from_config(config, method="photometric")
-    settings = [(f"paper, steps {s}", (s, 0), False) for s in args.paper]
+    settings = [(f"paper, steps {s}", (s, 0), False, True) for s in args.paper]
     for pair in args.user:
         first, second = (int(x) for x in pair.split(","))
-        settings.append((f"user, steps {first} + recrop_steps {second}", (first, second), True))
+        settings.append((f"user, steps {first} + recrop_steps {second}", (first, second), True, True))
+        if args.without_floor:
+            settings.append((f"user, steps {first} + recrop_steps {second}, no background floor",
+                             (first, second), True, False))
     print("| setting | frames | frames/s | MPJPE (mm) |\n|---|---:|---:|---:|")
-    for name, (steps, recrop_steps), user in settings:
-        prop = dataclasses.replace(base, settings=dataclasses.replace(base.settings, steps=steps,
-                                                                      recrop_steps=recrop_steps))
+    for name, (steps, recrop_steps), user, floor in settings:
+        prop = dataclasses.replace(base, settings=dataclasses.replace(
+            base.settings, steps=steps, recrop_steps=recrop_steps,
+            background_floor=floor and base.settings.background_floor))
         vids = user_videos if user else paper_videos
         _run(prop, vids[:1], stride, mano, user)  # compile
         seconds, frames, mpjpe = _run(prop, vids, stride, mano, user)
