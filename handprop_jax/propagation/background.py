@@ -39,7 +39,7 @@ from scipy import ndimage
 from handprop_jax.camera import project
 from handprop_jax.gamma import Gamma
 from handprop_jax.hand import hand_mesh
-from handprop_jax.render import rasterize
+from handprop_jax.render import rasterize, rasterize_splat, splat_window
 
 #: labelled frames used as the background model of a frame: the nearest in time
 NEAREST = 6
@@ -77,14 +77,17 @@ def resample(image: np.ndarray, box_from: np.ndarray, box_to: np.ndarray) -> tup
 
 def silhouettes(mano, verts: np.ndarray, K: np.ndarray, size: int) -> np.ndarray:
     """(M, S, S) bool: the rendered silhouettes of meshes ``verts`` (M, 778, 3), metres, through crop
-    intrinsics K (M, 3, 3)."""
+    intrinsics K (M, 3, 3) (the splatting rasteriser where its window is exact, else the dense one)."""
+    window = splat_window(verts, mano.faces, K)
     return np.asarray(_raster(jnp.asarray(verts, jnp.float32), jnp.asarray(mano.faces),
-                              jnp.asarray(K, jnp.float32), size)) >= 0
+                              jnp.asarray(K, jnp.float32), size, window)) >= 0
 
 
-@functools.partial(jax.jit, static_argnames="size")
-def _raster(verts, faces, K, size: int):
-    return jax.vmap(lambda v, k: rasterize(v, faces, k, (size, size))[0])(verts, K)
+@functools.partial(jax.jit, static_argnames=("size", "window"))
+def _raster(verts, faces, K, size: int, window: int | None):
+    if window is None:
+        return jax.vmap(lambda v, k: rasterize(v, faces, k, (size, size))[0])(verts, K)
+    return jax.vmap(lambda v, k: rasterize_splat(v, faces, k, (size, size), window)[0])(verts, K)
 
 
 def hand_mask(image: np.ndarray, box: np.ndarray, refs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
