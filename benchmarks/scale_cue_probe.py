@@ -39,12 +39,10 @@ import dataclasses
 import itertools
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
 from handprop_jax import config as config_lib
-from handprop_jax.camera import project
 from handprop_jax.data.sparse import label_sets
 from handprop_jax.evaluation import data as eval_data
 from handprop_jax.evaluation import protocol as protocol_lib
@@ -53,12 +51,6 @@ from handprop_jax.hand import default_mano, hand_mesh
 from handprop_jax.propagation import background
 from handprop_jax.propagation.core import Propagator
 from handprop_jax.propagation.recrop import Recrop, propagate_recrop
-
-
-def box_side(verts: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(T,) larger side of the projected vertices' bounding box, crop pixels (verts (T, V, 3))."""
-    uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(K)))
-    return (uv.max(1) - uv.min(1)).max(1)
 
 
 def probe_video(video: dict, prop: Propagator, mano, stride: int, threshold: float) -> np.ndarray:
@@ -81,7 +73,7 @@ def probe_video(video: dict, prop: Propagator, mano, stride: int, threshold: flo
     # the labelled frames' background pixels: outside their label's silhouette, dilated
     refs = [(images[s], boxes[s], ~ndimage.binary_dilation(true_sil[s], iterations=background.DILATE))
             for s in lab]
-    true_side, prop_side = box_side(true_v, K), box_side(prop_v, K)
+    true_side, prop_side = background.box_sides(true_v, K), background.box_sides(prop_v, K)
     rows = []
     for u in unl:
         mask = background.hand_mask(images[u], boxes[u], refs, threshold)

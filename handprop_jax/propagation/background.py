@@ -176,8 +176,7 @@ def model(mano, images: np.ndarray, K: np.ndarray, boxes: np.ndarray, labelled: 
     verts, _ = hand_mesh(mano, Gamma.of(labels).numpy())
     sil = silhouettes(mano, verts, K[labelled], size)
     backgrounds = ~np.stack([ndimage.binary_dilation(s, iterations=DILATE) for s in sil])
-    uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(K[labelled], jnp.float32)))
-    label_sides = (uv.max(1) - uv.min(1)).max(1)
+    label_sides = box_sides(verts, K[labelled])
     lab_images, lab_boxes = np.asarray(images)[labelled], np.asarray(boxes, np.float64)[labelled]
     return Model(labelled, lab_images, lab_boxes, backgrounds,
                  check(labelled, lab_images, lab_boxes, backgrounds, label_sides))
@@ -209,5 +208,11 @@ def extents(mano, gamma: Gamma, K: np.ndarray, size: int) -> tuple[np.ndarray, n
     """Box sides (M,) and silhouette pixel areas (M,) of hands γ (M, ...) in crops with intrinsics K
     (M, 3, 3) of ``size`` pixels: ``side_floors``' estimate."""
     verts, _ = hand_mesh(mano, Gamma.of(gamma).numpy())
-    uv = np.asarray(project(jnp.asarray(verts), jnp.asarray(K, jnp.float32)))
-    return (uv.max(1) - uv.min(1)).max(1), silhouettes(mano, verts, K, size).sum((1, 2)).astype(np.float64)
+    return box_sides(verts, K), silhouettes(mano, verts, K, size).sum((1, 2)).astype(np.float64)
+
+
+def box_sides(verts: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(M,) the larger side of the bounding box of meshes ``verts`` (M, V, 3), metres, projected
+    through K (M, 3, 3): crop pixels (the refinement's box term measures the same)."""
+    uv = np.asarray(project(jnp.asarray(verts, jnp.float32), jnp.asarray(K, jnp.float32)))
+    return (uv.max(1) - uv.min(1)).max(1)
