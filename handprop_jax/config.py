@@ -215,6 +215,13 @@ class PropagationConfig:
     # the first pass's hand has when scaled to the mask's pixel area; "side", the mask's box side
     # (the first pass always uses the mask's side; docs/results.md, "The floor from the mask's area")
     floor_measure: str = field("area", choices=("side", "area"))
+    # on such crops, the background mask's outline must lie on the hand: weight of the mean squared
+    # pixel distance (beyond cover_tolerance, capped at cover_cap) from up to cover_points outline
+    # pixels of the mask to the nearest projected vertex (0: off; propagation.refine.uncovered)
+    cover_weight: float = field(0.02, ge=0)
+    cover_points: int = field(64, ge=1)
+    cover_tolerance: float = field(1.0, ge=0)  # pixels
+    cover_cap: float = field(6.0, gt=0)  # pixels: farther outline pixels are outliers (no gradient)
 
 
 @dataclasses.dataclass(frozen=True)

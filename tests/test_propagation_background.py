@@ -155,3 +155,17 @@ def test_extents_follow_the_focal_length(mano):
     assert sides[0] < 64 and areas[0] > 500  # the whole hand inside the crop, many pixels
     np.testing.assert_allclose(sides[1] / sides[0], 0.5, rtol=1e-5)
     np.testing.assert_allclose(areas[1] / areas[0], 0.25, rtol=0.06)  # ~240 px: pixel-centre sampling
+
+
+def test_outline_points_are_the_masks_border_pixels():
+    mask = np.zeros((2, 12, 12), bool)
+    mask[0, 3:8, 2:7] = True  # a 5 x 5 square: 16 outline pixels
+    pts, w = bg.outline_points(mask, 64)
+    assert pts.shape == (2, 64, 2) and w.shape == (2, 64)
+    assert w[0].sum() == 16 and w[1].sum() == 0  # the empty mask: padding only
+    got = {tuple(p) for p in pts[0, :16].astype(int)}
+    square = {(x, y) for y in range(3, 8) for x in range(2, 7)}
+    inner = {(x, y) for y in range(4, 7) for x in range(3, 6)}
+    assert got == square - inner  # (x, y), the interior excluded
+    few, wf = bg.outline_points(mask, 4)
+    assert wf[0].sum() == 4 and {tuple(p) for p in few[0].astype(int)} <= square - inner

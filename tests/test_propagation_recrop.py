@@ -76,7 +76,9 @@ def test_recrop_crops_at_the_first_pass_hands(setup):
 
 
 def test_no_round_is_photometric_without_box_terms(setup):
+    """(The background cue off: noise frames make random masks; the cue has its own tests.)"""
     config, prop, gamma = setup
+    prop = dataclasses.replace(prop, settings=dataclasses.replace(prop.settings, background_floor=False))
     lab = np.array([0, 3, 6])
     boxes = np.tile([320.0, 240.0, 150.0], (T, 1))
     images, K = _crop_fn([])(boxes)
@@ -152,11 +154,17 @@ def test_second_pass_floor_is_the_first_pass_hand_scaled_to_the_mask_area(setup,
     def usable(*args):  # noise frames fail the check; the wiring is what is tested here
         return dataclasses.replace(real_model(*args), check=background.Check(np.ones(2), True))
 
-    def floors(scene, images, boxes, frames, estimate=None):
+    square = np.zeros((S, S), bool)
+    square[4:10, 5:12] = True
+    covers = []
+
+    def floors(scene, images, boxes, frames, estimate=None, hand_masks=None):
         estimates.append(estimate)
+        np.testing.assert_array_equal(hand_masks, np.broadcast_to(square, (len(frames), S, S)))
         return np.full(len(frames), 3.0, np.float32)
 
     def first_pass(*args, **kwargs):
+        covers.append(kwargs["cover"])
         passes.append(real_prop(*args, **kwargs))
         return passes[-1]
 
@@ -170,12 +178,20 @@ def test_second_pass_floor_is_the_first_pass_hand_scaled_to_the_mask_area(setup,
 
     monkeypatch.setattr(background, "model", usable)
     monkeypatch.setattr(background, "side_floors", floors)
+    monkeypatch.setattr(background, "masks", lambda scene, images, boxes, frames: np.broadcast_to(
+        square, (len(frames), S, S)).copy())
     monkeypatch.setattr(background, "extents", ext)
     monkeypatch.setattr(recrop_lib, "propagate_video", first_pass)
     propagate_recrop(prop, crop, boxes, K_FULL, lab, gamma.take(lab), both_sides=True,
                      recrop=Recrop(rounds=1))
     u = np.arange(1, 6)
     assert len(passes) == 1 and len(estimates) == 2 and estimates[0] is None  # first pass: the mask's side
+    # the first pass's hand pixels: the masks' outlines on the unlabelled frames, nothing on the labelled
+    points, weights = covers[0]
+    want_points, want_weights = background.outline_points(square[None], prop.settings.cover_points)
+    np.testing.assert_array_equal(points[u], np.broadcast_to(want_points, (5, *want_points.shape[1:])))
+    np.testing.assert_array_equal(weights[u], np.broadcast_to(want_weights, (5, want_weights.shape[1])))
+    assert want_weights.sum() == 22 and not weights[lab].any()  # 6 x 7 square: 2 * (6 + 7) - 4
     if measure == "side":
         assert estimates[1] is None and not extents
         return

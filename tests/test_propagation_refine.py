@@ -167,3 +167,55 @@ def test_a_side_floor_alone_grows_a_hand_smaller_than_it(config):
                              jax.random.PRNGKey(0))
     for a, b in zip(below, none, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_uncovered_hand_computed():
+    """Distances to the nearest projected vertex beyond the tolerance, capped, weighted mean; and its
+    gradient against finite differences where no point is capped."""
+    uv = jnp.array([[0.0, 0.0], [10.0, 0.0]])
+    points = jnp.array([[0.0, 0.0], [4.0, 3.0], [30.0, 0.0]])
+    # misses 0, 5 - 1 = 4, min(20 - 1, 6) = 6
+    assert float(R.uncovered(uv, points, jnp.ones(3), 1.0, 6.0)) == pytest.approx((0 + 16 + 36) / 3)
+    assert float(R.uncovered(uv, points, jnp.array([1.0, 1.0, 0.0]), 1.0, 6.0)) == pytest.approx(8.0)
+    assert float(R.uncovered(uv, points, jnp.zeros(3), 1.0, 6.0)) == 0.0
+    from jax.test_util import check_grads
+    check_grads(lambda q: R.uncovered(q, points[:2], jnp.ones(2), 1.0, 6.0), (uv + 0.3,), order=1,
+                modes=("rev",), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.slow  # compiles the refinement
+def test_mask_points_beside_the_hand_pull_it_over_them(config):
+    """Box terms off, a uniform image (no photometric evidence): the outline of the prior hand's own
+    silhouette leaves it in place; the outline moved 3 px to the right pulls the hand ~3 px right."""
+    from handprop_jax.propagation import background
+    mano = default_mano(config)
+    settings = dataclasses.replace(config.propagation, box_weight=0.0, centre_weight=0.0, floor_weight=0.0,
+                                   cover_weight=0.1, cover_tolerance=0.0, steps=40)
+    g = _gamma(np.random.default_rng(3))
+    img = jnp.full((S, S, 3), 128, jnp.uint8)
+    verts = R._verts(mano, Gamma(*map(jnp.asarray, g)))
+    K = np.array([[90.0, 0, 31.5], [0, 90.0, 31.5], [0, 0, 1]], np.float32)  # the hand ~40 px wide
+    K[:2, 2] += 31.5 - np.asarray(project(verts, jnp.asarray(K))).mean(0)  # ... at the crop's centre
+    refs = R.References(img[None], _rows(g), jnp.asarray(K)[None], jnp.ones(1))
+    sil = background.silhouettes(mano, np.asarray(verts)[None], K[None], S)
+    assert not (sil[0, 0].any() or sil[0, -1].any() or sil[0, :, 0].any() or sil[0, :, -1].any())
+    points, weights = background.outline_points(sil, 64)
+    assert weights.sum() == 64
+
+    def centre_x(gamma):
+        uv = np.asarray(project(R._verts(mano, Gamma(*map(jnp.asarray, gamma))), jnp.asarray(K)))
+        return float(uv[:, 0].mean())
+
+    kept, _ = R.refine_frame(mano, settings, S, Z_OFF, 1e-3, 16, g, jnp.asarray(K), img, refs,
+                             jax.random.PRNGKey(0), cover=(jnp.asarray(points[0]), jnp.asarray(weights[0])))
+    assert abs(centre_x(kept) - centre_x(g)) < 0.5
+    shifted = points[0] + np.array([3.0, 0.0], np.float32)
+    moved, _ = R.refine_frame(mano, settings, S, Z_OFF, 1e-3, 16, g, jnp.asarray(K), img, refs,
+                              jax.random.PRNGKey(0), cover=(jnp.asarray(shifted), jnp.asarray(weights[0])))
+    assert 1.5 < centre_x(moved) - centre_x(g) < 4.0, centre_x(moved) - centre_x(g)
+
+    def miss(gamma):
+        uv = project(R._verts(mano, Gamma(*map(jnp.asarray, gamma))), jnp.asarray(K))
+        return float(R.uncovered(uv, jnp.asarray(shifted), jnp.asarray(weights[0]), 0.0, 6.0))
+
+    assert miss(moved) < 0.4 * miss(g), (miss(moved), miss(g))

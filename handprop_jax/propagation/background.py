@@ -14,7 +14,9 @@ refinement's box term aims at: in the first pass the mask's side; in the second 
 ``propagation.floor_measure="area"``) the side the first pass's hand has when scaled to the mask's
 area, which a finger the mask misses changes less than it changes the box. Measured (docs/results.md,
 "A background cue"): the mask alone is no better than the propagated hand, but the larger of the two
-is.
+is. Its outline (:func:`outline_points`) is also given to both passes as pixels the projected hand
+must cover (``propagation.cover_weight``): that bounds the hand in every direction, not only its
+size, and says where it is.
 
 Whether the cue holds for a video is checked on its labelled frames first (:func:`check`, once per
 video in :func:`model`): each is
@@ -182,8 +184,37 @@ def model(mano, images: np.ndarray, K: np.ndarray, boxes: np.ndarray, labelled: 
                  check(labelled, lab_images, lab_boxes, backgrounds, label_sides))
 
 
+def masks(background: Model, images: np.ndarray, boxes: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """(M, S, S) bool: the hand masks (:func:`hand_mask`) of the crops ``images[frames]`` cut at
+    ``boxes[frames]`` against the background of their nearest labelled frames; empty everywhere when
+    the background's check failed."""
+    size = np.shape(images)[1]
+    out = np.zeros((len(frames), size, size), bool)
+    if background.check.usable:
+        for i, t in enumerate(np.asarray(frames, np.int64)):
+            out[i] = hand_mask(images[t], boxes[t], background.references(int(t)))
+    return out
+
+
+def outline_points(masks: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``count`` pixels of each mask's outline (its pixels with a 4-neighbour outside it), evenly
+    spread in raster order: points (M, count, 2) float32 (x, y crop pixels, a pixel's centre at
+    integers) and weights (M, count) float32 (1, or 0 for padding)."""
+    points = np.zeros((len(masks), count, 2), np.float32)
+    weights = np.zeros((len(masks), count), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m & ~ndimage.binary_erosion(m))
+        if len(xs) == 0:
+            continue
+        pick = np.unique(np.linspace(0, len(xs) - 1, min(count, len(xs))).round().astype(np.int64))
+        points[i, :len(pick)] = np.stack([xs[pick], ys[pick]], -1)
+        weights[i, :len(pick)] = 1.0
+    return points, weights
+
+
 def side_floors(background: Model, images: np.ndarray, boxes: np.ndarray, frames: np.ndarray,
-                estimate: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                estimate: tuple[np.ndarray, np.ndarray] | None = None,
+                hand_masks: np.ndarray | None = None) -> np.ndarray:
     """(M,) float32 lower bounds on the hand's box side (crop pixels) in the crops ``images[frames]``
     cut at ``boxes[frames]`` (images (T, S, S, 3), boxes (T, 3)); 0 — no bound — everywhere when the
     background's check failed.
@@ -192,11 +223,11 @@ def side_floors(background: Model, images: np.ndarray, boxes: np.ndarray, frames
     the box side and silhouette pixel area of a current estimate of each hand in those crops, the
     bound is the side that hand has when scaled to the mask's area, sides · sqrt(mask area / area)
     (the mask's area is a lower bound on the hand's as its side is, and less sensitive to a finger
-    the mask misses)."""
+    the mask misses). ``hand_masks``: the frames' :func:`masks` when the caller has them."""
     floors = np.zeros(len(frames), np.float32)
     if background.check.usable:
-        for i, t in enumerate(np.asarray(frames, np.int64)):
-            mask = hand_mask(images[t], boxes[t], background.references(int(t)))
+        found = masks(background, images, boxes, frames) if hand_masks is None else hand_masks
+        for i, mask in enumerate(found):
             if estimate is None:
                 floors[i] = mask_side(mask)
             elif estimate[1][i] > 0:

@@ -118,8 +118,8 @@ class Propagator:
 def propagate_video(propagator: Propagator | BoundModel, images: np.ndarray | None, K: np.ndarray,
                     labelled: np.ndarray, labels: Gamma, both_sides: bool = False,
                     features: Features | None = None, with_nearest: bool = False,
-                    times: np.ndarray | None = None, side_floor: np.ndarray | None = None
-                    ) -> VideoPropagation:
+                    times: np.ndarray | None = None, side_floor: np.ndarray | None = None,
+                    cover: tuple[np.ndarray, np.ndarray] | None = None) -> VideoPropagation:
     """Annotations for every frame of one video from its labelled frames.
 
     Args:
@@ -137,6 +137,8 @@ def propagate_video(propagator: Propagator | BoundModel, images: np.ndarray | No
         the gaps and the both-sides weights are measured in them.
       side_floor: optional (T,) lower bounds on the hand's box side in each crop, pixels (0: none;
         the photometric refinement, ``refine.refine_frame``).
+      cover: optional (points (T, N, 2), weights (T, N)): pixels of each crop that are the hand's
+        (``refine.refine_frame``'s ``cover``; weight 0: padding).
     """
     if isinstance(propagator, BoundModel):
         propagator = Propagator("paper", model=propagator, image_size=propagator.image_size,
@@ -170,7 +172,7 @@ def propagate_video(propagator: Propagator | BoundModel, images: np.ndarray | No
         res = run(s)
         if p.method == "photometric":
             res = _refine(p, images, K, u, res, gamma_star, row_of, np.stack([s], -1), np.ones((len(u), 1)),
-                          side_floor)
+                          side_floor, cover)
         source[u, 0], weight[u, 0] = s, 1.0
     elif len(u):
         l, r, w = nb["left"][u], nb["right"][u], nb["weight"][u]
@@ -182,11 +184,11 @@ def propagate_video(propagator: Propagator | BoundModel, images: np.ndarray | No
         picked = Gamma(*(np.where(take_r, b, a) for a, b in zip(res_l, res_r, strict=True)))
         if p.method == "photometric":
             res = _refine(p, images, K, u, res, gamma_star, row_of, np.stack([s_l, s_r], -1),
-                          np.stack([1.0 - w, w], -1), side_floor)
+                          np.stack([1.0 - w, w], -1), side_floor, cover)
             if with_nearest:
                 s_n = nb["nearest"][u]
                 picked = _refine(p, images, K, u, picked, gamma_star, row_of, s_n[:, None],
-                                 np.ones((len(u), 1)), side_floor)
+                                 np.ones((len(u), 1)), side_floor, cover)
         if p.method != "photometric" or with_nearest:
             nearest = _with_rows(out, u, picked)
         source[u] = np.stack([l, r], -1)
@@ -220,10 +222,12 @@ def _transfer_jit(gamma_s, K_s, K_u, *, crop_aware, image_size, z_off, depth_uni
 
 def _refine(p: Propagator, images: np.ndarray, K: np.ndarray, u: np.ndarray, prior: Gamma, gamma_star: Gamma,
             row_of: np.ndarray, refs: np.ndarray, ref_weights: np.ndarray,
-            side_floor: np.ndarray | None = None) -> Gamma:
+            side_floor: np.ndarray | None = None, cover: tuple[np.ndarray, np.ndarray] | None = None
+            ) -> Gamma:
     """The photometric refinement of the priors of frames u (M,) against the labelled frames ``refs``
     (M, R) with weights (M, R); ``side_floor`` (T,) lower bounds on the hand's box side in every
-    frame's crop, pixels (``refine.refine_frame``; None: none)."""
+    frame's crop, pixels, ``cover`` (points (T, N, 2), weights (T, N)) hand pixels of every crop
+    (``refine.refine_frame``; None: none)."""
     if images is None:
         raise ValueError("the photometric propagation needs the video's images")
     images = np.asarray(images)
@@ -235,10 +239,17 @@ def _refine(p: Propagator, images: np.ndarray, K: np.ndarray, u: np.ndarray, pri
     base = jax.random.PRNGKey(p.settings.seed)
     keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(u)))
     ref_gamma = gamma_star.take(row_of[refs])  # (M, R, ...)
-    fn = functools.partial(refine_batch, p.mano, p.settings, p.image_size, p.z_off, p.depth_unit, window)
+    # no hand pixels given: the term is not compiled in at all (the result is the one without it)
+    settings = p.settings if cover is not None else dataclasses.replace(p.settings, cover_weight=0.0)
+    fn = functools.partial(refine_batch, p.mano, settings, p.image_size, p.z_off, p.depth_unit, window)
     floor = np.zeros(len(u), np.float32) if side_floor is None else np.asarray(side_floor, np.float32)[u]
+    if cover is None:
+        points, point_weights = np.zeros((len(u), 1, 2), np.float32), np.zeros((len(u), 1), np.float32)
+    else:
+        points, point_weights = np.asarray(cover[0], np.float32)[u], np.asarray(cover[1], np.float32)[u]
     references = References(images[refs], ref_gamma, K[refs], ref_weights.astype(np.float32))
-    return batched(fn, prior, K[u], images[u], references, keys, floor, batch_size=p.batch_size)
+    return batched(fn, prior, K[u], images[u], references, keys, floor, points, point_weights,
+                   batch_size=p.batch_size)
 
 
 #: the photometric refinement of given priors (``handprop_jax.propagation.recrop`` refines again)

@@ -107,13 +107,15 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
     # the labelled frames keep their crops in every pass: one background model per video
     scene = (background.model(p.mano, np.asarray(images), np.asarray(K), boxes, labelled, labels)
              if p.settings.background_floor else None)
-    first_floor = None
-    if scene is not None and p.settings.floor_weight > 0:
+    first_floor = cover = None
+    todo = np.setdiff1d(np.arange(len(boxes)), labelled)
+    if scene is not None and (p.settings.floor_weight > 0 or p.settings.cover_weight > 0):
+        found = background.masks(scene, np.asarray(images), boxes, todo)
         first_floor = np.zeros(len(boxes), np.float32)
-        todo = np.setdiff1d(np.arange(len(boxes)), labelled)
-        first_floor[todo] = background.side_floors(scene, np.asarray(images), boxes, todo)
+        first_floor[todo] = background.side_floors(scene, np.asarray(images), boxes, todo, hand_masks=found)
+        cover = _cover(p, found, todo, len(boxes))
     res = propagate_video(_without_box_terms(p), images, K, labelled, labels, both_sides=both_sides,
-                          times=times, side_floor=first_floor)
+                          times=times, side_floor=first_floor, cover=cover)
     u = np.nonzero(~res.labelled)[0]
     second = p if recrop.box_terms else _without_box_terms(p)
     for _ in range(recrop.rounds):
@@ -125,20 +127,35 @@ def _follow(p: Propagator, crop: Callable, boxes: np.ndarray, K_full: np.ndarray
         if recrop.prior == "transfer":
             res = propagate_video(second, images, K, labelled, labels, both_sides=both_sides, times=times)
         else:
-            floors = None
+            floors = cover = None
             if recrop.box_terms and scene is not None:
+                found = background.masks(scene, images, boxes, u)
                 floors = np.zeros(len(boxes), np.float32)
                 estimate = (background.extents(p.mano, res.gamma.take(u), np.asarray(K)[u], images.shape[1])
                             if p.settings.floor_measure == "area" else None)
-                floors[u] = background.side_floors(scene, images, boxes, u, estimate)
+                floors[u] = background.side_floors(scene, images, boxes, u, estimate, hand_masks=found)
+                cover = _cover(p, found, u, len(boxes))
             short = _with_steps(second, p.settings.recrop_steps)
-            res = _refine_again(short, images, K, res, labelled, labels, floors)
+            res = _refine_again(short, images, K, res, labelled, labels, floors, cover)
     return res, boxes
 
 
+def _cover(p: Propagator, found: np.ndarray, frames: np.ndarray, T: int
+           ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mask outlines of ``frames`` as ``propagate_video``'s ``cover`` (T rows; None when off or
+    when every mask is empty, e.g. the background's check failed)."""
+    if p.settings.cover_weight <= 0 or not found.any():
+        return None
+    points, weights = background.outline_points(found, p.settings.cover_points)
+    all_points = np.zeros((T, *points.shape[1:]), np.float32)
+    all_weights = np.zeros((T, weights.shape[1]), np.float32)
+    all_points[frames], all_weights[frames] = points, weights
+    return all_points, all_weights
+
+
 def _refine_again(p: Propagator, images: np.ndarray, K: np.ndarray, res: VideoPropagation,
-                  labelled: np.ndarray, labels: Gamma, side_floor: np.ndarray | None = None
-                  ) -> VideoPropagation:
+                  labelled: np.ndarray, labels: Gamma, side_floor: np.ndarray | None = None,
+                  cover: tuple[np.ndarray, np.ndarray] | None = None) -> VideoPropagation:
     """The photometric refinement of the unlabelled frames of ``res`` from ``res`` itself, against the
     same labelled frames with the same weights (``res.source``, ``res.weight``), on new crops;
     ``side_floor`` (T,) lower bounds on the hand's box side in those crops (or None)."""
@@ -150,7 +167,7 @@ def _refine_again(p: Propagator, images: np.ndarray, K: np.ndarray, res: VideoPr
     refs = np.where(src >= 0, src, src[:, ::-1])  # a missing side: the other one, weight 0
     keep = slice(0, 1) if np.all(src[:, 1] < 0) else slice(None)  # nearest-only: one reference
     refined = refine_frames(p, images, K, u, res.gamma.take(u), Gamma.of(labels).numpy(), row_of,
-                            refs[:, keep], wts[:, keep], side_floor)
+                            refs[:, keep], wts[:, keep], side_floor, cover)
     gamma = Gamma(*(np.array(f, np.float32) for f in res.gamma))
     for field, new in zip(gamma, refined, strict=True):
         field[u] = np.asarray(new, np.float32)

@@ -8,6 +8,7 @@ rotation of the hand about the wrist, the finger joints) to minimise
 
     E(x) = Σ_r w_r · photometric_r(γ_u)                         (r: the labelled reference frames)
          + λ_box · log(extent_u / extent_ref)² + λ_centre · |centre_u − centre_ref|² / S²
+         + λ_cover · uncovered(mesh, hand pixels)      (crops that do not follow the hand only)
          + λ_prior · mean(x²),
 
 - photometric_r: masked mean L1 between reference r's silhouette pixels and frame u sampled where
@@ -20,6 +21,10 @@ rotation of the hand about the wrist, the finger joints) to minimise
   It uses the crop of u, which the data sets derive from the hand (ground truth or a detector); set
   the two weights to 0 for crops that do not follow the hand; a per-frame lower bound on the side
   (``side_floor``, e.g. the hand's extent against the background) raises the target;
+- uncovered: pixels known to be the hand's (``cover``: the outline of the hand's mask against a static
+  background, :mod:`handprop_jax.propagation.background`) farther than a tolerance from every
+  projected vertex (:func:`uncovered`); the mask is a lower bound on the hand, so the term is
+  one-sided: it pulls the mesh over those pixels, never shrinks it;
 - the last term keeps γ_u near the prior.
 
 Adam runs ``steps`` iterations from x = 0 (split evenly over the blur levels). With no image
@@ -92,6 +97,17 @@ def _box(uv: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     return jnp.max(hi - lo), (lo + hi) / 2
 
 
+def uncovered(uv: jnp.ndarray, points: jnp.ndarray, weights: jnp.ndarray, tolerance: float,
+              cap: float) -> jnp.ndarray:
+    """Weighted mean over ``points`` (N, 2) (pixels; ``weights`` (N,), 0 = padding) of
+    clip(d − tolerance, 0, cap)², d the pixel distance from the point to the nearest of the projected
+    vertices ``uv`` (V, 2): 0 when every point lies on the hand; points farther than tolerance + cap
+    count cap² and pull no more (outliers of the mask). pixels²; 0 with no weight."""
+    d2 = jnp.min(jnp.sum((points[:, None, :] - uv[None, :, :]) ** 2, -1), 1)
+    miss = jnp.clip(jnp.sqrt(d2 + 1e-12) - tolerance, 0.0, cap)
+    return jnp.sum(weights * miss ** 2) / jnp.maximum(jnp.sum(weights), 1e-12)
+
+
 class References(NamedTuple):
     """The labelled reference frames of one frame's refinement (a pytree; a leading batch axis in
     :func:`refine_batch`): images uint8 (R, S, S, 3), their labels γ* (R, ...), K (R, 3, 3) of their
@@ -105,8 +121,8 @@ class References(NamedTuple):
 
 def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_size: int, z_off: float,
                  depth_unit: float, window, prior: Gamma, K_u: jnp.ndarray, image_u: jnp.ndarray,
-                 refs: References, key: jax.Array, side_floor: jnp.ndarray | float = 0.0
-                 ) -> tuple[Gamma, jnp.ndarray]:
+                 refs: References, key: jax.Array, side_floor: jnp.ndarray | float = 0.0,
+                 cover: tuple[jnp.ndarray, jnp.ndarray] | None = None) -> tuple[Gamma, jnp.ndarray]:
     """Refine the prior γ⁰ of one frame (module docstring).
 
     Args:
@@ -118,6 +134,9 @@ def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_si
       side_floor: a lower bound on the hand's box side in u's crop, pixels (e.g. from the
         background, ``propagation.background``); the box term aims at max(references' side, floor).
         0: none (the references' side exactly).
+      cover: optional (points (N, 2), weights (N,)): pixels of u's crop that are the hand's (e.g. the
+        background mask's outline); ``settings.cover_weight`` × :func:`uncovered` pulls the mesh over
+        them.
     Returns:
       (γ_u, loss per iteration (steps,)).
     """
@@ -151,6 +170,9 @@ def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_si
         out = (jnp.sum(w * errs) + s.box_weight * jnp.log(side / side_ref) ** 2
                + s.centre_weight * jnp.sum((centre - centre_ref) ** 2) / image_size ** 2
                + s.prior_weight * jnp.mean(x ** 2))
+        if s.cover_weight > 0 and cover is not None:
+            out = out + s.cover_weight * uncovered(project(verts, K_u), cover[0], cover[1], s.cover_tolerance,
+                                                   s.cover_cap)
         if s.box_weight == 0 and s.floor_weight > 0:  # crops that do not follow the hand: the floor alone
             short = jnp.log(jnp.maximum(side_floor, 1e-6) / side)
             out = out + s.floor_weight * jnp.where(side_floor > 0, jnp.maximum(short, 0.0) ** 2, 0.0)
@@ -178,11 +200,12 @@ def refine_frame(mano: mano_jax.ManoModel, settings: PropagationConfig, image_si
 
 @functools.partial(jax.jit, static_argnames=("settings", "image_size", "z_off", "depth_unit", "window"))
 def refine_batch(mano: mano_jax.ManoModel, settings: PropagationConfig, image_size: int, z_off: float,
-                 depth_unit: float, window, prior: Gamma, K_u, image_u, refs: References, keys, side_floor
-                 ) -> Gamma:
+                 depth_unit: float, window, prior: Gamma, K_u, image_u, refs: References, keys, side_floor,
+                 cover_points, cover_weights) -> Gamma:
     """:func:`refine_frame` over a leading batch axis B of every array argument (prior (B, ...),
-    K_u (B, 3, 3), image_u (B, S, S, 3), refs (B, R, ...), keys (B, 2), side_floor (B,));
-    returns γ (B, ...)."""
+    K_u (B, 3, 3), image_u (B, S, S, 3), refs (B, R, ...), keys (B, 2), side_floor (B,),
+    cover_points (B, N, 2), cover_weights (B, N)); returns γ (B, ...)."""
     fn = functools.partial(refine_frame, mano, settings, image_size, z_off, depth_unit, window)
-    out, _ = jax.vmap(fn)(prior, K_u, image_u, refs, keys, side_floor)
+    out, _ = jax.vmap(lambda *a: fn(*a[:6], cover=(a[6], a[7])))(
+        prior, K_u, image_u, refs, keys, side_floor, cover_points, cover_weights)
     return out
