@@ -3,7 +3,7 @@ built synthetic data set: frames/s (compilation excluded: each setting runs once
 MPJPE of the unlabelled frames, both sides.
 
     python benchmarks/propagation_speed.py --data-dir /abs/data --seed 0 [--videos 2] \
-        [--paper 60 30 20] [--user 60,60 60,10 40,10] [--without-floor]
+        [--paper 60 30 20] [--user 60,60 60,10 40,10] [--without-floor] [--without-cover]
 
 - ``--paper S ...``: the paper protocol's path (the data set's ground-truth-centred crops, one pass of
   S = ``propagation.steps`` iterations with the box terms), e.g. ``handprop evaluate``'s rows or
@@ -12,7 +12,9 @@ MPJPE of the unlabelled frames, both sides.
   crops: the first pass of S iterations on interpolated crops, re-crop, R =
   ``propagation.recrop_steps`` iterations), what ``handprop propagate`` runs without a box file;
 - ``--without-floor``: each user setting also with ``propagation.background_floor=False`` (the cost of
-  the background cue: its masks, its check on the labelled frames, the second pass's silhouettes).
+  the background cue: its masks, its check on the labelled frames, the second pass's silhouettes);
+- ``--without-cover``: each user setting also with ``propagation.cover_weight=0`` (the cost of the
+  mask-outline term alone).
 
 Prints a Markdown table (setting, frames, frames/s, MPJPE mm).
 """
@@ -72,6 +74,8 @@ def main() -> None:
                    help="steps,recrop_steps of the tool's path")
     p.add_argument("--without-floor", action="store_true",
                    help="each user setting also without the background cue (propagation.background_floor)")
+    p.add_argument("--without-cover", action="store_true",
+                   help="each user setting also without the mask-outline term (propagation.cover_weight=0)")
     args = p.parse_args()
     config = config_lib.override(config_lib.load("synthetic"), [
         f"data.data_dir={str(Path(args.data_dir).resolve())!r}", f"data.synth_seed={args.seed}"])
@@ -80,18 +84,20 @@ def main() -> None:
     paper_videos = list(itertools.islice(eval_data.iter_videos(config, "test"), args.videos))
     user_videos = list(protocol_lib.user_videos(config, "test", paper_videos, mano, recrop=None))
     base = Propagator.from_config(config, method="photometric")
-    settings = [(f"paper, steps {s}", (s, 0), False, True) for s in args.paper]
+    settings = [(f"paper, steps {s}", (s, 0), False, {}) for s in args.paper]
     for pair in args.user:
         first, second = (int(x) for x in pair.split(","))
-        settings.append((f"user, steps {first} + recrop_steps {second}", (first, second), True, True))
+        name = f"user, steps {first} + recrop_steps {second}"
+        settings.append((name, (first, second), True, {}))
+        if args.without_cover:
+            settings.append((f"{name}, no mask-outline term", (first, second), True, {"cover_weight": 0.0}))
         if args.without_floor:
-            settings.append((f"user, steps {first} + recrop_steps {second}, no background floor",
-                             (first, second), True, False))
+            settings.append((f"{name}, no background cue", (first, second), True,
+                             {"background_floor": False}))
     print("| setting | frames | frames/s | MPJPE (mm) |\n|---|---:|---:|---:|")
-    for name, (steps, recrop_steps), user, floor in settings:
+    for name, (steps, recrop_steps), user, changes in settings:
         prop = dataclasses.replace(base, settings=dataclasses.replace(
-            base.settings, steps=steps, recrop_steps=recrop_steps,
-            background_floor=floor and base.settings.background_floor))
+            base.settings, steps=steps, recrop_steps=recrop_steps, **changes))
         vids = user_videos if user else paper_videos
         _run(prop, vids[:1], stride, mano, user)  # compile
         seconds, frames, mpjpe = _run(prop, vids, stride, mano, user)
