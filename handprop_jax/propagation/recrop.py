@@ -158,7 +158,8 @@ def _refine_again(p: Propagator, images: np.ndarray, K: np.ndarray, res: VideoPr
                   cover: tuple[np.ndarray, np.ndarray] | None = None) -> VideoPropagation:
     """The photometric refinement of the unlabelled frames of ``res`` from ``res`` itself, against the
     same labelled frames with the same weights (``res.source``, ``res.weight``), on new crops;
-    ``side_floor`` (T,) lower bounds on the hand's box side in those crops (or None)."""
+    ``side_floor`` (T,) lower bounds on the hand's box side in those crops (or None); ``cover``
+    (points (T, N, 2), weights (T, N)) hand pixels in those crops (or None)."""
     T = len(res.labelled)
     u = np.nonzero(~res.labelled)[0]
     row_of = np.full(T, -1, np.int64)
