@@ -205,7 +205,9 @@ def refine_batch(mano: mano_jax.ManoModel, settings: PropagationConfig, image_si
     """:func:`refine_frame` over a leading batch axis B of every array argument (prior (B, ...),
     K_u (B, 3, 3), image_u (B, S, S, 3), refs (B, R, ...), keys (B, 2), side_floor (B,),
     cover_points (B, N, 2), cover_weights (B, N)); returns γ (B, ...)."""
-    fn = functools.partial(refine_frame, mano, settings, image_size, z_off, depth_unit, window)
-    out, _ = jax.vmap(lambda *a: fn(*a[:6], cover=(a[6], a[7])))(
-        prior, K_u, image_u, refs, keys, side_floor, cover_points, cover_weights)
+    def one(prior, K_u, image_u, refs, key, floor, points, weights):
+        return refine_frame(mano, settings, image_size, z_off, depth_unit, window, prior, K_u, image_u, refs,
+                            key, floor, cover=(points, weights))
+
+    out, _ = jax.vmap(one)(prior, K_u, image_u, refs, keys, side_floor, cover_points, cover_weights)
     return out
