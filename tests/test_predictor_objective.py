@@ -3,6 +3,7 @@ gets only its own gradient), the roll about the crop centre, the pretrained-weig
 source set's independence from the target videos."""
 
 import dataclasses
+import hashlib
 
 import chex
 import jax
@@ -262,3 +263,21 @@ def test_predictor_file_round_trip_and_refusals(tmp_path):
         pretrained.initialise(fresh, other)
     with pytest.raises(UserError, match="no such file"):
         pretrained.resolve(tmp_path / "missing.npz")
+
+
+def test_provenance_names_the_file_a_continuation_started_from(tmp_path):
+    """A pretraining run's ``source`` line: step, source set and validation metrics; a continuation
+    (``model.init_checkpoint`` set) adds the starting file's name and its SHA-256 (hashlib's, computed
+    here), so that a chain of runs can be traced back."""
+    from handprop_jax.training import pretrain
+
+    config = Config(name="synthetic_source", data=DataConfig(synth_videos=(640, 16, 0), synth_frames=32))
+    stats = {"step": 2500, "loss": 0.1, "val_mpjpe_mm": 54.5597, "val_rotation_deg": 32.8606}
+    line = pretrain.provenance(config, stats)
+    assert line == ("handprop pretrain --config synthetic_source: stage1 step 2500, 640 source videos x 32 "
+                    "frames; val_mpjpe_mm 54.56, val_rotation_deg 32.86")
+    start = tmp_path / "first.npz"
+    start.write_bytes(b"weights")
+    continued = dataclasses.replace(config, model=ModelConfig(init_checkpoint=str(start)))
+    assert pretrain.provenance(continued, stats) == (
+        f"{line}; started from first.npz (sha256 {hashlib.sha256(b'weights').hexdigest()})")

@@ -13,7 +13,9 @@ Examples:
 Steps: build the source data (``data.data_dir`` of the config; skipped when built), train phase
 stage1 into ``--workdir`` (resumable like ``handprop train``), export the final step's predictor
 (float16 parameters, float32 BatchNorm statistics) with the config, step and validation metrics in
-its metadata, and print the file's SHA-256. The demo config reads ``pretrained/synthetic_source.npz``.
+its metadata, and print the file's SHA-256. With ``--set model.init_checkpoint=FILE`` the training
+continues from FILE's predictor (a fresh optimizer) and the metadata names FILE and its SHA-256.
+The demo config reads ``pretrained/synthetic_source.npz``.
 """
 
 from __future__ import annotations
@@ -47,12 +49,25 @@ def pretrain(config, workdir: str | Path, out: str | Path, progress: bool = True
           data_config=config.data)
     summary = loop.train(config, workdir, ("stage1",), progress=progress)
     run_config, variables = checkpoint.load_run(workdir, "stage1")
-    stats = summary.get("stage1", {})
+    digest = pretrained.export_predictor(variables, run_config, out,
+                                         source=provenance(config, summary.get("stage1", {})))
+    return Path(out), digest
+
+
+def provenance(config, stats: dict) -> str:
+    """The ``source`` line of an exported predictor: the command and config, the last step, the
+    source set's size and the validation metrics of ``stats`` (a phase summary of
+    :func:`loop.train`); for a continuation (``model.init_checkpoint`` set) also the file it started
+    from and that file's SHA-256, so that a chain of pretraining runs can be traced."""
+    from handprop_jax.model import pretrained
+
     source = (f"handprop pretrain --config {config.name}: stage1 step {stats.get('step', '?')}, "
               f"{config.data.synth_videos[0]} source videos x {config.data.synth_frames} frames; "
               + ", ".join(f"{k} {v:.2f}" for k, v in stats.items() if k.startswith("val_")))
-    digest = pretrained.export_predictor(variables, run_config, out, source=source)
-    return Path(out), digest
+    start = config.model.init_checkpoint
+    if start:
+        source += f"; started from {Path(start).name} (sha256 {pretrained.sha256(pretrained.resolve(start))})"
+    return source
 
 
 def run(args: argparse.Namespace) -> int:
