@@ -46,7 +46,9 @@ def test_unwritable_folder_is_refused_before_any_work(tmp_path, capsys, read_onl
 
 def _run_folder(path):
     path.mkdir()
-    config_lib.save_json(dataclasses.replace(config_lib.load("tiny"), name="x"), path / "config.json")
+    # data beside the run, never built: the checkout's own data/ (if any) must not change the outcome
+    config = config_lib.load("tiny", [f"data.data_dir={str(path.parent / 'no_data')!r}"])
+    config_lib.save_json(dataclasses.replace(config, name="x"), path / "config.json")
     return path
 
 
